@@ -1,0 +1,128 @@
+//! Blob encoding inside a pack:
+//!
+//! ```text
+//! stored_blob := nonce(12) || AES-256-GCM(pack_key, nonce, aad = kind(1) || blob_id(32), payload) || tag(16)
+//! payload     := zstd(plaintext) if `compressed` else plaintext
+//! ```
+//! `nonce` is the blob's sequence number in its pack (little-endian, zero-padded to 12 bytes);
+//! it is unique because every pack has its own key.
+
+use ferry_crypto::{AeadKey, NONCE_LEN, TAG_LEN};
+
+use crate::{BlobId, BlobKind, FormatError};
+
+/// Bytes a stored blob adds to its payload.
+pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// Largest plaintext blob accepted when reading (a tree of a huge directory can exceed the
+/// chunker's maximum; 256 MiB bounds what a hostile index can make us allocate).
+pub const MAX_BLOB_LEN: u32 = 256 * 1024 * 1024;
+
+fn aad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
+    let mut a = [0u8; 33];
+    a[0] = kind.as_byte();
+    a[1..].copy_from_slice(id.as_bytes());
+    a
+}
+
+/// Compresses `plain` with zstd at `level` when that saves at least 1/16 of it; returns the
+/// payload and whether it is compressed.
+pub fn compress(plain: &[u8], level: i32) -> (Vec<u8>, bool) {
+    if plain.len() >= 64 && level != 0 {
+        if let Ok(c) = zstd::bulk::compress(plain, level) {
+            if c.len() < plain.len() - plain.len() / 16 {
+                return (c, true);
+            }
+        }
+    }
+    (plain.to_vec(), false)
+}
+
+/// Encrypts a payload into a stored blob.
+pub fn seal(key: &AeadKey, seq: u32, kind: BlobKind, id: &BlobId, payload: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce[..4].copy_from_slice(&seq.to_le_bytes());
+    let mut out = Vec::with_capacity(OVERHEAD + payload.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&key.seal(&nonce, &aad(kind, id), payload));
+    out
+}
+
+/// Decrypts and decompresses a stored blob and checks that its plaintext hashes to `id`.
+pub fn open(
+    key: &AeadKey,
+    id_key: &ferry_crypto::IdKey,
+    kind: BlobKind,
+    id: &BlobId,
+    stored: &[u8],
+    compressed: bool,
+    raw_len: u32,
+) -> Result<Vec<u8>, FormatError> {
+    const WHAT: &str = "blob";
+    if stored.len() < OVERHEAD {
+        return Err(FormatError::malformed(WHAT, "shorter than nonce and tag"));
+    }
+    if raw_len > MAX_BLOB_LEN {
+        return Err(FormatError::malformed(WHAT, format!("length {raw_len} exceeds the limit")));
+    }
+    let (nonce, rest) = stored.split_at(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| FormatError::malformed(WHAT, "nonce"))?;
+    let mut payload = rest.to_vec();
+    key.open_in_place(&nonce, &aad(kind, id), &mut payload).map_err(|source| FormatError::Crypto { what: WHAT, source })?;
+    let plain = if compressed {
+        let p = zstd::bulk::decompress(&payload, raw_len as usize).map_err(|e| FormatError::malformed(WHAT, format!("zstd: {e}")))?;
+        if p.len() != raw_len as usize {
+            return Err(FormatError::malformed(WHAT, "decompressed length differs from the index"));
+        }
+        p
+    } else {
+        payload
+    };
+    let actual = BlobId::from_bytes(id_key.hash(&plain));
+    if actual != *id {
+        return Err(FormatError::IdMismatch { what: WHAT, expected: id.to_hex(), actual: actual.to_hex() });
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_crypto::MasterKey;
+
+    #[test]
+    fn round_trip_compressed_and_raw() {
+        let m = MasterKey::generate();
+        let k = m.pack_key(&[5; 16]);
+        let idk = m.id_key();
+        for plain in [vec![0u8; 10_000], b"tiny".to_vec()] {
+            let id = BlobId::from_bytes(idk.hash(&plain));
+            let (payload, compressed) = compress(&plain, 3);
+            assert_eq!(compressed, plain.len() > 64);
+            let stored = seal(&k, 7, BlobKind::Data, &id, &payload);
+            let back = open(&k, &idk, BlobKind::Data, &id, &stored, compressed, plain.len() as u32).unwrap();
+            assert_eq!(back, plain);
+            // Wrong kind in the associated data fails authentication.
+            assert!(open(&k, &idk, BlobKind::Tree, &id, &stored, compressed, plain.len() as u32).is_err());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_round_trip(plain in proptest::collection::vec(0u8..4, 0..5000), seq in 0u32..1000) {
+            let m = MasterKey::from_bytes(&[9; 64]);
+            let k = m.pack_key(&[1; 16]);
+            let idk = m.id_key();
+            let id = BlobId::from_bytes(idk.hash(&plain));
+            let (payload, c) = compress(&plain, 1);
+            let stored = seal(&k, seq, BlobKind::Tree, &id, &payload);
+            proptest::prop_assert_eq!(open(&k, &idk, BlobKind::Tree, &id, &stored, c, plain.len() as u32).unwrap(), plain);
+        }
+
+        #[test]
+        fn prop_garbage_never_panics(stored in proptest::collection::vec(proptest::num::u8::ANY, 0..200), c: bool, raw in 0u32..1000) {
+            let m = MasterKey::from_bytes(&[9; 64]);
+            let _ = open(&m.pack_key(&[1; 16]), &m.id_key(), BlobKind::Data, &BlobId::from_bytes([0; 32]), &stored, c, raw);
+        }
+    }
+}
