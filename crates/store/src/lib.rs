@@ -1,1 +1,137 @@
-//! placeholder
+//! Ferry's object-store layer: byte objects under string keys, in a local folder, an Azure Blob
+//! container or an S3 bucket, behind one synchronous trait with a written contract.
+//!
+//! It knows nothing of packs, indexes, keys or encryption: the repository layer above decides
+//! what the objects are (`data/3f/3fa2…`, `index/…`, `keys/…`, `config`).
+//!
+//! # The contract, in short
+//! (Written out on [`Store`] and on each of its methods.)
+//! - Keys are `/`-separated relative paths of a small ASCII alphabet ([`validate_key`]).
+//! - [`Store::put_if_absent`] never overwrites: it is an atomic conditional create on every
+//!   backend (local hard link, `If-None-Match: *` on Azure and S3). [`Store::put`] replaces, for
+//!   the few mutable objects.
+//! - A write that returned `Ok` is durable and visible to `get`, `head` and `list`; a failed
+//!   write never leaves a partial object at the key.
+//! - `list` order is unspecified; deleting a missing object is `Ok`.
+//! - Errors are [`StoreError`]s of kind `NotFound`, `AlreadyExists`, `Transient` (retrying may
+//!   help) or `Permanent`, with messages that never contain secrets.
+//! - The API blocks and may be used from many OS threads at once. Network backends run on a
+//!   private tokio runtime: **never call a store from inside a tokio runtime** (use
+//!   `spawn_blocking`), or tokio panics.
+//!
+//! # Opening a location
+//! [`open`] takes a folder path or `file://PATH`, `az://CONTAINER[/PREFIX]` or
+//! `s3://BUCKET[/PREFIX]`; credentials and endpoints come from the environment variables the
+//! `object_store` crate reads (`AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`,
+//! `AZURE_STORAGE_USE_EMULATOR` with `AZURITE_BLOB_STORAGE_URL`; `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
+//! `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...). A missing folder, container or bucket is created.
+//!
+//! # Wrappers
+//! Cross-cutting behaviour wraps a store, and [`open`] composes the stack in one place:
+//!
+//! ```text
+//! RetryStore            retries Transient errors (5 tries, 100 ms .. 3 s, jitter)
+//!   FaultStore          only with FERRY_FAULT_INJECT=RATE[:SEED]: injected Transient failures
+//!     ObjectStoreBackend  local folder | Azure Blob | S3, via the object_store crate
+//! ```
+//!
+//! [`MemoryStore`] is an in-memory store for other crates' unit tests. The `conformance`
+//! feature adds [`conformance`](crate::conformance), the suite every store must pass.
+//!
+//! # Example
+//! ```no_run
+//! use bytes::Bytes;
+//!
+//! ferry_store::init_tls();
+//! let store = ferry_store::open("/tmp/ferry-example")?;
+//! assert!(store.put_if_absent("config", Bytes::from_static(b"v1"))?);
+//! assert_eq!(store.get("config")?, "v1");
+//! for object in store.list("data/")? {
+//!     println!("{} {}", object.key, object.size);
+//! }
+//! # Ok::<(), ferry_store::StoreError>(())
+//! ```
+
+mod azure;
+mod backend;
+mod cloud;
+mod error;
+mod fault;
+mod local;
+mod location;
+mod memory;
+mod retry;
+mod s3;
+mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::sync::{Arc, Once};
+
+pub use backend::ObjectStoreBackend;
+pub use error::{ErrorKind, Result, StoreError};
+pub use fault::{FaultStore, FAULT_INJECT_ENV};
+pub use memory::MemoryStore;
+pub use retry::{RetryPolicy, RetryStore};
+pub use store::{validate_key, ObjectInfo, Store, MAX_KEY_LEN};
+
+/// Open a location as a store: a folder path or `file://PATH` (created if missing),
+/// `az://CONTAINER[/PREFIX]` or `s3://BUCKET[/PREFIX]` (container or bucket created if
+/// missing; see the crate doc for the environment variables read).
+///
+/// The store is wrapped in [`RetryStore`], and, when `FERRY_FAULT_INJECT=RATE[:SEED]` is set,
+/// in a [`FaultStore`] below it (a testing aid). For Azure and S3 this makes one or two
+/// requests (does the container exist, create it), so it fails on bad credentials or an
+/// unreachable endpoint.
+pub fn open(location: &str) -> Result<Arc<dyn Store>> {
+    init_tls();
+    let backend = match location::parse(location)? {
+        location::Location::Local(path) => local::open(&path)?,
+        location::Location::Azure { container, prefix } => {
+            azure::open(&container, prefix.as_deref())?
+        }
+        location::Location::S3 { bucket, prefix } => s3::open(&bucket, prefix.as_deref())?,
+    };
+    let mut store: Arc<dyn Store> = Arc::new(backend);
+    if let Some((rate, seed)) = fault_injection(location)? {
+        tracing::warn!(
+            rate,
+            seed,
+            "{FAULT_INJECT_ENV} is set: injecting store faults"
+        );
+        store = Arc::new(FaultStore::new(store, rate, seed));
+    }
+    Ok(Arc::new(RetryStore::new(store)))
+}
+
+/// The `FERRY_FAULT_INJECT` setting, if set and not empty.
+fn fault_injection(location: &str) -> Result<Option<(f64, u64)>> {
+    let Ok(spec) = std::env::var(FAULT_INJECT_ENV) else {
+        return Ok(None);
+    };
+    if spec.trim().is_empty() {
+        return Ok(None);
+    }
+    match FaultStore::parse_spec(&spec) {
+        Some(setting) => Ok(Some(setting)),
+        None => Err(StoreError::permanent(
+            "open",
+            location,
+            format!(
+                "{FAULT_INJECT_ENV}={spec:?}: expected RATE[:SEED] with RATE in 0..1, e.g. 0.05:42"
+            ),
+        )),
+    }
+}
+
+/// Install rustls' aws-lc-rs crypto provider as the process default, once. The binary calls
+/// this at start-up; [`open`] calls it too. Harmless if a provider is already installed.
+pub fn init_tls() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err only means another provider was installed first; keep that one.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}

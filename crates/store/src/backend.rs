@@ -1,0 +1,222 @@
+//! [`ObjectStoreBackend`]: the [`Store`] contract on top of any `object_store::ObjectStore`
+//! (local folder, Azure Blob, S3), made synchronous with a shared tokio runtime.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Result, StoreError};
+use crate::store::{check_range, validate_key, validate_prefix, ObjectInfo, Store};
+
+/// Worker threads of the shared runtime. Futures are driven by `block_on` on the calling
+/// thread, so the workers only run I/O drivers, timers and `object_store`'s blocking file
+/// work; two are plenty.
+const RUNTIME_WORKERS: usize = 2;
+
+/// The process-wide runtime of all network/file stores. It is never dropped, so a store can be
+/// dropped anywhere (dropping a tokio runtime inside async code panics).
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(RUNTIME_WORKERS)
+                .thread_name("ferry-store")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| StoreError::permanent("start", "runtime", e.clone()))
+}
+
+/// Run `future` to completion on the store runtime, blocking this thread.
+///
+/// Panics (in tokio) when called from inside a runtime: see the [`Store`] thread rules.
+pub(crate) fn block_on<F: Future>(future: F) -> Result<F::Output> {
+    Ok(runtime()?.block_on(future))
+}
+
+/// A [`Store`] over an `object_store` implementation.
+pub struct ObjectStoreBackend {
+    inner: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl std::fmt::Debug for ObjectStoreBackend {
+    // Not derived: the inner store's Debug can print credentials (Azure access keys).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreBackend")
+            .field("location", &self.description)
+            .finish()
+    }
+}
+
+fn path(op: &'static str, key: &str) -> Result<Path> {
+    validate_key(op, key)?;
+    Path::parse(key).map_err(|e| StoreError::permanent(op, key, format!("invalid key: {e}")))
+}
+
+impl ObjectStoreBackend {
+    /// Wrap `inner`; `description` must hold no secrets.
+    pub fn new(inner: Arc<dyn ObjectStore>, description: String) -> Self {
+        ObjectStoreBackend { inner, description }
+    }
+
+    async fn get_range_async(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let op = "get_range";
+        let location = path(op, key)?;
+        let map = |e| StoreError::from_object_store(op, key, e);
+        if range.start >= range.end {
+            // object_store rejects empty ranges; answer from the size.
+            let meta = self.inner.head(&location).await.map_err(map)?;
+            check_range(key, &range, meta.size)?;
+            return Ok(Bytes::new());
+        }
+        let options = GetOptions::new().with_range(Some(range.clone()));
+        let result = match self.inner.get_opts(&location, options).await {
+            Ok(result) => result,
+            Err(e) => {
+                let err = map(e);
+                // A start past the end is a 416 / invalid range: say so plainly.
+                if err.kind == crate::ErrorKind::Permanent {
+                    if let Ok(meta) = self.inner.head(&location).await {
+                        check_range(key, &range, meta.size)?;
+                    }
+                }
+                return Err(err);
+            }
+        };
+        // object_store silently shortens a range that reaches past the end.
+        check_range(key, &range, result.meta.size)?;
+        let data = result.bytes().await.map_err(map)?;
+        expect_len(op, key, &data, range.end - range.start)?;
+        Ok(data)
+    }
+}
+
+/// A body shorter or longer than promised is a broken transfer: worth another try.
+fn expect_len(op: &'static str, key: &str, data: &Bytes, want: u64) -> Result<()> {
+    if data.len() as u64 != want {
+        return Err(StoreError::transient(
+            op,
+            key,
+            format!("received {} bytes, expected {want}", data.len()),
+        ));
+    }
+    Ok(())
+}
+
+impl Store for ObjectStoreBackend {
+    fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let location = path("put", key)?;
+        let opts = PutOptions {
+            mode: PutMode::Overwrite,
+            ..Default::default()
+        };
+        block_on(
+            self.inner
+                .put_opts(&location, PutPayload::from_bytes(data), opts),
+        )?
+        .map(|_| ())
+        .map_err(|e| StoreError::from_object_store("put", key, e))
+    }
+
+    fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        let op = "put_if_absent";
+        let location = path(op, key)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        block_on(async {
+            match self
+                .inner
+                .put_opts(&location, PutPayload::from_bytes(data), opts)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    let err = StoreError::from_object_store(op, key, e);
+                    if err.kind != crate::ErrorKind::AlreadyExists {
+                        return Err(err);
+                    }
+                    // Backends also answer 409 Conflict for a concurrent write that lost a race
+                    // with a delete, or is still in flight: only report "exists" when it does.
+                    match self.inner.head(&location).await {
+                        Ok(_) => Ok(false),
+                        Err(object_store::Error::NotFound { .. }) => Err(StoreError::transient(
+                            op,
+                            key,
+                            "conflicting concurrent write, object not there yet",
+                        )),
+                        Err(e) => Err(StoreError::from_object_store(op, key, e)),
+                    }
+                }
+            }
+        })?
+    }
+
+    fn get(&self, key: &str) -> Result<Bytes> {
+        let location = path("get", key)?;
+        let map = |e| StoreError::from_object_store("get", key, e);
+        block_on(async {
+            let result = self.inner.get(&location).await.map_err(map)?;
+            let size = result.meta.size;
+            let data = result.bytes().await.map_err(map)?;
+            expect_len("get", key, &data, size)?;
+            Ok(data)
+        })?
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        block_on(self.get_range_async(key, range))?
+    }
+
+    fn head(&self, key: &str) -> Result<Option<u64>> {
+        let location = path("head", key)?;
+        match block_on(self.inner.head(&location))? {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StoreError::from_object_store("head", key, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        validate_prefix(prefix)?;
+        // object_store lists whole path segments: list the folder holding `prefix`, then keep
+        // the keys that start with it.
+        let folder = match prefix.rfind('/') {
+            Some(at) => Some(path("list", &prefix[..at])?),
+            None => None,
+        };
+        let metas: Vec<_> = block_on(self.inner.list(folder.as_ref()).try_collect())?
+            .map_err(|e: object_store::Error| StoreError::from_object_store("list", prefix, e))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| ObjectInfo {
+                key: m.location.as_ref().to_string(),
+                size: m.size,
+            })
+            .filter(|info| info.key.starts_with(prefix))
+            .collect())
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let location = path("delete", key)?;
+        match block_on(self.inner.delete(&location))? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::from_object_store("delete", key, e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}

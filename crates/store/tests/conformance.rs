@@ -1,0 +1,153 @@
+//! The conformance suite against every backend.
+//!
+//! - local folder and memory: always;
+//! - Azurite: with `FERRY_TEST_AZURITE=1` (and `AZURE_STORAGE_USE_EMULATOR=true`, ...);
+//! - moto (S3): with `FERRY_TEST_S3=1` (and `AWS_ENDPOINT`, `AWS_ALLOW_HTTP=true`, ...).
+//!
+//! `eval "$(scripts/test-services.sh env)"` sets all of these after
+//! `scripts/test-services.sh start`. When a variable is set, an unreachable service fails the
+//! test; when it is not, the test says it skipped, on stderr.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_store::{conformance, FaultStore, MemoryStore, RetryPolicy, RetryStore, Store};
+
+fn enabled(var: &str) -> bool {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() && v != "0" => true,
+        _ => {
+            eprintln!("skipped: {var} not set");
+            false
+        }
+    }
+}
+
+fn random_name(kind: &str) -> String {
+    format!("ferry-conformance-{kind}-{:08x}", rand::random::<u32>())
+}
+
+#[test]
+fn local_folder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ferry_store::open(dir.path().to_str().expect("utf-8 temp path")).expect("open");
+    conformance::run_all(&*store);
+}
+
+#[test]
+fn local_folder_created_when_missing_and_file_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nested = dir.path().join("a/b/repo");
+    let url = format!("file://{}", nested.display());
+    let store = ferry_store::open(&url).expect("open file:// of a missing folder");
+    assert!(nested.is_dir());
+    assert!(
+        store.describe().contains("local folder"),
+        "{}",
+        store.describe()
+    );
+    store
+        .put("data/3f/3fa2", Bytes::from_static(b"x"))
+        .expect("put");
+    assert!(
+        nested.join("data/3f/3fa2").is_file(),
+        "objects are plain files at their key"
+    );
+}
+
+#[test]
+fn local_folder_hides_staging_files() {
+    // A crash between writing the staging file and publishing it leaves KEY#N behind.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = ferry_store::open(dir.path().to_str().expect("utf-8")).expect("open");
+    std::fs::create_dir_all(dir.path().join("data")).expect("mkdir");
+    std::fs::write(dir.path().join("data/abc#1"), b"half").expect("write");
+    assert!(store.list("data/").expect("list").is_empty());
+    assert_eq!(store.head("data/abc").expect("head"), None);
+}
+
+#[test]
+fn memory() {
+    conformance::run_all(&MemoryStore::new());
+}
+
+#[test]
+fn retry_absorbs_30_percent_faults() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = ferry_store::open(dir.path().to_str().expect("utf-8")).expect("open");
+    let policy = RetryPolicy {
+        max_tries: 12,
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    };
+    for inner in [local, Arc::new(MemoryStore::new()) as Arc<dyn Store>] {
+        let faulty = Arc::new(FaultStore::new(inner, 0.3, 42));
+        let store = RetryStore::with_policy(faulty, policy);
+        conformance::run_round_trips(&store);
+    }
+}
+
+#[test]
+fn faults_without_retry_do_fail() {
+    let faulty = FaultStore::new(Arc::new(MemoryStore::new()), 0.3, 7);
+    let failures = (0..100).filter(|_| faulty.head("k").is_err()).count();
+    assert!((15..45).contains(&failures), "{failures}");
+}
+
+#[test]
+fn azurite() {
+    if !enabled("FERRY_TEST_AZURITE") {
+        return;
+    }
+    let store = ferry_store::open(&format!("az://{}", random_name("az"))).unwrap_or_else(|e| {
+        panic!("open Azurite (is it running? scripts/test-services.sh start): {e}")
+    });
+    eprintln!("testing {}", store.describe());
+    conformance::run_all(&*store);
+}
+
+#[test]
+fn azurite_with_prefix_reopen() {
+    if !enabled("FERRY_TEST_AZURITE") {
+        return;
+    }
+    reopen_check(&format!("az://{}/some/prefix", random_name("az")));
+}
+
+#[test]
+fn moto_s3() {
+    if !enabled("FERRY_TEST_S3") {
+        return;
+    }
+    let store = ferry_store::open(&format!("s3://{}/p", random_name("s3"))).unwrap_or_else(|e| {
+        panic!("open moto (is it running? scripts/test-services.sh start): {e}")
+    });
+    eprintln!("testing {}", store.describe());
+    conformance::run_all(&*store);
+}
+
+#[test]
+fn moto_s3_reopen() {
+    if !enabled("FERRY_TEST_S3") {
+        return;
+    }
+    reopen_check(&format!("s3://{}", random_name("s3")));
+}
+
+/// Open creates the container once; a second open of the same location finds it and sees the
+/// objects; prefixes isolate.
+fn reopen_check(location: &str) {
+    let first = ferry_store::open(location).unwrap_or_else(|e| panic!("open {location}: {e}"));
+    first.put("config", Bytes::from_static(b"c")).expect("put");
+    let again = ferry_store::open(location).unwrap_or_else(|e| panic!("reopen {location}: {e}"));
+    assert_eq!(again.get("config").expect("get").as_ref(), b"c");
+    let keys: Vec<_> = again
+        .list("")
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["config"], "the prefix is not part of listed keys");
+    again.delete("config").expect("delete");
+}
