@@ -214,7 +214,10 @@ def main():
                     rs = [r for r in data if r["set"] == set_ and r["scenario"] == scen
                           and r["tool"] == t and int(r["run"]) == run]
                     v = num(rs[0], metric) if rs and rs[0]["status"] == "ok" else None
-                    vals.append(fmt(v, metric) if v is not None else "✗")
+                    if rs and rs[0]["verify"] and rs[0]["verify"] != "ok":
+                        vals.append("✗ (wrong)")
+                    else:
+                        vals.append(fmt(v, metric) if v is not None else "✗")
                 row.append(" / ".join(vals))
             w(f"| {label} | " + " | ".join(row) + " |")
         w("")

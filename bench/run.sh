@@ -11,7 +11,7 @@
 # in its cells and the benchmark carries on with the others.  See BENCHMARKS.md.
 #
 # Environment: FERRY_BIN (default target/release/ferry of this repository),
-#              BENCH_TIMEOUT (seconds allowed to one measured command, default 3600).
+#              BENCH_TIMEOUT (seconds allowed to one measured command, default 1200).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,7 +19,7 @@ REPO_ROOT=$(dirname "$BENCH_DIR")
 WORK=$BENCH_DIR/work
 RESULTS_DIR=$BENCH_DIR/results
 FERRY_BIN=${FERRY_BIN:-$REPO_ROOT/target/release/ferry}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-3600}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-1200}
 KERNEL_TARBALL=/usr/src/linux-source-6.1.tar.xz
 # One passphrase for all three tools (Ferry wants at least 16 characters).
 PASSPHRASE='ferry-bench-passphrase-not-secret'
