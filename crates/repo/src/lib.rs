@@ -1,1 +1,52 @@
-//! placeholder
+//! Ferry's repository engine: everything that reads and writes a repository.
+//!
+//! - [`Repository`]: open or create a repository on any [`ferry_store::Store`], unlock it with a
+//!   passphrase, read blobs, trees and recovery points, manage key slots;
+//! - [`backup`]: the archiver, a pipeline that keeps every core busy (walk, read, chunk, hash,
+//!   compress, encrypt, upload) and writes packs, then index, then the recovery point;
+//! - [`restore`], [`check`], [`forget`], [`prune`], [`diff`]: the rest of the lifecycle;
+//! - [`cache`]: the on-disk local index and files cache, so memory stays flat however large
+//!   the repository grows.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let store = ferry_store::open("/tmp/repo")?;
+//! let cache = std::path::Path::new("/tmp/ferry-cache");
+//! let repo = ferry_repo::Repository::init(store, b"a long passphrase!", &Default::default(), cache)?;
+//! let opts = ferry_repo::backup::BackupOptions::new(vec!["/etc".into()]);
+//! let outcome = ferry_repo::backup::run(&repo, &opts, &ferry_repo::Progress::default())?;
+//! println!("recovery point {}", outcome.recovery_point);
+//! # Ok(()) }
+//! ```
+
+pub mod backup;
+pub mod cache;
+pub mod check;
+pub mod diff;
+pub mod forget;
+mod lock;
+mod packer;
+mod progress;
+pub mod prune;
+mod repository;
+pub mod restore;
+pub mod walk;
+
+pub use lock::RepoLock;
+pub use progress::Progress;
+pub use repository::{InitOptions, Repository};
+
+use ferry_format::BlobId;
+
+/// Errors a caller branches on (wrapped in `anyhow::Error`; find them with `downcast_ref`).
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("there is no Ferry repository at {0}: create one with `ferry init`")]
+    NotARepository(String),
+    #[error("a repository already exists at {0}")]
+    AlreadyExists(String),
+    #[error("wrong passphrase: no key of the repository at {0} opens with it")]
+    WrongPassphrase(String),
+    #[error("blob {0:?} is not in the index: the repository is damaged or the index is incomplete (run `ferry check`)")]
+    MissingBlob(BlobId),
+}

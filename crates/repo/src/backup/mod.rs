@@ -1,0 +1,616 @@
+//! The archiver: backs up paths into a new recovery point.
+//!
+//! Pipeline (each arrow a bounded channel, so memory stays flat):
+//!
+//! ```text
+//! walker ──file jobs──▶ readers (read + chunk) ──chunk jobs──▶ hashers (hash, dedup, compress, pack)
+//!    │                                                              │
+//!    └──── directories, post-order ──▶ assembler (trees) ◀── chunk IDs ┘      uploader (packs, index)
+//! ```
+//! Unchanged files (same size, mtime, ctime and inode as in the files cache, with every chunk
+//! still indexed) are not read. The files cache is committed at checkpoints, after the index
+//! files covering their chunks, so a killed backup resumes without re-reading stored files.
+
+mod excludes;
+mod fsmeta;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use ferry_format::recovery_point::{RecoveryPoint, Summary};
+use ferry_format::tree::{Node, NodeKind, Tree};
+use ferry_format::{BlobId, BlobKind, RecoveryPointId};
+
+pub use excludes::Excludes;
+
+use crate::cache::FileEntry;
+use crate::packer::PackSink;
+use crate::{Progress, RepoLock, Repository};
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    pub tags: Vec<String>,
+    /// Override the host name recorded in the recovery point.
+    pub host: Option<String>,
+    /// How often to make the work so far durable (packs, index, files cache).
+    pub checkpoint_every: Duration,
+    /// Scan the paths in the background to know totals for progress.
+    pub scan: bool,
+    pub readers: usize,
+    pub hashers: usize,
+}
+
+impl BackupOptions {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        BackupOptions {
+            paths,
+            excludes: Vec::new(),
+            one_file_system: false,
+            tags: Vec::new(),
+            host: None,
+            checkpoint_every: Duration::from_secs(60),
+            scan: false,
+            readers: 2,
+            hashers: cores.max(2),
+        }
+    }
+}
+
+/// A file that could not be backed up.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileError {
+    pub path: String,
+    pub error: String,
+}
+
+/// The result of a backup.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    pub recovery_point: RecoveryPointId,
+    pub summary: Summary,
+    pub errors: Vec<FileError>,
+}
+
+impl BackupOutcome {
+    /// Some files could not be read: the recovery point is partial.
+    pub fn is_partial(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+struct ChunkJob {
+    data: Vec<u8>,
+    reply: Sender<Result<BlobId, String>>,
+}
+
+struct FileJob {
+    path: PathBuf,
+    size: u64,
+    reply: Sender<Result<Vec<Receiver<Result<BlobId, String>>>, String>>,
+}
+
+enum Content {
+    None,
+    Dir(u64),
+    Cached(Vec<BlobId>),
+    Pending { rx: Receiver<Result<Vec<Receiver<Result<BlobId, String>>>, String>>, changed: bool },
+}
+
+struct Entry {
+    node: Node,
+    path: PathBuf,
+    content: Content,
+}
+
+enum Item {
+    Dir { seq: u64, path: PathBuf, entries: Vec<Entry> },
+    Top { index: usize, entry: Entry },
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unchanged: AtomicU64,
+    dirs: AtomicU64,
+    bytes_read: AtomicU64,
+    total_bytes: AtomicU64,
+}
+
+struct Shared<'r> {
+    repo: &'r Repository,
+    sink: PackSink<'r>,
+    errors: Mutex<Vec<FileError>>,
+    counters: Counters,
+    progress: &'r Progress,
+}
+
+impl Shared<'_> {
+    fn error(&self, path: &Path, e: impl std::fmt::Display) {
+        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(FileError { path: path.display().to_string(), error: e.to_string() });
+    }
+}
+
+/// Runs a backup and writes its recovery point.
+pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let paths = normalize_paths(&opts.paths)?;
+    let excludes = Excludes::new(&opts.excludes)?;
+    // The lock MUST be taken before the index is read, so prune can tell which backups might
+    // still reference what it is about to remove.
+    let lock = RepoLock::acquire(repo, false, "backup")?;
+    repo.sync_index()?;
+
+    let (sink, upload_rx) = PackSink::new(repo);
+    let sh = Shared { repo, sink, errors: Mutex::new(Vec::new()), counters: Counters::default(), progress };
+    let root = std::thread::scope(|scope| -> Result<BlobId> {
+        let sh = &sh;
+        let uploader = std::thread::Builder::new().name("ferry-upload".into()).spawn_scoped(scope, move || sh.sink.run_uploader(upload_rx))?;
+        let result = (|| -> Result<BlobId> {
+            let (chunk_tx, chunk_rx) = bounded::<ChunkJob>(opts.hashers * 2);
+            let (file_tx, file_rx) = bounded::<FileJob>(64);
+            let (item_tx, item_rx) = unbounded::<Item>();
+            for _ in 0..opts.hashers.max(1) {
+                let rx = chunk_rx.clone();
+                std::thread::Builder::new().name("ferry-hash".into()).spawn_scoped(scope, move || hasher(sh, rx))?;
+            }
+            drop(chunk_rx);
+            for _ in 0..opts.readers.max(1) {
+                let (rx, tx) = (file_rx.clone(), chunk_tx.clone());
+                std::thread::Builder::new().name("ferry-read".into()).spawn_scoped(scope, move || reader(sh, rx, tx))?;
+            }
+            drop((file_rx, chunk_tx));
+            if opts.scan {
+                let (paths, ex, ofs) = (&paths, &excludes, opts.one_file_system);
+                std::thread::Builder::new().name("ferry-scan".into()).spawn_scoped(scope, move || scan(paths, ex, ofs, progress))?;
+            }
+            let (n_top, every, lock) = (paths.len(), opts.checkpoint_every, &lock);
+            let assembler =
+                std::thread::Builder::new().name("ferry-assemble".into()).spawn_scoped(scope, move || assemble(sh, item_rx, n_top, every, lock))?;
+            let walker = {
+                let (paths, ex, ofs) = (&paths, &excludes, opts.one_file_system);
+                std::thread::Builder::new()
+                    .name("ferry-walk".into())
+                    .stack_size(256 * 1024 * 1024)
+                    .spawn_scoped(scope, move || walk_all(sh, paths, ex, ofs, file_tx, item_tx))?
+            };
+            walker.join().map_err(|_| anyhow::anyhow!("the walker thread panicked"))?;
+            let (tops, files) = assembler.join().map_err(|_| anyhow::anyhow!("the assembler thread panicked"))??;
+            let root = build_root(sh, &paths, tops)?;
+            sh.sink.close(files)?;
+            Ok(root)
+        })();
+        if result.is_err() {
+            sh.sink.abort();
+        }
+        uploader.join().map_err(|_| anyhow::anyhow!("the uploader thread panicked"))?;
+        let root = result?;
+        match sh.sink.take_error() {
+            Some(e) => Err(e),
+            None => Ok(root),
+        }
+    })?;
+
+    let stored = sh.sink.stats();
+    let c = &sh.counters;
+    let errors = sh.errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    let path_strings = paths_as_strings(&paths);
+    let parent = repo.recovery_points()?.into_iter().filter(|(_, rp)| rp.paths == path_strings).last().map(|(id, _)| id);
+    let mut rp = RecoveryPoint {
+        time,
+        host: opts.host.clone().unwrap_or_else(crate::repository::host_name),
+        user: crate::repository::user_name(),
+        paths: path_strings,
+        tags: opts.tags.clone(),
+        parent,
+        tree: root,
+        partial: !errors.is_empty(),
+        summary: Summary {
+            files_new: c.files_new.load(Ordering::Relaxed),
+            files_changed: c.files_changed.load(Ordering::Relaxed),
+            files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
+            dirs: c.dirs.load(Ordering::Relaxed),
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            bytes_added: stored.bytes_added,
+            total_bytes: c.total_bytes.load(Ordering::Relaxed),
+            duration_s: started.elapsed().as_secs_f64(),
+            errors: errors.len() as u64,
+        },
+        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    // The recovery point's own size counts as added; its length does not depend on the digits.
+    rp.summary.bytes_added += rp.seal(repo.master()).1.len() as u64;
+    // MUST come after the index files: the recovery point is the commit point.
+    let id = repo.save_recovery_point(&rp)?;
+    lock.release();
+    Ok(BackupOutcome { recovery_point: id, summary: rp.summary, errors })
+}
+
+fn paths_as_strings(paths: &[PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.to_string_lossy().into_owned()).collect()
+}
+
+/// Makes paths absolute and lexically clean, drops duplicates, refuses nested ones.
+fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        bail!("nothing to back up: name at least one path");
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).with_context(|| format!("resolve path {}", p.display()))?;
+        let mut clean = PathBuf::from("/");
+        for c in abs.components() {
+            match c {
+                std::path::Component::Normal(n) => clean.push(n),
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                _ => {}
+            }
+        }
+        if !out.contains(&clean) {
+            out.push(clean);
+        }
+    }
+    out.sort();
+    for w in out.windows(2) {
+        if w[1].starts_with(&w[0]) {
+            bail!("{} is inside {}: name only the outer path", w[1].display(), w[0].display());
+        }
+    }
+    if out.len() > 1 && out.iter().any(|p| p == Path::new("/")) {
+        bail!("/ is backed up with everything below it: name it alone");
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- walker
+
+fn walk_all(sh: &Shared<'_>, paths: &[PathBuf], ex: &Excludes, one_fs: bool, files: Sender<FileJob>, items: Sender<Item>) {
+    let mut seq = 0u64;
+    for (index, path) in paths.iter().enumerate() {
+        if sh.sink.has_failed() {
+            return;
+        }
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                sh.error(path, format!("cannot back up: {e}"));
+                continue;
+            }
+        };
+        let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| OsString::from("/"));
+        let dev = if one_fs { Some(meta.dev()) } else { None };
+        if let Some(entry) = make_entry(sh, path, &name, &meta, ex, dev, &files, &items, &mut seq) {
+            let _ = items.send(Item::Top { index, entry });
+        }
+    }
+}
+
+/// Builds the entry for one path; for a directory, walks it first (post-order).
+#[allow(clippy::too_many_arguments)]
+fn make_entry(
+    sh: &Shared<'_>,
+    path: &Path,
+    name: &std::ffi::OsStr,
+    meta: &Metadata,
+    ex: &Excludes,
+    dev: Option<u64>,
+    files: &Sender<FileJob>,
+    items: &Sender<Item>,
+    seq: &mut u64,
+) -> Option<Entry> {
+    let node = match fsmeta::node_for(path, name, meta) {
+        Ok(n) => n,
+        Err(e) => {
+            sh.error(path, format!("cannot read metadata: {e}"));
+            return None;
+        }
+    };
+    let content = match node.kind {
+        NodeKind::Dir => Content::Dir(walk_dir(sh, path, ex, dev, files, items, seq)),
+        NodeKind::File => file_content(sh, path, &node, files),
+        _ => Content::None,
+    };
+    Some(Entry { node, path: path.to_path_buf(), content })
+}
+
+fn walk_dir(sh: &Shared<'_>, dir: &Path, ex: &Excludes, dev: Option<u64>, files: &Sender<FileJob>, items: &Sender<Item>, seq: &mut u64) -> u64 {
+    let mut names: Vec<OsString> = Vec::new();
+    match fs::read_dir(dir) {
+        Ok(rd) => {
+            for e in rd {
+                match e {
+                    Ok(e) => names.push(e.file_name()),
+                    Err(e) => sh.error(dir, format!("cannot list folder: {e}")),
+                }
+            }
+        }
+        Err(e) => sh.error(dir, format!("cannot list folder: {e}")),
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        if sh.sink.has_failed() {
+            break;
+        }
+        let path = dir.join(&name);
+        if ex.matches(&path) {
+            continue;
+        }
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                sh.error(&path, format!("vanished or unreadable: {e}"));
+                continue;
+            }
+        };
+        if let Some(d) = dev {
+            if meta.is_dir() && meta.dev() != d {
+                continue; // --one-file-system: another mount
+            }
+        }
+        if let Some(entry) = make_entry(sh, &path, &name, &meta, ex, dev, files, items, seq) {
+            entries.push(entry);
+        }
+    }
+    *seq += 1;
+    let my = *seq;
+    let _ = items.send(Item::Dir { seq: my, path: dir.to_path_buf(), entries });
+    my
+}
+
+fn file_content(sh: &Shared<'_>, path: &Path, node: &Node, files: &Sender<FileJob>) -> Content {
+    sh.counters.total_bytes.fetch_add(node.size, Ordering::Relaxed);
+    let key = path.as_os_str().as_bytes();
+    let cached = sh.repo.cache().file(key).ok().flatten();
+    if let Some(c) = &cached {
+        if c.size == node.size && c.mtime_ns == node.mtime_ns && c.ctime_ns == node.ctime_ns && c.inode == node.inode {
+            let all_there = c.content.iter().all(|id| sh.repo.cache().contains(BlobKind::Data, id).unwrap_or(false));
+            if all_there {
+                return Content::Cached(c.content.clone());
+            }
+        }
+    }
+    let (tx, rx) = bounded(1);
+    if files.send(FileJob { path: path.to_path_buf(), size: node.size, reply: tx }).is_err() {
+        return Content::Cached(Vec::new()); // pipeline is shutting down after a failure
+    }
+    Content::Pending { rx, changed: cached.is_some() }
+}
+
+// ---------------------------------------------------------------- readers and hashers
+
+fn reader(sh: &Shared<'_>, jobs: Receiver<FileJob>, chunks: Sender<ChunkJob>) {
+    for job in jobs {
+        if sh.sink.has_failed() {
+            let _ = job.reply.send(Err("backup aborted".into()));
+            continue;
+        }
+        let r = read_file(sh, &job, &chunks);
+        let _ = job.reply.send(r);
+    }
+}
+
+fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>) -> Result<Vec<Receiver<Result<BlobId, String>>>, String> {
+    let mut f = File::open(&job.path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut out = Vec::new();
+    let min = sh.repo.chunker().params().min_size as u64;
+    let mut send = |data: Vec<u8>| -> Result<(), String> {
+        sh.counters.bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
+        sh.progress.add_done(0, data.len() as u64);
+        let (tx, rx) = bounded(1);
+        chunks.send(ChunkJob { data, reply: tx }).map_err(|_| "backup aborted".to_string())?;
+        out.push(rx);
+        Ok(())
+    };
+    if job.size < min {
+        // Small file: one read, one chunk (the chunker would not cut below its minimum).
+        let mut data = Vec::with_capacity(job.size as usize + 1);
+        f.read_to_end(&mut data).map_err(|e| format!("read failed: {e}"))?;
+        if data.len() as u64 >= min {
+            for c in sh.repo.chunker().chunks(&data[..]) {
+                send(c.map_err(|e| e.to_string())?)?;
+            }
+        } else if !data.is_empty() {
+            send(data)?;
+        }
+    } else {
+        for c in sh.repo.chunker().chunks(f) {
+            send(c.map_err(|e| format!("read failed: {e}"))?)?;
+        }
+    }
+    Ok(out)
+}
+
+fn hasher(sh: &Shared<'_>, jobs: Receiver<ChunkJob>) {
+    for job in jobs {
+        if sh.sink.has_failed() {
+            let _ = job.reply.send(Err("backup aborted".into()));
+            continue;
+        }
+        let id = sh.repo.blob_id(&job.data);
+        let r = match sh.sink.add(BlobKind::Data, id, &job.data) {
+            Ok(_) => Ok(id),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                sh.sink.fail(e);
+                Err(msg)
+            }
+        };
+        let _ = job.reply.send(r);
+    }
+}
+
+// ---------------------------------------------------------------- assembler
+
+type Assembled = (Vec<Option<Node>>, Vec<(Vec<u8>, FileEntry)>);
+
+fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duration, lock: &RepoLock) -> Result<Assembled> {
+    let mut subtrees: HashMap<u64, BlobId> = HashMap::new();
+    let mut tops: Vec<Option<Node>> = vec![None; n_top];
+    let mut done_files: Vec<(Vec<u8>, FileEntry)> = Vec::new();
+    let mut last_checkpoint = Instant::now();
+    for item in items {
+        match item {
+            Item::Dir { seq, path, entries } => {
+                let mut tree = Tree { nodes: Vec::with_capacity(entries.len()) };
+                for e in entries {
+                    if let Some(n) = finish_entry(sh, e, &mut subtrees, &mut done_files)? {
+                        tree.nodes.push(n);
+                    }
+                }
+                let id = store_tree(sh, &mut tree).with_context(|| format!("store tree of {}", path.display()))?;
+                sh.counters.dirs.fetch_add(1, Ordering::Relaxed);
+                subtrees.insert(seq, id);
+            }
+            Item::Top { index, entry } => {
+                tops[index] = finish_entry(sh, entry, &mut subtrees, &mut done_files)?;
+            }
+        }
+        if last_checkpoint.elapsed() >= every || done_files.len() >= 200_000 {
+            sh.sink.checkpoint(std::mem::take(&mut done_files))?;
+            lock.refresh_if_due(sh.repo)?;
+            last_checkpoint = Instant::now();
+        }
+    }
+    Ok((tops, done_files))
+}
+
+fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>, done: &mut Vec<(Vec<u8>, FileEntry)>) -> Result<Option<Node>> {
+    let mut node = e.node;
+    match e.content {
+        Content::None => {}
+        Content::Dir(seq) => node.subtree = subtrees.remove(&seq),
+        Content::Cached(ids) => {
+            node.content = ids;
+            sh.counters.files_unchanged.fetch_add(1, Ordering::Relaxed);
+            sh.progress.add_done(1, 0);
+        }
+        Content::Pending { rx, changed } => {
+            let chunk_rxs = match rx.recv() {
+                Ok(Ok(c)) => c,
+                Ok(Err(msg)) => {
+                    sh.error(&e.path, msg);
+                    return Ok(None);
+                }
+                Err(_) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("a reader thread stopped"))),
+            };
+            let mut ids = Vec::with_capacity(chunk_rxs.len());
+            for r in chunk_rxs {
+                match r.recv() {
+                    Ok(Ok(id)) => ids.push(id),
+                    Ok(Err(msg)) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("{msg}"))),
+                    Err(_) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("a hasher thread stopped"))),
+                }
+            }
+            let counter = if changed { &sh.counters.files_changed } else { &sh.counters.files_new };
+            counter.fetch_add(1, Ordering::Relaxed);
+            sh.progress.add_done(1, 0);
+            node.content = ids;
+            done.push((
+                e.path.as_os_str().as_bytes().to_vec(),
+                FileEntry { size: node.size, mtime_ns: node.mtime_ns, ctime_ns: node.ctime_ns, inode: node.inode, content: node.content.clone() },
+            ));
+        }
+    }
+    Ok(Some(node))
+}
+
+fn store_tree(sh: &Shared<'_>, tree: &mut Tree) -> Result<BlobId> {
+    let bytes = tree.encode();
+    let id = sh.repo.blob_id(&bytes);
+    sh.sink.add(BlobKind::Tree, id, &bytes)?;
+    Ok(id)
+}
+
+/// Builds the chain of folders from `/` down to each backed-up path.
+fn build_root(sh: &Shared<'_>, paths: &[PathBuf], tops: Vec<Option<Node>>) -> Result<BlobId> {
+    if paths.len() == 1 && paths[0] == Path::new("/") {
+        if let Some(Some(n)) = tops.into_iter().next() {
+            if let Some(t) = n.subtree {
+                return Ok(t);
+            }
+        }
+        return store_tree(sh, &mut Tree::default());
+    }
+    #[derive(Default)]
+    struct Dir {
+        children: BTreeMap<OsString, Dir>,
+        node: Option<Node>,
+    }
+    let mut root = Dir::default();
+    for (path, node) in paths.iter().zip(tops) {
+        let Some(node) = node else { continue };
+        let mut d = &mut root;
+        for c in path.components().filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        }) {
+            d = d.children.entry(c).or_default();
+        }
+        d.node = Some(node);
+    }
+    fn build(sh: &Shared<'_>, here: &Path, d: Dir) -> Result<BlobId> {
+        let mut tree = Tree::default();
+        for (name, child) in d.children {
+            let path = here.join(&name);
+            let node = match child.node {
+                Some(n) => n,
+                None => {
+                    let meta = fs::symlink_metadata(&path).with_context(|| format!("read metadata of {}", path.display()))?;
+                    let mut n = fsmeta::node_for(&path, &name, &meta).with_context(|| format!("read metadata of {}", path.display()))?;
+                    n.kind = NodeKind::Dir;
+                    n.subtree = Some(build(sh, &path, child)?);
+                    n
+                }
+            };
+            tree.nodes.push(node);
+        }
+        store_tree(sh, &mut tree)
+    }
+    build(sh, Path::new("/"), root)
+}
+
+// ---------------------------------------------------------------- scanner
+
+fn scan(paths: &[PathBuf], ex: &Excludes, one_fs: bool, progress: &Progress) {
+    fn visit(p: &Path, ex: &Excludes, dev: Option<u64>, progress: &Progress) {
+        let Ok(meta) = fs::symlink_metadata(p) else { return };
+        if meta.is_dir() {
+            if dev.is_some_and(|d| d != meta.dev()) {
+                return;
+            }
+            let Ok(rd) = fs::read_dir(p) else { return };
+            for e in rd.flatten() {
+                let child = e.path();
+                if !ex.matches(&child) {
+                    visit(&child, ex, dev, progress);
+                }
+            }
+        } else if meta.is_file() {
+            progress.add_total(1, meta.len());
+        }
+    }
+    for p in paths {
+        let dev = if one_fs { fs::symlink_metadata(p).ok().map(|m| m.dev()) } else { None };
+        visit(p, ex, dev, progress);
+    }
+    progress.scan_finished.store(true, Ordering::Relaxed);
+}

@@ -1,0 +1,124 @@
+//! Repository locks: a backup holds a shared lock, prune an exclusive one while it rewrites
+//! the index. Prune's sweep also reads the shared locks to know which backups started before
+//! its mark (see `prune`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use ferry_format::lock::{Lock, MAGIC, REFRESH_EVERY_S, STALE_AFTER_S, VERSION};
+
+use crate::Repository;
+
+/// A lock held by this process; deleted on release or drop.
+#[derive(Debug)]
+pub struct RepoLock {
+    key: String,
+    store: std::sync::Arc<dyn ferry_store::Store>,
+    lock: Mutex<Lock>,
+    last_refresh: Mutex<Instant>,
+    released: AtomicBool,
+}
+
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Every lock that is not stale, with its object key.
+pub fn live_locks(repo: &Repository) -> Result<Vec<(String, Lock)>> {
+    let mut out = Vec::new();
+    for o in repo.store().list("locks/").context("list locks")? {
+        let Ok(b) = repo.store().get(&o.key) else { continue }; // removed meanwhile
+        let Ok(l) = serde_json::from_slice::<Lock>(&b) else {
+            tracing::warn!("ignoring unreadable lock {}", o.key);
+            continue;
+        };
+        if l.magic == MAGIC && now_unix() - l.refreshed < STALE_AFTER_S {
+            out.push((o.key, l));
+        }
+    }
+    Ok(out)
+}
+
+fn describe(l: &Lock) -> String {
+    format!("{} on {} (pid {}) since {}", l.purpose, l.host, l.pid, l.started)
+}
+
+impl RepoLock {
+    /// Takes a lock. Fails if an exclusive lock is held (or, for an exclusive lock, any lock).
+    pub fn acquire(repo: &Repository, exclusive: bool, purpose: &str) -> Result<RepoLock> {
+        let check = |own: Option<&str>| -> Result<()> {
+            for (key, l) in live_locks(repo)? {
+                if Some(key.as_str()) == own {
+                    continue;
+                }
+                if l.exclusive || exclusive {
+                    bail!(
+                        "the repository is locked by {}; try again when it has finished (a lock of a dead process expires {} minutes after its last refresh)",
+                        describe(&l),
+                        STALE_AFTER_S / 60
+                    );
+                }
+            }
+            Ok(())
+        };
+        check(None)?;
+        let lock = Lock {
+            magic: MAGIC.into(),
+            version: VERSION,
+            exclusive,
+            started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            refreshed: now_unix(),
+            host: crate::repository::host_name(),
+            pid: std::process::id(),
+            purpose: purpose.into(),
+        };
+        let key = format!("locks/{}", hex::encode(ferry_crypto::random_bytes::<16>()));
+        repo.store().put(&key, Bytes::from(serde_json::to_vec(&lock)?)).context("write lock")?;
+        let held = RepoLock {
+            key,
+            store: repo.store().clone(),
+            lock: Mutex::new(lock),
+            last_refresh: Mutex::new(Instant::now()),
+            released: AtomicBool::new(false),
+        };
+        // Two processes may have written at once: look again now that ours is visible.
+        check(Some(&held.key))?;
+        Ok(held)
+    }
+
+    /// When the lock was taken (RFC 3339).
+    pub fn started(&self) -> String {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).started.clone()
+    }
+
+    /// Rewrites the lock with a new refresh time when one is due.
+    pub fn refresh_if_due(&self, _repo: &Repository) -> Result<()> {
+        let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() < Duration::from_secs(REFRESH_EVERY_S) {
+            return Ok(());
+        }
+        let mut l = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        l.refreshed = now_unix();
+        self.store.put(&self.key, Bytes::from(serde_json::to_vec(&*l)?)).context("refresh lock")?;
+        *last = Instant::now();
+        Ok(())
+    }
+
+    /// Removes the lock.
+    pub fn release(&self) {
+        if !self.released.swap(true, Ordering::SeqCst) {
+            if let Err(e) = self.store.delete(&self.key) {
+                tracing::warn!("could not remove lock {}: {e}", self.key);
+            }
+        }
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

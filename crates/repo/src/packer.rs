@@ -1,0 +1,224 @@
+//! Packing blobs during a backup: shared pack writers, and the uploader thread that stores
+//! finished packs, records them in the local index and writes index files.
+//!
+//! Crash-safe order, per pack: the pack is stored, then indexed locally, then listed in an
+//! index file in the repository; files cache entries are committed only after the index file
+//! that covers their chunks (see [`PackSink::checkpoint`]). A kill between these steps leaves
+//! at most unreferenced packs, which a later prune reclaims.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use ferry_format::index::{IndexFile, IndexPack};
+use ferry_format::pack::{FinishedPack, PackWriter};
+use ferry_format::{blob, BlobId, BlobKind};
+
+use crate::cache::FileEntry;
+use crate::Repository;
+
+/// An index file is written after this many packs, and at every checkpoint.
+const PACKS_PER_INDEX_FILE: usize = 256;
+
+pub(crate) enum Msg {
+    Pack(FinishedPack),
+    /// Write an index file for everything stored so far, then commit these files cache entries.
+    Checkpoint(Vec<(Vec<u8>, FileEntry)>),
+}
+
+/// Totals of what a backup stored.
+#[derive(Debug, Default, Clone)]
+pub struct StoredStats {
+    pub bytes_added: u64,
+    pub packs: u64,
+    pub blobs_added: u64,
+}
+
+/// Shared by all backup workers.
+pub(crate) struct PackSink<'r> {
+    repo: &'r Repository,
+    data: Mutex<Option<PackWriter>>,
+    tree: Mutex<Option<PackWriter>>,
+    inflight: Mutex<HashSet<(BlobKind, BlobId)>>,
+    tx: Mutex<Option<Sender<Msg>>>,
+    failed: AtomicBool,
+    error: Mutex<Option<anyhow::Error>>,
+    bytes_added: AtomicU64,
+    packs: AtomicU64,
+    blobs_added: AtomicU64,
+    level: i32,
+    pack_size: usize,
+}
+
+impl<'r> PackSink<'r> {
+    /// A sink and the receiving end its uploader reads (see [`PackSink::run_uploader`]).
+    pub(crate) fn new(repo: &'r Repository) -> (PackSink<'r>, Receiver<Msg>) {
+        let (tx, rx) = bounded::<Msg>(1);
+        let sink = PackSink {
+            repo,
+            data: Mutex::new(None),
+            tree: Mutex::new(None),
+            inflight: Mutex::new(HashSet::new()),
+            tx: Mutex::new(Some(tx)),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            bytes_added: AtomicU64::new(0),
+            packs: AtomicU64::new(0),
+            blobs_added: AtomicU64::new(0),
+            level: repo.config().compression_level,
+            pack_size: repo.config().pack_size as usize,
+        };
+        (sink, rx)
+    }
+
+    /// The uploader: stores packs in order, writes index files, commits the files cache.
+    /// Returns when the sink is closed or aborted.
+    pub(crate) fn run_uploader(&self, rx: Receiver<Msg>) {
+        let mut pending: Vec<IndexPack> = Vec::new();
+        for msg in rx {
+            if self.failed.load(Ordering::Relaxed) {
+                continue; // drain so senders never block
+            }
+            let r = match msg {
+                Msg::Pack(p) => self.store_pack(p, &mut pending),
+                Msg::Checkpoint(files) => self.write_index(&mut pending).and_then(|_| self.repo.cache().put_files(&files)),
+            };
+            if let Err(e) = r {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Stops the pipeline after an error: closes the uploader's channel.
+    pub(crate) fn abort(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    pub(crate) fn fail(&self, e: anyhow::Error) {
+        self.failed.store(true, Ordering::Relaxed);
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The first error any stage hit.
+    pub(crate) fn take_error(&self) -> Option<anyhow::Error> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn store_pack(&self, p: FinishedPack, pending: &mut Vec<IndexPack>) -> Result<()> {
+        let size = p.bytes.len() as u64;
+        let key = p.id.object_key();
+        self.repo.store().put_if_absent(&key, Bytes::from(p.bytes)).with_context(|| format!("store pack {}", p.id.short()))?;
+        let ip = IndexPack { id: p.id, salt: p.salt, size, blobs: p.entries };
+        // MUST happen after the pack is stored: the local index only names stored packs.
+        self.repo.cache().add_packs(std::slice::from_ref(&ip), None, false)?;
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            for b in &ip.blobs {
+                inflight.remove(&(b.kind, b.id));
+            }
+        }
+        self.bytes_added.fetch_add(size, Ordering::Relaxed);
+        self.packs.fetch_add(1, Ordering::Relaxed);
+        pending.push(ip);
+        if pending.len() >= PACKS_PER_INDEX_FILE {
+            self.write_index(pending)?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&self, pending: &mut Vec<IndexPack>) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile { packs: std::mem::take(pending), supersedes: Vec::new() };
+        let (id, bytes) = file.seal(self.repo.master());
+        let n = bytes.len() as u64;
+        self.repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store index file")?;
+        self.repo.cache().mark_index_file(&id, true)?;
+        self.bytes_added.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn send(&self, m: Msg) -> Result<()> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tx.ok_or_else(|| anyhow!("the uploader has already finished"))?
+            .send(m)
+            .map_err(|_| anyhow!("the uploader stopped"))
+    }
+
+    /// Stores a blob unless the repository (or this backup) already has it. Returns whether
+    /// it was new.
+    pub(crate) fn add(&self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<bool> {
+        if self.repo.cache().contains(kind, &id)? {
+            return Ok(false);
+        }
+        if !self.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, id)) {
+            return Ok(false);
+        }
+        let (payload, compressed) = blob::compress(plain, self.level);
+        let slot = match kind {
+            BlobKind::Data => &self.data,
+            BlobKind::Tree => &self.tree,
+        };
+        let full = {
+            let mut w = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let writer = w.get_or_insert_with(|| PackWriter::new(self.repo.master()));
+            writer.add(kind, id, &payload, compressed, plain.len() as u32);
+            if writer.len() >= self.pack_size {
+                w.take()
+            } else {
+                None
+            }
+        };
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        if let Some(writer) = full {
+            self.send(Msg::Pack(writer.finish()))?;
+        }
+        Ok(true)
+    }
+
+    /// Finishes the open packs and sends them to the uploader.
+    fn flush(&self) -> Result<()> {
+        for slot in [&self.data, &self.tree] {
+            let w = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(w) = w.filter(|w| !w.is_empty()) {
+                self.send(Msg::Pack(w.finish()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes, writes an index file, then commits `files` to the files cache. Everything added
+    /// before this call is durable in the repository once the uploader handles it.
+    pub(crate) fn checkpoint(&self, files: Vec<(Vec<u8>, FileEntry)>) -> Result<()> {
+        self.flush()?;
+        self.send(Msg::Checkpoint(files))
+    }
+
+    /// Final checkpoint, then closes the uploader's channel. The caller joins the uploader thread.
+    pub(crate) fn close(&self, files: Vec<(Vec<u8>, FileEntry)>) -> Result<()> {
+        self.checkpoint(files)?;
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(())
+    }
+
+    pub(crate) fn stats(&self) -> StoredStats {
+        StoredStats {
+            bytes_added: self.bytes_added.load(Ordering::Relaxed),
+            packs: self.packs.load(Ordering::Relaxed),
+            blobs_added: self.blobs_added.load(Ordering::Relaxed),
+        }
+    }
+}
+

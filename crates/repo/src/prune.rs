@@ -1,0 +1,301 @@
+//! Prune: reclaims the space of data no recovery point uses, in two phases, safely while
+//! backups run.
+//!
+//! **Mark.** Find every blob any recovery point uses (walking all trees). Packs with no used
+//! blob become *candidates*; packs that are mostly unused have their used blobs copied into
+//! new packs and become candidates too. A new index file listing every kept pack replaces
+//! the index files read (order: new packs, then the new index file, then deletion of the old
+//! index files), so no new backup will deduplicate against a candidate. Packs in the store
+//! that no index lists (left by an interrupted backup, or still being written by a running
+//! one) become candidates as well. The candidates are recorded in `gc/<id>` with the time.
+//!
+//! **Sweep.** A record is swept only when no live lock was taken before its mark time plus a
+//! margin for clock skew: every backup that might have read the old index has then finished
+//! (or died, and its lock went stale). Before deleting, each candidate's header is read: if a
+//! recovery point written meanwhile uses one of its blobs, the pack is put back into the index
+//! instead. Then the packs are deleted, then the record. With no backup running, one `prune`
+//! does both phases.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use ferry_format::index::{IndexFile, IndexPack};
+use ferry_format::pack::{self, PackWriter};
+use ferry_format::tree::NodeKind;
+use ferry_format::{BlobId, BlobKind, IndexId, PackId, RecoveryPointId};
+use serde::{Deserialize, Serialize};
+
+use crate::lock::live_locks;
+use crate::{walk, RepoLock, Repository};
+
+/// Locks taken up to this long after a mark still count as "before" it (clock skew).
+const SKEW_MARGIN_S: i64 = 10 * 60;
+/// Packs with at least this fraction of unused bytes are repacked.
+const REPACK_UNUSED_FRACTION: f64 = 0.25;
+
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub packs_total: u64,
+    pub packs_unused: u64,
+    pub packs_repacked: u64,
+    pub packs_unindexed: u64,
+    pub packs_deleted: u64,
+    pub packs_deferred: u64,
+    pub packs_resurrected: u64,
+    pub bytes_deleted: u64,
+    pub blobs_used: u64,
+}
+
+/// A mark: candidate packs and when they were marked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GcRecord {
+    magic: String,
+    version: u32,
+    /// Unix seconds.
+    marked_at: i64,
+    packs: Vec<PackId>,
+}
+
+const GC_MAGIC: &str = "ferry-gc";
+
+type Used = HashSet<(BlobKind, BlobId)>;
+
+fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, seen_trees: &mut HashSet<BlobId>) -> Result<()> {
+    for id in points {
+        let bytes = repo.store().get(&id.object_key()).with_context(|| format!("read recovery point {}", id.short()))?;
+        let rp = ferry_format::recovery_point::RecoveryPoint::open(repo.master(), id, &bytes)
+            .with_context(|| format!("recovery point {} is damaged: prune stops rather than risk deleting its data", id.short()))?;
+        if !seen_trees.insert(rp.tree) {
+            continue;
+        }
+        used.insert((BlobKind::Tree, rp.tree));
+        walk::walk(repo, &rp.tree, &mut |_, n| {
+            for c in &n.content {
+                used.insert((BlobKind::Data, *c));
+            }
+            if n.kind == NodeKind::Dir {
+                if let Some(s) = n.subtree {
+                    used.insert((BlobKind::Tree, s));
+                    return Ok(seen_trees.insert(s));
+                }
+            }
+            Ok(false)
+        })
+        .with_context(|| format!("read the trees of recovery point {} (prune stops rather than risk deleting data)", id.short()))?;
+    }
+    Ok(())
+}
+
+fn list_points(repo: &Repository) -> Result<Vec<RecoveryPointId>> {
+    Ok(repo
+        .store()
+        .list("recovery-points/")?
+        .iter()
+        .filter_map(|o| RecoveryPointId::from_hex(o.key.trim_start_matches("recovery-points/")))
+        .collect())
+}
+
+/// Runs prune (mark, then sweep of every record that is safe to sweep).
+pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let lock = RepoLock::acquire(repo, false, "prune")?;
+    let others = live_locks(repo)?;
+    if others.iter().any(|(_, l)| l.purpose == "prune" && l.started != lock.started()) {
+        bail!("another prune is running on this repository; try again when it has finished");
+    }
+    repo.sync_index()?;
+    let mut report = PruneReport::default();
+
+    // ---- mark
+    let index_ids = repo.list_index_files()?;
+    let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
+    for id in &index_ids {
+        for p in repo.read_index_file(id)?.packs {
+            packs.insert(p.id, p);
+        }
+    }
+    report.packs_total = packs.len() as u64;
+    let mut points_seen: HashSet<RecoveryPointId> = list_points(repo)?.into_iter().collect();
+    let mut used = Used::new();
+    let mut seen_trees = HashSet::new();
+    used_blobs(repo, &points_seen.iter().copied().collect::<Vec<_>>(), &mut used, &mut seen_trees)?;
+    report.blobs_used = used.len() as u64;
+
+    let mut keep: Vec<IndexPack> = Vec::new();
+    let mut candidates: Vec<PackId> = Vec::new();
+    let mut repack: Vec<IndexPack> = Vec::new();
+    let mut placed: HashSet<(BlobKind, BlobId)> = HashSet::new();
+    let mut ids: Vec<PackId> = packs.keys().copied().collect();
+    ids.sort();
+    for id in ids {
+        let p = packs.remove(&id).expect("listed");
+        let used_bytes: u64 = p.blobs.iter().filter(|b| used.contains(&(b.kind, b.id))).map(|b| b.length as u64).sum();
+        let total: u64 = p.blobs.iter().map(|b| b.length as u64).sum::<u64>().max(1);
+        if used_bytes == 0 {
+            report.packs_unused += 1;
+            candidates.push(id);
+        } else if (total - used_bytes) as f64 / total as f64 >= REPACK_UNUSED_FRACTION {
+            report.packs_repacked += 1;
+            repack.push(p);
+        } else {
+            for b in &p.blobs {
+                placed.insert((b.kind, b.id));
+            }
+            keep.push(p);
+        }
+    }
+    let indexed: HashSet<PackId> = keep.iter().map(|p| p.id).chain(repack.iter().map(|p| p.id)).chain(candidates.iter().copied()).collect();
+    for o in repo.store().list("data/")? {
+        if let Some(id) = o.key.rsplit('/').next().and_then(PackId::from_hex) {
+            if !indexed.contains(&id) {
+                report.packs_unindexed += 1;
+                candidates.push(id);
+            }
+        }
+    }
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let changed = !candidates.is_empty() || !repack.is_empty();
+    if changed {
+        // Repack: copy used blobs of mostly-unused packs into new packs (stored before the index names them).
+        for p in &repack {
+            let bytes = repo.read_pack(&p.id)?;
+            pack::verify_id(&p.id, &bytes).with_context(|| format!("pack {} is damaged; run `ferry check --read-data`", p.id.short()))?;
+            let mut w: Option<PackWriter> = None;
+            for b in &p.blobs {
+                if !used.contains(&(b.kind, b.id)) || placed.contains(&(b.kind, b.id)) {
+                    continue;
+                }
+                let loc = crate::cache::BlobLocation { pack: p.id, kind: b.kind, id: b.id, offset: b.offset, length: b.length, raw_len: b.raw_len, compressed: b.compressed };
+                let stored = bytes.get(b.offset as usize..(b.offset + b.length) as usize).context("blob outside its pack")?;
+                let plain = repo.open_blob(&loc, &p.salt, stored)?;
+                let (payload, c) = ferry_format::blob::compress(&plain, repo.config().compression_level);
+                let writer = w.get_or_insert_with(|| PackWriter::new(repo.master()));
+                writer.add(b.kind, b.id, &payload, c, b.raw_len);
+                placed.insert((b.kind, b.id));
+                if writer.len() >= repo.config().pack_size as usize {
+                    keep.push(store_pack(repo, w.take().expect("open"))?);
+                }
+            }
+            if let Some(writer) = w {
+                keep.push(store_pack(repo, writer)?);
+            }
+            candidates.push(p.id);
+        }
+        let file = IndexFile { packs: keep, supersedes: index_ids.clone() };
+        let (new_id, bytes) = file.seal(repo.master());
+        repo.store().put_if_absent(&new_id.object_key(), Bytes::from(bytes)).context("store the new index file")?;
+        // MUST come after the new index file is stored.
+        for id in &index_ids {
+            repo.store().delete(&id.object_key()).with_context(|| format!("delete superseded index file {}", id.short()))?;
+        }
+        repo.sync_index()?;
+        // MUST come after the old index files are gone: the mark time orders it after them.
+        let rec = GcRecord { magic: GC_MAGIC.into(), version: 1, marked_at: chrono::Utc::now().timestamp(), packs: candidates };
+        let body = serde_json::to_vec(&rec)?;
+        let key = format!("gc/{}", hex::encode(ferry_crypto::content_hash(&body)));
+        repo.store().put_if_absent(&key, Bytes::from(body)).context("store the mark record")?;
+    }
+
+    // ---- sweep
+    sweep(repo, &lock, &mut points_seen, &mut used, &mut seen_trees, &mut report)?;
+    lock.release();
+    Ok(report)
+}
+
+fn store_pack(repo: &Repository, w: PackWriter) -> Result<IndexPack> {
+    let f = w.finish();
+    let size = f.bytes.len() as u64;
+    repo.store().put_if_absent(&f.id.object_key(), Bytes::from(f.bytes)).with_context(|| format!("store pack {}", f.id.short()))?;
+    Ok(IndexPack { id: f.id, salt: f.salt, size, blobs: f.entries })
+}
+
+fn sweep(
+    repo: &Repository,
+    lock: &RepoLock,
+    points_seen: &mut HashSet<RecoveryPointId>,
+    used: &mut Used,
+    seen_trees: &mut HashSet<BlobId>,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let records = repo.store().list("gc/")?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let locks = live_locks(repo)?;
+    let my_start = lock.started();
+    let oldest_other = locks
+        .iter()
+        .filter(|(_, l)| l.started != my_start)
+        .filter_map(|(_, l)| chrono::DateTime::parse_from_rfc3339(&l.started).ok().map(|t| t.timestamp()))
+        .min();
+    // Recovery points written since the mark: their blobs count as used.
+    let new_points: Vec<RecoveryPointId> = list_points(repo)?.into_iter().filter(|p| !points_seen.contains(p)).collect();
+    used_blobs(repo, &new_points, used, seen_trees)?;
+    points_seen.extend(new_points);
+    for o in records {
+        let rec: GcRecord = match repo.store().get(&o.key).map(|b| serde_json::from_slice::<GcRecord>(&b)) {
+            Ok(Ok(r)) if r.magic == GC_MAGIC => r,
+            _ => {
+                tracing::warn!("ignoring unreadable mark record {}", o.key);
+                continue;
+            }
+        };
+        if oldest_other.is_some_and(|t| t <= rec.marked_at + SKEW_MARGIN_S) {
+            report.packs_deferred += rec.packs.len() as u64;
+            continue;
+        }
+        let mut resurrect: Vec<IndexPack> = Vec::new();
+        for p in &rec.packs {
+            if repo.cache().pack_info(p)?.is_some() {
+                continue; // back in the index already (a resurrection or a re-upload)
+            }
+            match read_header(repo, p)? {
+                None => continue, // already gone
+                Some(ip) => {
+                    let needed = ip.blobs.iter().any(|b| used.contains(&(b.kind, b.id)) && !repo.cache().contains(b.kind, &b.id).unwrap_or(false));
+                    if needed {
+                        resurrect.push(ip);
+                    } else {
+                        repo.store().delete(&p.object_key()).with_context(|| format!("delete pack {}", p.short()))?;
+                        report.packs_deleted += 1;
+                        report.bytes_deleted += ip.size;
+                    }
+                }
+            }
+        }
+        if !resurrect.is_empty() {
+            report.packs_resurrected += resurrect.len() as u64;
+            let (id, bytes) = IndexFile { packs: resurrect, supersedes: vec![] }.seal(repo.master());
+            repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes))?;
+            let _: IndexId = id;
+            repo.sync_index()?;
+        }
+        // MUST come after the packs are deleted or resurrected.
+        repo.store().delete(&o.key)?;
+    }
+    Ok(())
+}
+
+/// Reads a pack's header with range reads. `None` if the pack no longer exists.
+fn read_header(repo: &Repository, id: &PackId) -> Result<Option<IndexPack>> {
+    let key = id.object_key();
+    let Some(size) = repo.store().head(&key)? else { return Ok(None) };
+    let t = pack::TRAILER_LEN as u64;
+    if size < (pack::PREAMBLE_LEN as u64) + t {
+        bail!("pack {} is too short to be a pack", id.short());
+    }
+    let pre = repo.store().get_range(&key, 0..pack::PREAMBLE_LEN as u64)?;
+    let salt = pack::parse_preamble(&pre)?;
+    let trailer = repo.store().get_range(&key, size - t..size)?;
+    let hlen = pack::parse_trailer(&trailer, size)? as u64;
+    let sealed = repo.store().get_range(&key, size - t - hlen..size - t)?;
+    let blobs = pack::open_header(repo.master(), &salt, &sealed, size)?;
+    Ok(Some(IndexPack { id: *id, salt, size, blobs }))
+}

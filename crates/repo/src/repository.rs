@@ -1,0 +1,329 @@
+//! Opening, creating and reading a repository.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use ferry_crypto::keyfile::{KdfParams, KeyFile};
+use ferry_crypto::{CryptoError, IdKey, MasterKey};
+use ferry_format::chunker::Chunker;
+use ferry_format::config::Config;
+use ferry_format::index::IndexFile;
+use ferry_format::recovery_point::RecoveryPoint;
+use ferry_format::tree::Tree;
+use ferry_format::{blob, BlobId, BlobKind, IndexId, KeyId, PackId, RecoveryPointId};
+use ferry_store::Store;
+
+use crate::cache::{BlobLocation, LocalCache};
+use crate::RepoError;
+
+/// Memory the cache database may use for its page cache.
+const CACHE_PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// An open repository: its store, config, master key and synchronized local index.
+pub struct Repository {
+    store: Arc<dyn Store>,
+    config: Config,
+    master: MasterKey,
+    id_key: IdKey,
+    chunker: Chunker,
+    cache: LocalCache,
+    key_id: KeyId,
+    // Keeps a temporary cache folder alive when the shared one is in use by another process.
+    _temp_cache: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").field("store", &self.store.describe()).field("id", &self.config.id).finish()
+    }
+}
+
+/// Creation options for `init`.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub compression_level: Option<i32>,
+    pub pack_size: Option<u32>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub(crate) fn host_name() -> String {
+    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+}
+
+pub(crate) fn user_name() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+fn read_config(store: &dyn Store) -> Result<Option<Config>> {
+    match store.get("config") {
+        Ok(b) => Ok(Some(Config::from_json(&b).with_context(|| format!("read the repository config of {}", store.describe()))?)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("read the repository config of {}", store.describe())),
+    }
+}
+
+fn put_key_file(store: &dyn Store, kf: &KeyFile) -> Result<KeyId> {
+    let bytes = kf.to_json();
+    let id = KeyId::from_bytes(ferry_crypto::content_hash(&bytes));
+    store.put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store key file")?;
+    Ok(id)
+}
+
+impl Repository {
+    /// Creates a repository in an empty location.
+    pub fn init(store: Arc<dyn Store>, passphrase: &[u8], opts: &InitOptions, cache_dir: &Path) -> Result<Repository> {
+        if read_config(&*store)?.is_some() {
+            return Err(RepoError::AlreadyExists(store.describe()).into());
+        }
+        let master = MasterKey::generate();
+        let mut config = Config::new(now());
+        if let Some(l) = opts.compression_level {
+            config.compression_level = l;
+        }
+        if let Some(p) = opts.pack_size {
+            config.pack_size = p;
+        }
+        let kf = KeyFile::wrap(&master, passphrase, opts.kdf, now(), host_name(), user_name())?;
+        let key_id = put_key_file(&*store, &kf)?;
+        // The config is written last: it is what makes the location a repository.
+        if !store.put_if_absent("config", Bytes::from(config.to_json())).context("write repository config")? {
+            return Err(RepoError::AlreadyExists(store.describe()).into());
+        }
+        Self::assemble(store, config, master, key_id, cache_dir)
+    }
+
+    /// Opens an existing repository with a passphrase.
+    pub fn open(store: Arc<dyn Store>, passphrase: &[u8], cache_dir: &Path) -> Result<Repository> {
+        let config = read_config(&*store)?.ok_or_else(|| RepoError::NotARepository(store.describe()))?;
+        let (key_id, master) = Self::unlock(&*store, passphrase)?;
+        Self::assemble(store, config, master, key_id, cache_dir)
+    }
+
+    fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(KeyId, MasterKey)> {
+        let keys = store.list("keys/").context("list key files")?;
+        if keys.is_empty() {
+            bail!("repository {} has no key files: it is damaged or not fully created", store.describe());
+        }
+        let mut problems = Vec::new();
+        for k in keys {
+            let name = k.key.trim_start_matches("keys/");
+            let Some(id) = KeyId::from_hex(name) else { continue };
+            let bytes = store.get(&k.key).with_context(|| format!("read key file {name}"))?;
+            match KeyFile::from_json(&bytes).and_then(|kf| kf.unwrap(passphrase)) {
+                Ok(m) => return Ok((id, m)),
+                Err(CryptoError::WrongPassphrase) => {}
+                Err(e) => problems.push(format!("key file {}: {e}", id.short())),
+            }
+        }
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        Err(RepoError::WrongPassphrase(store.describe()).into())
+    }
+
+    fn assemble(store: Arc<dyn Store>, config: Config, master: MasterKey, key_id: KeyId, cache_dir: &Path) -> Result<Repository> {
+        let path: PathBuf = cache_dir.join(&config.id).join("index.redb");
+        let (cache, temp) = match LocalCache::open(&path, CACHE_PAGE_BYTES) {
+            Ok(c) => (c, None),
+            Err(e) => {
+                // Another ferry process holds the cache (redb locks it): work from a private
+                // temporary cache, rebuilt from the repository's index files.
+                tracing::info!("cache {} unavailable ({e:#}); using a temporary cache", path.display());
+                let t = tempfile::tempdir().context("create temporary cache")?;
+                (LocalCache::open(&t.path().join("index.redb"), CACHE_PAGE_BYTES)?, Some(t))
+            }
+        };
+        let chunker = Chunker::new(config.chunker, master.chunker_seed());
+        let repo = Repository { id_key: master.id_key(), store, config, master, chunker, cache, key_id, _temp_cache: temp };
+        repo.sync_index()?;
+        Ok(repo)
+    }
+
+    /// Brings the local index up to date with the repository's index files.
+    pub fn sync_index(&self) -> Result<()> {
+        let listed = self.store.list("index/").context("list index files")?;
+        let repo_ids: std::collections::HashSet<IndexId> =
+            listed.iter().filter_map(|o| IndexId::from_hex(o.key.trim_start_matches("index/"))).collect();
+        let known: std::collections::HashSet<IndexId> = self.cache.index_files()?.into_iter().collect();
+        if !known.is_subset(&repo_ids) {
+            // Index files were removed (prune rewrote the index): start over.
+            self.cache.clear_index()?;
+            return self.load_index_files(&repo_ids);
+        }
+        let missing: std::collections::HashSet<IndexId> = repo_ids.difference(&known).copied().collect();
+        self.load_index_files(&missing)
+    }
+
+    fn load_index_files(&self, ids: &std::collections::HashSet<IndexId>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for id in ids {
+            let f = self.read_index_file(id)?;
+            self.cache.add_index_file(id, &f)?;
+        }
+        self.cache.persist()
+    }
+
+    /// Reads and decrypts one index file.
+    pub fn read_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let bytes = self.store.get(&id.object_key()).with_context(|| format!("read index file {}", id.short()))?;
+        IndexFile::open(&self.master, id, &bytes).with_context(|| format!("open index file {}", id.short()))
+    }
+
+    /// All index file IDs in the repository.
+    pub fn list_index_files(&self) -> Result<Vec<IndexId>> {
+        Ok(self.store.list("index/")?.iter().filter_map(|o| IndexId::from_hex(o.key.trim_start_matches("index/"))).collect())
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+    pub fn id_key(&self) -> &IdKey {
+        &self.id_key
+    }
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+    pub fn cache(&self) -> &LocalCache {
+        &self.cache
+    }
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// The ID of a blob's plaintext.
+    pub fn blob_id(&self, plain: &[u8]) -> BlobId {
+        BlobId::from_bytes(self.id_key.hash(plain))
+    }
+
+    /// Reads, decrypts and verifies one blob.
+    pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.cache.lookup(kind, id)?.ok_or_else(|| RepoError::MissingBlob(*id))?;
+        self.read_blob_at(&loc)
+    }
+
+    /// Reads a blob at a known location.
+    pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let (salt, _) = self.cache.pack_info(&loc.pack)?.ok_or_else(|| RepoError::MissingBlob(loc.id))?;
+        let stored = self
+            .store
+            .get_range(&loc.pack.object_key(), loc.offset as u64..loc.offset as u64 + loc.length as u64)
+            .with_context(|| format!("read blob {} from pack {}", loc.id.short(), loc.pack.short()))?;
+        self.open_blob(loc, &salt, &stored)
+    }
+
+    /// Decrypts a blob already read from its pack.
+    pub fn open_blob(&self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> Result<Vec<u8>> {
+        blob::open(&self.master.pack_key(salt), &self.id_key, loc.kind, &loc.id, stored, loc.compressed, loc.raw_len)
+            .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))
+    }
+
+    /// Reads and decodes a tree.
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let data = self.read_blob(BlobKind::Tree, id)?;
+        Tree::decode(&data).with_context(|| format!("decode tree {}", id.short()))
+    }
+
+    /// Reads a whole pack object.
+    pub fn read_pack(&self, id: &PackId) -> Result<Bytes> {
+        self.store.get(&id.object_key()).with_context(|| format!("read pack {}", id.short()))
+    }
+
+    /// Stores a recovery point (the commit point of a backup).
+    pub fn save_recovery_point(&self, rp: &RecoveryPoint) -> Result<RecoveryPointId> {
+        let (id, bytes) = rp.seal(&self.master);
+        self.store.put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store recovery point")?;
+        Ok(id)
+    }
+
+    /// All recovery points, oldest first. Damaged ones are reported and skipped.
+    pub fn recovery_points(&self) -> Result<Vec<(RecoveryPointId, RecoveryPoint)>> {
+        let mut out = Vec::new();
+        for o in self.store.list("recovery-points/").context("list recovery points")? {
+            let Some(id) = RecoveryPointId::from_hex(o.key.trim_start_matches("recovery-points/")) else { continue };
+            let bytes = match self.store.get(&o.key) {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => continue, // deleted meanwhile
+                Err(e) => return Err(e).context("read recovery point"),
+            };
+            match RecoveryPoint::open(&self.master, &id, &bytes) {
+                Ok(rp) => out.push((id, rp)),
+                Err(e) => tracing::warn!("recovery point {} is damaged and skipped: {e}", id.short()),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Finds a recovery point by full ID, unique prefix, or `latest`.
+    pub fn resolve(&self, spec: &str) -> Result<(RecoveryPointId, RecoveryPoint)> {
+        let all = self.recovery_points()?;
+        if spec == "latest" {
+            return all.into_iter().last().ok_or_else(|| anyhow::anyhow!("the repository has no recovery points yet"));
+        }
+        let mut matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec.to_ascii_lowercase())).collect();
+        match matches.len() {
+            0 => bail!("no recovery point matches {spec:?} (see `ferry recovery-points`)"),
+            1 => Ok(matches.remove(0)),
+            n => bail!("{n} recovery points start with {spec:?}: give more digits"),
+        }
+    }
+
+    // ---- keys ----
+
+    /// All key slots: ID, key file, and whether it is the one that opened this session.
+    pub fn list_keys(&self) -> Result<Vec<(KeyId, KeyFile, bool)>> {
+        let mut out = Vec::new();
+        for o in self.store.list("keys/")? {
+            let Some(id) = KeyId::from_hex(o.key.trim_start_matches("keys/")) else { continue };
+            let kf = KeyFile::from_json(&self.store.get(&o.key)?).with_context(|| format!("read key file {}", id.short()))?;
+            out.push((id, kf, id == self.key_id));
+        }
+        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        Ok(out)
+    }
+
+    /// Adds a key slot for another passphrase.
+    pub fn add_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let kf = KeyFile::wrap(&self.master, passphrase, kdf, now(), host_name(), user_name())?;
+        put_key_file(&*self.store, &kf)
+    }
+
+    /// Removes a key slot by ID or unique prefix. The slot in use and the last slot are refused.
+    pub fn remove_key(&self, spec: &str) -> Result<KeyId> {
+        let keys = self.list_keys()?;
+        let m: Vec<_> = keys.iter().filter(|(id, _, _)| id.to_hex().starts_with(spec)).collect();
+        let (id, _, current) = match m.len() {
+            0 => bail!("no key matches {spec:?} (see `ferry key list`)"),
+            1 => m[0],
+            _ => bail!("several keys start with {spec:?}: give more digits"),
+        };
+        if *current {
+            bail!("key {} is the one in use: open the repository with another passphrase to remove it", id.short());
+        }
+        self.store.delete(&id.object_key())?;
+        Ok(*id)
+    }
+
+    /// Replaces the current key slot by one for a new passphrase.
+    pub fn change_passphrase(&mut self, new: &[u8], kdf: KdfParams) -> Result<KeyId> {
+        let new_id = self.add_key(new, kdf)?;
+        // The new slot exists before the old one goes: MUST happen in this order.
+        self.store.delete(&self.key_id.object_key())?;
+        self.key_id = new_id;
+        Ok(new_id)
+    }
+}

@@ -1,0 +1,414 @@
+//! Restore: writes a recovery point's files back, exactly (contents, mode, owner when root,
+//! times, symlinks, hard links, empty folders, extended attributes, sparse files).
+//!
+//! Plan, then data, then metadata:
+//! 1. walk the tree; create folders, symlinks and special files; create each regular file
+//!    empty and note where each of its chunks goes;
+//! 2. read each needed pack once (coalesced ranges), decrypt each blob, write it to every place
+//!    it belongs (all-zero chunks are skipped, leaving holes);
+//! 3. set each file's length, owner, mode, extended attributes and times, then the folders',
+//!    deepest first, so their times stick.
+//!
+//! A restore is restartable: with the default `--overwrite if-changed`, a file that already
+//! has the recorded size and modification time is left alone (times are set last, so a file
+//! cut short by a crash never qualifies).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use ferry_format::recovery_point::RecoveryPoint;
+use ferry_format::tree::{Node, NodeKind};
+use ferry_format::{BlobId, BlobKind, PackId};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::backup::FileError;
+use crate::cache::BlobLocation;
+use crate::{walk, Progress, Repository};
+
+/// What to do with files that already exist at the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Leave existing files alone.
+    Never,
+    /// Rewrite unless size and modification time already match (the default; makes a restore restartable).
+    IfChanged,
+    /// Always rewrite.
+    Always,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    pub includes: Vec<String>,
+    pub overwrite: Overwrite,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreOutcome {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    pub errors: Vec<FileError>,
+}
+
+struct Includes {
+    names: GlobSet,
+    paths: GlobSet,
+    any: bool,
+}
+
+impl Includes {
+    fn new(patterns: &[String]) -> Result<Self> {
+        let (mut n, mut p) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        for pat in patterns {
+            let (set, g) = if pat.contains('/') {
+                let t = pat.trim_end_matches('/');
+                (&mut p, if t.starts_with('/') { t.to_string() } else { format!("**/{t}") })
+            } else {
+                (&mut n, pat.clone())
+            };
+            set.add(GlobBuilder::new(&g).literal_separator(true).build().with_context(|| format!("include pattern {pat:?}"))?);
+        }
+        Ok(Includes { names: n.build()?, paths: p.build()?, any: !patterns.is_empty() })
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        !self.any || path.file_name().is_some_and(|f| self.names.is_match(f)) || self.paths.is_match(path)
+    }
+}
+
+/// One regular file being restored.
+struct FileTarget {
+    path: PathBuf,
+    node: Node,
+}
+
+/// Where one blob goes: (file index, byte offset).
+type Places = Vec<(usize, u64)>;
+
+struct Plan {
+    files: Vec<FileTarget>,
+    /// Folders in walk order (parents first), for their metadata at the end.
+    dirs: Vec<(PathBuf, Node)>,
+    /// Symlinks and special files, for their metadata.
+    others: Vec<(PathBuf, Node)>,
+    blobs: HashMap<BlobId, Places>,
+}
+
+fn err(out: &Mutex<Vec<FileError>>, path: &Path, e: impl std::fmt::Display) {
+    out.lock().unwrap_or_else(|p| p.into_inner()).push(FileError { path: path.display().to_string(), error: e.to_string() });
+}
+
+/// Restores recovery point `rp` under `opts.target`.
+pub fn run(repo: &Repository, rp: &RecoveryPoint, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreOutcome> {
+    let includes = Includes::new(&opts.includes)?;
+    fs::create_dir_all(&opts.target).with_context(|| format!("create target folder {}", opts.target.display()))?;
+    let target = fs::canonicalize(&opts.target).with_context(|| format!("resolve target folder {}", opts.target.display()))?;
+    let errors = Mutex::new(Vec::new());
+    let mut out = RestoreOutcome::default();
+    let plan = make_plan(repo, rp, &target, &includes, opts.overwrite, &errors, &mut out, progress)?;
+    write_data(repo, &plan, opts.threads.max(1), &errors, progress)?;
+    finish_metadata(&plan, &errors, &mut out);
+    out.errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok(out)
+}
+
+/// Target path of a repository path. Names were validated when the tree was decoded (no
+/// `/`, `.` or `..`), so the result always lies under `target`.
+fn target_of(target: &Path, repo_path: &Path) -> PathBuf {
+    let rel = repo_path.strip_prefix("/").unwrap_or(repo_path);
+    target.join(rel)
+}
+
+/// Removes whatever is at `path` that is not a folder (so nothing is ever written through a
+/// symlink planted in the target).
+fn clear_non_dir(path: &Path) -> std::io::Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(true),
+        Ok(_) => fs::remove_file(path).map(|_| false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_plan(
+    repo: &Repository,
+    rp: &RecoveryPoint,
+    target: &Path,
+    includes: &Includes,
+    overwrite: Overwrite,
+    errors: &Mutex<Vec<FileError>>,
+    out: &mut RestoreOutcome,
+    progress: &Progress,
+) -> Result<Plan> {
+    let mut plan = Plan { files: Vec::new(), dirs: Vec::new(), others: Vec::new(), blobs: HashMap::new() };
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    // Folders are created lazily, only when something inside them is restored.
+    let mut skipped_dirs: Vec<PathBuf> = Vec::new();
+    let mut matched_dirs: Vec<PathBuf> = Vec::new();
+    walk::walk(repo, &rp.tree, &mut |path, node| {
+        if skipped_dirs.iter().any(|d| path.starts_with(d)) {
+            return Ok(false);
+        }
+        let inherited = matched_dirs.iter().any(|d| path.starts_with(d));
+        let included = inherited || includes.matches(path);
+        let dest = target_of(target, path);
+        if node.kind == NodeKind::Dir {
+            if included {
+                matched_dirs.push(path.to_path_buf());
+                if let Err(e) = ensure_dir(&dest, target) {
+                    err(errors, &dest, format!("cannot create folder: {e}"));
+                    skipped_dirs.push(path.to_path_buf());
+                    return Ok(false);
+                }
+                plan.dirs.push((dest, node.clone()));
+                out.dirs += 1;
+            }
+            return Ok(true);
+        }
+        if !included {
+            return Ok(false);
+        }
+        if let Some(parent) = dest.parent() {
+            if let Err(e) = ensure_dir(parent, target) {
+                err(errors, &dest, format!("cannot create its folder: {e}"));
+                return Ok(false);
+            }
+        }
+        match node.kind {
+            NodeKind::File => {
+                if let Some(first) = (node.links > 1).then(|| links.get(&(node.device, node.inode))).flatten() {
+                    let r = clear_non_dir(&dest).and_then(|_| fs::hard_link(first, &dest));
+                    match r {
+                        Ok(()) => out.links += 1,
+                        Err(e) => err(errors, &dest, format!("cannot create hard link to {}: {e}", first.display())),
+                    }
+                    return Ok(false);
+                }
+                if let Ok(m) = fs::symlink_metadata(&dest) {
+                    let same = m.is_file() && m.len() == node.size && m.mtime() * 1_000_000_000 + m.mtime_nsec() == node.mtime_ns;
+                    if overwrite == Overwrite::Never || (overwrite == Overwrite::IfChanged && same) {
+                        out.skipped += 1;
+                        if node.links > 1 {
+                            links.insert((node.device, node.inode), dest);
+                        }
+                        return Ok(false);
+                    }
+                }
+                if let Err(e) = clear_non_dir(&dest).and_then(|_| {
+                    OpenOptions::new().write(true).create_new(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).mode(0o600).open(&dest)
+                }) {
+                    err(errors, &dest, format!("cannot create file: {e}"));
+                    return Ok(false);
+                }
+                if node.links > 1 {
+                    links.insert((node.device, node.inode), dest.clone());
+                }
+                let idx = plan.files.len();
+                let mut offset = 0u64;
+                for id in &node.content {
+                    plan.blobs.entry(*id).or_default().push((idx, offset));
+                    // Offsets need each chunk's length: looked up once here.
+                    match repo.cache().lookup(BlobKind::Data, id)? {
+                        Some(loc) => offset += loc.raw_len as u64,
+                        None => {
+                            err(errors, &dest, format!("chunk {} is missing from the repository", id.short()));
+                            break;
+                        }
+                    }
+                }
+                progress.add_total(1, node.size);
+                out.files += 1;
+                out.bytes += node.size;
+                plan.files.push(FileTarget { path: dest, node: node.clone() });
+            }
+            NodeKind::Symlink => {
+                let r = clear_non_dir(&dest).and_then(|_| std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.target), &dest));
+                match r {
+                    Ok(()) => plan.others.push((dest, node.clone())),
+                    Err(e) => err(errors, &dest, format!("cannot create symlink: {e}")),
+                }
+            }
+            NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                let ft = match node.kind {
+                    NodeKind::Fifo => rustix::fs::FileType::Fifo,
+                    NodeKind::CharDevice => rustix::fs::FileType::CharacterDevice,
+                    _ => rustix::fs::FileType::BlockDevice,
+                };
+                let r = clear_non_dir(&dest).and_then(|_| {
+                    rustix::fs::mknodat(rustix::fs::CWD, &dest, ft, rustix::fs::Mode::from_raw_mode(0o600), node.rdev as rustix::fs::Dev)
+                        .map_err(std::io::Error::from)
+                });
+                match r {
+                    Ok(()) => plan.others.push((dest, node.clone())),
+                    Err(e) => err(errors, &dest, format!("cannot create special file: {e}")),
+                }
+            }
+            NodeKind::Socket | NodeKind::Dir => {}
+        }
+        Ok(false)
+    })?;
+    Ok(plan)
+}
+
+/// Creates `dir` (and parents) under `target`, replacing a non-folder in the way.
+fn ensure_dir(dir: &Path, target: &Path) -> std::io::Result<()> {
+    if dir == target {
+        return Ok(());
+    }
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            fs::remove_file(dir)?;
+            fs::create_dir(dir)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(p) = dir.parent() {
+                ensure_dir(p, target)?;
+            }
+            fs::create_dir(dir)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write_data(repo: &Repository, plan: &Plan, threads: usize, errors: &Mutex<Vec<FileError>>, progress: &Progress) -> Result<()> {
+    // Group the needed blobs by pack.
+    let mut packs: BTreeMap<PackId, Vec<(BlobLocation, &Places)>> = BTreeMap::new();
+    for (id, places) in &plan.blobs {
+        if let Some(loc) = repo.cache().lookup(BlobKind::Data, id)? {
+            packs.entry(loc.pack).or_default().push((loc, places));
+        }
+    }
+    let work: Mutex<Vec<(PackId, Vec<(BlobLocation, &Places)>)>> = Mutex::new(packs.into_iter().rev().collect());
+    let fatal: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let next = work.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some((pack, mut blobs)) = next else { break };
+                blobs.sort_by_key(|(l, _)| l.offset);
+                if let Err(e) = restore_pack(repo, plan, &pack, &blobs, errors, progress) {
+                    let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
+                    f.get_or_insert(e);
+                    work.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                }
+            });
+        }
+    });
+    match fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Gaps up to this size between needed blobs are read rather than split into two requests.
+const COALESCE_GAP: u64 = 1 << 20;
+
+fn restore_pack(repo: &Repository, plan: &Plan, pack: &PackId, blobs: &[(BlobLocation, &Places)], errors: &Mutex<Vec<FileError>>, progress: &Progress) -> Result<()> {
+    let Some((salt, _)) = repo.cache().pack_info(pack)? else { bail!("pack {} is not in the index", pack.short()) };
+    let mut i = 0;
+    while i < blobs.len() {
+        let start = blobs[i].0.offset as u64;
+        let mut end = start + blobs[i].0.length as u64;
+        let mut j = i + 1;
+        while j < blobs.len() && (blobs[j].0.offset as u64) <= end + COALESCE_GAP && end - start < 64 << 20 {
+            end = end.max(blobs[j].0.offset as u64 + blobs[j].0.length as u64);
+            j += 1;
+        }
+        let range = repo.store().get_range(&pack.object_key(), start..end);
+        for (loc, places) in &blobs[i..j] {
+            let plain = match &range {
+                Ok(bytes) => {
+                    let a = (loc.offset as u64 - start) as usize;
+                    repo.open_blob(loc, &salt, &bytes[a..a + loc.length as usize])
+                }
+                Err(e) => Err(anyhow::anyhow!("read pack {}: {e}", pack.short())),
+            };
+            match plain {
+                Ok(data) => {
+                    let zero = data.iter().all(|&b| b == 0);
+                    for (fi, off) in places.iter() {
+                        let f = &plan.files[*fi];
+                        progress.add_done(0, data.len() as u64);
+                        if zero {
+                            continue; // leave a hole; the length is set at the end
+                        }
+                        let r = OpenOptions::new()
+                            .write(true)
+                            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                            .open(&f.path)
+                            .and_then(|file| file.write_all_at(&data, *off));
+                        if let Err(e) = r {
+                            err(errors, &f.path, format!("write failed: {e}"));
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (fi, _) in places.iter() {
+                        err(errors, &plan.files[*fi].path, format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+fn set_owner_mode_xattrs(path: &Path, node: &Node, is_symlink: bool) -> std::io::Result<()> {
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+    }
+    for (k, v) in &node.xattrs {
+        // Attributes the file system refuses are not fatal; report them.
+        xattr::set(path, std::ffi::OsStr::from_bytes(k), v)?;
+    }
+    if !is_symlink {
+        fs::set_permissions(path, fs::Permissions::from_mode(node.mode))?;
+    }
+    Ok(())
+}
+
+fn set_times(path: &Path, node: &Node) -> std::io::Result<()> {
+    let t = filetime::FileTime::from_unix_time(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000) as u32);
+    filetime::set_symlink_file_times(path, t, t)
+}
+
+fn finish_metadata(plan: &Plan, errors: &Mutex<Vec<FileError>>, out: &mut RestoreOutcome) {
+    let _ = out;
+    for f in &plan.files {
+        let r = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&f.path)
+            .and_then(|file| file.set_len(f.node.size))
+            .and_then(|_| set_owner_mode_xattrs(&f.path, &f.node, false))
+            .and_then(|_| set_times(&f.path, &f.node));
+        if let Err(e) = r {
+            err(errors, &f.path, format!("cannot set metadata: {e}"));
+        }
+    }
+    for (p, n) in &plan.others {
+        let r = set_owner_mode_xattrs(p, n, n.kind == NodeKind::Symlink).and_then(|_| set_times(p, n));
+        if let Err(e) = r {
+            err(errors, p, format!("cannot set metadata: {e}"));
+        }
+    }
+    for (p, n) in plan.dirs.iter().rev() {
+        let r = set_owner_mode_xattrs(p, n, false).and_then(|_| set_times(p, n));
+        if let Err(e) = r {
+            err(errors, p, format!("cannot set metadata: {e}"));
+        }
+    }
+}
+
