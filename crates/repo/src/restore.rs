@@ -347,7 +347,7 @@ fn restore_pack(repo: &Repository, plan: &Plan, pack: &PackId, blobs: &[(BlobLoc
                             .write(true)
                             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                             .open(&f.path)
-                            .and_then(|file| file.write_all_at(&data, *off));
+                            .and_then(|file| write_sparse(&file, &data, *off));
                         if let Err(e) = r {
                             err(errors, &f.path, format!("write failed: {e}"));
                         }
@@ -361,6 +361,35 @@ fn restore_pack(repo: &Repository, plan: &Plan, pack: &PackId, blobs: &[(BlobLoc
             }
         }
         i = j;
+    }
+    Ok(())
+}
+
+/// Sparse-file granularity: aligned blocks of zeros inside a chunk are skipped.
+const HOLE_BLOCK: u64 = 4096;
+
+/// Writes `data` at `off`, skipping aligned all-zero blocks so they stay holes (the file was
+/// created empty, so skipped ranges read as zeros).
+fn write_sparse(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
+    let mut pos = 0usize;
+    let mut run_start: Option<usize> = None;
+    while pos < data.len() {
+        // Block boundaries are aligned to the file offset, as the file system's are.
+        let block_end = (((off + pos as u64) / HOLE_BLOCK + 1) * HOLE_BLOCK - off) as usize;
+        let end = block_end.min(data.len());
+        let zero = data[pos..end].iter().all(|&b| b == 0);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(pos),
+            (true, Some(s)) => {
+                file.write_all_at(&data[s..pos], off + s as u64)?;
+                run_start = None;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(s) = run_start {
+        file.write_all_at(&data[s..], off + s as u64)?;
     }
     Ok(())
 }

@@ -46,8 +46,11 @@ pub(crate) async fn container_exists(store: &dyn ObjectStore, shown: &str) -> Re
     let probe = Path::from("ferry-probe");
     match store.list(Some(&probe)).try_next().await {
         Ok(_) => Ok(true),
-        Err(object_store::Error::NotFound { .. }) => Ok(false),
-        Err(e) => Err(StoreError::from_object_store("open", shown, e)),
+        // List errors arrive as `Generic` wrapping the HTTP status, not as `NotFound`.
+        Err(e) => match StoreError::from_object_store("open", shown, e) {
+            e if e.is_not_found() => Ok(false),
+            e => Err(e),
+        },
     }
 }
 

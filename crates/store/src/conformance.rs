@@ -22,8 +22,10 @@ use crate::{ErrorKind, Result, Store};
 pub const BIG_OBJECT: usize = 20 * 1024 * 1024;
 /// Threads racing on one `put_if_absent`.
 pub const RACERS: usize = 8;
-/// How many keys they race on.
+/// How many keys they race on in [`run_all`].
 pub const RACE_ROUNDS: usize = 3;
+/// Each racer's object is about this large, so that the writes overlap on the server.
+pub const RACE_OBJECT: usize = 256 * 1024;
 
 /// Every contract check.
 pub fn run_all(store: &dyn Store) {
@@ -330,7 +332,7 @@ fn race(store: &dyn Store, key: &str) {
             .map(|i| {
                 let barrier = &barrier;
                 s.spawn(move || {
-                    let data = Bytes::from(format!("racer {i} ").repeat(1000));
+                    let data = racer_data(i);
                     barrier.wait();
                     (
                         i,
@@ -350,11 +352,16 @@ fn race(store: &dyn Store, key: &str) {
         1,
         "{key}: exactly one of {RACERS} concurrent put_if_absent must create, got {winners:?}"
     );
-    let want = format!("racer {} ", winners[0]).repeat(1000);
+    let want = racer_data(winners[0]);
     assert!(
-        ok(store.get(key), "get after race") == want.as_bytes(),
+        ok(store.get(key), "get after race") == want,
         "{key}: stored object is not the winner's"
     );
+}
+
+fn racer_data(racer: usize) -> Bytes {
+    let unit = format!("racer {racer} ");
+    Bytes::from(unit.repeat(RACE_OBJECT / unit.len()))
 }
 
 fn invalid_keys(store: &dyn Store) {

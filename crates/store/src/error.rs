@@ -91,9 +91,25 @@ impl StoreError {
         let message = match kind {
             ErrorKind::NotFound => "not found".to_string(),
             ErrorKind::AlreadyExists => "already exists".to_string(),
-            _ => redact(&err.to_string()),
+            _ => redact(&with_root_cause(&err)),
         };
         StoreError::new(kind, op, key, message)
+    }
+}
+
+/// The error's text, plus its innermost cause when the text does not already say it
+/// (object_store's "HTTP error: error sending request" hides "Connection refused").
+fn with_root_cause(err: &(dyn StdError + 'static)) -> String {
+    let text = err.to_string();
+    let mut root = err;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let cause = root.to_string();
+    if cause.is_empty() || text.contains(&cause) {
+        text
+    } else {
+        format!("{text}: {cause}")
     }
 }
 

@@ -24,6 +24,15 @@ fn enabled(var: &str) -> bool {
     }
 }
 
+/// Extra `put_if_absent` races against the emulators, to check that their conditional create is
+/// really atomic (`FERRY_TEST_RACE_ROUNDS`, default 20).
+fn race_rounds() -> usize {
+    std::env::var("FERRY_TEST_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
 fn random_name(kind: &str) -> String {
     format!("ferry-conformance-{kind}-{:08x}", rand::random::<u32>())
 }
@@ -33,6 +42,7 @@ fn local_folder() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = ferry_store::open(dir.path().to_str().expect("utf-8 temp path")).expect("open");
     conformance::run_all(&*store);
+    conformance::run_race(&*store, race_rounds());
 }
 
 #[test]
@@ -105,6 +115,7 @@ fn azurite() {
     });
     eprintln!("testing {}", store.describe());
     conformance::run_all(&*store);
+    conformance::run_race(&*store, race_rounds());
 }
 
 #[test]
@@ -125,6 +136,7 @@ fn moto_s3() {
     });
     eprintln!("testing {}", store.describe());
     conformance::run_all(&*store);
+    conformance::run_race(&*store, race_rounds());
 }
 
 #[test]

@@ -1,0 +1,204 @@
+//! The command line (see `shared/CLI.md`, the contract users' scripts rely on).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about = "Ferry: deduplicating, compressing, client-side encrypted backups", max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Repository: a local folder, or file://, az://CONTAINER[/PREFIX], s3://BUCKET[/PREFIX]
+    #[arg(long, global = true, env = "FERRY_REPO", value_name = "LOCATION")]
+    pub repo: Option<String>,
+    /// Read the passphrase from the first line of FILE
+    #[arg(long, global = true, env = "FERRY_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Where the agent keeps its registration
+    #[arg(long, global = true, env = "FERRY_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Local cache (index and files cache)
+    #[arg(long, global = true, env = "FERRY_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of human output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository at --repo
+    Init(InitArgs),
+    /// Back up paths into a new recovery point
+    Backup(BackupArgs),
+    /// List recovery points
+    #[command(name = "recovery-points", visible_alias = "snapshots")]
+    RecoveryPoints(RecoveryPointsArgs),
+    /// List the files of a recovery point
+    Ls(LsArgs),
+    /// Show what changed between two recovery points
+    Diff(DiffArgs),
+    /// Restore a recovery point
+    Restore(RestoreArgs),
+    /// Verify the repository (structure; with --read-data every byte)
+    Check(CheckArgs),
+    /// Remove recovery points by policy or by ID (prune reclaims the space)
+    Forget(ForgetArgs),
+    /// Reclaim the space of data no recovery point uses
+    Prune(PruneArgs),
+    /// Manage the repository's passphrases
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// zstd level for new data (0 = no compression)
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=22))]
+    pub compression: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and folders to back up
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Leave out files and folders matching GLOB (a name, or a path with '/')
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Do not cross into other file systems
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Tag the recovery point
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// Host name to record instead of this machine's
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Seconds between checkpoints (work so far made durable, so an interrupted backup resumes)
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub checkpoint_every: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoveryPointsArgs {
+    /// Only recovery points with this tag
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Only recovery points of this host
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Recovery point: ID, unique prefix or `latest`
+    pub recovery_point: String,
+    /// Only this folder (absolute path as backed up)
+    pub path: Option<PathBuf>,
+    /// Show size, mode and time
+    #[arg(long, short = 'l')]
+    pub long: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OverwriteArg {
+    Never,
+    IfChanged,
+    Always,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Recovery point: ID, unique prefix or `latest`
+    pub recovery_point: String,
+    /// Folder to restore into (each path is restored under it by its full path)
+    #[arg(long, short = 't', value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only paths matching GLOB (a name, or a path with '/'), with everything below them
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// What to do with files that already exist
+    #[arg(long, value_enum, default_value = "if-changed")]
+    pub overwrite: OverwriteArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Read and verify every byte of every pack
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read and verify a random PERCENT of the packs
+    #[arg(long, value_name = "PERCENT")]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Recovery points to forget (IDs or prefixes), besides any policy
+    pub recovery_points: Vec<String>,
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<usize>,
+    /// Show what would be forgotten, change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show what would be removed, change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add a passphrase (from --new-password-file, FERRY_NEW_PASSWORD, or a prompt)
+    Add(NewPassword),
+    /// List the key slots
+    List,
+    /// Remove a key slot (not the one in use)
+    Remove {
+        /// Key ID or unique prefix
+        id: String,
+    },
+    /// Change the passphrase in use
+    Passwd(NewPassword),
+}
+
+#[derive(Debug, Args)]
+pub struct NewPassword {
+    /// Read the new passphrase from the first line of FILE
+    #[arg(long, env = "FERRY_NEW_PASSWORD_FILE", value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+}

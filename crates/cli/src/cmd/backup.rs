@@ -1,0 +1,65 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ferry_repo::backup::{self, BackupOptions};
+use ferry_repo::Progress;
+
+use crate::cli::{BackupArgs, Global};
+use crate::common;
+use crate::Outcome;
+
+pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
+    let repo = common::open(g)?;
+    let mut opts = BackupOptions::new(a.paths.clone());
+    opts.excludes = a.exclude.clone();
+    for f in &a.exclude_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("read exclude file {}", f.display()))?;
+        opts.excludes.extend(text.lines().map(str::to_string));
+    }
+    opts.one_file_system = a.one_file_system;
+    opts.tags = a.tag.clone();
+    opts.host = a.host.clone();
+    opts.checkpoint_every = Duration::from_secs(a.checkpoint_every.max(1));
+    let progress = Arc::new(Progress::default());
+    opts.scan = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let display = common::ProgressDisplay::start(progress.clone(), "backup");
+    let out = backup::run(&repo, &opts, &progress);
+    drop(display);
+    let out = out?;
+    for e in &out.errors {
+        eprintln!("warning: {}: {}", e.path, e.error);
+    }
+    let s = &out.summary;
+    if g.json {
+        common::print_json(&serde_json::json!({
+            "recovery_point": out.recovery_point.to_hex(),
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unchanged": s.files_unchanged,
+            "dirs": s.dirs,
+            "bytes_read": s.bytes_read,
+            "bytes_added": s.bytes_added,
+            "total_bytes": s.total_bytes,
+            "duration_s": s.duration_s,
+            "partial": out.is_partial(),
+            "errors": out.errors,
+        }))?;
+    } else {
+        eprintln!(
+            "files: {} new, {} changed, {} unchanged; {} folders; read {}, added {} to the repository in {:.1}s",
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs,
+            common::size(s.bytes_read),
+            common::size(s.bytes_added),
+            s.duration_s
+        );
+        if out.is_partial() {
+            eprintln!("partial recovery point: {} file(s) could not be backed up (listed above)", out.errors.len());
+        }
+        println!("{}", out.recovery_point.to_hex());
+    }
+    Ok(if out.is_partial() { Outcome::Partial } else { Outcome::Success })
+}

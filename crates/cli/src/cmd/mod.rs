@@ -1,0 +1,29 @@
+mod backup;
+mod check;
+mod forget;
+mod init;
+mod key;
+mod ls;
+mod points;
+mod restore;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::Outcome;
+
+pub fn run(cli: &Cli) -> Result<Outcome> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init(a) => init::run(g, a),
+        Command::Backup(a) => backup::run(g, a),
+        Command::RecoveryPoints(a) => points::list(g, a),
+        Command::Ls(a) => ls::ls(g, a),
+        Command::Diff(a) => ls::diff(g, a),
+        Command::Restore(a) => restore::run(g, a),
+        Command::Check(a) => check::run(g, a),
+        Command::Forget(a) => forget::forget(g, a),
+        Command::Prune(a) => forget::prune(g, a),
+        Command::Key(k) => key::run(g, k),
+    }
+}

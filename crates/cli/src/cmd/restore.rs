@@ -1,0 +1,47 @@
+use std::sync::Arc;
+
+use anyhow::Result;
+use ferry_repo::restore::{self, Overwrite, RestoreOptions};
+use ferry_repo::Progress;
+
+use crate::cli::{Global, OverwriteArg, RestoreArgs};
+use crate::common;
+use crate::Outcome;
+
+pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
+    let repo = common::open(g)?;
+    let (id, rp) = repo.resolve(&a.recovery_point)?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        includes: a.include.clone(),
+        overwrite: match a.overwrite {
+            OverwriteArg::Never => Overwrite::Never,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Always => Overwrite::Always,
+        },
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2) + 1,
+    };
+    let progress = Arc::new(Progress::default());
+    let display = common::ProgressDisplay::start(progress.clone(), "restore");
+    let out = restore::run(&repo, &rp, &opts, &progress);
+    drop(display);
+    let out = out?;
+    for e in &out.errors {
+        eprintln!("error: {}: {}", e.path, e.error);
+    }
+    if g.json {
+        common::print_json(&serde_json::json!({"recovery_point": id.to_hex(), "result": out}))?;
+    } else {
+        eprintln!(
+            "restored {} file(s), {} folder(s), {} hard link(s), {} to {}; {} already up to date; {} error(s)",
+            out.files,
+            out.dirs,
+            out.links,
+            common::size(out.bytes),
+            a.target.display(),
+            out.skipped,
+            out.errors.len()
+        );
+    }
+    Ok(if out.errors.is_empty() { Outcome::Success } else { Outcome::Partial })
+}

@@ -1,0 +1,158 @@
+//! Shared glue: locating and opening the repository, passphrases, progress display.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use ferry_repo::{Progress, Repository};
+
+use crate::cli::Global;
+
+/// Minimum passphrase length for new passphrases.
+pub const MIN_PASSPHRASE: usize = 16;
+
+/// The repository location, or a clear error.
+pub fn location(g: &Global) -> Result<String> {
+    match &g.repo {
+        Some(r) if !r.is_empty() => Ok(r.clone()),
+        _ => bail!("no repository given: pass --repo LOCATION or set FERRY_REPO (this machine is not registered with a vault)"),
+    }
+}
+
+pub fn cache_dir(g: &Global) -> PathBuf {
+    g.cache_dir.clone().unwrap_or_else(|| dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("ferry"))
+}
+
+fn first_line(bytes: Vec<u8>) -> Vec<u8> {
+    let end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
+    let mut line = bytes[..end].to_vec();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    line
+}
+
+/// The passphrase: --password-file, FERRY_PASSWORD, or a prompt on a terminal.
+pub fn passphrase(g: &Global, prompt: &str) -> Result<Vec<u8>> {
+    if let Some(f) = &g.password_file {
+        let b = std::fs::read(f).with_context(|| format!("read password file {}", f.display()))?;
+        return Ok(first_line(b));
+    }
+    if let Ok(p) = std::env::var("FERRY_PASSWORD") {
+        return Ok(p.into_bytes());
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password(prompt).context("read passphrase")?.into_bytes());
+    }
+    bail!("no passphrase: use --password-file FILE or FERRY_PASSWORD (no terminal to ask on)")
+}
+
+/// A new passphrase, checked for length; prompted twice on a terminal.
+pub fn new_passphrase(file: Option<&Path>, env: &str, g: Option<&Global>) -> Result<Vec<u8>> {
+    let p = if let Some(f) = file {
+        first_line(std::fs::read(f).with_context(|| format!("read password file {}", f.display()))?)
+    } else if let Ok(p) = std::env::var(env) {
+        p.into_bytes()
+    } else if let Some(g) = g.filter(|g| g.password_file.is_some() || std::env::var("FERRY_PASSWORD").is_ok()) {
+        passphrase(g, "")?
+    } else if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("new passphrase: ")?;
+        let b = rpassword::prompt_password("repeat it: ")?;
+        if a != b {
+            bail!("the two passphrases differ");
+        }
+        a.into_bytes()
+    } else {
+        bail!("no new passphrase: use --new-password-file FILE or {env} (no terminal to ask on)")
+    };
+    if p.len() < MIN_PASSPHRASE {
+        bail!("the passphrase is too short: use at least {MIN_PASSPHRASE} characters");
+    }
+    Ok(p)
+}
+
+/// Opens the repository named by the global options.
+pub fn open(g: &Global) -> Result<Repository> {
+    let loc = location(g)?;
+    let store = ferry_store::open(&loc).with_context(|| format!("open repository location {}", redact(&loc)))?;
+    let pw = passphrase(g, "repository passphrase: ")?;
+    Repository::open(store, &pw, &cache_dir(g))
+}
+
+/// Strips anything that looks like a credential from a location before it is shown.
+pub fn redact(loc: &str) -> String {
+    match loc.split_once('?') {
+        Some((a, _)) => format!("{a}?…"),
+        None => loc.to_string(),
+    }
+}
+
+/// A progress bar on stderr while `progress` changes, when stderr is a terminal.
+pub struct ProgressDisplay {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    pub fn start(progress: Arc<Progress>, verb: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !std::io::stderr().is_terminal() {
+            return ProgressDisplay { stop, handle: None };
+        }
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(verb);
+            while !s.load(Ordering::Relaxed) {
+                let total = progress.bytes_total.load(Ordering::Relaxed);
+                let done = progress.bytes_done.load(Ordering::Relaxed);
+                bar.set_length(total.max(done));
+                bar.set_position(done);
+                let files = progress.files_done.load(Ordering::Relaxed);
+                let ftotal = progress.files_total.load(Ordering::Relaxed);
+                bar.set_message(format!("{files}/{ftotal} files"));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        ProgressDisplay { stop, handle: Some(handle) }
+    }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Human-readable size.
+pub fn size(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", U[i])
+    }
+}
