@@ -220,3 +220,136 @@ impl Store for ObjectStoreBackend {
         self.description.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Error mapping of real `object_store` errors, against a scripted HTTP server.
+
+    use super::*;
+    use crate::ErrorKind;
+    use object_store::aws::AmazonS3Builder;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    /// Serve `responses` (status, body) in order, one per connection; return the endpoint.
+    /// A body containing `{auth}` gets the request's Authorization header pasted in, the way
+    /// Azure echoes what it was sent.
+    fn scripted_server(responses: Vec<(u16, &'static str)>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for (status, body) in responses {
+                let Ok((stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream);
+                let (mut length, mut auth) = (0usize, String::new());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("authorization:") {
+                        auth = line.trim().to_string();
+                    }
+                }
+                let mut request_body = vec![0; length];
+                let _ = reader.read_exact(&mut request_body);
+                let body = body.replace("{auth}", &auth);
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = reader.get_mut().write_all(response.as_bytes());
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn s3_at(endpoint: &str) -> ObjectStoreBackend {
+        let s3 = AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_bucket_name("bucket")
+            .with_region("us-east-1")
+            .with_access_key_id("AKIDEXAMPLE")
+            .with_secret_access_key("wJalrXUtnFEMI-secret-key")
+            .with_retry(object_store::RetryConfig {
+                max_retries: 0,
+                ..Default::default()
+            })
+            .build()
+            .expect("build");
+        ObjectStoreBackend::new(Arc::new(s3), "test".into())
+    }
+
+    fn kind_of<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
+        r.expect_err("expected an error").kind
+    }
+
+    #[test]
+    fn http_statuses_map_to_kinds() {
+        let store = s3_at(&scripted_server(vec![
+            (503, "<Error><Code>SlowDown</Code></Error>"),
+            (500, "<Error><Code>InternalError</Code></Error>"),
+            (429, ""),
+            (403, "<Error><Code>AccessDenied</Code></Error>"),
+            (400, "<Error><Code>InvalidRequest</Code></Error>"),
+            (404, "<Error><Code>NoSuchKey</Code></Error>"),
+            (404, ""),
+        ]));
+        assert_eq!(kind_of(store.get("a")), ErrorKind::Transient, "503");
+        assert_eq!(
+            kind_of(store.put("a", Bytes::new())),
+            ErrorKind::Transient,
+            "500"
+        );
+        assert_eq!(kind_of(store.get("a")), ErrorKind::Transient, "429");
+        assert_eq!(kind_of(store.get("a")), ErrorKind::Permanent, "403");
+        assert_eq!(kind_of(store.get("a")), ErrorKind::Permanent, "400");
+        assert_eq!(kind_of(store.get("a")), ErrorKind::NotFound, "404");
+        assert_eq!(store.head("a").expect("head"), None, "404 on head");
+    }
+
+    #[test]
+    fn conflict_without_object_is_transient() {
+        // 409 on the conditional PUT, then the HEAD finds nothing: not "already exists".
+        let store = s3_at(&scripted_server(vec![(409, ""), (404, "")]));
+        assert_eq!(
+            kind_of(store.put_if_absent("a", Bytes::from_static(b"x"))),
+            ErrorKind::Transient
+        );
+    }
+
+    #[test]
+    fn unreachable_is_transient() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        drop(listener);
+        let err = s3_at(&endpoint).get("a").expect_err("refused");
+        assert!(err.is_transient(), "{err}");
+        assert!(err.message.contains("refused"), "{err}");
+    }
+
+    #[test]
+    fn messages_hold_no_secrets() {
+        let store = s3_at(&scripted_server(vec![(
+            403,
+            "<Error><Code>SignatureDoesNotMatch</Code><Message>{auth}</Message></Error>",
+        )]));
+        let err = store.get("a").expect_err("403");
+        let text = err.to_string();
+        assert!(text.contains("SignatureDoesNotMatch"), "{text}");
+        assert!(!text.contains("wJalrXUtnFEMI"), "{text}");
+        let signature = text.find("Signature=").map(|at| &text[at + 10..]);
+        assert_eq!(
+            signature.map(|s| s.starts_with("[redacted]")),
+            Some(true),
+            "{text}"
+        );
+    }
+}

@@ -163,3 +163,49 @@ fn reopen_check(location: &str) {
     assert_eq!(keys, ["config"], "the prefix is not part of listed keys");
     again.delete("config").expect("delete");
 }
+
+/// A `put_if_absent` done as "head, then put": not atomic.
+#[derive(Debug)]
+struct CheckThenPut(MemoryStore);
+
+impl Store for CheckThenPut {
+    fn put(&self, key: &str, data: Bytes) -> ferry_store::Result<()> {
+        self.0.put(key, data)
+    }
+    fn put_if_absent(&self, key: &str, data: Bytes) -> ferry_store::Result<bool> {
+        if self.0.head(key)?.is_some() {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        self.0.put(key, data).map(|()| true)
+    }
+    fn get(&self, key: &str) -> ferry_store::Result<Bytes> {
+        self.0.get(key)
+    }
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> ferry_store::Result<Bytes> {
+        self.0.get_range(key, range)
+    }
+    fn head(&self, key: &str) -> ferry_store::Result<Option<u64>> {
+        self.0.head(key)
+    }
+    fn list(&self, prefix: &str) -> ferry_store::Result<Vec<ferry_store::ObjectInfo>> {
+        self.0.list(prefix)
+    }
+    fn delete(&self, key: &str) -> ferry_store::Result<()> {
+        self.0.delete(key)
+    }
+    fn describe(&self) -> String {
+        "check-then-put".into()
+    }
+}
+
+/// The race check has teeth: a non-atomic `put_if_absent` fails it. (Run by hand against
+/// Azurite and moto, the same wrapper lets all 8 racers "create" the object.)
+#[test]
+fn race_check_catches_non_atomic_create() {
+    let store = CheckThenPut(MemoryStore::new());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        conformance::run_race(&store, 1)
+    }));
+    assert!(outcome.is_err(), "a check-then-put store passed the race");
+}

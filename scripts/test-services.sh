@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Local object-store services for ferry-store's conformance tests:
+#   Azurite (Azure Blob emulator, from npm)   on 127.0.0.1:${AZURITE_PORT:-10000}
+#   moto server (S3 emulator, from PyPI)       on 127.0.0.1:${MOTO_PORT:-5000}
+#
+#   scripts/test-services.sh start    install what is missing, start both, wait until they answer
+#   scripts/test-services.sh stop     stop both (also: scripts/stop-services.sh)
+#   scripts/test-services.sh status   say what is running
+#   scripts/test-services.sh env      print the `export` lines the tests need:
+#
+#   scripts/test-services.sh start
+#   eval "$(scripts/test-services.sh env)"
+#   cargo nextest run -p ferry-store
+#
+# Works on a fresh Debian machine that has only the Rust toolchain, run as root (or with sudo):
+# nodejs/npm and python3-venv come from apt only when missing. Everything else goes into
+# .ci/cache/ (git-ignored): node_modules, the Python venv, logs and PID files. Idempotent:
+# `start` on running services does nothing; `stop` on stopped ones does nothing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/.ci/cache"
+HOST=127.0.0.1
+AZURITE_PORT="${AZURITE_PORT:-10000}"
+MOTO_PORT="${MOTO_PORT:-5000}"
+# Azurite 3.36+ requires Node 22; 3.35.0 is the newest that runs on Debian 12's Node 18.
+AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
+MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+WAIT_SECONDS="${WAIT_SECONDS:-60}"
+# The well-known Azurite development account key (public, documented by Microsoft).
+AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+NODE_DIR="$CACHE/node"
+VENV="$CACHE/venv"
+AZURITE_BIN="$NODE_DIR/node_modules/.bin/azurite-blob"
+MOTO_BIN="$VENV/bin/moto_server"
+
+say() { echo "test-services: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "need root to run: $*"; fi
+}
+
+APT_UPDATED=""
+apt_install() {
+    command -v apt-get >/dev/null || die "$* missing and no apt-get: install $* yourself"
+    if [ -z "$APT_UPDATED" ]; then
+        as_root apt-get update -qq >&2
+        APT_UPDATED=1
+    fi
+    say "apt-get install $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+# --- installation -------------------------------------------------------------------------
+
+install_azurite() {
+    [ -x "$AZURITE_BIN" ] && return
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt_install nodejs npm
+    fi
+    say "installing azurite@$AZURITE_VERSION into $NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error \
+        "azurite@$AZURITE_VERSION" >&2
+    [ -x "$AZURITE_BIN" ] || die "npm install did not provide $AZURITE_BIN"
+}
+
+install_moto() {
+    [ -x "$MOTO_BIN" ] && return
+    command -v python3 >/dev/null || apt_install python3
+    # Debian splits venv/ensurepip into python3-venv.
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    say "installing moto[server]==$MOTO_VERSION into $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+    [ -x "$MOTO_BIN" ] || die "pip install did not provide $MOTO_BIN"
+}
+
+# --- processes ----------------------------------------------------------------------------
+
+# The status line of `GET /` on HOST:$1 (empty if nothing answers), without curl.
+http_status() {
+    timeout 3 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        printf "GET / HTTP/1.0\r\nHost: %s:%s\r\n\r\n" "$0" "$1" >&3
+        IFS= read -r line <&3 && printf "%s" "$line"
+    ' "$HOST" "$1" 2>/dev/null | tr -d '\r' || true
+}
+
+# PID from .ci/cache/NAME.pid if that process is alive and is ours (its command line mentions
+# MATCH), else nothing.
+live_pid() {
+    local name=$1 match=$2 pid
+    [ -f "$CACHE/$name.pid" ] || return 0
+    pid=$(cat "$CACHE/$name.pid")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$match"; then
+        echo "$pid"
+    fi
+}
+
+# start NAME PORT MATCH COMMAND...
+start_one() {
+    local name=$1 port=$2 match=$3
+    shift 3
+    if [ -n "$(live_pid "$name" "$match")" ]; then
+        say "$name already running (pid $(cat "$CACHE/$name.pid")) on $HOST:$port"
+        return
+    fi
+    if [ -n "$(http_status "$port")" ]; then
+        die "$HOST:$port is already taken by another process; stop it or set ${name^^}_PORT"
+    fi
+    say "starting $name on $HOST:$port (log: $CACHE/$name.log)"
+    # setsid: the service outlives this script and the terminal it runs in. Run in .ci/cache so
+    # that anything a service writes to its working directory lands there.
+    (cd "$CACHE" && exec setsid "$@") >"$CACHE/$name.log" 2>&1 </dev/null &
+    echo $! >"$CACHE/$name.pid"
+}
+
+wait_for() {
+    local name=$1 port=$2 match=$3 deadline=$((SECONDS + WAIT_SECONDS)) status
+    while :; do
+        status=$(http_status "$port")
+        if [ -n "$status" ]; then
+            say "$name answers on $HOST:$port ($status)"
+            return
+        fi
+        if [ -z "$(live_pid "$name" "$match")" ]; then
+            tail -n 20 "$CACHE/$name.log" >&2 || true
+            die "$name exited during start-up; log above ($CACHE/$name.log)"
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -n 20 "$CACHE/$name.log" >&2 || true
+            die "$name did not answer on $HOST:$port within ${WAIT_SECONDS}s ($CACHE/$name.log)"
+        fi
+        sleep 0.5
+    done
+}
+
+stop_one() {
+    local name=$1 match=$2 pid
+    pid=$(live_pid "$name" "$match")
+    if [ -z "$pid" ]; then
+        rm -f "$CACHE/$name.pid"
+        say "$name not running"
+        return
+    fi
+    kill "$pid"
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        say "$name (pid $pid) ignored SIGTERM; killing"
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$CACHE/$name.pid"
+    say "$name stopped (pid $pid)"
+}
+
+cmd_start() {
+    mkdir -p "$CACHE"
+    install_azurite
+    install_moto
+    start_one azurite "$AZURITE_PORT" azurite-blob \
+        "$AZURITE_BIN" --blobHost "$HOST" --blobPort "$AZURITE_PORT" \
+        --inMemoryPersistence --skipApiVersionCheck --loose --disableProductStyleUrl \
+        --disableTelemetry
+    start_one moto "$MOTO_PORT" moto_server "$MOTO_BIN" -H "$HOST" -p "$MOTO_PORT"
+    wait_for azurite "$AZURITE_PORT" azurite-blob
+    wait_for moto "$MOTO_PORT" moto_server
+    say "ready; now: eval \"\$(scripts/test-services.sh env)\""
+}
+
+cmd_stop() {
+    stop_one azurite azurite-blob
+    stop_one moto moto_server
+}
+
+cmd_status() {
+    local name match port pid
+    for entry in "azurite azurite-blob $AZURITE_PORT" "moto moto_server $MOTO_PORT"; do
+        read -r name match port <<<"$entry"
+        pid=$(live_pid "$name" "$match")
+        if [ -n "$pid" ]; then pid="running, pid $pid"; else pid="not running"; fi
+        echo "$name: $pid; $HOST:$port answers: $(http_status "$port")"
+    done
+}
+
+cmd_env() {
+    cat <<EOF
+export FERRY_TEST_AZURITE=1
+export AZURE_STORAGE_USE_EMULATOR=true
+export AZURE_STORAGE_ACCOUNT_NAME=devstoreaccount1
+export AZURE_STORAGE_ACCOUNT_KEY='$AZURITE_KEY'
+export AZURITE_BLOB_STORAGE_URL=http://$HOST:$AZURITE_PORT
+export FERRY_TEST_S3=1
+export AWS_ACCESS_KEY_ID=testing
+export AWS_SECRET_ACCESS_KEY=testing
+export AWS_DEFAULT_REGION=us-east-1
+export AWS_ENDPOINT=http://$HOST:$MOTO_PORT
+export AWS_ALLOW_HTTP=true
+EOF
+}
+
+case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    *)
+        echo "usage: $0 start|stop|status|env" >&2
+        exit 2
+        ;;
+esac
