@@ -37,9 +37,9 @@ pub fn run_all(store: &dyn Store) {
     cleanup(store, &p);
 }
 
-/// The checks that make sense through a store that may lose answers ([`FaultStore`]
-/// (crate::FaultStore) under [`RetryStore`](crate::RetryStore)): everything but the exact
-/// `Ok(true)`/`Ok(false)` of `put_if_absent`.
+/// The checks that make sense through a store that may lose answers (a
+/// [`FaultStore`](crate::FaultStore) under a [`RetryStore`](crate::RetryStore)): everything but
+/// the exact `Ok(true)`/`Ok(false)` of `put_if_absent`.
 pub fn run_round_trips(store: &dyn Store) {
     let p = unique_prefix();
     round_trips_in(store, &p);

@@ -27,6 +27,31 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
 //! `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...). A missing folder, container or bucket is created.
 //!
+//! # Backends
+//! All three are `object_store` stores behind [`ObjectStoreBackend`], which adds key checks,
+//! the error mapping, range checks (object_store silently shortens a range that reaches past
+//! the end) and the blocking API.
+//! - **Local folder** (`LocalFileSystem::new_with_prefix`, fsync on): an object is a plain file
+//!   at its key. A write goes to a staging file `KEY#N`, is fsynced, then published atomically:
+//!   `put` renames it over the key, `put_if_absent` hard-links it (failing if the key exists),
+//!   and the parent folder is fsynced. A crash can leave a stray `KEY#N` (never listed), never
+//!   a half-written object at `KEY`.
+//! - **Azure Blob**: `put_if_absent` is `Put Blob` with `If-None-Match: *` (Azure answers 412,
+//!   Azurite 409). A missing container is created with `Create Container`.
+//! - **S3**: `put_if_absent` is `PutObject` with `If-None-Match: *` (AWS, moto, MinIO and R2
+//!   answer 412). A missing bucket is created with `CreateBucket` (with a location constraint
+//!   outside us-east-1).
+//!
+//! `object_store` has no call to create a container or bucket, so [`open`] sends that one
+//! request itself (reqwest, the same TLS stack), after a one-page `list` found the container
+//! missing. It signs with the store's own credential provider and `object_store`'s public
+//! `AzureAuthorizer` / `AwsAuthorizer` (SharedKey or SAS or bearer token; SigV4 with session
+//! tokens), rather than a second hand-written signer, so creation works with whatever
+//! credentials the store itself works with.
+//!
+//! A `put_if_absent` that answers "already exists" is confirmed with a `head`: servers also
+//! answer 409 to a write that lost a race with a delete, and that is reported `Transient`.
+//!
 //! # Wrappers
 //! Cross-cutting behaviour wraps a store, and [`open`] composes the stack in one place:
 //!
@@ -37,7 +62,7 @@
 //! ```
 //!
 //! [`MemoryStore`] is an in-memory store for other crates' unit tests. The `conformance`
-//! feature adds [`conformance`](crate::conformance), the suite every store must pass.
+//! feature adds the module `ferry_store::conformance`, the suite every store must pass.
 //!
 //! # Example
 //! ```no_run
@@ -108,12 +133,13 @@ pub fn open(location: &str) -> Result<Arc<dyn Store>> {
 
 /// The `FERRY_FAULT_INJECT` setting, if set and not empty.
 fn fault_injection(location: &str) -> Result<Option<(f64, u64)>> {
-    let Ok(spec) = std::env::var(FAULT_INJECT_ENV) else {
+    parse_fault_injection(location, std::env::var(FAULT_INJECT_ENV).ok())
+}
+
+fn parse_fault_injection(location: &str, spec: Option<String>) -> Result<Option<(f64, u64)>> {
+    let Some(spec) = spec.filter(|s| !s.trim().is_empty()) else {
         return Ok(None);
     };
-    if spec.trim().is_empty() {
-        return Ok(None);
-    }
     match FaultStore::parse_spec(&spec) {
         Some(setting) => Ok(Some(setting)),
         None => Err(StoreError::permanent(
@@ -134,4 +160,20 @@ pub fn init_tls() {
         // Err only means another provider was installed first; keep that one.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_injection_setting() {
+        let parse = |v: Option<&str>| parse_fault_injection("loc", v.map(String::from));
+        assert_eq!(parse(None).unwrap(), None);
+        assert_eq!(parse(Some(" ")).unwrap(), None);
+        assert_eq!(parse(Some("0.05:42")).unwrap(), Some((0.05, 42)));
+        let err = parse(Some("5%")).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Permanent);
+        assert!(err.to_string().contains("FERRY_FAULT_INJECT"), "{err}");
+    }
 }

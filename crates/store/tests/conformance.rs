@@ -33,6 +33,19 @@ fn race_rounds() -> usize {
         .unwrap_or(20)
 }
 
+/// The whole suite, or only the round trips when `FERRY_FAULT_INJECT` puts a `FaultStore`
+/// under `open`'s `RetryStore`: its lost-answer faults make `put_if_absent` report `Ok(false)`
+/// for objects it did create, by design, so the exact `put_if_absent` checks cannot hold.
+fn check_opened(store: &dyn Store) {
+    if std::env::var(ferry_store::FAULT_INJECT_ENV).is_ok_and(|v| !v.trim().is_empty()) {
+        eprintln!("FERRY_FAULT_INJECT is set: running the round trips only");
+        conformance::run_round_trips(store);
+        return;
+    }
+    conformance::run_all(store);
+    conformance::run_race(store, race_rounds());
+}
+
 fn random_name(kind: &str) -> String {
     format!("ferry-conformance-{kind}-{:08x}", rand::random::<u32>())
 }
@@ -41,8 +54,7 @@ fn random_name(kind: &str) -> String {
 fn local_folder() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = ferry_store::open(dir.path().to_str().expect("utf-8 temp path")).expect("open");
-    conformance::run_all(&*store);
-    conformance::run_race(&*store, race_rounds());
+    check_opened(&*store);
 }
 
 #[test]
@@ -114,8 +126,7 @@ fn azurite() {
         panic!("open Azurite (is it running? scripts/test-services.sh start): {e}")
     });
     eprintln!("testing {}", store.describe());
-    conformance::run_all(&*store);
-    conformance::run_race(&*store, race_rounds());
+    check_opened(&*store);
 }
 
 #[test]
@@ -135,8 +146,7 @@ fn moto_s3() {
         panic!("open moto (is it running? scripts/test-services.sh start): {e}")
     });
     eprintln!("testing {}", store.describe());
-    conformance::run_all(&*store);
-    conformance::run_race(&*store, race_rounds());
+    check_opened(&*store);
 }
 
 #[test]
