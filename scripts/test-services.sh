@@ -87,6 +87,7 @@ install_moto() {
 
 # The status line of `GET /` on HOST:$1 (empty if nothing answers), without curl.
 http_status() {
+    # shellcheck disable=SC2016 # $0 and $1 are expanded by the inner bash
     timeout 3 bash -c '
         exec 3<>"/dev/tcp/$0/$1" || exit 1
         printf "GET / HTTP/1.0\r\nHost: %s:%s\r\n\r\n" "$0" "$1" >&3

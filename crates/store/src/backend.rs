@@ -151,12 +151,14 @@ impl Store for ObjectStoreBackend {
                     // with a delete, or is still in flight: only report "exists" when it does.
                     match self.inner.head(&location).await {
                         Ok(_) => Ok(false),
-                        Err(object_store::Error::NotFound { .. }) => Err(StoreError::transient(
-                            op,
-                            key,
-                            "conflicting concurrent write, object not there yet",
-                        )),
-                        Err(e) => Err(StoreError::from_object_store(op, key, e)),
+                        Err(e) => match StoreError::from_object_store(op, key, e) {
+                            e if e.is_not_found() => Err(StoreError::transient(
+                                op,
+                                key,
+                                "conflicting concurrent write, object not there yet",
+                            )),
+                            e => Err(e),
+                        },
                     }
                 }
             }
@@ -183,8 +185,10 @@ impl Store for ObjectStoreBackend {
         let location = path("head", key)?;
         match block_on(self.inner.head(&location))? {
             Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(StoreError::from_object_store("head", key, e)),
+            Err(e) => match StoreError::from_object_store("head", key, e) {
+                e if e.is_not_found() => Ok(None),
+                e => Err(e),
+            },
         }
     }
 
@@ -211,8 +215,11 @@ impl Store for ObjectStoreBackend {
     fn delete(&self, key: &str) -> Result<()> {
         let location = path("delete", key)?;
         match block_on(self.inner.delete(&location))? {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StoreError::from_object_store("delete", key, e)),
+            Ok(()) => Ok(()),
+            Err(e) => match StoreError::from_object_store("delete", key, e) {
+                e if e.is_not_found() => Ok(()),
+                e => Err(e),
+            },
         }
     }
 
