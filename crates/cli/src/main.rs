@@ -1,6 +1,7 @@
 //! The `ferry` binary: argument parsing, prompts, progress and exit codes. Each subcommand in
 //! `cmd/` is glue over one library function.
 
+mod alloc_tuning;
 mod cli;
 mod cmd;
 mod common;
@@ -20,6 +21,7 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    alloc_tuning::tune();
     let cli = cli::Cli::parse();
     let level = match cli.global.verbose {
         0 => "warn",

@@ -25,17 +25,47 @@ fn aad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
     a
 }
 
+thread_local! {
+    // One compression context per thread and level, reused across blobs (creating one per
+    // blob costs an allocation and a table reset each time).
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses `plain` with zstd at `level` when that saves at least 1/16 of it; returns the
 /// payload and whether it is compressed.
 pub fn compress(plain: &[u8], level: i32) -> (Vec<u8>, bool) {
     if plain.len() >= 64 && level != 0 {
-        if let Ok(c) = zstd::bulk::compress(plain, level) {
+        let c = COMPRESSOR.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+                let mut c = zstd::bulk::Compressor::new(level).ok()?;
+                // The frame checksum is redundant: the blob is authenticated
+                // and its ID is checked after decompression.
+                c.include_checksum(false).ok()?;
+                c.include_dictid(false).ok()?;
+                *slot = Some((level, c));
+            }
+            slot.as_mut()?.1.compress(plain).ok()
+        });
+        if let Some(c) = c {
             if c.len() < plain.len() - plain.len() / 16 {
                 return (c, true);
             }
         }
     }
     (plain.to_vec(), false)
+}
+
+fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            let mut d = zstd::bulk::Decompressor::new()?;
+            *slot = Some(d);
+        }
+        slot.as_mut().expect("just set").decompress(payload, raw_len)
+    })
 }
 
 /// Encrypts a payload into a stored blob.
@@ -70,7 +100,7 @@ pub fn open(
     let mut payload = rest.to_vec();
     key.open_in_place(&nonce, &aad(kind, id), &mut payload).map_err(|source| FormatError::Crypto { what: WHAT, source })?;
     let plain = if compressed {
-        let p = zstd::bulk::decompress(&payload, raw_len as usize).map_err(|e| FormatError::malformed(WHAT, format!("zstd: {e}")))?;
+        let p = decompress(&payload, raw_len as usize).map_err(|e| FormatError::malformed(WHAT, format!("zstd: {e}")))?;
         if p.len() != raw_len as usize {
             return Err(FormatError::malformed(WHAT, "decompressed length differs from the index"));
         }

@@ -66,8 +66,13 @@ pub struct FinishedPack {
 
 impl PackWriter {
     pub fn new(master: &MasterKey) -> Self {
+        Self::with_capacity(master, 0)
+    }
+
+    /// A writer whose buffer is reserved up front (no doubling as it grows).
+    pub fn with_capacity(master: &MasterKey, capacity: usize) -> Self {
         let salt: [u8; 16] = ferry_crypto::random_bytes();
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(capacity);
         buf.extend_from_slice(&header_aad());
         buf.extend_from_slice(&salt);
         PackWriter { key: master.pack_key(&salt), salt, buf, entries: Vec::new() }

@@ -173,7 +173,12 @@ impl<'r> PackSink<'r> {
         };
         let full = {
             let mut w = slot.lock().unwrap_or_else(|e| e.into_inner());
-            let writer = w.get_or_insert_with(|| PackWriter::new(self.repo.master()));
+            let writer = w.get_or_insert_with(|| {
+                // Data packs reserve their target size plus one maximal blob up front, so the
+                // buffer never doubles; tree packs are small and grow as needed.
+                let cap = if kind == BlobKind::Data { self.pack_size + payload.len().max(1 << 20) + 4096 } else { 0 };
+                PackWriter::with_capacity(self.repo.master(), cap)
+            });
             writer.add(kind, id, &payload, compressed, plain.len() as u32);
             if writer.len() >= self.pack_size {
                 w.take()

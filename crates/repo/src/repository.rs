@@ -68,6 +68,10 @@ fn read_config(store: &dyn Store) -> Result<Option<Config>> {
     }
 }
 
+fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<ferry_store::StoreError>().is_some_and(|s| s.is_transient()))
+}
+
 fn put_key_file(store: &dyn Store, kf: &KeyFile) -> Result<KeyId> {
     let bytes = kf.to_json();
     let id = KeyId::from_bytes(ferry_crypto::content_hash(&bytes));
@@ -165,8 +169,13 @@ impl Repository {
             return Ok(());
         }
         for id in ids {
-            let f = self.read_index_file(id)?;
-            self.cache.add_index_file(id, &f)?;
+            match self.read_index_file(id) {
+                Ok(f) => self.cache.add_index_file(id, &f)?,
+                // A damaged index file must not lock users out: `check` names it, and the
+                // packs it listed are found again by `prune` (as unindexed) or a rebuild.
+                Err(e) if !is_transient(&e) => tracing::warn!("skipping damaged index file {}: {e:#}", id.short()),
+                Err(e) => return Err(e),
+            }
         }
         self.cache.persist()
     }

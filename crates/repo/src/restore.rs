@@ -313,6 +313,8 @@ fn write_data(repo: &Repository, plan: &Plan, threads: usize, errors: &Mutex<Vec
 
 /// Gaps up to this size between needed blobs are read rather than split into two requests.
 const COALESCE_GAP: u64 = 1 << 20;
+/// Largest single read from a pack (bounds memory per restore thread).
+const MAX_RANGE: u64 = 8 << 20;
 
 fn restore_pack(repo: &Repository, plan: &Plan, pack: &PackId, blobs: &[(BlobLocation, &Places)], errors: &Mutex<Vec<FileError>>, progress: &Progress) -> Result<()> {
     let Some((salt, _)) = repo.cache().pack_info(pack)? else { bail!("pack {} is not in the index", pack.short()) };
@@ -321,7 +323,7 @@ fn restore_pack(repo: &Repository, plan: &Plan, pack: &PackId, blobs: &[(BlobLoc
         let start = blobs[i].0.offset as u64;
         let mut end = start + blobs[i].0.length as u64;
         let mut j = i + 1;
-        while j < blobs.len() && (blobs[j].0.offset as u64) <= end + COALESCE_GAP && end - start < 64 << 20 {
+        while j < blobs.len() && (blobs[j].0.offset as u64) <= end + COALESCE_GAP && end - start < MAX_RANGE {
             end = end.max(blobs[j].0.offset as u64 + blobs[j].0.length as u64);
             j += 1;
         }

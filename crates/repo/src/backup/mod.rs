@@ -484,7 +484,7 @@ fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duratio
                 tops[index] = finish_entry(sh, entry, &mut subtrees, &mut done_files)?;
             }
         }
-        if last_checkpoint.elapsed() >= every || done_files.len() >= 200_000 {
+        if last_checkpoint.elapsed() >= every || done_files.len() >= 20_000 {
             sh.sink.checkpoint(std::mem::take(&mut done_files))?;
             lock.refresh_if_due(sh.repo)?;
             last_checkpoint = Instant::now();

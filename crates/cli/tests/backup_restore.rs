@@ -1,0 +1,163 @@
+use std::os::unix::fs::MetadataExt;
+
+use crate::common::*;
+
+#[test]
+fn round_trip_is_exact() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    let s = env.backup(&src);
+    assert_eq!(s["files_new"], 8, "{s}");
+    assert!(s["recovery_point"].as_str().unwrap().len() == 64);
+    let target = env.path("restore");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let out = restored(&target, &src);
+    assert_same_tree(&src, &out);
+    // Sparse stays sparse.
+    let m = std::fs::metadata(out.join("sparse.img")).unwrap();
+    assert!(m.blocks() * 512 < 1 << 20, "sparse file restored with {} blocks", m.blocks());
+    // Extended attribute (when the file system supports user xattrs).
+    if xattr::get(src.join("docs/a.txt"), "user.ferry").ok().flatten().is_some() {
+        assert_eq!(xattr::get(out.join("docs/a.txt"), "user.ferry").unwrap().as_deref(), Some(&b"value"[..]));
+    }
+    // Hard links stay linked.
+    assert_eq!(std::fs::metadata(out.join("hardlink.txt")).unwrap().ino(), std::fs::metadata(out.join("docs/a.txt")).unwrap().ino());
+}
+
+#[test]
+fn unchanged_files_are_not_read_again_and_changes_are_found() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup(&src);
+    let second = env.backup(&src);
+    assert_eq!(second["bytes_read"], 0, "{second}");
+    assert_eq!(second["files_unchanged"], 8);
+    assert!(second["bytes_added"].as_u64().unwrap() < 4096, "{second}");
+    std::fs::write(src.join("docs/new.txt"), b"new file").unwrap();
+    std::fs::write(src.join("big.bin"), noise(5 << 20, 2)).unwrap();
+    let third = env.backup(&src);
+    assert_eq!(third["files_new"], 1, "{third}");
+    assert_eq!(third["files_changed"], 1, "{third}");
+    assert_eq!(third["bytes_read"], (5 << 20) + 8);
+    let points = env.json(&["recovery-points"]);
+    assert_eq!(points.as_array().unwrap().len(), 3);
+    for field in ["id", "time", "host", "paths", "tags", "parent", "summary"] {
+        assert!(points[0].get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(points[2]["parent"], points[1]["id"]);
+    let first = points[0]["id"].as_str().unwrap();
+    let last = points[2]["id"].as_str().unwrap();
+    let diff = env.ok(&["diff", &first[..8], last]);
+    assert!(diff.contains("+  ") && diff.contains("docs/new.txt"), "{diff}");
+    assert!(diff.contains("M  ") && diff.contains("big.bin"), "{diff}");
+    let ls = env.ok(&["ls", "latest"]);
+    assert!(ls.contains("/docs/deep/deeper/b.txt"), "{ls}");
+    let alias = env.ok(&["snapshots"]);
+    assert!(alias.contains("3 recovery point"), "{alias}");
+}
+
+#[test]
+fn excludes_tags_and_include_restore() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    std::fs::write(src.join("docs/skip.tmp"), b"x").unwrap();
+    let exfile = env.path("excludes");
+    std::fs::write(&exfile, "# comment\nempty\n").unwrap();
+    env.ok(&["backup", src.to_str().unwrap(), "--exclude", "*.tmp", "--exclude-file", exfile.to_str().unwrap(), "--tag", "nightly"]);
+    let ls = env.ok(&["ls", "latest"]);
+    assert!(!ls.contains("skip.tmp") && !ls.contains("/empty\n"), "{ls}");
+    let pts = env.json(&["recovery-points", "--tag", "nightly"]);
+    assert_eq!(pts[0]["tags"][0], "nightly");
+    let target = env.path("r");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--include", "deeper"]);
+    let out = restored(&target, &src);
+    assert!(out.join("docs/deep/deeper/b.txt").exists());
+    assert!(!out.join("big.bin").exists());
+    assert!(!out.join("docs/a.txt").exists());
+}
+
+#[test]
+fn unreadable_files_make_a_partial_recovery_point() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    // /proc/self/mem cannot be read from offset 0, even by root.
+    let o = env.run(&["backup", src.to_str().unwrap(), "/proc/self/mem", env.path("missing").to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let errors = v["errors"].as_array().unwrap();
+    let paths: Vec<&str> = errors.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(paths.iter().any(|p| p.ends_with("/mem")), "{v}");
+    assert!(paths.iter().any(|p| p.ends_with("/missing")), "{v}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("missing"), "{stderr}");
+    // The good files are in the recovery point.
+    let target = env.path("r");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+#[test]
+fn restore_never_writes_through_a_symlink_in_the_target() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup(&src);
+    // The target already holds a symlink where a restored file will go, pointing outside.
+    let target = env.path("r");
+    let out = restored(&target, &src);
+    std::fs::create_dir_all(out.join("docs")).unwrap();
+    let victim = env.path("victim.txt");
+    std::fs::write(&victim, b"must not change").unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("docs/a.txt")).unwrap();
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--overwrite", "always"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"must not change");
+    assert_eq!(std::fs::read(out.join("docs/a.txt")).unwrap(), b"hello\n");
+}
+
+#[test]
+fn restore_is_restartable_and_respects_overwrite() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup(&src);
+    let target = env.path("r");
+    let t = target.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", t]);
+    let out = restored(&target, &src);
+    // A second run skips everything already restored.
+    let v = env.json(&["restore", "latest", "--target", t]);
+    assert_eq!(v["result"]["files"], 0, "{v}");
+    // A damaged restored file is repaired by if-changed (size differs), kept by never.
+    std::fs::write(out.join("big.bin"), b"truncated").unwrap();
+    env.ok(&["restore", "latest", "--target", t, "--overwrite", "never"]);
+    assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), b"truncated");
+    env.ok(&["restore", "latest", "--target", t]);
+    assert_same_tree(&src, &out);
+}
+
+#[test]
+fn usage_errors_exit_2_and_missing_repo_is_clear() {
+    let env = Env::new();
+    assert_eq!(env.run(&["backup"]).status.code(), Some(2));
+    assert_eq!(env.run(&["restore", "latest"]).status.code(), Some(2));
+    let o = env.run(&["recovery-points"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ferry init"), "{}", String::from_utf8_lossy(&o.stderr));
+    let short = env.cmd(&["init"]).env("FERRY_PASSWORD", "short").output().unwrap();
+    assert_eq!(short.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("16 characters"));
+    env.init();
+    let again = env.run(&["init"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}

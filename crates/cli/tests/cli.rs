@@ -1,0 +1,11 @@
+//! Integration tests: the real `ferry` binary against real folders (and object stores when
+//! the emulators are running, see `scripts/test-services.sh`).
+
+mod common;
+
+mod backup_restore;
+mod damage;
+mod keys;
+mod kill;
+mod retention;
+mod stores;
