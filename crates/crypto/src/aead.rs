@@ -42,6 +42,17 @@ impl AeadKey {
             .expect("AES-GCM sealing cannot fail for in-memory buffers below 64 GiB");
     }
 
+    /// Encrypts `buf` in place and returns the tag (for callers that place it themselves).
+    pub fn seal_in_place_separate_tag(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+            .expect("AES-GCM sealing cannot fail for in-memory buffers below 64 GiB");
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     /// Decrypts `ciphertext || tag`, checking authenticity and the associated data.
     pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut buf = sealed.to_vec();

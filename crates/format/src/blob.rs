@@ -70,12 +70,20 @@ fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
 
 /// Encrypts a payload into a stored blob.
 pub fn seal(key: &AeadKey, seq: u32, kind: BlobKind, id: &BlobId, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(OVERHEAD + payload.len());
+    seal_into(key, seq, kind, id, payload, &mut out);
+    out
+}
+
+/// Appends the stored blob to `out`, encrypting in place (no intermediate copies).
+pub fn seal_into(key: &AeadKey, seq: u32, kind: BlobKind, id: &BlobId, payload: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
     nonce[..4].copy_from_slice(&seq.to_le_bytes());
-    let mut out = Vec::with_capacity(OVERHEAD + payload.len());
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&key.seal(&nonce, &aad(kind, id), payload));
-    out
+    let start = out.len();
+    out.extend_from_slice(payload);
+    let tag = key.seal_in_place_separate_tag(&nonce, &aad(kind, id), &mut out[start..]);
+    out.extend_from_slice(&tag);
 }
 
 /// Decrypts and decompresses a stored blob and checks that its plaintext hashes to `id`.

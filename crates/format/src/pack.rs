@@ -71,8 +71,8 @@ impl PackWriter {
 
     /// A writer whose buffer is reserved up front (no doubling as it grows).
     pub fn with_capacity(master: &MasterKey, capacity: usize) -> Self {
-        let salt: [u8; 16] = ferry_crypto::random_bytes();
         let mut buf = Vec::with_capacity(capacity);
+        let salt: [u8; 16] = ferry_crypto::random_bytes();
         buf.extend_from_slice(&header_aad());
         buf.extend_from_slice(&salt);
         PackWriter { key: master.pack_key(&salt), salt, buf, entries: Vec::new() }
@@ -81,10 +81,10 @@ impl PackWriter {
     /// Encrypts and appends one blob whose payload is already compressed (or not).
     pub fn add(&mut self, kind: BlobKind, id: BlobId, payload: &[u8], compressed: bool, raw_len: u32) {
         let seq = self.entries.len() as u32;
-        let stored = blob::seal(&self.key, seq, kind, &id, payload);
-        let offset = self.buf.len() as u32;
-        self.buf.extend_from_slice(&stored);
-        self.entries.push(PackEntry { kind, id, offset, length: stored.len() as u32, raw_len, compressed });
+        let offset = self.buf.len();
+        blob::seal_into(&self.key, seq, kind, &id, payload, &mut self.buf);
+        let length = (self.buf.len() - offset) as u32;
+        self.entries.push(PackEntry { kind, id, offset: offset as u32, length, raw_len, compressed });
     }
 
     /// Bytes written so far.

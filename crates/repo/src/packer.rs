@@ -176,7 +176,7 @@ impl<'r> PackSink<'r> {
             let writer = w.get_or_insert_with(|| {
                 // Data packs reserve their target size plus one maximal blob up front, so the
                 // buffer never doubles; tree packs are small and grow as needed.
-                let cap = if kind == BlobKind::Data { self.pack_size + payload.len().max(1 << 20) + 4096 } else { 0 };
+                let cap = if kind == BlobKind::Data { self.pack_size + (1 << 20) } else { 0 };
                 PackWriter::with_capacity(self.repo.master(), cap)
             });
             writer.add(kind, id, &payload, compressed, plain.len() as u32);

@@ -332,29 +332,32 @@ fn make_entry(
 }
 
 fn walk_dir(sh: &Shared<'_>, dir: &Path, ex: &Excludes, dev: Option<u64>, files: &Sender<FileJob>, items: &Sender<Item>, seq: &mut u64) -> u64 {
-    let mut names: Vec<OsString> = Vec::new();
+    let mut listed: Vec<fs::DirEntry> = Vec::new();
     match fs::read_dir(dir) {
         Ok(rd) => {
             for e in rd {
                 match e {
-                    Ok(e) => names.push(e.file_name()),
+                    Ok(e) => listed.push(e),
                     Err(e) => sh.error(dir, format!("cannot list folder: {e}")),
                 }
             }
         }
         Err(e) => sh.error(dir, format!("cannot list folder: {e}")),
     }
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    let mut entries = Vec::with_capacity(names.len());
-    for name in names {
+    listed.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    let mut entries = Vec::with_capacity(listed.len());
+    for de in listed {
         if sh.sink.has_failed() {
             break;
         }
+        let name = de.file_name();
         let path = dir.join(&name);
         if ex.matches(&path) {
             continue;
         }
-        let meta = match fs::symlink_metadata(&path) {
+        // DirEntry::metadata does not follow symlinks and looks the name up relative to the
+        // open folder, cheaper than a full path walk.
+        let meta = match de.metadata() {
             Ok(m) => m,
             Err(e) => {
                 sh.error(&path, format!("vanished or unreadable: {e}"));
@@ -422,8 +425,7 @@ fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>) -> Resul
     };
     if job.size < min {
         // Small file: one read, one chunk (the chunker would not cut below its minimum).
-        let mut data = Vec::with_capacity(job.size as usize + 1);
-        f.read_to_end(&mut data).map_err(|e| format!("read failed: {e}"))?;
+        let data = read_small(&mut f, job.size as usize).map_err(|e| format!("read failed: {e}"))?;
         if data.len() as u64 >= min {
             for c in sh.repo.chunker().chunks(&data[..]) {
                 send(c.map_err(|e| e.to_string())?)?;
@@ -437,6 +439,27 @@ fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>) -> Resul
         }
     }
     Ok(out)
+}
+
+/// Reads a file expected to hold `size` bytes (it may have changed since it was listed) without
+/// the extra metadata call `read_to_end` makes.
+fn read_small(f: &mut File, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut data = vec![0u8; size];
+    let mut n = 0;
+    while n < data.len() {
+        match f.read(&mut data[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(n);
+    if n == size {
+        // The file may have grown: take the rest too.
+        f.read_to_end(&mut data)?;
+    }
+    Ok(data)
 }
 
 fn hasher(sh: &Shared<'_>, jobs: Receiver<ChunkJob>) {
