@@ -61,7 +61,7 @@ fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     DECOMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.is_none() {
-            let mut d = zstd::bulk::Decompressor::new()?;
+            let d = zstd::bulk::Decompressor::new()?;
             *slot = Some(d);
         }
         slot.as_mut().expect("just set").decompress(payload, raw_len)

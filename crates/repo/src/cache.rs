@@ -226,6 +226,12 @@ impl LocalCache {
         Ok(postcard::from_bytes(v.value()).ok())
     }
 
+    /// Whether the files cache holds no entry at all (a new or lost cache).
+    pub fn files_is_empty(&self) -> Result<bool> {
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(FILES)?.is_empty()?)
+    }
+
     /// Stores files cache entries (after the chunks they name are indexed in the repository).
     pub fn put_files(&self, entries: &[(Vec<u8>, FileEntry)]) -> Result<()> {
         if entries.is_empty() {

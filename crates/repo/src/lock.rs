@@ -35,11 +35,17 @@ pub fn live_locks(repo: &Repository) -> Result<Vec<(String, Lock)>> {
             tracing::warn!("ignoring unreadable lock {}", o.key);
             continue;
         };
-        if l.magic == MAGIC && now_unix() - l.refreshed < STALE_AFTER_S {
+        if l.magic == MAGIC && now_unix() - l.refreshed < STALE_AFTER_S && !holder_is_dead(&l) {
             out.push((o.key, l));
         }
     }
     Ok(out)
+}
+
+/// A lock taken on this host by a process that no longer exists (killed, crashed) is stale at
+/// once rather than after [`STALE_AFTER_S`].
+fn holder_is_dead(l: &Lock) -> bool {
+    l.host == crate::repository::host_name() && l.pid != std::process::id() && !std::path::Path::new(&format!("/proc/{}", l.pid)).exists()
 }
 
 fn describe(l: &Lock) -> String {

@@ -33,8 +33,6 @@ pub(crate) enum Msg {
 #[derive(Debug, Default, Clone)]
 pub struct StoredStats {
     pub bytes_added: u64,
-    pub packs: u64,
-    pub blobs_added: u64,
 }
 
 /// Shared by all backup workers.
@@ -47,8 +45,6 @@ pub(crate) struct PackSink<'r> {
     failed: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
     bytes_added: AtomicU64,
-    packs: AtomicU64,
-    blobs_added: AtomicU64,
     level: i32,
     pack_size: usize,
 }
@@ -66,8 +62,6 @@ impl<'r> PackSink<'r> {
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
             bytes_added: AtomicU64::new(0),
-            packs: AtomicU64::new(0),
-            blobs_added: AtomicU64::new(0),
             level: repo.config().compression_level,
             pack_size: repo.config().pack_size as usize,
         };
@@ -129,7 +123,6 @@ impl<'r> PackSink<'r> {
             }
         }
         self.bytes_added.fetch_add(size, Ordering::Relaxed);
-        self.packs.fetch_add(1, Ordering::Relaxed);
         pending.push(ip);
         if pending.len() >= PACKS_PER_INDEX_FILE {
             self.write_index(pending)?;
@@ -186,7 +179,6 @@ impl<'r> PackSink<'r> {
                 None
             }
         };
-        self.blobs_added.fetch_add(1, Ordering::Relaxed);
         if let Some(writer) = full {
             self.send(Msg::Pack(writer.finish()))?;
         }
@@ -221,8 +213,6 @@ impl<'r> PackSink<'r> {
     pub(crate) fn stats(&self) -> StoredStats {
         StoredStats {
             bytes_added: self.bytes_added.load(Ordering::Relaxed),
-            packs: self.packs.load(Ordering::Relaxed),
-            blobs_added: self.blobs_added.load(Ordering::Relaxed),
         }
     }
 }

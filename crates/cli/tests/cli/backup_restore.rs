@@ -161,3 +161,18 @@ fn usage_errors_exit_2_and_missing_repo_is_clear() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+#[test]
+fn a_new_cache_uses_the_parent_recovery_point() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup(&src);
+    // Another machine's view of the same repository: an empty cache.
+    let out = env.cmd(&["backup", src.to_str().unwrap(), "--json"]).env("FERRY_CACHE_DIR", env.path("other-cache")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bytes_read"], 0, "{v}");
+    assert_eq!(v["files_unchanged"], 7, "{v}");
+}

@@ -156,6 +156,7 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     // still reference what it is about to remove.
     let lock = RepoLock::acquire(repo, false, "backup")?;
     repo.sync_index()?;
+    seed_files_cache(repo, &paths)?;
 
     let (sink, upload_rx) = PackSink::new(repo);
     let sh = Shared { repo, sink, errors: Mutex::new(Vec::new()), counters: Counters::default(), progress };
@@ -240,6 +241,31 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     let id = repo.save_recovery_point(&rp)?;
     lock.release();
     Ok(BackupOutcome { recovery_point: id, summary: rp.summary, errors })
+}
+
+/// With a new (or lost) local cache, fills the files cache from the latest recovery point of the
+/// same paths, so its unchanged files (same size, mtime, ctime and inode) are not read again.
+fn seed_files_cache(repo: &Repository, paths: &[PathBuf]) -> Result<()> {
+    if !repo.cache().files_is_empty()? {
+        return Ok(());
+    }
+    let wanted = paths_as_strings(paths);
+    let Some((id, parent)) = repo.recovery_points()?.into_iter().filter(|(_, rp)| rp.paths == wanted).last() else { return Ok(()) };
+    let mut batch = Vec::new();
+    crate::walk::walk(repo, &parent.tree, &mut |path, n| {
+        if n.kind == NodeKind::File {
+            batch.push((
+                path.as_os_str().as_bytes().to_vec(),
+                FileEntry { size: n.size, mtime_ns: n.mtime_ns, ctime_ns: n.ctime_ns, inode: n.inode, content: n.content.clone() },
+            ));
+            if batch.len() >= 20_000 {
+                repo.cache().put_files(&std::mem::take(&mut batch))?;
+            }
+        }
+        Ok(true)
+    })
+    .with_context(|| format!("read parent recovery point {}", id.short()))?;
+    repo.cache().put_files(&batch)
 }
 
 fn paths_as_strings(paths: &[PathBuf]) -> Vec<String> {
