@@ -6,10 +6,12 @@
 //!
 //! ```text
 //! cargo run -p ferry-repo --release --example index_bench -- [--entries N] [--dir DIR]
-//!     [--page-cache BYTES] [--lookups N] [--blobs-per-pack N] [--packs-per-commit N]
+//!     [--page-cache BYTES] [--lookups N] [--blobs-per-pack N] [--packs-per-commit N] [--compact]
 //! ```
 //! Each pack is one non-durable `add_packs` transaction; every `--packs-per-commit` packs
-//! (default 256, one index file's worth) a durable commit follows, as in a backup.
+//! (default 256, one index file's worth) a durable commit follows, as in a backup. `--compact`
+//! finally compacts the database with redb directly (`LocalCache` has no such call) to show how
+//! much of the file is live data.
 //! `bench/index_memory.sh` runs it under `/usr/bin/time -v` and keeps the output.
 //!
 //! Blob IDs come from a deterministic generator (splitmix64), so the lookup phase can regenerate
@@ -44,10 +46,11 @@ struct Args {
     lookups: u64,
     blobs_per_pack: u64,
     packs_per_commit: u64,
+    compact: bool,
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { entries: 10_000_000, dir: None, page_cache: DEFAULT_PAGE_CACHE, lookups: 1_000_000, blobs_per_pack: 500, packs_per_commit: PACKS_PER_INDEX_FILE };
+    let mut a = Args { entries: 10_000_000, dir: None, page_cache: DEFAULT_PAGE_CACHE, lookups: 1_000_000, blobs_per_pack: 500, packs_per_commit: PACKS_PER_INDEX_FILE, compact: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -58,8 +61,9 @@ fn parse_args() -> Result<Args> {
             "--lookups" => a.lookups = value()?.parse().context("parse --lookups")?,
             "--blobs-per-pack" => a.blobs_per_pack = value()?.parse().context("parse --blobs-per-pack")?,
             "--packs-per-commit" => a.packs_per_commit = value()?.parse().context("parse --packs-per-commit")?,
+            "--compact" => a.compact = true,
             "-h" | "--help" => {
-                println!("index_bench [--entries N] [--dir DIR] [--page-cache BYTES] [--lookups N] [--blobs-per-pack N] [--packs-per-commit N]");
+                println!("index_bench [--entries N] [--dir DIR] [--page-cache BYTES] [--lookups N] [--blobs-per-pack N] [--packs-per-commit N] [--compact]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -137,6 +141,12 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Bytes the file occupies on disk (it can be sparse).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
 /// One pack of `n` synthetic blobs, the first being blob number `first`.
 fn make_pack(pack_no: u64, first: u64, n: u64) -> IndexPack {
     let mut offset = 24u32;
@@ -161,8 +171,8 @@ fn make_pack(pack_no: u64, first: u64, n: u64) -> IndexPack {
 
 fn print_header() {
     println!(
-        "{:>12} {:>10} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10}",
-        "entries", "elapsed_s", "avg_ins/s", "interval/s", "rss_MiB", "peak_MiB", "file_MiB", "B/entry"
+        "{:>12} {:>10} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "entries", "elapsed_s", "avg_ins/s", "interval/s", "rss_MiB", "peak_MiB", "file_MiB", "disk_MiB", "B/entry"
     );
 }
 
@@ -219,7 +229,7 @@ fn main() -> Result<()> {
             let (rss, hwm) = rss_kib();
             let size = file_size(&path);
             println!(
-                "{:>12} {:>10.1} {:>12.0} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                "{:>12} {:>10.1} {:>12.0} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
                 inserted,
                 t,
                 inserted as f64 / t,
@@ -227,6 +237,7 @@ fn main() -> Result<()> {
                 mib(rss),
                 mib(hwm),
                 size as f64 / (1024.0 * 1024.0),
+                allocated(&path) as f64 / (1024.0 * 1024.0),
                 size as f64 / inserted as f64
             );
             (last_t, last_n) = (t, inserted);
@@ -252,8 +263,26 @@ fn main() -> Result<()> {
         mib(insert_peak)
     );
     drop(cache);
-    println!("database file: {} bytes ({:.1} bytes per entry)", file_size(&path), file_size(&path) as f64 / args.entries as f64);
+    report_file("database file", &path, args.entries);
+    if args.compact {
+        let start = Instant::now();
+        let mut db = redb::Database::create(&path).context("reopen the database")?;
+        db.compact().context("compact the database")?;
+        drop(db);
+        let (_, hwm) = rss_kib();
+        println!("compacted in {:.1} s (peak rss now {:.1} MiB)", start.elapsed().as_secs_f64(), mib(hwm));
+        report_file("compacted file", &path, args.entries);
+    }
     Ok(())
+}
+
+fn report_file(what: &str, path: &Path, entries: u64) {
+    let (size, disk) = (file_size(path), allocated(path));
+    println!(
+        "{what}: {size} bytes ({:.1} bytes per entry), {disk} bytes on disk ({:.1} bytes per entry)",
+        size as f64 / entries as f64,
+        disk as f64 / entries as f64
+    );
 }
 
 /// Looks up `args.lookups` random IDs that are present (or absent) and prints the rate.
