@@ -97,10 +97,13 @@ fn pack_entry() -> impl Strategy<Value = PackEntry> {
 }
 
 fn index_file() -> impl Strategy<Value = IndexFile> {
-    let pack = (any::<[u8; 32]>(), any::<[u8; 16]>(), any::<u64>(), vec(pack_entry(), 0..12))
-        .prop_map(|(id, salt, size, blobs)| IndexPack { id: PackId::from_bytes(id), salt, size, blobs });
-    (vec(pack, 0..6), vec(any::<[u8; 32]>().prop_map(IndexId::from_bytes), 0..4))
-        .prop_map(|(packs, supersedes)| IndexFile { packs, supersedes })
+    let pack = (any::<[u8; 32]>(), any::<[u8; 16]>(), any::<u64>(), vec(pack_entry(), 0..12)).prop_map(|(id, salt, size, blobs)| IndexPack {
+        id: PackId::from_bytes(id),
+        salt,
+        size,
+        blobs,
+    });
+    (vec(pack, 0..6), vec(any::<[u8; 32]>().prop_map(IndexId::from_bytes), 0..4)).prop_map(|(packs, supersedes)| IndexFile { packs, supersedes })
 }
 
 /// Durations with at most millisecond digits. An arbitrary f64 does NOT round-trip yet: see
@@ -169,15 +172,8 @@ fn small_chunker_params() -> impl Strategy<Value = ChunkerParams> {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    (
-        0..=config::VERSION,
-        any::<[u8; 16]>(),
-        any::<String>(),
-        chunker_params(),
-        0i32..=22,
-        (1u32 << 20)..=(1u32 << 30),
-    )
-        .prop_map(|(version, id, created, chunker, compression_level, pack_size)| Config {
+    (0..=config::VERSION, any::<[u8; 16]>(), any::<String>(), chunker_params(), 0i32..=22, (1u32 << 20)..=(1u32 << 30)).prop_map(
+        |(version, id, created, chunker, compression_level, pack_size)| Config {
             magic: config::MAGIC.into(),
             version,
             id: hex::encode(id),
@@ -185,13 +181,13 @@ fn config() -> impl Strategy<Value = Config> {
             chunker,
             compression_level,
             pack_size,
-        })
+        },
+    )
 }
 
 /// A valid entry name: any bytes but '/' and NUL, and not "." or "..".
 fn node_name() -> impl Strategy<Value = Vec<u8>> {
-    vec(any::<u8>().prop_filter("no '/' or NUL", |b| *b != b'/' && *b != 0), 1..16)
-        .prop_filter("not . or ..", |n| n != b"." && n != b"..")
+    vec(any::<u8>().prop_filter("no '/' or NUL", |b| *b != b'/' && *b != 0), 1..16).prop_filter("not . or ..", |n| n != b"." && n != b"..")
 }
 
 fn node_kind() -> impl Strategy<Value = NodeKind> {
@@ -214,24 +210,26 @@ fn node() -> impl Strategy<Value = Node> {
         vec(any::<u8>(), 0..64),
         vec((vec(any::<u8>(), 0..24), vec(any::<u8>(), 0..48)), 0..4),
     )
-        .prop_map(|((name, kind, [mode, uid, gid], [mtime_ns, ctime_ns], [inode, device, links, size, rdev]), content, subtree, target, xattrs)| Node {
-            name,
-            kind,
-            mode,
-            uid,
-            gid,
-            mtime_ns,
-            ctime_ns,
-            inode,
-            device,
-            links,
-            size,
-            content,
-            subtree,
-            target,
-            rdev,
-            xattrs,
-        })
+        .prop_map(
+            |((name, kind, [mode, uid, gid], [mtime_ns, ctime_ns], [inode, device, links, size, rdev]), content, subtree, target, xattrs)| Node {
+                name,
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime_ns,
+                ctime_ns,
+                inode,
+                device,
+                links,
+                size,
+                content,
+                subtree,
+                target,
+                rdev,
+                xattrs,
+            },
+        )
 }
 
 /// Blob plaintexts: random bytes, or up to 64 KiB of compressible bytes.
@@ -529,7 +527,15 @@ proptest! {
     }
 
     #[test]
-    fn config_out_of_range_values(c in config(), min in any::<u32>(), avg in any::<u32>(), max in any::<u32>(), level in any::<i32>(), pack_size in any::<u32>(), version in any::<u64>()) {
+    fn config_out_of_range_values(
+        c in config(),
+        min in any::<u32>(),
+        avg in any::<u32>(),
+        max in any::<u32>(),
+        level in any::<i32>(),
+        pack_size in any::<u32>(),
+        version in any::<u64>(),
+    ) {
         // Structurally valid JSON with hostile numbers: validated, never trusted.
         let mut v: serde_json::Value = serde_json::from_slice(&c.to_json()).unwrap();
         v["chunker"] = serde_json::json!({ "min_size": min, "avg_size": avg, "max_size": max });
@@ -620,7 +626,12 @@ proptest! {
     }
 
     #[test]
-    fn pack_trailer_and_header_garbage(trailer in vec(any::<u8>(), 0..12), sealed in vec(any::<u8>(), 0..200), salt in any::<[u8; 16]>(), pack_len in any::<u64>()) {
+    fn pack_trailer_and_header_garbage(
+        trailer in vec(any::<u8>(), 0..12),
+        sealed in vec(any::<u8>(), 0..200),
+        salt in any::<[u8; 16]>(),
+        pack_len in any::<u64>(),
+    ) {
         let m = master();
         if let Ok(len) = pack::parse_trailer(&trailer, pack_len) {
             prop_assert!(len <= pack::MAX_HEADER_LEN && len as u64 + (pack::PREAMBLE_LEN + pack::TRAILER_LEN) as u64 <= pack_len);
@@ -632,7 +643,13 @@ proptest! {
     }
 
     #[test]
-    fn blob_garbage(stored in vec(any::<u8>(), 0..300), compressed in any::<bool>(), raw_len in prop_oneof![0u32..100_000, Just(blob::MAX_BLOB_LEN), Just(blob::MAX_BLOB_LEN + 1), Just(u32::MAX)], k in kind(), id in blob_id()) {
+    fn blob_garbage(
+        stored in vec(any::<u8>(), 0..300),
+        compressed in any::<bool>(),
+        raw_len in prop_oneof![0u32..100_000, Just(blob::MAX_BLOB_LEN), Just(blob::MAX_BLOB_LEN + 1), Just(u32::MAX)],
+        k in kind(),
+        id in blob_id(),
+    ) {
         let m = master();
         prop_assert!(blob::open(&m.pack_key(&[1; 16]), &m.id_key(), k, &id, &stored, compressed, raw_len).is_err());
     }
