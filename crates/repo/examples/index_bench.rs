@@ -50,7 +50,15 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { entries: 10_000_000, dir: None, page_cache: DEFAULT_PAGE_CACHE, lookups: 1_000_000, blobs_per_pack: 500, packs_per_commit: PACKS_PER_INDEX_FILE, compact: false };
+    let mut a = Args {
+        entries: 10_000_000,
+        dir: None,
+        page_cache: DEFAULT_PAGE_CACHE,
+        lookups: 1_000_000,
+        blobs_per_pack: 500,
+        packs_per_commit: PACKS_PER_INDEX_FILE,
+        compact: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -119,11 +127,7 @@ impl Rng {
 fn rss_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
@@ -266,7 +270,7 @@ fn main() -> Result<()> {
     report_file("database file", &path, args.entries);
     if args.compact {
         let start = Instant::now();
-        let mut db = redb::Database::create(&path).context("reopen the database")?;
+        let mut db = redb::Database::builder().set_cache_size(args.page_cache).create(&path).context("reopen the database")?;
         db.compact().context("compact the database")?;
         drop(db);
         let (_, hwm) = rss_kib();
