@@ -78,7 +78,10 @@ impl<'r> PackSink<'r> {
             }
             let r = match msg {
                 Msg::Pack(p) => self.store_pack(p, &mut pending),
-                Msg::Checkpoint(files) => self.write_index(&mut pending).and_then(|_| self.repo.cache().put_files(&files)),
+                Msg::Checkpoint(files) => {
+                    tracing::debug!("checkpoint: indexing {} pack(s), then {} files cache entries", pending.len(), files.len());
+                    self.write_index(&mut pending).and_then(|_| self.repo.cache().put_files(&files))
+                }
             };
             if let Err(e) = r {
                 self.fail(e);

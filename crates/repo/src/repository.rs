@@ -138,7 +138,7 @@ impl Repository {
             Err(e) => {
                 // Another ferry process holds the cache (redb locks it): work from a private
                 // temporary cache, rebuilt from the repository's index files.
-                tracing::info!("cache {} unavailable ({e:#}); using a temporary cache", path.display());
+                tracing::warn!("cache {} unavailable ({e:#}); using a temporary cache for this run", path.display());
                 let t = tempfile::tempdir().context("create temporary cache")?;
                 (LocalCache::open(&t.path().join("index.redb"), CACHE_PAGE_BYTES)?, Some(t))
             }

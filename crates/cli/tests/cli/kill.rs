@@ -54,25 +54,34 @@ fn interrupted_backup_does_not_reread_stored_files() {
     let env = Env::new();
     env.init();
     let src = source(&env);
+    for d in 0..8u64 {
+        std::fs::write(src.join(format!("d{d}/larger.bin")), noise(16 << 20, 300 + d)).unwrap();
+    }
     let s = src.to_str().unwrap();
-    // Slow the backup down enough to interrupt it after checkpoints: throttle through many small checkpoints.
     let mut child = env.cmd(&["backup", s, "--checkpoint-every", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    // Wait until at least one index file (a checkpoint) exists, then kill.
+    // Kill once two index files exist: the uploader writes them one after the other, so the
+    // files cache entries of the first checkpoint are committed by then.
     let index = std::path::Path::new(&env.repo).join("index");
     let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if index.exists() && std::fs::read_dir(&index).unwrap().count() > 0 {
+    while start.elapsed() < Duration::from_secs(60) {
+        // Count finished index files only (the local store writes `NAME#N` first, then renames).
+        let done = std::fs::read_dir(&index).map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| !e.file_name().to_string_lossy().contains('#'))).count()).unwrap_or(0);
+        if child.try_wait().unwrap().is_some() || done >= 2 {
             break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
     let _ = child.kill();
     let finished = child.wait().unwrap().success();
     env.ok(&["check"]);
-    let resumed = env.backup(&src);
+    let out = env.cmd(&["backup", s, "--json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let resumed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{stderr}"));
+    let resumed = serde_json::json!({"summary": resumed, "stderr": stderr});
+    let resumed = &resumed["summary"];
     if !finished {
         let total: u64 = walkdir(&src).iter().filter(|p| p.is_file()).map(|p| std::fs::metadata(p).unwrap().len()).sum();
-        assert!(resumed["bytes_read"].as_u64().unwrap() < total, "resumed backup re-read everything: {resumed}");
+        assert!(resumed["bytes_read"].as_u64().unwrap() < total, "resumed backup re-read everything: {resumed}\n{stderr}");
         assert!(resumed["files_unchanged"].as_u64().unwrap() > 0, "{resumed}");
     }
     env.ok(&["check", "--read-data"]);
@@ -93,6 +102,8 @@ fn killed_prune_leaves_a_consistent_repository() {
         }
         env.ok(&["forget", "--keep-last", "1"]);
         let mut child = env.cmd(&["prune"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        // Kill it after it has taken its lock, i.e. while it works.
+        wait_for_entries(&std::path::Path::new(&env.repo).join("locks"));
         std::thread::sleep(Duration::from_millis(ms));
         let _ = child.kill();
         let _ = child.wait();
@@ -104,4 +115,44 @@ fn killed_prune_leaves_a_consistent_repository() {
         env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
         assert_same_tree(&src, &restored(&target, &src));
     }
+}
+
+/// Waits (up to 20 s) until `dir` has an entry.
+fn wait_for_entries(dir: &std::path::Path) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn prune_while_a_backup_runs_loses_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    let s = src.to_str().unwrap();
+    env.backup(&src);
+    // Change half the data, back up in the background, and meanwhile forget + prune.
+    for d in 0..4u64 {
+        std::fs::write(src.join(format!("d{d}/large.bin")), noise(6 << 20, 7000 + d)).unwrap();
+    }
+    let mut child = env.cmd(&["backup", s, "--checkpoint-every", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut prunes = 0;
+    while child.try_wait().unwrap().is_none() {
+        env.ok(&["forget", "--keep-last", "1"]);
+        env.ok(&["prune"]);
+        prunes += 1;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(prunes >= 1);
+    // Once nothing runs, a prune sweeps what was deferred; everything checks and restores.
+    env.ok(&["prune"]);
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("r");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
 }

@@ -415,6 +415,9 @@ fn file_content(sh: &Shared<'_>, path: &Path, node: &Node, files: &Sender<FileJo
             if all_there {
                 return Content::Cached(c.content.clone());
             }
+            tracing::debug!("{}: unchanged, but some of its chunks are no longer indexed", path.display());
+        } else {
+            tracing::debug!("{}: changed since the files cache entry", path.display());
         }
     }
     let (tx, rx) = bounded(1);
