@@ -25,6 +25,11 @@ fn aad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
     a
 }
 
+/// Chunks at least this long are probed before being compressed whole.
+const PROBE_FROM: usize = 256 * 1024;
+/// The probe compresses this much of the chunk's start.
+const PROBE_LEN: usize = 32 * 1024;
+
 thread_local! {
     // One compression context per thread and level, reused across blobs (creating one per
     // blob costs an allocation and a table reset each time).
@@ -46,7 +51,17 @@ pub fn compress(plain: &[u8], level: i32) -> (Vec<u8>, bool) {
                 c.include_dictid(false).ok()?;
                 *slot = Some((level, c));
             }
-            slot.as_mut()?.1.compress(plain).ok()
+            let c = &mut slot.as_mut()?.1;
+            // Large chunks: compress a sample first and skip chunks that will not shrink
+            // (already compressed or encrypted data), which would cost a full pass for nothing.
+            if plain.len() >= PROBE_FROM {
+                let sample = &plain[..PROBE_LEN];
+                let probe = c.compress(sample).ok()?;
+                if probe.len() > PROBE_LEN - PROBE_LEN / 32 {
+                    return None;
+                }
+            }
+            c.compress(plain).ok()
         });
         if let Some(c) = c {
             if c.len() < plain.len() - plain.len() / 16 {
@@ -162,5 +177,25 @@ mod tests {
             let m = MasterKey::from_bytes(&[9; 64]);
             let _ = open(&m.pack_key(&[1; 16]), &m.id_key(), BlobKind::Data, &BlobId::from_bytes([0; 32]), &stored, c, raw);
         }
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    #[test]
+    fn incompressible_large_chunks_are_stored_raw_and_compressible_ones_compressed() {
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(!super::compress(&random, 3).1);
+        let text = b"all work and no play makes jack a dull boy\n".repeat(30_000);
+        let (c, compressed) = super::compress(&text, 3);
+        assert!(compressed && c.len() < text.len() / 10);
     }
 }

@@ -115,7 +115,9 @@ impl<'r> PackSink<'r> {
     fn store_pack(&self, p: FinishedPack, pending: &mut Vec<IndexPack>) -> Result<()> {
         let size = p.bytes.len() as u64;
         let key = p.id.object_key();
+        let t = std::time::Instant::now();
         self.repo.store().put_if_absent(&key, Bytes::from(p.bytes)).with_context(|| format!("store pack {}", p.id.short()))?;
+        tracing::debug!("stored pack {} ({size} bytes) in {:?}", p.id.short(), t.elapsed());
         let ip = IndexPack { id: p.id, salt: p.salt, size, blobs: p.entries };
         // MUST happen after the pack is stored: the local index only names stored packs.
         self.repo.cache().add_packs(std::slice::from_ref(&ip), None, false)?;
