@@ -27,8 +27,9 @@ fn aad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
 
 /// Chunks at least this long are probed before being compressed whole.
 const PROBE_FROM: usize = 256 * 1024;
-/// The probe compresses this much of the chunk's start.
-const PROBE_LEN: usize = 32 * 1024;
+/// The probe compresses this many samples of this length.
+const PROBE_LEN: usize = 8 * 1024;
+const PROBE_SAMPLES: usize = 8;
 
 thread_local! {
     // One compression context per thread and level, reused across blobs (creating one per
@@ -55,9 +56,18 @@ pub fn compress(plain: &[u8], level: i32) -> (Vec<u8>, bool) {
             // Large chunks: compress a sample first and skip chunks that will not shrink
             // (already compressed or encrypted data), which would cost a full pass for nothing.
             if plain.len() >= PROBE_FROM {
-                let sample = &plain[..PROBE_LEN];
-                let probe = c.compress(sample).ok()?;
-                if probe.len() > PROBE_LEN - PROBE_LEN / 32 {
+                // Samples spread over the chunk: mixed content (a disk image with text here and
+                // encrypted data there) is compressed if any part of it shrinks.
+                let step = (plain.len() - PROBE_LEN) / (PROBE_SAMPLES - 1);
+                let mut shrinks = false;
+                for i in 0..PROBE_SAMPLES {
+                    let sample = &plain[i * step..i * step + PROBE_LEN];
+                    if c.compress(sample).ok()?.len() <= PROBE_LEN - PROBE_LEN / 32 {
+                        shrinks = true;
+                        break;
+                    }
+                }
+                if !shrinks {
                     return None;
                 }
             }
@@ -197,5 +207,24 @@ mod probe_tests {
         let text = b"all work and no play makes jack a dull boy\n".repeat(30_000);
         let (c, compressed) = super::compress(&text, 3);
         assert!(compressed && c.len() < text.len() / 10);
+    }
+}
+
+#[cfg(test)]
+mod mixed_probe_tests {
+    #[test]
+    fn a_chunk_that_starts_random_but_ends_in_text_is_compressed() {
+        let mut x = 7u64;
+        let mut data: Vec<u8> = (0..256 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        data.extend(b"the quick brown fox jumps over the lazy dog\n".repeat(20_000));
+        let (c, compressed) = super::compress(&data, 3);
+        assert!(compressed && c.len() < data.len() * 3 / 4, "{} of {}", c.len(), data.len());
     }
 }
