@@ -10,7 +10,7 @@
 # entries, 16 MiB page cache, 1 million lookups each of present and absent IDs); see
 # BENCHMARKS.md, "Index memory at 10 million chunks".
 #
-# Needs about 3 GB free under bench/work/ at 10 million entries.
+# Needs about 4.5 GB free under bench/work/ at 10 million entries (the database reaches 4 GiB).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -6,10 +6,14 @@
 //!
 //! ```text
 //! cargo run -p ferry-repo --release --example index_bench -- [--entries N] [--dir DIR]
-//!     [--page-cache BYTES] [--lookups N] [--blobs-per-pack N] [--packs-per-commit N] [--compact]
+//!     [--page-cache BYTES] [--lookups N] [--blobs-per-pack N] [--packs-per-commit N]
+//!     [--packs-per-txn N] [--compact]
 //! ```
-//! Each pack is one non-durable `add_packs` transaction; every `--packs-per-commit` packs
-//! (default 256, one index file's worth) a durable commit follows, as in a backup. `--compact`
+//! Each pack is one non-durable `add_packs` transaction (`--packs-per-txn`, default 1); every
+//! `--packs-per-commit` packs (default 256, one index file's worth) a durable commit follows,
+//! as in a backup. `--packs-per-txn 256 --packs-per-commit <more than all packs>` instead
+//! mimics rebuilding the cache from index files (`Repository::sync_index`: one non-durable
+//! `add_index_file` per index file, one `persist` at the end). `--compact`
 //! finally compacts the database with redb directly (`LocalCache` has no such call) to show how
 //! much of the file is live data.
 //! `bench/index_memory.sh` runs it under `/usr/bin/time -v` and keeps the output.
@@ -46,6 +50,7 @@ struct Args {
     lookups: u64,
     blobs_per_pack: u64,
     packs_per_commit: u64,
+    packs_per_txn: u64,
     compact: bool,
 }
 
@@ -57,6 +62,7 @@ fn parse_args() -> Result<Args> {
         lookups: 1_000_000,
         blobs_per_pack: 500,
         packs_per_commit: PACKS_PER_INDEX_FILE,
+        packs_per_txn: 1,
         compact: false,
     };
     let mut it = std::env::args().skip(1);
@@ -69,16 +75,20 @@ fn parse_args() -> Result<Args> {
             "--lookups" => a.lookups = value()?.parse().context("parse --lookups")?,
             "--blobs-per-pack" => a.blobs_per_pack = value()?.parse().context("parse --blobs-per-pack")?,
             "--packs-per-commit" => a.packs_per_commit = value()?.parse().context("parse --packs-per-commit")?,
+            "--packs-per-txn" => a.packs_per_txn = value()?.parse().context("parse --packs-per-txn")?,
             "--compact" => a.compact = true,
             "-h" | "--help" => {
-                println!("index_bench [--entries N] [--dir DIR] [--page-cache BYTES] [--lookups N] [--blobs-per-pack N] [--packs-per-commit N] [--compact]");
+                println!(
+                    "index_bench [--entries N] [--dir DIR] [--page-cache BYTES] [--lookups N] [--blobs-per-pack N] \
+                     [--packs-per-commit N] [--packs-per-txn N] [--compact]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    if a.entries == 0 || a.blobs_per_pack == 0 || a.packs_per_commit == 0 {
-        bail!("--entries, --blobs-per-pack and --packs-per-commit must be positive");
+    if a.entries == 0 || a.blobs_per_pack == 0 || a.packs_per_commit == 0 || a.packs_per_txn == 0 {
+        bail!("--entries, --blobs-per-pack, --packs-per-commit and --packs-per-txn must be positive");
     }
     Ok(a)
 }
@@ -197,9 +207,10 @@ fn main() -> Result<()> {
     let (rss0, _) = rss_kib();
     let cache = LocalCache::open(&path, args.page_cache)?;
     println!(
-        "index_bench: {} entries, {} blobs per pack, durable commit every {} packs, page cache {} MiB, database {}",
+        "index_bench: {} entries, {} blobs per pack, {} packs per transaction, durable commit every {} packs, page cache {} MiB, database {}",
         args.entries,
         args.blobs_per_pack,
+        args.packs_per_txn,
         args.packs_per_commit,
         args.page_cache / (1024 * 1024),
         path.display()
@@ -214,13 +225,18 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let (mut last_t, mut last_n) = (0.0f64, 0u64);
     let (mut inserted, mut pack_no, mut index_no) = (0u64, 0u64, 0u64);
+    let (mut batch, mut txns) = (Vec::new(), 0u64);
     while inserted < args.entries {
         // Never cross a checkpoint inside a pack, so the rows show round numbers.
         let n = args.blobs_per_pack.min(checkpoints[next_cp] - inserted);
-        let pack = make_pack(pack_no, inserted, n);
-        cache.add_packs(std::slice::from_ref(&pack), None, false)?;
+        batch.push(make_pack(pack_no, inserted, n));
         inserted += n;
         pack_no += 1;
+        if batch.len() as u64 == args.packs_per_txn || inserted == checkpoints[next_cp] {
+            cache.add_packs(&batch, None, false)?;
+            batch.clear();
+            txns += 1;
+        }
         if pack_no % args.packs_per_commit == 0 {
             cache.mark_index_file(&IndexId::from_bytes(id_bytes(STREAM_INDEX, index_no)), true)?;
             index_no += 1;
@@ -252,7 +268,13 @@ fn main() -> Result<()> {
     if count != args.entries {
         bail!("the cache holds {count} blobs, expected {}", args.entries);
     }
-    println!("inserted {} blobs in {} packs, {} durable commits", inserted, pack_no, index_no + 1);
+    println!(
+        "inserted {} blobs in {} packs, {} transactions, {} durable commits",
+        inserted,
+        pack_no,
+        txns,
+        index_no + 1
+    );
 
     let (_, insert_peak) = rss_kib();
     let reset = reset_peak();
