@@ -98,17 +98,25 @@ struct ChunkJob {
     reply: Sender<Result<BlobId, String>>,
 }
 
+/// A chunk's ID: known already (stored inline by the reader) or coming from a hasher.
+enum ChunkRef {
+    Done(BlobId),
+    Pending(Receiver<Result<BlobId, String>>),
+}
+
+type FileReply = Result<Vec<ChunkRef>, String>;
+
 struct FileJob {
     path: PathBuf,
     size: u64,
-    reply: Sender<Result<Vec<Receiver<Result<BlobId, String>>>, String>>,
+    reply: Sender<FileReply>,
 }
 
 enum Content {
     None,
     Dir(u64),
     Cached(Vec<BlobId>),
-    Pending { rx: Receiver<Result<Vec<Receiver<Result<BlobId, String>>>, String>>, changed: bool },
+    Pending { rx: Receiver<FileReply>, changed: bool },
 }
 
 struct Entry {
@@ -138,6 +146,8 @@ struct Shared<'r> {
     errors: Mutex<Vec<FileError>>,
     counters: Counters,
     progress: &'r Progress,
+    /// No files cache entry exists: skip the per-file lookups (a first backup).
+    files_cache_empty: bool,
 }
 
 impl Shared<'_> {
@@ -159,7 +169,8 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     seed_files_cache(repo, &paths)?;
 
     let (sink, upload_rx) = PackSink::new(repo);
-    let sh = Shared { repo, sink, errors: Mutex::new(Vec::new()), counters: Counters::default(), progress };
+    let files_cache_empty = repo.cache().files_is_empty()?;
+    let sh = Shared { repo, sink, errors: Mutex::new(Vec::new()), counters: Counters::default(), progress, files_cache_empty };
     let root = std::thread::scope(|scope| -> Result<BlobId> {
         let sh = &sh;
         let uploader = std::thread::Builder::new().name("ferry-upload".into()).spawn_scoped(scope, move || sh.sink.run_uploader(upload_rx))?;
@@ -408,7 +419,7 @@ fn walk_dir(sh: &Shared<'_>, dir: &Path, ex: &Excludes, dev: Option<u64>, files:
 fn file_content(sh: &Shared<'_>, path: &Path, node: &Node, files: &Sender<FileJob>) -> Content {
     sh.counters.total_bytes.fetch_add(node.size, Ordering::Relaxed);
     let key = path.as_os_str().as_bytes();
-    let cached = sh.repo.cache().file(key).ok().flatten();
+    let cached = if sh.files_cache_empty { None } else { sh.repo.cache().file(key).ok().flatten() };
     if let Some(c) = &cached {
         if c.size == node.size && c.mtime_ns == node.mtime_ns && c.ctime_ns == node.ctime_ns && c.inode == node.inode {
             let all_there = c.content.iter().all(|id| sh.repo.cache().contains(BlobKind::Data, id).unwrap_or(false));
@@ -440,7 +451,7 @@ fn reader(sh: &Shared<'_>, jobs: Receiver<FileJob>, chunks: Sender<ChunkJob>) {
     }
 }
 
-fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>) -> Result<Vec<Receiver<Result<BlobId, String>>>, String> {
+fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>) -> FileReply {
     let mut f = File::open(&job.path).map_err(|e| format!("cannot open: {e}"))?;
     let mut out = Vec::new();
     let min = sh.repo.chunker().params().min_size as u64;
@@ -449,18 +460,21 @@ fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>) -> Resul
         sh.progress.add_done(0, data.len() as u64);
         let (tx, rx) = bounded(1);
         chunks.send(ChunkJob { data, reply: tx }).map_err(|_| "backup aborted".to_string())?;
-        out.push(rx);
+        out.push(ChunkRef::Pending(rx));
         Ok(())
     };
     if job.size < min {
-        // Small file: one read, one chunk (the chunker would not cut below its minimum).
+        // Small file: one read, one chunk (the chunker would not cut below its minimum),
+        // stored right here: no hand-off to a hasher for the common case of small files.
         let data = read_small(&mut f, job.size as usize).map_err(|e| format!("read failed: {e}"))?;
         if data.len() as u64 >= min {
             for c in sh.repo.chunker().chunks(&data[..]) {
                 send(c.map_err(|e| e.to_string())?)?;
             }
         } else if !data.is_empty() {
-            send(data)?;
+            sh.counters.bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
+            sh.progress.add_done(0, data.len() as u64);
+            out.push(ChunkRef::Done(store_chunk(sh, &data)?));
         }
     } else {
         for c in sh.repo.chunker().chunks(f) {
@@ -491,22 +505,26 @@ fn read_small(f: &mut File, size: usize) -> std::io::Result<Vec<u8>> {
     Ok(data)
 }
 
+/// Hashes and stores one chunk; a storage failure stops the whole backup.
+fn store_chunk(sh: &Shared<'_>, data: &[u8]) -> Result<BlobId, String> {
+    let id = sh.repo.blob_id(data);
+    match sh.sink.add(BlobKind::Data, id, data) {
+        Ok(_) => Ok(id),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            sh.sink.fail(e);
+            Err(msg)
+        }
+    }
+}
+
 fn hasher(sh: &Shared<'_>, jobs: Receiver<ChunkJob>) {
     for job in jobs {
         if sh.sink.has_failed() {
             let _ = job.reply.send(Err("backup aborted".into()));
             continue;
         }
-        let id = sh.repo.blob_id(&job.data);
-        let r = match sh.sink.add(BlobKind::Data, id, &job.data) {
-            Ok(_) => Ok(id),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                sh.sink.fail(e);
-                Err(msg)
-            }
-        };
-        let _ = job.reply.send(r);
+        let _ = job.reply.send(store_chunk(sh, &job.data));
     }
 }
 
@@ -556,7 +574,7 @@ fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>, 
             sh.progress.add_done(1, 0);
         }
         Content::Pending { rx, changed } => {
-            let chunk_rxs = match rx.recv() {
+            let chunk_refs = match rx.recv() {
                 Ok(Ok(c)) => c,
                 Ok(Err(msg)) => {
                     sh.error(&e.path, msg);
@@ -564,8 +582,15 @@ fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>, 
                 }
                 Err(_) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("a reader thread stopped"))),
             };
-            let mut ids = Vec::with_capacity(chunk_rxs.len());
-            for r in chunk_rxs {
+            let mut ids = Vec::with_capacity(chunk_refs.len());
+            for r in chunk_refs {
+                let r = match r {
+                    ChunkRef::Done(id) => {
+                        ids.push(id);
+                        continue;
+                    }
+                    ChunkRef::Pending(rx) => rx,
+                };
                 match r.recv() {
                     Ok(Ok(id)) => ids.push(id),
                     Ok(Err(msg)) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("{msg}"))),
