@@ -176,3 +176,43 @@ fn a_new_cache_uses_the_parent_recovery_point() {
     assert_eq!(v["bytes_read"], 0, "{v}");
     assert_eq!(v["files_unchanged"], 7, "{v}");
 }
+
+#[test]
+fn owners_are_restored_when_root() {
+    if rustix_is_root() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        make_tree(&src);
+        std::os::unix::fs::lchown(src.join("docs/a.txt"), Some(1234), Some(4321)).unwrap();
+        std::os::unix::fs::lchown(src.join("link"), Some(55), Some(66)).unwrap();
+        env.backup(&src);
+        let target = env.path("r");
+        env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        let out = restored(&target, &src);
+        let m = std::fs::metadata(out.join("docs/a.txt")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1234, 4321));
+        let l = std::fs::symlink_metadata(out.join("link")).unwrap();
+        assert_eq!((l.uid(), l.gid()), (55, 66));
+    } else {
+        eprintln!("skipped: owners are restored only when running as root");
+    }
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+#[test]
+fn read_data_subset_checks_part_of_the_packs() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup(&src);
+    let v = env.json(&["check", "--read-data-subset", "50%"]);
+    let read = v["packs_read"].as_u64().unwrap();
+    let total = v["packs"].as_u64().unwrap();
+    assert!(read >= 1 && read <= total, "{v}");
+    assert_eq!(env.run(&["check", "--read-data-subset", "150"]).status.code(), Some(1));
+}
