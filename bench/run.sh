@@ -344,7 +344,8 @@ do_restore() {
 }
 
 # verify_tree SRC RESTORED DIFFLOG: "ok" when diff -r (symlinks compared as links) finds no
-# difference in content, names or types, else "FAILED: ...".
+# difference in content, names or types AND every entry's type, mode, size, mtime and link
+# target match; "content ok; metadata differs ..." or "FAILED: ..." otherwise.
 verify_tree() {
     local src=$1 got=$2 difflog=$3 n
     if [[ ! -d $got ]]; then
@@ -352,7 +353,16 @@ verify_tree() {
         return 0
     fi
     if LC_ALL=C diff -r -q --no-dereference "$src" "$got" >"$difflog" 2>&1; then
-        echo ok
+        # Content matches; now metadata: type, mode, size, mtime (ns) and link target of every
+        # entry (folders' mtimes included; the restore root itself excluded).
+        local meta=$difflog.meta
+        if LC_ALL=C diff <(cd "$src" && find . -mindepth 1 -printf '%P %y %m %s %T@ %l\n' | LC_ALL=C sort) \
+            <(cd "$got" && find . -mindepth 1 -printf '%P %y %m %s %T@ %l\n' | LC_ALL=C sort) >"$meta" 2>&1; then
+            echo ok
+        else
+            n=$(grep -c '^<' "$meta" || true)
+            echo "content ok; metadata differs for $n entries, first: $(grep -m1 '^<' "$meta" | cut -c1-160)"
+        fi
     else
         n=$(wc -l <"$difflog")
         echo "FAILED: $n differences, first: $(head -n 1 "$difflog" | cut -c1-200)"
