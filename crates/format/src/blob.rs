@@ -192,39 +192,33 @@ mod tests {
 
 #[cfg(test)]
 mod probe_tests {
+    use super::compress;
+
+    fn random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn incompressible_large_chunks_are_stored_raw_and_compressible_ones_compressed() {
-        let mut x = 1u64;
-        let random: Vec<u8> = (0..1 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        assert!(!super::compress(&random, 3).1);
+        assert!(!compress(&random(1 << 20, 1), 3).1);
         let text = b"all work and no play makes jack a dull boy\n".repeat(30_000);
-        let (c, compressed) = super::compress(&text, 3);
+        let (c, compressed) = compress(&text, 3);
         assert!(compressed && c.len() < text.len() / 10);
     }
-}
 
-#[cfg(test)]
-mod mixed_probe_tests {
     #[test]
     fn a_chunk_that_starts_random_but_ends_in_text_is_compressed() {
-        let mut x = 7u64;
-        let mut data: Vec<u8> = (0..256 * 1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut data = random(256 * 1024, 7);
         data.extend(b"the quick brown fox jumps over the lazy dog\n".repeat(20_000));
-        let (c, compressed) = super::compress(&data, 3);
+        let (c, compressed) = compress(&data, 3);
         assert!(compressed && c.len() < data.len() * 3 / 4, "{} of {}", c.len(), data.len());
     }
 }

@@ -66,6 +66,21 @@ pub fn open_object(key: &AeadKey, t: ObjectType, data: &[u8]) -> Result<Vec<u8>,
     key.open_random_nonce(header, sealed).map_err(|source| FormatError::Crypto { what, source })
 }
 
+/// Seals `body` and names the object by the BLAKE3 of its bytes.
+pub(crate) fn seal_named(key: &AeadKey, t: ObjectType, body: &[u8]) -> ([u8; 32], Vec<u8>) {
+    let bytes = seal_object(key, t, body);
+    (ferry_crypto::content_hash(&bytes), bytes)
+}
+
+/// Checks that `bytes` are named `id`, then opens them.
+pub(crate) fn open_named(key: &AeadKey, t: ObjectType, id: &[u8; 32], bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
+    let actual = ferry_crypto::content_hash(bytes);
+    if actual != *id {
+        return Err(FormatError::IdMismatch { what: t.name(), expected: hex::encode(id), actual: hex::encode(actual) });
+    }
+    open_object(key, t, bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,8 @@ use ferry_crypto::MasterKey;
 use serde::{Deserialize, Serialize};
 
 use crate::pack::PackEntry;
-use crate::{open_object, seal_object, FormatError, IndexId, ObjectType, PackId};
+use crate::envelope::{open_named, seal_named};
+use crate::{FormatError, IndexId, ObjectType, PackId};
 
 /// One pack and its blobs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,17 +33,13 @@ impl IndexFile {
     /// Encrypts and names the index file.
     pub fn seal(&self, master: &MasterKey) -> (IndexId, Vec<u8>) {
         let body = postcard::to_allocvec(self).expect("index serializes");
-        let bytes = seal_object(&master.meta_key(), ObjectType::Index, &body);
-        (IndexId::from_bytes(ferry_crypto::content_hash(&bytes)), bytes)
+        let (id, bytes) = seal_named(&master.meta_key(), ObjectType::Index, &body);
+        (IndexId::from_bytes(id), bytes)
     }
 
     /// Verifies the name, decrypts and decodes an index file.
     pub fn open(master: &MasterKey, id: &IndexId, bytes: &[u8]) -> Result<Self, FormatError> {
-        let actual = IndexId::from_bytes(ferry_crypto::content_hash(bytes));
-        if actual != *id {
-            return Err(FormatError::IdMismatch { what: "index file", expected: id.to_hex(), actual: actual.to_hex() });
-        }
-        let body = open_object(&master.meta_key(), ObjectType::Index, bytes)?;
+        let body = open_named(&master.meta_key(), ObjectType::Index, id.as_bytes(), bytes)?;
         postcard::from_bytes(&body).map_err(|e| FormatError::malformed("index file", e))
     }
 }

@@ -8,7 +8,8 @@
 use ferry_crypto::MasterKey;
 use serde::{Deserialize, Serialize};
 
-use crate::{open_object, seal_object, BlobId, FormatError, ObjectType, RecoveryPointId};
+use crate::envelope::{open_named, seal_named};
+use crate::{BlobId, FormatError, ObjectType, RecoveryPointId};
 
 /// What a backup did, as stored in its recovery point.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,16 +47,12 @@ pub struct RecoveryPoint {
 impl RecoveryPoint {
     pub fn seal(&self, master: &MasterKey) -> (RecoveryPointId, Vec<u8>) {
         let body = serde_json::to_vec(self).expect("recovery point serializes");
-        let bytes = seal_object(&master.meta_key(), ObjectType::RecoveryPoint, &body);
-        (RecoveryPointId::from_bytes(ferry_crypto::content_hash(&bytes)), bytes)
+        let (id, bytes) = seal_named(&master.meta_key(), ObjectType::RecoveryPoint, &body);
+        (RecoveryPointId::from_bytes(id), bytes)
     }
 
     pub fn open(master: &MasterKey, id: &RecoveryPointId, bytes: &[u8]) -> Result<Self, FormatError> {
-        let actual = RecoveryPointId::from_bytes(ferry_crypto::content_hash(bytes));
-        if actual != *id {
-            return Err(FormatError::IdMismatch { what: "recovery point", expected: id.to_hex(), actual: actual.to_hex() });
-        }
-        let body = open_object(&master.meta_key(), ObjectType::RecoveryPoint, bytes)?;
+        let body = open_named(&master.meta_key(), ObjectType::RecoveryPoint, id.as_bytes(), bytes)?;
         serde_json::from_slice(&body).map_err(|e| FormatError::malformed("recovery point", e))
     }
 }
