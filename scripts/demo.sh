@@ -96,7 +96,8 @@ human() {
 }
 now_ms() { date +%s%3N; }
 
-SRC_BYTES=$(du -sb "${DIFF_EXCLUDE[@]}" "$SRC" | cut -f1)
+# Bytes in the source's regular files (what the backup reads the first time).
+SRC_BYTES=$(find "$SRC" -path "$DEMO" -prune -o -type f -printf '%s\n' | awk '{ n += $1 } END { printf "%d\n", n }')
 
 # backup LABEL: runs `ferry backup`, prints its summary, sets RP, ADDED and TOOK_MS.
 backup() {
