@@ -112,7 +112,7 @@ fn id_bytes(stream: u64, i: u64) -> [u8; 32] {
 
 /// The kind of blob `i`: one in 64 is a tree, as in a tree of small files.
 fn kind_of(i: u64) -> BlobKind {
-    if i % 64 == 0 {
+    if i & 63 == 0 {
         BlobKind::Tree
     } else {
         BlobKind::Data
