@@ -1,8 +1,30 @@
 use std::fmt;
 
-/// A 32-byte identifier (a BLAKE3 hash), shown as lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+/// A 32-byte identifier (a BLAKE3 hash), shown as lowercase hex. Serialized as 64 hex digits
+/// in human-readable formats (JSON) and as 32 raw bytes in binary ones (postcard).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id(pub [u8; 32]);
+
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            Id::from_hex(&s).ok_or_else(|| serde::de::Error::custom("an ID is 64 hex digits"))
+        } else {
+            <[u8; 32]>::deserialize(d).map(Id)
+        }
+    }
+}
 
 impl Id {
     pub fn to_hex(&self) -> String {
@@ -122,6 +144,15 @@ impl KeyId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_is_hex_and_postcard_is_raw() {
+        let id = PackId::from_bytes([0xab; 32]);
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<PackId>(&serde_json::to_string(&id).unwrap()).unwrap(), id);
+        assert_eq!(postcard::to_allocvec(&id).unwrap(), vec![0xab; 32]);
+        assert!(serde_json::from_str::<PackId>("\"zz\"").is_err());
+    }
 
     #[test]
     fn hex_round_trip_and_keys() {

@@ -3,8 +3,9 @@
 //! ```text
 //! index_file := envelope(Index, postcard(IndexFile))
 //! ```
-//! An index file lists whole packs. `supersedes` names index files that this one replaces
-//! (written by prune); readers ignore superseded files once the superseding one exists.
+//! An index file lists whole packs. `supersedes` names the index files this one replaced
+//! (written by prune, which deletes them right after); readers take the union of all index
+//! files present, so a leftover superseded file after a crash is harmless.
 
 use ferry_crypto::MasterKey;
 use serde::{Deserialize, Serialize};

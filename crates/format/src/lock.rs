@@ -1,6 +1,7 @@
-//! Locks: `locks/<random hex>`, plain JSON. A backup holds a shared lock, prune's sweep an
-//! exclusive one. Locks are refreshed every few minutes; one not refreshed for
-//! [`STALE_AFTER_S`] seconds is stale and ignored (its process died).
+//! Locks: `locks/<random hex>`, plain JSON. Backups and prune hold shared locks (prune also
+//! refuses to run beside another prune); `exclusive` is reserved for operations that must run
+//! alone. Holders refresh their lock every [`REFRESH_EVERY_S`] seconds from a timer thread; a
+//! lock not refreshed for [`STALE_AFTER_S`] seconds is stale and ignored (its process died).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,4 +25,8 @@ pub struct Lock {
     pub pid: u32,
     /// What holds it: "backup", "prune", ...
     pub purpose: String,
+    /// The holder's boot ID (Linux `/proc/sys/kernel/random/boot_id`): a lock whose host and
+    /// boot ID are ours and whose process is gone is stale at once. Absent in older locks.
+    #[serde(default)]
+    pub boot_id: String,
 }

@@ -116,8 +116,11 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     // Recovery points and trees; attribute damage to files.
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     let mut affected: HashMap<String, Vec<String>> = HashMap::new();
-    let points = repo.recovery_points()?;
-    report.recovery_points = points.len() as u64;
+    let (points, damaged_points) = repo.recovery_points_checked()?;
+    report.recovery_points = (points.len() + damaged_points.len()) as u64;
+    for (id, problem) in damaged_points {
+        report.damage.push(Damage { object: format!("recovery point {id}"), problem, affected: vec!["every file of this recovery point".into()] });
+    }
     for (rp_id, rp) in &points {
         let short = rp_id.short();
         let root_ok = check_tree(repo, &rp.tree, &blob_pack, &bad_blobs, &mut report, &format!("recovery point {short}"));

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -12,14 +12,22 @@ use ferry_format::lock::{Lock, MAGIC, REFRESH_EVERY_S, STALE_AFTER_S, VERSION};
 
 use crate::Repository;
 
-/// A lock held by this process; deleted on release or drop.
+/// A lock held by this process; refreshed by a timer thread while held, deleted on release
+/// or drop.
 #[derive(Debug)]
 pub struct RepoLock {
+    inner: std::sync::Arc<Held>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Held {
     key: String,
     store: std::sync::Arc<dyn ferry_store::Store>,
     lock: Mutex<Lock>,
-    last_refresh: Mutex<Instant>,
     released: AtomicBool,
+    /// Signals the refresher to stop.
+    stop: (Mutex<bool>, std::sync::Condvar),
 }
 
 fn now_unix() -> i64 {
@@ -45,7 +53,16 @@ pub fn live_locks(repo: &Repository) -> Result<Vec<(String, Lock)>> {
 /// A lock taken on this host by a process that no longer exists (killed, crashed) is stale at
 /// once rather than after [`STALE_AFTER_S`].
 fn holder_is_dead(l: &Lock) -> bool {
-    l.host == crate::repository::host_name() && l.pid != std::process::id() && !std::path::Path::new(&format!("/proc/{}", l.pid)).exists()
+    // The boot ID tells this machine from clones that share its host name.
+    !l.boot_id.is_empty()
+        && l.boot_id == boot_id()
+        && l.host == crate::repository::host_name()
+        && l.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", l.pid)).exists()
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 fn describe(l: &Lock) -> String {
@@ -80,51 +97,81 @@ impl RepoLock {
             host: crate::repository::host_name(),
             pid: std::process::id(),
             purpose: purpose.into(),
+            boot_id: boot_id(),
         };
         let key = format!("locks/{}", hex::encode(ferry_crypto::random_bytes::<16>()));
         repo.store().put(&key, Bytes::from(serde_json::to_vec(&lock)?)).context("write lock")?;
-        let held = RepoLock {
+        let held = std::sync::Arc::new(Held {
             key,
             store: repo.store().clone(),
             lock: Mutex::new(lock),
-            last_refresh: Mutex::new(Instant::now()),
             released: AtomicBool::new(false),
-        };
+            stop: (Mutex::new(false), std::sync::Condvar::new()),
+        });
+        let h = held.clone();
+        let refresher = std::thread::Builder::new()
+            .name("ferry-lock".into())
+            .spawn(move || loop {
+                let (m, cv) = &h.stop;
+                let stopped = m.lock().unwrap_or_else(|p| p.into_inner());
+                let (stopped, _) = cv.wait_timeout(stopped, Duration::from_secs(REFRESH_EVERY_S)).unwrap_or_else(|p| p.into_inner());
+                if *stopped {
+                    return;
+                }
+                drop(stopped);
+                if let Err(e) = h.refresh() {
+                    tracing::warn!("{e:#}");
+                }
+            })
+            .context("start the lock refresher")?;
+        let held = RepoLock { inner: held, refresher: Some(refresher) };
         // Two processes may have written at once: look again now that ours is visible.
-        check(Some(&held.key))?;
+        check(Some(&held.inner.key))?;
         Ok(held)
     }
 
     /// When the lock was taken (RFC 3339).
     pub fn started(&self) -> String {
-        self.lock.lock().unwrap_or_else(|p| p.into_inner()).started.clone()
+        self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).started.clone()
     }
 
-    /// Rewrites the lock with a new refresh time when one is due.
-    pub fn refresh_if_due(&self, _repo: &Repository) -> Result<()> {
-        let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
-        if last.elapsed() < Duration::from_secs(REFRESH_EVERY_S) {
+    /// The lock's object key.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// Removes the lock and stops refreshing it.
+    pub fn release(&self) {
+        {
+            let (m, cv) = &self.inner.stop;
+            *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            cv.notify_all();
+        }
+        if !self.inner.released.swap(true, Ordering::SeqCst) {
+            if let Err(e) = self.inner.store.delete(&self.inner.key) {
+                tracing::warn!("could not remove lock {}: {e}", self.inner.key);
+            }
+        }
+    }
+}
+
+impl Held {
+    fn refresh(&self) -> Result<()> {
+        if self.released.load(Ordering::SeqCst) {
             return Ok(());
         }
         let mut l = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         l.refreshed = now_unix();
-        self.store.put(&self.key, Bytes::from(serde_json::to_vec(&*l)?)).context("refresh lock")?;
-        *last = Instant::now();
+        self.store.put(&self.key, Bytes::from(serde_json::to_vec(&*l)?)).with_context(|| format!("refresh lock {}", self.key))?;
         Ok(())
-    }
-
-    /// Removes the lock.
-    pub fn release(&self) {
-        if !self.released.swap(true, Ordering::SeqCst) {
-            if let Err(e) = self.store.delete(&self.key) {
-                tracing::warn!("could not remove lock {}: {e}", self.key);
-            }
-        }
     }
 }
 
 impl Drop for RepoLock {
     fn drop(&mut self) {
         self.release();
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -50,6 +50,8 @@ pub struct PruneReport {
     pub packs_resurrected: u64,
     pub bytes_deleted: u64,
     pub blobs_used: u64,
+    /// Another process (a backup) held a lock: nothing new was marked this time.
+    pub mark_deferred: bool,
 }
 
 /// A mark: candidate packs and when they were marked.
@@ -104,12 +106,26 @@ fn list_points(repo: &Repository) -> Result<Vec<RecoveryPointId>> {
 /// Runs prune (mark, then sweep of every record that is safe to sweep).
 pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let lock = RepoLock::acquire(repo, false, "prune")?;
-    let others = live_locks(repo)?;
-    if others.iter().any(|(_, l)| l.purpose == "prune" && l.started != lock.started()) {
+    let others: Vec<_> = live_locks(repo)?.into_iter().filter(|(k, _)| k != lock.key()).collect();
+    if others.iter().any(|(_, l)| l.purpose == "prune") {
         bail!("another prune is running on this repository; try again when it has finished");
     }
     repo.sync_index()?;
     let mut report = PruneReport::default();
+    if !others.is_empty() {
+        // A running backup may already have indexed packs (at a checkpoint) that its
+        // recovery point, not yet written, will use: marking now would drop them from the
+        // index. Only sweep what earlier marks made safe; mark again when nothing runs.
+        report.mark_deferred = true;
+        let mut points_seen: HashSet<RecoveryPointId> = list_points(repo)?.into_iter().collect();
+        let (mut used, mut seen_trees) = (Used::new(), HashSet::new());
+        used_blobs(repo, &points_seen.iter().copied().collect::<Vec<_>>(), &mut used, &mut seen_trees)?;
+        if !opts.dry_run {
+            sweep(repo, &lock, &mut points_seen, &mut used, &mut seen_trees, &mut report)?;
+        }
+        lock.release();
+        return Ok(report);
+    }
 
     // ---- mark
     let index_ids = repo.list_index_files()?;
@@ -229,10 +245,9 @@ fn sweep(
         return Ok(());
     }
     let locks = live_locks(repo)?;
-    let my_start = lock.started();
     let oldest_other = locks
         .iter()
-        .filter(|(_, l)| l.started != my_start)
+        .filter(|(k, _)| k != lock.key())
         .filter_map(|(_, l)| chrono::DateTime::parse_from_rfc3339(&l.started).ok().map(|t| t.timestamp()))
         .min();
     // Recovery points written since the mark: their blobs count as used.

@@ -19,7 +19,7 @@ use crate::cache::{BlobLocation, LocalCache};
 use crate::RepoError;
 
 /// Memory the cache database may use for its page cache.
-const CACHE_PAGE_BYTES: usize = 16 * 1024 * 1024;
+const CACHE_PAGE_BYTES: usize = 32 * 1024 * 1024;
 
 /// An open repository: its store, config, master key and synchronized local index.
 pub struct Repository {
@@ -260,7 +260,17 @@ impl Repository {
 
     /// All recovery points, oldest first. Damaged ones are reported and skipped.
     pub fn recovery_points(&self) -> Result<Vec<(RecoveryPointId, RecoveryPoint)>> {
+        let (points, damaged) = self.recovery_points_checked()?;
+        for (id, e) in damaged {
+            tracing::warn!("recovery point {} is damaged and skipped: {e}", id.short());
+        }
+        Ok(points)
+    }
+
+    /// All recovery points, oldest first, and the damaged ones with their problem.
+    pub fn recovery_points_checked(&self) -> Result<(Vec<(RecoveryPointId, RecoveryPoint)>, Vec<(RecoveryPointId, String)>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for o in self.store.list("recovery-points/").context("list recovery points")? {
             let Some(id) = RecoveryPointId::from_hex(o.key.trim_start_matches("recovery-points/")) else { continue };
             let bytes = match self.store.get(&o.key) {
@@ -270,11 +280,11 @@ impl Repository {
             };
             match RecoveryPoint::open(&self.master, &id, &bytes) {
                 Ok(rp) => out.push((id, rp)),
-                Err(e) => tracing::warn!("recovery point {} is damaged and skipped: {e}", id.short()),
+                Err(e) => damaged.push((id, e.to_string())),
             }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Finds a recovery point by full ID, unique prefix, or `latest`.

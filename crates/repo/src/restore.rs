@@ -116,7 +116,7 @@ pub fn run(repo: &Repository, rp: &RecoveryPoint, opts: &RestoreOptions, progres
     let mut out = RestoreOutcome::default();
     let plan = make_plan(repo, rp, &target, &includes, opts.overwrite, &errors, &mut out, progress)?;
     write_data(repo, &plan, opts.threads.max(1), &errors, progress)?;
-    finish_metadata(&plan, &errors, &mut out);
+    finish_metadata(&plan, &errors);
     out.errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(out)
 }
@@ -396,18 +396,22 @@ fn write_sparse(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn set_owner_mode_xattrs(path: &Path, node: &Node, is_symlink: bool) -> std::io::Result<()> {
+/// Sets owner (as root), extended attributes and mode. An attribute the target file system
+/// refuses is reported (the returned list) but does not stop the rest, times included.
+fn set_owner_mode_xattrs(path: &Path, node: &Node, is_symlink: bool) -> std::io::Result<Vec<String>> {
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
     }
+    let mut refused = Vec::new();
     for (k, v) in &node.xattrs {
-        // Attributes the file system refuses are not fatal; report them.
-        xattr::set(path, std::ffi::OsStr::from_bytes(k), v)?;
+        if let Err(e) = xattr::set(path, std::ffi::OsStr::from_bytes(k), v) {
+            refused.push(format!("extended attribute {} not restored: {e}", String::from_utf8_lossy(k)));
+        }
     }
     if !is_symlink {
         fs::set_permissions(path, fs::Permissions::from_mode(node.mode))?;
     }
-    Ok(())
+    Ok(refused)
 }
 
 fn set_times(path: &Path, node: &Node) -> std::io::Result<()> {
@@ -415,31 +419,27 @@ fn set_times(path: &Path, node: &Node) -> std::io::Result<()> {
     filetime::set_symlink_file_times(path, t, t)
 }
 
-fn finish_metadata(plan: &Plan, errors: &Mutex<Vec<FileError>>, out: &mut RestoreOutcome) {
-    let _ = out;
+fn finish_metadata(plan: &Plan, errors: &Mutex<Vec<FileError>>) {
+    let set = |p: &Path, n: &Node, is_symlink: bool, r: std::io::Result<()>| {
+        let r = r.and_then(|_| set_owner_mode_xattrs(p, n, is_symlink)).and_then(|refused| set_times(p, n).map(|_| refused));
+        match r {
+            Ok(refused) => refused.into_iter().for_each(|m| err(errors, p, m)),
+            Err(e) => err(errors, p, format!("cannot set metadata: {e}")),
+        }
+    };
     for f in &plan.files {
-        let r = OpenOptions::new()
+        let len = OpenOptions::new()
             .write(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&f.path)
-            .and_then(|file| file.set_len(f.node.size))
-            .and_then(|_| set_owner_mode_xattrs(&f.path, &f.node, false))
-            .and_then(|_| set_times(&f.path, &f.node));
-        if let Err(e) = r {
-            err(errors, &f.path, format!("cannot set metadata: {e}"));
-        }
+            .and_then(|file| file.set_len(f.node.size));
+        set(&f.path, &f.node, false, len);
     }
     for (p, n) in &plan.others {
-        let r = set_owner_mode_xattrs(p, n, n.kind == NodeKind::Symlink).and_then(|_| set_times(p, n));
-        if let Err(e) = r {
-            err(errors, p, format!("cannot set metadata: {e}"));
-        }
+        set(p, n, n.kind == NodeKind::Symlink, Ok(()));
     }
     for (p, n) in plan.dirs.iter().rev() {
-        let r = set_owner_mode_xattrs(p, n, false).and_then(|_| set_times(p, n));
-        if let Err(e) = r {
-            err(errors, p, format!("cannot set metadata: {e}"));
-        }
+        set(p, n, false, Ok(()));
     }
 }
 

@@ -64,6 +64,9 @@ pub fn prune(g: &Global, a: &PruneArgs) -> Result<Outcome> {
             r.packs_deferred,
             r.packs_resurrected
         );
+        if r.mark_deferred {
+            eprintln!("a backup is running: unused data will be marked by the next prune after it finishes");
+        }
     }
     Ok(Outcome::Success)
 }

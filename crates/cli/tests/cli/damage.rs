@@ -91,3 +91,20 @@ fn missing_pack_and_truncated_index_are_found() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("index file"), "{out}");
 }
+
+#[test]
+fn damaged_recovery_point_fails_check() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup(&src);
+    let rp = walkdir(&std::path::Path::new(&env.repo).join("recovery-points"))[0].clone();
+    let mut b = std::fs::read(&rp).unwrap();
+    let n = b.len();
+    b[n - 5] ^= 0x55;
+    std::fs::write(&rp, &b).unwrap();
+    let o = env.run(&["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("recovery point"), "{}", String::from_utf8_lossy(&o.stdout));
+}

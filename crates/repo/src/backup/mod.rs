@@ -192,9 +192,9 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
                 let (paths, ex, ofs) = (&paths, &excludes, opts.one_file_system);
                 std::thread::Builder::new().name("ferry-scan".into()).spawn_scoped(scope, move || scan(paths, ex, ofs, progress))?;
             }
-            let (n_top, every, lock) = (paths.len(), opts.checkpoint_every, &lock);
+            let (n_top, every) = (paths.len(), opts.checkpoint_every);
             let assembler =
-                std::thread::Builder::new().name("ferry-assemble".into()).spawn_scoped(scope, move || assemble(sh, item_rx, n_top, every, lock))?;
+                std::thread::Builder::new().name("ferry-assemble".into()).spawn_scoped(scope, move || assemble(sh, item_rx, n_top, every))?;
             let walker = {
                 let (paths, ex, ofs) = (&paths, &excludes, opts.one_file_system);
                 std::thread::Builder::new()
@@ -246,8 +246,16 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
         },
         ferry_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    // The recovery point's own size counts as added; its length does not depend on the digits.
-    rp.summary.bytes_added += rp.seal(repo.master()).1.len() as u64;
+    // The recovery point's own size counts as added. Its JSON holds that number, so adding
+    // it can lengthen the object by a digit: repeat until the count includes itself.
+    let stored = rp.summary.bytes_added;
+    loop {
+        let total = stored + rp.seal(repo.master()).1.len() as u64;
+        if total == rp.summary.bytes_added {
+            break;
+        }
+        rp.summary.bytes_added = total;
+    }
     // MUST come after the index files: the recovery point is the commit point.
     let id = repo.save_recovery_point(&rp)?;
     lock.release();
@@ -499,8 +507,17 @@ fn read_small(f: &mut File, size: usize) -> std::io::Result<Vec<u8>> {
     }
     data.truncate(n);
     if n == size {
-        // The file may have grown: take the rest too.
-        f.read_to_end(&mut data)?;
+        // The file may have grown since it was listed: take the rest too. (A probe read
+        // rather than read_to_end, which would first stat and seek the file.)
+        let mut probe = [0u8; 4096];
+        loop {
+            match f.read(&mut probe) {
+                Ok(0) => break,
+                Ok(k) => data.extend_from_slice(&probe[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(data)
 }
@@ -532,7 +549,7 @@ fn hasher(sh: &Shared<'_>, jobs: Receiver<ChunkJob>) {
 
 type Assembled = (Vec<Option<Node>>, Vec<(Vec<u8>, FileEntry)>);
 
-fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duration, lock: &RepoLock) -> Result<Assembled> {
+fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duration) -> Result<Assembled> {
     let mut subtrees: HashMap<u64, BlobId> = HashMap::new();
     let mut tops: Vec<Option<Node>> = vec![None; n_top];
     let mut done_files: Vec<(Vec<u8>, FileEntry)> = Vec::new();
@@ -556,7 +573,6 @@ fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duratio
         }
         if last_checkpoint.elapsed() >= every || done_files.len() >= 20_000 {
             sh.sink.checkpoint(std::mem::take(&mut done_files))?;
-            lock.refresh_if_due(sh.repo)?;
             last_checkpoint = Instant::now();
         }
     }
