@@ -10,8 +10,8 @@
 use ferry_crypto::MasterKey;
 use serde::{Deserialize, Serialize};
 
-use crate::pack::PackEntry;
 use crate::envelope::{open_named, seal_named};
+use crate::pack::PackEntry;
 use crate::{FormatError, IndexId, ObjectType, PackId};
 
 /// One pack and its blobs.
@@ -58,7 +58,14 @@ mod tests {
                 id: PackId::from_bytes([1; 32]),
                 salt: [2; 16],
                 size: 100,
-                blobs: vec![PackEntry { kind: BlobKind::Data, id: BlobId::from_bytes([3; 32]), offset: 24, length: 40, raw_len: 12, compressed: false }],
+                blobs: vec![PackEntry {
+                    kind: BlobKind::Data,
+                    id: BlobId::from_bytes([3; 32]),
+                    offset: 24,
+                    length: 40,
+                    raw_len: 12,
+                    compressed: false,
+                }],
             }],
             supersedes: vec![IndexId::from_bytes([4; 32])],
         };
@@ -71,7 +78,12 @@ mod tests {
     #[test]
     fn fixed_body_bytes() {
         let f = IndexFile {
-            packs: vec![IndexPack { id: PackId::from_bytes([1; 32]), salt: [2; 16], size: 300, blobs: vec![] }],
+            packs: vec![IndexPack {
+                id: PackId::from_bytes([1; 32]),
+                salt: [2; 16],
+                size: 300,
+                blobs: vec![],
+            }],
             supersedes: vec![],
         };
         let body = postcard::to_allocvec(&f).unwrap();

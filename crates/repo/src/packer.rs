@@ -1,10 +1,10 @@
 //! Packing blobs during a backup: shared pack writers, and the uploader thread that stores
 //! finished packs, records them in the local index and writes index files.
 //!
-//! Crash-safe order, per pack: the pack is stored, then indexed locally, then listed in an
-//! index file in the repository; files cache entries are committed only after the index file
-//! that covers their chunks (see [`PackSink::checkpoint`]). A kill between these steps leaves
-//! at most unreferenced packs, which a later prune reclaims.
+//! Crash-safe order: packs are stored; then an index file listing them is stored; then they
+//! enter the local index (one durable commit); files cache entries are committed only after
+//! the index file that covers their chunks (see [`PackSink::checkpoint`]). A kill between
+//! these steps leaves at most unlisted packs, which a later prune reclaims.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,8 +20,10 @@ use ferry_format::{blob, BlobId, BlobKind};
 use crate::cache::FileEntry;
 use crate::Repository;
 
-/// An index file is written after this many packs, and at every checkpoint.
-const PACKS_PER_INDEX_FILE: usize = 256;
+/// An index file is written after this many packs (and at every checkpoint). Until then their
+/// blobs are deduplicated from memory: 32 packs of 16 MiB are at most about 150,000 IDs of small
+/// files, a few MB.
+const PACKS_PER_INDEX_FILE: usize = 32;
 
 pub(crate) enum Msg {
     Pack(FinishedPack),
@@ -79,8 +81,13 @@ impl<'r> PackSink<'r> {
             let r = match msg {
                 Msg::Pack(p) => self.store_pack(p, &mut pending),
                 Msg::Checkpoint(files) => {
-                    tracing::debug!("checkpoint: indexing {} pack(s), then {} files cache entries", pending.len(), files.len());
-                    self.write_index(&mut pending).and_then(|_| self.repo.cache().put_files(&files))
+                    tracing::debug!(
+                        "checkpoint: indexing {} pack(s), then {} files cache entries",
+                        pending.len(),
+                        files.len()
+                    );
+                    self.write_index(&mut pending)
+                        .and_then(|_| self.repo.cache().put_files(&files))
                 }
             };
             if let Err(e) = r {
@@ -116,34 +123,53 @@ impl<'r> PackSink<'r> {
         let size = p.bytes.len() as u64;
         let key = p.id.object_key();
         let t = std::time::Instant::now();
-        self.repo.store().put_if_absent(&key, Bytes::from(p.bytes)).with_context(|| format!("store pack {}", p.id.short()))?;
-        tracing::debug!("stored pack {} ({size} bytes) in {:?}", p.id.short(), t.elapsed());
-        let ip = IndexPack { id: p.id, salt: p.salt, size, blobs: p.entries };
-        // MUST happen after the pack is stored: the local index only names stored packs.
-        self.repo.cache().add_packs(std::slice::from_ref(&ip), None, false)?;
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            for b in &ip.blobs {
-                inflight.remove(&(b.kind, b.id));
-            }
-        }
+        self.repo
+            .store()
+            .put_if_absent(&key, Bytes::from(p.bytes))
+            .with_context(|| format!("store pack {}", p.id.short()))?;
+        tracing::debug!(
+            "stored pack {} ({size} bytes) in {:?}",
+            p.id.short(),
+            t.elapsed()
+        );
         self.bytes_added.fetch_add(size, Ordering::Relaxed);
-        pending.push(ip);
+        // Its blobs stay in `inflight` (deduplicated in memory) until an index file lists the pack.
+        pending.push(IndexPack {
+            id: p.id,
+            salt: p.salt,
+            size,
+            blobs: p.entries,
+        });
         if pending.len() >= PACKS_PER_INDEX_FILE {
             self.write_index(pending)?;
         }
         Ok(())
     }
 
+    /// Writes an index file for the stored packs, then records them in the local index with one
+    /// durable commit. The local index MUST only ever hold packs that some index file in the
+    /// repository lists: a backup deduplicates against it, and prune deletes unlisted packs.
     fn write_index(&self, pending: &mut Vec<IndexPack>) -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
-        let file = IndexFile { packs: std::mem::take(pending), supersedes: Vec::new() };
+        let file = IndexFile {
+            packs: std::mem::take(pending),
+            supersedes: Vec::new(),
+        };
         let (id, bytes) = file.seal(self.repo.master());
         let n = bytes.len() as u64;
-        self.repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store index file")?;
-        self.repo.cache().mark_index_file(&id, true)?;
+        self.repo
+            .store()
+            .put_if_absent(&id.object_key(), Bytes::from(bytes))
+            .context("store index file")?;
+        self.repo.cache().add_packs(&file.packs, Some(&id), true)?;
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            for b in file.packs.iter().flat_map(|p| &p.blobs) {
+                inflight.remove(&(b.kind, b.id));
+            }
+        }
         self.bytes_added.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
@@ -161,7 +187,12 @@ impl<'r> PackSink<'r> {
         if self.repo.cache().contains(kind, &id)? {
             return Ok(false);
         }
-        if !self.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, id)) {
+        if !self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((kind, id))
+        {
             return Ok(false);
         }
         let (payload, compressed) = blob::compress(plain, self.level);
@@ -174,7 +205,11 @@ impl<'r> PackSink<'r> {
             let writer = w.get_or_insert_with(|| {
                 // Data packs reserve their target size plus one maximal blob up front, so the
                 // buffer never doubles; tree packs are small and grow as needed.
-                let cap = if kind == BlobKind::Data { self.pack_size + (1 << 20) } else { 0 };
+                let cap = if kind == BlobKind::Data {
+                    self.pack_size + (1 << 20)
+                } else {
+                    0
+                };
                 PackWriter::with_capacity(self.repo.master(), cap)
             });
             writer.add(kind, id, &payload, compressed, plain.len() as u32);
@@ -221,4 +256,3 @@ impl<'r> PackSink<'r> {
         }
     }
 }
-

@@ -11,11 +11,20 @@ use crate::Repository;
 
 /// Visits every node below `tree` depth-first in name order, with its path (starting with
 /// `/`). `visit` returns whether to descend into a directory.
-pub fn walk(repo: &Repository, tree: &BlobId, visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
+pub fn walk(
+    repo: &Repository,
+    tree: &BlobId,
+    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+) -> Result<()> {
     walk_from(repo, tree, Path::new("/"), visit)
 }
 
-fn walk_from(repo: &Repository, tree: &BlobId, here: &Path, visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
+fn walk_from(
+    repo: &Repository,
+    tree: &BlobId,
+    here: &Path,
+    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+) -> Result<()> {
     let t = repo.load_tree(tree)?;
     for n in &t.nodes {
         let path = here.join(std::ffi::OsStr::from_bytes(&n.name));
@@ -33,13 +42,18 @@ fn walk_from(repo: &Repository, tree: &BlobId, here: &Path, visit: &mut dyn FnMu
 pub fn find(repo: &Repository, root: &BlobId, path: &Path) -> Result<Option<(PathBuf, Node)>> {
     let mut tree = *root;
     let mut here = PathBuf::from("/");
-    let comps: Vec<_> = path.components().filter_map(|c| match c {
-        std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
-        _ => None,
-    }).collect();
+    let comps: Vec<_> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect();
     for (i, c) in comps.iter().enumerate() {
         let t = repo.load_tree(&tree)?;
-        let Some(n) = t.nodes.into_iter().find(|n| &n.name == c) else { return Ok(None) };
+        let Some(n) = t.nodes.into_iter().find(|n| &n.name == c) else {
+            return Ok(None);
+        };
         here.push(std::ffi::OsStr::from_bytes(c));
         if i + 1 == comps.len() {
             return Ok(Some((here, n)));

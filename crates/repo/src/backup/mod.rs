@@ -56,7 +56,9 @@ pub struct BackupOptions {
 
 impl BackupOptions {
     pub fn new(paths: Vec<PathBuf>) -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         BackupOptions {
             paths,
             excludes: Vec::new(),
@@ -116,7 +118,10 @@ enum Content {
     None,
     Dir(u64),
     Cached(Vec<BlobId>),
-    Pending { rx: Receiver<FileReply>, changed: bool },
+    Pending {
+        rx: Receiver<FileReply>,
+        changed: bool,
+    },
 }
 
 struct Entry {
@@ -126,8 +131,15 @@ struct Entry {
 }
 
 enum Item {
-    Dir { seq: u64, path: PathBuf, entries: Vec<Entry> },
-    Top { index: usize, entry: Entry },
+    Dir {
+        seq: u64,
+        path: PathBuf,
+        entries: Vec<Entry>,
+    },
+    Top {
+        index: usize,
+        entry: Box<Entry>,
+    },
 }
 
 #[derive(Default)]
@@ -152,7 +164,13 @@ struct Shared<'r> {
 
 impl Shared<'_> {
     fn error(&self, path: &Path, e: impl std::fmt::Display) {
-        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(FileError { path: path.display().to_string(), error: e.to_string() });
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(FileError {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            });
     }
 }
 
@@ -170,40 +188,62 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
 
     let (sink, upload_rx) = PackSink::new(repo);
     let files_cache_empty = repo.cache().files_is_empty()?;
-    let sh = Shared { repo, sink, errors: Mutex::new(Vec::new()), counters: Counters::default(), progress, files_cache_empty };
+    let sh = Shared {
+        repo,
+        sink,
+        errors: Mutex::new(Vec::new()),
+        counters: Counters::default(),
+        progress,
+        files_cache_empty,
+    };
     let root = std::thread::scope(|scope| -> Result<BlobId> {
         let sh = &sh;
-        let uploader = std::thread::Builder::new().name("ferry-upload".into()).spawn_scoped(scope, move || sh.sink.run_uploader(upload_rx))?;
+        let uploader = std::thread::Builder::new()
+            .name("ferry-upload".into())
+            .spawn_scoped(scope, move || sh.sink.run_uploader(upload_rx))?;
         let result = (|| -> Result<BlobId> {
             let (chunk_tx, chunk_rx) = bounded::<ChunkJob>(opts.hashers * 2);
             let (file_tx, file_rx) = bounded::<FileJob>(64);
             let (item_tx, item_rx) = unbounded::<Item>();
             for _ in 0..opts.hashers.max(1) {
                 let rx = chunk_rx.clone();
-                std::thread::Builder::new().name("ferry-hash".into()).spawn_scoped(scope, move || hasher(sh, rx))?;
+                std::thread::Builder::new()
+                    .name("ferry-hash".into())
+                    .spawn_scoped(scope, move || hasher(sh, rx))?;
             }
             drop(chunk_rx);
             for _ in 0..opts.readers.max(1) {
                 let (rx, tx) = (file_rx.clone(), chunk_tx.clone());
-                std::thread::Builder::new().name("ferry-read".into()).spawn_scoped(scope, move || reader(sh, rx, tx))?;
+                std::thread::Builder::new()
+                    .name("ferry-read".into())
+                    .spawn_scoped(scope, move || reader(sh, rx, tx))?;
             }
             drop((file_rx, chunk_tx));
             if opts.scan {
                 let (paths, ex, ofs) = (&paths, &excludes, opts.one_file_system);
-                std::thread::Builder::new().name("ferry-scan".into()).spawn_scoped(scope, move || scan(paths, ex, ofs, progress))?;
+                std::thread::Builder::new()
+                    .name("ferry-scan".into())
+                    .spawn_scoped(scope, move || scan(paths, ex, ofs, progress))?;
             }
             let (n_top, every) = (paths.len(), opts.checkpoint_every);
-            let assembler =
-                std::thread::Builder::new().name("ferry-assemble".into()).spawn_scoped(scope, move || assemble(sh, item_rx, n_top, every))?;
+            let assembler = std::thread::Builder::new()
+                .name("ferry-assemble".into())
+                .spawn_scoped(scope, move || assemble(sh, item_rx, n_top, every))?;
             let walker = {
                 let (paths, ex, ofs) = (&paths, &excludes, opts.one_file_system);
                 std::thread::Builder::new()
                     .name("ferry-walk".into())
                     .stack_size(256 * 1024 * 1024)
-                    .spawn_scoped(scope, move || walk_all(sh, paths, ex, ofs, file_tx, item_tx))?
+                    .spawn_scoped(scope, move || {
+                        walk_all(sh, paths, ex, ofs, file_tx, item_tx)
+                    })?
             };
-            walker.join().map_err(|_| anyhow::anyhow!("the walker thread panicked"))?;
-            let (tops, files) = assembler.join().map_err(|_| anyhow::anyhow!("the assembler thread panicked"))??;
+            walker
+                .join()
+                .map_err(|_| anyhow::anyhow!("the walker thread panicked"))?;
+            let (tops, files) = assembler
+                .join()
+                .map_err(|_| anyhow::anyhow!("the assembler thread panicked"))??;
             let root = build_root(sh, &paths, tops)?;
             sh.sink.close(files)?;
             Ok(root)
@@ -211,7 +251,9 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
         if result.is_err() {
             sh.sink.abort();
         }
-        uploader.join().map_err(|_| anyhow::anyhow!("the uploader thread panicked"))?;
+        uploader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the uploader thread panicked"))?;
         let root = result?;
         match sh.sink.take_error() {
             Some(e) => Err(e),
@@ -223,10 +265,18 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     let c = &sh.counters;
     let errors = sh.errors.into_inner().unwrap_or_else(|p| p.into_inner());
     let path_strings = paths_as_strings(&paths);
-    let parent = repo.recovery_points()?.into_iter().filter(|(_, rp)| rp.paths == path_strings).last().map(|(id, _)| id);
+    let parent = repo
+        .recovery_points()?
+        .into_iter()
+        .rev()
+        .find(|(_, rp)| rp.paths == path_strings)
+        .map(|(id, _)| id);
     let mut rp = RecoveryPoint {
         time,
-        host: opts.host.clone().unwrap_or_else(crate::repository::host_name),
+        host: opts
+            .host
+            .clone()
+            .unwrap_or_else(crate::repository::host_name),
         user: crate::repository::user_name(),
         paths: path_strings,
         tags: opts.tags.clone(),
@@ -259,7 +309,11 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     // MUST come after the index files: the recovery point is the commit point.
     let id = repo.save_recovery_point(&rp)?;
     lock.release();
-    Ok(BackupOutcome { recovery_point: id, summary: rp.summary, errors })
+    Ok(BackupOutcome {
+        recovery_point: id,
+        summary: rp.summary,
+        errors,
+    })
 }
 
 /// With a new (or lost) local cache, fills the files cache from the latest recovery point of the
@@ -269,13 +323,26 @@ fn seed_files_cache(repo: &Repository, paths: &[PathBuf]) -> Result<()> {
         return Ok(());
     }
     let wanted = paths_as_strings(paths);
-    let Some((id, parent)) = repo.recovery_points()?.into_iter().filter(|(_, rp)| rp.paths == wanted).last() else { return Ok(()) };
+    let Some((id, parent)) = repo
+        .recovery_points()?
+        .into_iter()
+        .rev()
+        .find(|(_, rp)| rp.paths == wanted)
+    else {
+        return Ok(());
+    };
     let mut batch = Vec::new();
     crate::walk::walk(repo, &parent.tree, &mut |path, n| {
         if n.kind == NodeKind::File {
             batch.push((
                 path.as_os_str().as_bytes().to_vec(),
-                FileEntry { size: n.size, mtime_ns: n.mtime_ns, ctime_ns: n.ctime_ns, inode: n.inode, content: n.content.clone() },
+                FileEntry {
+                    size: n.size,
+                    mtime_ns: n.mtime_ns,
+                    ctime_ns: n.ctime_ns,
+                    inode: n.inode,
+                    content: n.content.clone(),
+                },
             ));
             if batch.len() >= 20_000 {
                 repo.cache().put_files(&std::mem::take(&mut batch))?;
@@ -288,7 +355,10 @@ fn seed_files_cache(repo: &Repository, paths: &[PathBuf]) -> Result<()> {
 }
 
 fn paths_as_strings(paths: &[PathBuf]) -> Vec<String> {
-    paths.iter().map(|p| p.to_string_lossy().into_owned()).collect()
+    paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Makes paths absolute and lexically clean, drops duplicates, refuses nested ones.
@@ -298,7 +368,8 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     }
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
-        let abs = std::path::absolute(p).with_context(|| format!("resolve path {}", p.display()))?;
+        let abs =
+            std::path::absolute(p).with_context(|| format!("resolve path {}", p.display()))?;
         let mut clean = PathBuf::from("/");
         for c in abs.components() {
             match c {
@@ -316,7 +387,11 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     out.sort();
     for w in out.windows(2) {
         if w[1].starts_with(&w[0]) {
-            bail!("{} is inside {}: name only the outer path", w[1].display(), w[0].display());
+            bail!(
+                "{} is inside {}: name only the outer path",
+                w[1].display(),
+                w[0].display()
+            );
         }
     }
     if out.len() > 1 && out.iter().any(|p| p == Path::new("/")) {
@@ -327,7 +402,14 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 // ---------------------------------------------------------------- walker
 
-fn walk_all(sh: &Shared<'_>, paths: &[PathBuf], ex: &Excludes, one_fs: bool, files: Sender<FileJob>, items: Sender<Item>) {
+fn walk_all(
+    sh: &Shared<'_>,
+    paths: &[PathBuf],
+    ex: &Excludes,
+    one_fs: bool,
+    files: Sender<FileJob>,
+    items: Sender<Item>,
+) {
     let mut seq = 0u64;
     for (index, path) in paths.iter().enumerate() {
         if sh.sink.has_failed() {
@@ -340,10 +422,16 @@ fn walk_all(sh: &Shared<'_>, paths: &[PathBuf], ex: &Excludes, one_fs: bool, fil
                 continue;
             }
         };
-        let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| OsString::from("/"));
+        let name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| OsString::from("/"));
         let dev = if one_fs { Some(meta.dev()) } else { None };
         if let Some(entry) = make_entry(sh, path, &name, &meta, ex, dev, &files, &items, &mut seq) {
-            let _ = items.send(Item::Top { index, entry });
+            let _ = items.send(Item::Top {
+                index,
+                entry: Box::new(entry),
+            });
         }
     }
 }
@@ -373,10 +461,22 @@ fn make_entry(
         NodeKind::File => file_content(sh, path, &node, files),
         _ => Content::None,
     };
-    Some(Entry { node, path: path.to_path_buf(), content })
+    Some(Entry {
+        node,
+        path: path.to_path_buf(),
+        content,
+    })
 }
 
-fn walk_dir(sh: &Shared<'_>, dir: &Path, ex: &Excludes, dev: Option<u64>, files: &Sender<FileJob>, items: &Sender<Item>, seq: &mut u64) -> u64 {
+fn walk_dir(
+    sh: &Shared<'_>,
+    dir: &Path,
+    ex: &Excludes,
+    dev: Option<u64>,
+    files: &Sender<FileJob>,
+    items: &Sender<Item>,
+    seq: &mut u64,
+) -> u64 {
     let mut listed: Vec<fs::DirEntry> = Vec::new();
     match fs::read_dir(dir) {
         Ok(rd) => {
@@ -420,30 +520,62 @@ fn walk_dir(sh: &Shared<'_>, dir: &Path, ex: &Excludes, dev: Option<u64>, files:
     }
     *seq += 1;
     let my = *seq;
-    let _ = items.send(Item::Dir { seq: my, path: dir.to_path_buf(), entries });
+    let _ = items.send(Item::Dir {
+        seq: my,
+        path: dir.to_path_buf(),
+        entries,
+    });
     my
 }
 
 fn file_content(sh: &Shared<'_>, path: &Path, node: &Node, files: &Sender<FileJob>) -> Content {
-    sh.counters.total_bytes.fetch_add(node.size, Ordering::Relaxed);
+    sh.counters
+        .total_bytes
+        .fetch_add(node.size, Ordering::Relaxed);
     let key = path.as_os_str().as_bytes();
-    let cached = if sh.files_cache_empty { None } else { sh.repo.cache().file(key).ok().flatten() };
+    let cached = if sh.files_cache_empty {
+        None
+    } else {
+        sh.repo.cache().file(key).ok().flatten()
+    };
     if let Some(c) = &cached {
-        if c.size == node.size && c.mtime_ns == node.mtime_ns && c.ctime_ns == node.ctime_ns && c.inode == node.inode {
-            let all_there = c.content.iter().all(|id| sh.repo.cache().contains(BlobKind::Data, id).unwrap_or(false));
+        if c.size == node.size
+            && c.mtime_ns == node.mtime_ns
+            && c.ctime_ns == node.ctime_ns
+            && c.inode == node.inode
+        {
+            let all_there = c.content.iter().all(|id| {
+                sh.repo
+                    .cache()
+                    .contains(BlobKind::Data, id)
+                    .unwrap_or(false)
+            });
             if all_there {
                 return Content::Cached(c.content.clone());
             }
-            tracing::debug!("{}: unchanged, but some of its chunks are no longer indexed", path.display());
+            tracing::debug!(
+                "{}: unchanged, but some of its chunks are no longer indexed",
+                path.display()
+            );
         } else {
             tracing::debug!("{}: changed since the files cache entry", path.display());
         }
     }
     let (tx, rx) = bounded(1);
-    if files.send(FileJob { path: path.to_path_buf(), size: node.size, reply: tx }).is_err() {
+    if files
+        .send(FileJob {
+            path: path.to_path_buf(),
+            size: node.size,
+            reply: tx,
+        })
+        .is_err()
+    {
         return Content::Cached(Vec::new()); // pipeline is shutting down after a failure
     }
-    Content::Pending { rx, changed: cached.is_some() }
+    Content::Pending {
+        rx,
+        changed: cached.is_some(),
+    }
 }
 
 // ---------------------------------------------------------------- readers and hashers
@@ -464,23 +596,30 @@ fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>) -> FileR
     let mut out = Vec::new();
     let min = sh.repo.chunker().params().min_size as u64;
     let mut send = |data: Vec<u8>| -> Result<(), String> {
-        sh.counters.bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
+        sh.counters
+            .bytes_read
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         sh.progress.add_done(0, data.len() as u64);
         let (tx, rx) = bounded(1);
-        chunks.send(ChunkJob { data, reply: tx }).map_err(|_| "backup aborted".to_string())?;
+        chunks
+            .send(ChunkJob { data, reply: tx })
+            .map_err(|_| "backup aborted".to_string())?;
         out.push(ChunkRef::Pending(rx));
         Ok(())
     };
     if job.size < min {
         // Small file: one read, one chunk (the chunker would not cut below its minimum),
         // stored right here: no hand-off to a hasher for the common case of small files.
-        let data = read_small(&mut f, job.size as usize).map_err(|e| format!("read failed: {e}"))?;
+        let data =
+            read_small(&mut f, job.size as usize).map_err(|e| format!("read failed: {e}"))?;
         if data.len() as u64 >= min {
             for c in sh.repo.chunker().chunks(&data[..]) {
                 send(c.map_err(|e| e.to_string())?)?;
             }
         } else if !data.is_empty() {
-            sh.counters.bytes_read.fetch_add(data.len() as u64, Ordering::Relaxed);
+            sh.counters
+                .bytes_read
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             sh.progress.add_done(0, data.len() as u64);
             out.push(ChunkRef::Done(store_chunk(sh, &data)?));
         }
@@ -549,7 +688,12 @@ fn hasher(sh: &Shared<'_>, jobs: Receiver<ChunkJob>) {
 
 type Assembled = (Vec<Option<Node>>, Vec<(Vec<u8>, FileEntry)>);
 
-fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duration) -> Result<Assembled> {
+fn assemble(
+    sh: &Shared<'_>,
+    items: Receiver<Item>,
+    n_top: usize,
+    every: Duration,
+) -> Result<Assembled> {
     let mut subtrees: HashMap<u64, BlobId> = HashMap::new();
     let mut tops: Vec<Option<Node>> = vec![None; n_top];
     let mut done_files: Vec<(Vec<u8>, FileEntry)> = Vec::new();
@@ -557,18 +701,21 @@ fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duratio
     for item in items {
         match item {
             Item::Dir { seq, path, entries } => {
-                let mut tree = Tree { nodes: Vec::with_capacity(entries.len()) };
+                let mut tree = Tree {
+                    nodes: Vec::with_capacity(entries.len()),
+                };
                 for e in entries {
                     if let Some(n) = finish_entry(sh, e, &mut subtrees, &mut done_files)? {
                         tree.nodes.push(n);
                     }
                 }
-                let id = store_tree(sh, &mut tree).with_context(|| format!("store tree of {}", path.display()))?;
+                let id = store_tree(sh, &mut tree)
+                    .with_context(|| format!("store tree of {}", path.display()))?;
                 sh.counters.dirs.fetch_add(1, Ordering::Relaxed);
                 subtrees.insert(seq, id);
             }
             Item::Top { index, entry } => {
-                tops[index] = finish_entry(sh, entry, &mut subtrees, &mut done_files)?;
+                tops[index] = finish_entry(sh, *entry, &mut subtrees, &mut done_files)?;
             }
         }
         if last_checkpoint.elapsed() >= every || done_files.len() >= 20_000 {
@@ -579,7 +726,12 @@ fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duratio
     Ok((tops, done_files))
 }
 
-fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>, done: &mut Vec<(Vec<u8>, FileEntry)>) -> Result<Option<Node>> {
+fn finish_entry(
+    sh: &Shared<'_>,
+    e: Entry,
+    subtrees: &mut HashMap<u64, BlobId>,
+    done: &mut Vec<(Vec<u8>, FileEntry)>,
+) -> Result<Option<Node>> {
     let mut node = e.node;
     match e.content {
         Content::None => {}
@@ -596,7 +748,12 @@ fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>, 
                     sh.error(&e.path, msg);
                     return Ok(None);
                 }
-                Err(_) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("a reader thread stopped"))),
+                Err(_) => {
+                    return Err(sh
+                        .sink
+                        .take_error()
+                        .unwrap_or_else(|| anyhow::anyhow!("a reader thread stopped")))
+                }
             };
             let mut ids = Vec::with_capacity(chunk_refs.len());
             for r in chunk_refs {
@@ -609,17 +766,37 @@ fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>, 
                 };
                 match r.recv() {
                     Ok(Ok(id)) => ids.push(id),
-                    Ok(Err(msg)) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("{msg}"))),
-                    Err(_) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("a hasher thread stopped"))),
+                    Ok(Err(msg)) => {
+                        return Err(sh
+                            .sink
+                            .take_error()
+                            .unwrap_or_else(|| anyhow::anyhow!("{msg}")))
+                    }
+                    Err(_) => {
+                        return Err(sh
+                            .sink
+                            .take_error()
+                            .unwrap_or_else(|| anyhow::anyhow!("a hasher thread stopped")))
+                    }
                 }
             }
-            let counter = if changed { &sh.counters.files_changed } else { &sh.counters.files_new };
+            let counter = if changed {
+                &sh.counters.files_changed
+            } else {
+                &sh.counters.files_new
+            };
             counter.fetch_add(1, Ordering::Relaxed);
             sh.progress.add_done(1, 0);
             node.content = ids;
             done.push((
                 e.path.as_os_str().as_bytes().to_vec(),
-                FileEntry { size: node.size, mtime_ns: node.mtime_ns, ctime_ns: node.ctime_ns, inode: node.inode, content: node.content.clone() },
+                FileEntry {
+                    size: node.size,
+                    mtime_ns: node.mtime_ns,
+                    ctime_ns: node.ctime_ns,
+                    inode: node.inode,
+                    content: node.content.clone(),
+                },
             ));
         }
     }
@@ -667,8 +844,10 @@ fn build_root(sh: &Shared<'_>, paths: &[PathBuf], tops: Vec<Option<Node>>) -> Re
             let node = match child.node {
                 Some(n) => n,
                 None => {
-                    let meta = fs::symlink_metadata(&path).with_context(|| format!("read metadata of {}", path.display()))?;
-                    let mut n = fsmeta::node_for(&path, &name, &meta).with_context(|| format!("read metadata of {}", path.display()))?;
+                    let meta = fs::symlink_metadata(&path)
+                        .with_context(|| format!("read metadata of {}", path.display()))?;
+                    let mut n = fsmeta::node_for(&path, &name, &meta)
+                        .with_context(|| format!("read metadata of {}", path.display()))?;
                     n.kind = NodeKind::Dir;
                     n.subtree = Some(build(sh, &path, child)?);
                     n
@@ -685,7 +864,9 @@ fn build_root(sh: &Shared<'_>, paths: &[PathBuf], tops: Vec<Option<Node>>) -> Re
 
 fn scan(paths: &[PathBuf], ex: &Excludes, one_fs: bool, progress: &Progress) {
     fn visit(p: &Path, ex: &Excludes, dev: Option<u64>, progress: &Progress) {
-        let Ok(meta) = fs::symlink_metadata(p) else { return };
+        let Ok(meta) = fs::symlink_metadata(p) else {
+            return;
+        };
         if meta.is_dir() {
             if dev.is_some_and(|d| d != meta.dev()) {
                 return;
@@ -702,7 +883,11 @@ fn scan(paths: &[PathBuf], ex: &Excludes, one_fs: bool, progress: &Progress) {
         }
     }
     for p in paths {
-        let dev = if one_fs { fs::symlink_metadata(p).ok().map(|m| m.dev()) } else { None };
+        let dev = if one_fs {
+            fs::symlink_metadata(p).ok().map(|m| m.dev())
+        } else {
+            None
+        };
         visit(p, ex, dev, progress);
     }
     progress.scan_finished.store(true, Ordering::Relaxed);
