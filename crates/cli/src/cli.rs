@@ -5,12 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "ferry",
-    version,
-    about = "Ferry: deduplicating, compressing, client-side encrypted backups",
-    max_term_width = 100
-)]
+#[command(name = "ferry", version, about = "Ferry: deduplicating, compressing, client-side encrypted backups", max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

@@ -23,18 +23,11 @@ pub fn location(g: &Global) -> Result<String> {
 }
 
 pub fn cache_dir(g: &Global) -> PathBuf {
-    g.cache_dir.clone().unwrap_or_else(|| {
-        dirs::cache_dir()
-            .unwrap_or_else(std::env::temp_dir)
-            .join("ferry")
-    })
+    g.cache_dir.clone().unwrap_or_else(|| dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("ferry"))
 }
 
 fn first_line(bytes: Vec<u8>) -> Vec<u8> {
-    let end = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(bytes.len());
+    let end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
     let mut line = bytes[..end].to_vec();
     if line.last() == Some(&b'\r') {
         line.pop();
@@ -52,9 +45,7 @@ pub fn passphrase(g: &Global, prompt: &str) -> Result<Vec<u8>> {
         return Ok(p.into_bytes());
     }
     if std::io::stdin().is_terminal() {
-        return Ok(rpassword::prompt_password(prompt)
-            .context("read passphrase")?
-            .into_bytes());
+        return Ok(rpassword::prompt_password(prompt).context("read passphrase")?.into_bytes());
     }
     bail!("no passphrase: use --password-file FILE or FERRY_PASSWORD (no terminal to ask on)")
 }
@@ -65,9 +56,7 @@ pub fn new_passphrase(file: Option<&Path>, env: &str, g: Option<&Global>) -> Res
         first_line(std::fs::read(f).with_context(|| format!("read password file {}", f.display()))?)
     } else if let Ok(p) = std::env::var(env) {
         p.into_bytes()
-    } else if let Some(g) =
-        g.filter(|g| g.password_file.is_some() || std::env::var("FERRY_PASSWORD").is_ok())
-    {
+    } else if let Some(g) = g.filter(|g| g.password_file.is_some() || std::env::var("FERRY_PASSWORD").is_ok()) {
         passphrase(g, "")?
     } else if std::io::stdin().is_terminal() {
         let a = rpassword::prompt_password("new passphrase: ")?;
@@ -88,8 +77,7 @@ pub fn new_passphrase(file: Option<&Path>, env: &str, g: Option<&Global>) -> Res
 /// Opens the repository named by the global options.
 pub fn open(g: &Global) -> Result<Repository> {
     let loc = location(g)?;
-    let store = ferry_store::open(&loc)
-        .with_context(|| format!("open repository location {}", redact(&loc)))?;
+    let store = ferry_store::open(&loc).with_context(|| format!("open repository location {}", redact(&loc)))?;
     let pw = passphrase(g, "repository passphrase: ")?;
     Repository::open(store, &pw, &cache_dir(g))
 }
@@ -118,8 +106,10 @@ impl ProgressDisplay {
         let handle = std::thread::spawn(move || {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_prefix(verb);
             while !s.load(Ordering::Relaxed) {
@@ -134,10 +124,7 @@ impl ProgressDisplay {
             }
             bar.finish_and_clear();
         });
-        ProgressDisplay {
-            stop,
-            handle: Some(handle),
-        }
+        ProgressDisplay { stop, handle: Some(handle) }
     }
 }
 

@@ -24,9 +24,7 @@ impl AeadKey {
     /// A key from 32 secret bytes (the caller wipes its copy).
     pub fn new(bytes: &[u8; 32]) -> Self {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES-256 key is valid");
-        AeadKey {
-            key: LessSafeKey::new(unbound),
-        }
+        AeadKey { key: LessSafeKey::new(unbound) }
     }
 
     /// Encrypts `plaintext`, returning `ciphertext || tag`.
@@ -45,12 +43,7 @@ impl AeadKey {
     }
 
     /// Encrypts `buf` in place and returns the tag (for callers that place it themselves).
-    pub fn seal_in_place_separate_tag(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> [u8; TAG_LEN] {
+    pub fn seal_in_place_separate_tag(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
         let tag = self
             .key
             .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
@@ -61,24 +54,14 @@ impl AeadKey {
     }
 
     /// Decrypts `ciphertext || tag`, checking authenticity and the associated data.
-    pub fn open(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        sealed: &[u8],
-    ) -> Result<Vec<u8>, CryptoError> {
+    pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut buf = sealed.to_vec();
         self.open_in_place(nonce, aad, &mut buf)?;
         Ok(buf)
     }
 
     /// Decrypts in place; on success `buf` holds the plaintext (the tag is cut off).
-    pub fn open_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut Vec<u8>,
-    ) -> Result<(), CryptoError> {
+    pub fn open_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
         if buf.len() < TAG_LEN {
             return Err(CryptoError::Malformed("shorter than an authentication tag"));
         }
@@ -106,9 +89,7 @@ impl AeadKey {
             return Err(CryptoError::Malformed("shorter than nonce and tag"));
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce
-            .try_into()
-            .map_err(|_| CryptoError::Malformed("nonce"))?;
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Malformed("nonce"))?;
         self.open(&nonce, aad, rest)
     }
 }
@@ -127,20 +108,14 @@ mod tests {
         let mut bad = ct.clone();
         bad[0] ^= 1;
         assert_eq!(k.open(&n, b"aad", &bad), Err(CryptoError::Authentication));
-        assert!(matches!(
-            k.open(&n, b"aad", &ct[..3]),
-            Err(CryptoError::Malformed(_))
-        ));
+        assert!(matches!(k.open(&n, b"aad", &ct[..3]), Err(CryptoError::Malformed(_))));
     }
 
     #[test]
     fn fixed_bytes() {
         // Pins the AES-256-GCM construction: key 0x07.., nonce 0x01.., aad "aad", plaintext "hello".
         let ct = AeadKey::new(&[7u8; 32]).seal(&[1u8; NONCE_LEN], b"aad", b"hello");
-        assert_eq!(
-            hex::encode(ct),
-            "1e84e5dbff3b7226b44b61e015d56750b84634996e"
-        );
+        assert_eq!(hex::encode(ct), "1e84e5dbff3b7226b44b61e015d56750b84634996e");
     }
 
     proptest::proptest! {

@@ -30,11 +30,7 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// 64 MiB, 3 passes, 1 lane: about a quarter second on a current core.
     fn default() -> Self {
-        KdfParams {
-            memory_kib: 64 * 1024,
-            iterations: 3,
-            parallelism: 1,
-        }
+        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
     }
 }
 
@@ -69,9 +65,7 @@ fn wrapping_key(passphrase: &[u8], salt: &[u8], p: KdfParams) -> Result<AeadKey,
         .map_err(|e| CryptoError::Unsupported(format!("argon2 parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(passphrase, salt, &mut out[..])
-        .map_err(|e| CryptoError::Unsupported(format!("argon2: {e}")))?;
+    argon.hash_password_into(passphrase, salt, &mut out[..]).map_err(|e| CryptoError::Unsupported(format!("argon2: {e}")))?;
     Ok(AeadKey::new(&out))
 }
 
@@ -104,27 +98,20 @@ impl KeyFile {
     /// Unwraps the master key; [`CryptoError::WrongPassphrase`] when the passphrase does not fit.
     pub fn unwrap(&self, passphrase: &[u8]) -> Result<MasterKey, CryptoError> {
         self.check_version()?;
-        let salt = B64
-            .decode(&self.salt)
-            .map_err(|_| CryptoError::Malformed("key file salt is not base64"))?;
-        let wrapped = B64
-            .decode(&self.wrapped_key)
-            .map_err(|_| CryptoError::Malformed("key file wrapped_key is not base64"))?;
+        let salt = B64.decode(&self.salt).map_err(|_| CryptoError::Malformed("key file salt is not base64"))?;
+        let wrapped = B64.decode(&self.wrapped_key).map_err(|_| CryptoError::Malformed("key file wrapped_key is not base64"))?;
         let key = wrapping_key(passphrase, &salt, self.params)?;
         let plain = Zeroizing::new(key.open_random_nonce(AAD, &wrapped).map_err(|e| match e {
             CryptoError::Authentication => CryptoError::WrongPassphrase,
             other => other,
         })?);
-        let bytes: &[u8; MASTER_KEY_LEN] = plain[..]
-            .try_into()
-            .map_err(|_| CryptoError::Malformed("wrapped key has the wrong length"))?;
+        let bytes: &[u8; MASTER_KEY_LEN] = plain[..].try_into().map_err(|_| CryptoError::Malformed("wrapped key has the wrong length"))?;
         Ok(MasterKey::from_bytes(bytes))
     }
 
     /// Parses a key file's JSON.
     pub fn from_json(data: &[u8]) -> Result<Self, CryptoError> {
-        let kf: KeyFile = serde_json::from_slice(data)
-            .map_err(|e| CryptoError::Unsupported(format!("not a Ferry key file: {e}")))?;
+        let kf: KeyFile = serde_json::from_slice(data).map_err(|e| CryptoError::Unsupported(format!("not a Ferry key file: {e}")))?;
         kf.check_version()?;
         Ok(kf)
     }
@@ -136,10 +123,7 @@ impl KeyFile {
 
     fn check_version(&self) -> Result<(), CryptoError> {
         if self.magic != MAGIC {
-            return Err(CryptoError::Unsupported(format!(
-                "magic {:?} is not {MAGIC:?}",
-                self.magic
-            )));
+            return Err(CryptoError::Unsupported(format!("magic {:?} is not {MAGIC:?}", self.magic)));
         }
         if self.version > VERSION {
             return Err(CryptoError::Unsupported(format!(
@@ -148,10 +132,7 @@ impl KeyFile {
             )));
         }
         if self.kdf != "argon2id" {
-            return Err(CryptoError::Unsupported(format!(
-                "key derivation {:?}",
-                self.kdf
-            )));
+            return Err(CryptoError::Unsupported(format!("key derivation {:?}", self.kdf)));
         }
         Ok(())
     }
@@ -161,31 +142,16 @@ impl KeyFile {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
 
     #[test]
     fn wrap_unwrap_and_wrong_passphrase() {
         let m = MasterKey::generate();
-        let kf = KeyFile::wrap(
-            &m,
-            b"correct horse battery",
-            FAST,
-            "t".into(),
-            "h".into(),
-            "u".into(),
-        )
-        .unwrap();
+        let kf = KeyFile::wrap(&m, b"correct horse battery", FAST, "t".into(), "h".into(), "u".into()).unwrap();
         let parsed = KeyFile::from_json(&kf.to_json()).unwrap();
         let m2 = parsed.unwrap(b"correct horse battery").unwrap();
         assert_eq!(m.to_bytes()[..], m2.to_bytes()[..]);
-        assert_eq!(
-            parsed.unwrap(b"wrong horse battery").unwrap_err(),
-            CryptoError::WrongPassphrase
-        );
+        assert_eq!(parsed.unwrap(b"wrong horse battery").unwrap_err(), CryptoError::WrongPassphrase);
     }
 
     #[test]
@@ -210,19 +176,9 @@ mod tests {
         let m = MasterKey::generate();
         let kf = KeyFile::wrap(&m, b"pw", FAST, "t".into(), "h".into(), "u".into()).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&kf.to_json()).unwrap();
-        for field in [
-            "magic",
-            "version",
-            "created",
-            "host",
-            "user",
-            "kdf",
-            "memory_kib",
-            "iterations",
-            "parallelism",
-            "salt",
-            "wrapped_key",
-        ] {
+        for field in
+            ["magic", "version", "created", "host", "user", "kdf", "memory_kib", "iterations", "parallelism", "salt", "wrapped_key"]
+        {
             assert!(v.get(field).is_some(), "missing {field}");
         }
     }

@@ -28,10 +28,7 @@ const CTX_CHUNKER: &str = "ferry 2026-11 chunker seed v1";
 impl MasterKey {
     /// A new random master key.
     pub fn generate() -> Self {
-        MasterKey {
-            enc: crate::random_bytes(),
-            id: crate::random_bytes(),
-        }
+        MasterKey { enc: crate::random_bytes(), id: crate::random_bytes() }
     }
 
     /// Rebuilds a master key from its 64 serialized bytes.
@@ -120,10 +117,7 @@ mod tests {
         }
         let k = MasterKey::from_bytes(&b);
         let id = k.id_key().hash(b"ferry");
-        assert_eq!(
-            hex::encode(id),
-            hex::encode(blake3::keyed_hash(&b[32..].try_into().unwrap(), b"ferry").as_bytes())
-        );
+        assert_eq!(hex::encode(id), hex::encode(blake3::keyed_hash(&b[32..].try_into().unwrap(), b"ferry").as_bytes()));
         assert_eq!(k.chunker_seed(), {
             let d = blake3::derive_key(CTX_CHUNKER, &b[32..]);
             u64::from_le_bytes(d[..8].try_into().unwrap())

@@ -8,17 +8,10 @@ use ferry_crypto::{AeadKey, CryptoError, MasterKey, MASTER_KEY_LEN, NONCE_LEN, T
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-const FAST: KdfParams = KdfParams {
-    memory_kib: 64,
-    iterations: 1,
-    parallelism: 1,
-};
+const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
 
 fn cases(n: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: n,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: n, ..ProptestConfig::default() }
 }
 
 fn master() -> impl Strategy<Value = MasterKey> {
@@ -26,15 +19,7 @@ fn master() -> impl Strategy<Value = MasterKey> {
 }
 
 fn wrap(m: &MasterKey, passphrase: &[u8]) -> KeyFile {
-    KeyFile::wrap(
-        m,
-        passphrase,
-        FAST,
-        "2026-11-22T00:00:00Z".into(),
-        "host".into(),
-        "user".into(),
-    )
-    .unwrap()
+    KeyFile::wrap(m, passphrase, FAST, "2026-11-22T00:00:00Z".into(), "host".into(), "user".into()).unwrap()
 }
 
 /// Damages `bytes` at `at` (modulo the length): flips a bit, or truncates there.

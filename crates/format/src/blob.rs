@@ -89,9 +89,7 @@ fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
             let d = zstd::bulk::Decompressor::new()?;
             *slot = Some(d);
         }
-        slot.as_mut()
-            .expect("just set")
-            .decompress(payload, raw_len)
+        slot.as_mut().expect("just set").decompress(payload, raw_len)
     })
 }
 
@@ -103,14 +101,7 @@ pub fn seal(key: &AeadKey, seq: u32, kind: BlobKind, id: &BlobId, payload: &[u8]
 }
 
 /// Appends the stored blob to `out`, encrypting in place (no intermediate copies).
-pub fn seal_into(
-    key: &AeadKey,
-    seq: u32,
-    kind: BlobKind,
-    id: &BlobId,
-    payload: &[u8],
-    out: &mut Vec<u8>,
-) {
+pub fn seal_into(key: &AeadKey, seq: u32, kind: BlobKind, id: &BlobId, payload: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
     nonce[..4].copy_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&nonce);
@@ -135,26 +126,16 @@ pub fn open(
         return Err(FormatError::malformed(WHAT, "shorter than nonce and tag"));
     }
     if raw_len > MAX_BLOB_LEN {
-        return Err(FormatError::malformed(
-            WHAT,
-            format!("length {raw_len} exceeds the limit"),
-        ));
+        return Err(FormatError::malformed(WHAT, format!("length {raw_len} exceeds the limit")));
     }
     let (nonce, rest) = stored.split_at(NONCE_LEN);
-    let nonce: [u8; NONCE_LEN] = nonce
-        .try_into()
-        .map_err(|_| FormatError::malformed(WHAT, "nonce"))?;
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| FormatError::malformed(WHAT, "nonce"))?;
     let mut payload = rest.to_vec();
-    key.open_in_place(&nonce, &aad(kind, id), &mut payload)
-        .map_err(|source| FormatError::Crypto { what: WHAT, source })?;
+    key.open_in_place(&nonce, &aad(kind, id), &mut payload).map_err(|source| FormatError::Crypto { what: WHAT, source })?;
     let plain = if compressed {
-        let p = decompress(&payload, raw_len as usize)
-            .map_err(|e| FormatError::malformed(WHAT, format!("zstd: {e}")))?;
+        let p = decompress(&payload, raw_len as usize).map_err(|e| FormatError::malformed(WHAT, format!("zstd: {e}")))?;
         if p.len() != raw_len as usize {
-            return Err(FormatError::malformed(
-                WHAT,
-                "decompressed length differs from the index",
-            ));
+            return Err(FormatError::malformed(WHAT, "decompressed length differs from the index"));
         }
         p
     } else {
@@ -162,11 +143,7 @@ pub fn open(
     };
     let actual = BlobId::from_bytes(id_key.hash(&plain));
     if actual != *id {
-        return Err(FormatError::IdMismatch {
-            what: WHAT,
-            expected: id.to_hex(),
-            actual: actual.to_hex(),
-        });
+        return Err(FormatError::IdMismatch { what: WHAT, expected: id.to_hex(), actual: actual.to_hex() });
     }
     Ok(plain)
 }
@@ -186,28 +163,10 @@ mod tests {
             let (payload, compressed) = compress(&plain, 3);
             assert_eq!(compressed, plain.len() > 64);
             let stored = seal(&k, 7, BlobKind::Data, &id, &payload);
-            let back = open(
-                &k,
-                &idk,
-                BlobKind::Data,
-                &id,
-                &stored,
-                compressed,
-                plain.len() as u32,
-            )
-            .unwrap();
+            let back = open(&k, &idk, BlobKind::Data, &id, &stored, compressed, plain.len() as u32).unwrap();
             assert_eq!(back, plain);
             // Wrong kind in the associated data fails authentication.
-            assert!(open(
-                &k,
-                &idk,
-                BlobKind::Tree,
-                &id,
-                &stored,
-                compressed,
-                plain.len() as u32
-            )
-            .is_err());
+            assert!(open(&k, &idk, BlobKind::Tree, &id, &stored, compressed, plain.len() as u32).is_err());
         }
     }
 
@@ -260,11 +219,6 @@ mod probe_tests {
         let mut data = random(256 * 1024, 7);
         data.extend(b"the quick brown fox jumps over the lazy dog\n".repeat(20_000));
         let (c, compressed) = compress(&data, 3);
-        assert!(
-            compressed && c.len() < data.len() * 3 / 4,
-            "{} of {}",
-            c.len(),
-            data.len()
-        );
+        assert!(compressed && c.len() < data.len() * 3 / 4, "{} of {}", c.len(), data.len());
     }
 }

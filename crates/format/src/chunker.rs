@@ -18,11 +18,7 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams {
-            min_size: 512 * 1024,
-            avg_size: 1024 * 1024,
-            max_size: 8 * 1024 * 1024,
-        }
+        ChunkerParams { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 8 * 1024 * 1024 }
     }
 }
 
@@ -55,9 +51,7 @@ pub struct Chunker {
 
 impl std::fmt::Debug for Chunker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chunker")
-            .field("params", &self.params)
-            .finish_non_exhaustive()
+        f.debug_struct("Chunker").field("params", &self.params).finish_non_exhaustive()
     }
 }
 
@@ -69,13 +63,7 @@ impl Chunker {
         let mask_s = MASKS[(bits + 1) as usize];
         let mask_l = MASKS[(bits - 1) as usize];
         let (gear, gear_ls) = get_gear_with_seed(seed);
-        Chunker {
-            params,
-            mask_s,
-            mask_l,
-            gear,
-            gear_ls,
-        }
+        Chunker { params, mask_s, mask_l, gear, gear_ls }
     }
 
     pub fn params(&self) -> ChunkerParams {
@@ -101,13 +89,7 @@ impl Chunker {
 
     /// Splits everything `reader` yields into chunks.
     pub fn chunks<R: Read>(&self, reader: R) -> Chunks<'_, R> {
-        Chunks {
-            chunker: self,
-            reader,
-            buf: Vec::new(),
-            start: 0,
-            eof: false,
-        }
+        Chunks { chunker: self, reader, buf: Vec::new(), start: 0, eof: false }
     }
 }
 
@@ -186,11 +168,7 @@ mod tests {
     }
 
     fn small() -> ChunkerParams {
-        ChunkerParams {
-            min_size: 2048,
-            avg_size: 8192,
-            max_size: 65536,
-        }
+        ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 65536 }
     }
 
     #[test]
@@ -211,8 +189,7 @@ mod tests {
         let mut edited = data.clone();
         edited.splice(500_000..500_000, b"inserted bytes".iter().copied());
         let c = Chunker::new(small(), 1);
-        let a: std::collections::HashSet<Vec<u8>> =
-            c.chunks(&data[..]).map(|r| r.unwrap()).collect();
+        let a: std::collections::HashSet<Vec<u8>> = c.chunks(&data[..]).map(|r| r.unwrap()).collect();
         let b: Vec<Vec<u8>> = c.chunks(&edited[..]).map(|r| r.unwrap()).collect();
         let new = b.iter().filter(|ch| !a.contains(*ch)).count();
         assert!(new <= 3, "{new} new chunks");
@@ -221,14 +198,8 @@ mod tests {
     #[test]
     fn seed_changes_boundaries() {
         let data = pseudo_random(1 << 20, 3);
-        let a: Vec<usize> = Chunker::new(small(), 1)
-            .chunks(&data[..])
-            .map(|r| r.unwrap().len())
-            .collect();
-        let b: Vec<usize> = Chunker::new(small(), 2)
-            .chunks(&data[..])
-            .map(|r| r.unwrap().len())
-            .collect();
+        let a: Vec<usize> = Chunker::new(small(), 1).chunks(&data[..]).map(|r| r.unwrap().len()).collect();
+        let b: Vec<usize> = Chunker::new(small(), 2).chunks(&data[..]).map(|r| r.unwrap().len()).collect();
         assert_ne!(a, b);
     }
 
@@ -239,29 +210,20 @@ mod tests {
         let v: Vec<Vec<u8>> = c.chunks(&b"abc"[..]).map(|r| r.unwrap()).collect();
         assert_eq!(v, vec![b"abc".to_vec()]);
         assert!(ChunkerParams::default().validate().is_ok());
-        assert!(ChunkerParams {
-            min_size: 1,
-            avg_size: 2,
-            max_size: 3
-        }
-        .validate()
-        .is_err());
+        assert!(ChunkerParams { min_size: 1, avg_size: 2, max_size: 3 }.validate().is_err());
     }
 
     #[test]
     fn fixed_cut_points() {
         // Pins the chunker: a change here changes deduplication against existing repositories.
         let data = pseudo_random(300_000, 11);
-        let lens: Vec<usize> = Chunker::new(small(), 0x1234)
-            .chunks(&data[..])
-            .map(|r| r.unwrap().len())
-            .collect();
+        let lens: Vec<usize> = Chunker::new(small(), 0x1234).chunks(&data[..]).map(|r| r.unwrap().len()).collect();
         assert_eq!(lens.iter().sum::<usize>(), 300_000);
         assert_eq!(lens, FIXED_LENS.to_vec(), "{lens:?}");
     }
 
     const FIXED_LENS: &[usize] = &[
-        3396, 11801, 6175, 16601, 21056, 13192, 8300, 12448, 25606, 7191, 10082, 14925, 9605,
-        15527, 10522, 15463, 14841, 8459, 10210, 9810, 6460, 10236, 11160, 18872, 8062,
+        3396, 11801, 6175, 16601, 21056, 13192, 8300, 12448, 25606, 7191, 10082, 14925, 9605, 15527, 10522, 15463, 14841, 8459, 10210,
+        9810, 6460, 10236, 11160, 18872, 8062,
     ];
 }

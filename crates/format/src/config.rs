@@ -44,31 +44,18 @@ impl Config {
     /// Parses and validates a config read from a repository.
     pub fn from_json(data: &[u8]) -> Result<Self, FormatError> {
         const WHAT: &str = "repository config";
-        let v: serde_json::Value =
-            serde_json::from_slice(data).map_err(|e| FormatError::malformed(WHAT, e))?;
+        let v: serde_json::Value = serde_json::from_slice(data).map_err(|e| FormatError::malformed(WHAT, e))?;
         if v.get("magic").and_then(|m| m.as_str()) != Some(MAGIC) {
             return Err(FormatError::BadMagic { what: WHAT });
         }
         let version = v.get("version").and_then(|m| m.as_u64()).unwrap_or(0);
         if version > VERSION as u64 {
-            return Err(FormatError::NewerVersion {
-                what: "repository",
-                found: version.min(u32::MAX as u64) as u32,
-                supported: VERSION,
-            });
+            return Err(FormatError::NewerVersion { what: "repository", found: version.min(u32::MAX as u64) as u32, supported: VERSION });
         }
         let c: Config = serde_json::from_value(v).map_err(|e| FormatError::malformed(WHAT, e))?;
-        c.chunker
-            .validate()
-            .map_err(|e| FormatError::malformed(WHAT, e))?;
-        if !(0..=22).contains(&c.compression_level)
-            || c.pack_size < 1024 * 1024
-            || c.pack_size > 1024 * 1024 * 1024
-        {
-            return Err(FormatError::malformed(
-                WHAT,
-                "compression level or pack size out of range",
-            ));
+        c.chunker.validate().map_err(|e| FormatError::malformed(WHAT, e))?;
+        if !(0..=22).contains(&c.compression_level) || c.pack_size < 1024 * 1024 || c.pack_size > 1024 * 1024 * 1024 {
+            return Err(FormatError::malformed(WHAT, "compression level or pack size out of range"));
         }
         if c.id.len() != 32 || hex::decode(&c.id).is_err() {
             return Err(FormatError::malformed(WHAT, "id is not 32 hex digits"));
@@ -95,10 +82,7 @@ mod tests {
 
     #[test]
     fn fixed_json() {
-        let c = Config {
-            id: "00".repeat(16),
-            ..Config::new("T".into())
-        };
+        let c = Config { id: "00".repeat(16), ..Config::new("T".into()) };
         assert_eq!(
             String::from_utf8(serde_json::to_vec(&c).unwrap()).unwrap(),
             r#"{"magic":"ferry-repository","version":1,"id":"00000000000000000000000000000000","created":"T","chunker":{"min_size":524288,"avg_size":1048576,"max_size":8388608},"compression_level":3,"pack_size":16777216}"#

@@ -61,14 +61,9 @@ pub fn open_object(key: &AeadKey, t: ObjectType, data: &[u8]) -> Result<Vec<u8>,
     }
     let version = u16::from_le_bytes([header[6], header[7]]);
     if version > t.version() {
-        return Err(FormatError::NewerVersion {
-            what,
-            found: version.into(),
-            supported: t.version().into(),
-        });
+        return Err(FormatError::NewerVersion { what, found: version.into(), supported: t.version().into() });
     }
-    key.open_random_nonce(header, sealed)
-        .map_err(|source| FormatError::Crypto { what, source })
+    key.open_random_nonce(header, sealed).map_err(|source| FormatError::Crypto { what, source })
 }
 
 /// Seals `body` and names the object by the BLAKE3 of its bytes.
@@ -78,19 +73,10 @@ pub(crate) fn seal_named(key: &AeadKey, t: ObjectType, body: &[u8]) -> ([u8; 32]
 }
 
 /// Checks that `bytes` are named `id`, then opens them.
-pub(crate) fn open_named(
-    key: &AeadKey,
-    t: ObjectType,
-    id: &[u8; 32],
-    bytes: &[u8],
-) -> Result<Vec<u8>, FormatError> {
+pub(crate) fn open_named(key: &AeadKey, t: ObjectType, id: &[u8; 32], bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
     let actual = ferry_crypto::content_hash(bytes);
     if actual != *id {
-        return Err(FormatError::IdMismatch {
-            what: t.name(),
-            expected: hex::encode(id),
-            actual: hex::encode(actual),
-        });
+        return Err(FormatError::IdMismatch { what: t.name(), expected: hex::encode(id), actual: hex::encode(actual) });
     }
     open_object(key, t, bytes)
 }
@@ -105,23 +91,14 @@ mod tests {
         let o = seal_object(&k, ObjectType::Index, b"body");
         assert_eq!(&o[..8], b"FRYIDX\x01\x00");
         assert_eq!(open_object(&k, ObjectType::Index, &o).unwrap(), b"body");
-        assert!(matches!(
-            open_object(&k, ObjectType::RecoveryPoint, &o),
-            Err(FormatError::BadMagic { .. })
-        ));
+        assert!(matches!(open_object(&k, ObjectType::RecoveryPoint, &o), Err(FormatError::BadMagic { .. })));
         let mut newer = o.clone();
         newer[6] = 9;
-        assert!(matches!(
-            open_object(&k, ObjectType::Index, &newer),
-            Err(FormatError::NewerVersion { .. })
-        ));
+        assert!(matches!(open_object(&k, ObjectType::Index, &newer), Err(FormatError::NewerVersion { .. })));
         let mut bad = o.clone();
         let n = bad.len();
         bad[n - 1] ^= 1;
-        assert!(matches!(
-            open_object(&k, ObjectType::Index, &bad),
-            Err(FormatError::Crypto { .. })
-        ));
+        assert!(matches!(open_object(&k, ObjectType::Index, &bad), Err(FormatError::Crypto { .. })));
         assert!(open_object(&k, ObjectType::Index, &o[..5]).is_err());
     }
 }

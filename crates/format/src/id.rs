@@ -148,14 +148,8 @@ mod tests {
     #[test]
     fn json_is_hex_and_postcard_is_raw() {
         let id = PackId::from_bytes([0xab; 32]);
-        assert_eq!(
-            serde_json::to_string(&id).unwrap(),
-            format!("\"{}\"", "ab".repeat(32))
-        );
-        assert_eq!(
-            serde_json::from_str::<PackId>(&serde_json::to_string(&id).unwrap()).unwrap(),
-            id
-        );
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<PackId>(&serde_json::to_string(&id).unwrap()).unwrap(), id);
         assert_eq!(postcard::to_allocvec(&id).unwrap(), vec![0xab; 32]);
         assert!(serde_json::from_str::<PackId>("\"zz\"").is_err());
     }

@@ -78,12 +78,7 @@ mod tests {
     #[test]
     fn fixed_body_bytes() {
         let f = IndexFile {
-            packs: vec![IndexPack {
-                id: PackId::from_bytes([1; 32]),
-                salt: [2; 16],
-                size: 300,
-                blobs: vec![],
-            }],
+            packs: vec![IndexPack { id: PackId::from_bytes([1; 32]), salt: [2; 16], size: 300, blobs: vec![] }],
             supersedes: vec![],
         };
         let body = postcard::to_allocvec(&f).unwrap();

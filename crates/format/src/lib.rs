@@ -28,9 +28,7 @@ pub use error::FormatError;
 pub use id::{BlobId, Id, IndexId, KeyId, PackId, RecoveryPointId};
 
 /// The kind of a blob: file content or a directory tree.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum BlobKind {
     Data,
     Tree,

@@ -75,35 +75,16 @@ impl PackWriter {
         let salt: [u8; 16] = ferry_crypto::random_bytes();
         buf.extend_from_slice(&header_aad());
         buf.extend_from_slice(&salt);
-        PackWriter {
-            key: master.pack_key(&salt),
-            salt,
-            buf,
-            entries: Vec::new(),
-        }
+        PackWriter { key: master.pack_key(&salt), salt, buf, entries: Vec::new() }
     }
 
     /// Encrypts and appends one blob whose payload is already compressed (or not).
-    pub fn add(
-        &mut self,
-        kind: BlobKind,
-        id: BlobId,
-        payload: &[u8],
-        compressed: bool,
-        raw_len: u32,
-    ) {
+    pub fn add(&mut self, kind: BlobKind, id: BlobId, payload: &[u8], compressed: bool, raw_len: u32) {
         let seq = self.entries.len() as u32;
         let offset = self.buf.len();
         blob::seal_into(&self.key, seq, kind, &id, payload, &mut self.buf);
         let length = (self.buf.len() - offset) as u32;
-        self.entries.push(PackEntry {
-            kind,
-            id,
-            offset: offset as u32,
-            length,
-            raw_len,
-            compressed,
-        });
+        self.entries.push(PackEntry { kind, id, offset: offset as u32, length, raw_len, compressed });
     }
 
     /// Bytes written so far.
@@ -129,12 +110,7 @@ impl PackWriter {
         self.buf.extend_from_slice(&header_len.to_le_bytes());
         self.buf.extend_from_slice(END);
         let id = PackId::from_bytes(ferry_crypto::content_hash(&self.buf));
-        FinishedPack {
-            id,
-            salt: self.salt,
-            bytes: self.buf,
-            entries: self.entries,
-        }
+        FinishedPack { id, salt: self.salt, bytes: self.buf, entries: self.entries }
     }
 }
 
@@ -148,11 +124,7 @@ pub fn parse_preamble(pre: &[u8]) -> Result<[u8; 16], FormatError> {
     }
     let version = u16::from_le_bytes([pre[6], pre[7]]);
     if version > VERSION {
-        return Err(FormatError::NewerVersion {
-            what: WHAT,
-            found: version.into(),
-            supported: VERSION.into(),
-        });
+        return Err(FormatError::NewerVersion { what: WHAT, found: version.into(), supported: VERSION.into() });
     }
     let mut salt = [0u8; 16];
     salt.copy_from_slice(&pre[8..24]);
@@ -162,69 +134,37 @@ pub fn parse_preamble(pre: &[u8]) -> Result<[u8; 16], FormatError> {
 /// Reads the trailer (the last [`TRAILER_LEN`] bytes) and returns the sealed header's length.
 pub fn parse_trailer(trailer: &[u8], pack_len: u64) -> Result<u32, FormatError> {
     if trailer.len() != TRAILER_LEN || &trailer[4..] != END {
-        return Err(FormatError::malformed(
-            WHAT,
-            "missing end marker (truncated pack?)",
-        ));
+        return Err(FormatError::malformed(WHAT, "missing end marker (truncated pack?)"));
     }
     let len = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     if len > MAX_HEADER_LEN || (len as u64) + (PREAMBLE_LEN + TRAILER_LEN) as u64 > pack_len {
-        return Err(FormatError::malformed(
-            WHAT,
-            format!("header length {len} does not fit the pack"),
-        ));
+        return Err(FormatError::malformed(WHAT, format!("header length {len} does not fit the pack")));
     }
     Ok(len)
 }
 
 /// Decrypts the sealed header and checks every entry lies inside the blob area.
-pub fn open_header(
-    master: &MasterKey,
-    salt: &[u8; 16],
-    sealed: &[u8],
-    pack_len: u64,
-) -> Result<Vec<PackEntry>, FormatError> {
+pub fn open_header(master: &MasterKey, salt: &[u8; 16], sealed: &[u8], pack_len: u64) -> Result<Vec<PackEntry>, FormatError> {
     if sealed.len() < NONCE_LEN {
-        return Err(FormatError::malformed(
-            WHAT,
-            "header shorter than its nonce",
-        ));
+        return Err(FormatError::malformed(WHAT, "header shorter than its nonce"));
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    let nonce: [u8; NONCE_LEN] = nonce
-        .try_into()
-        .map_err(|_| FormatError::malformed(WHAT, "nonce"))?;
-    let plain = master
-        .pack_key(salt)
-        .open(&nonce, &header_aad(), ct)
-        .map_err(|source| FormatError::Crypto {
-            what: "pack header",
-            source,
-        })?;
-    let entries: Vec<PackEntry> = postcard::from_bytes(&plain)
-        .map_err(|e| FormatError::malformed(WHAT, format!("header: {e}")))?;
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| FormatError::malformed(WHAT, "nonce"))?;
+    let plain =
+        master.pack_key(salt).open(&nonce, &header_aad(), ct).map_err(|source| FormatError::Crypto { what: "pack header", source })?;
+    let entries: Vec<PackEntry> = postcard::from_bytes(&plain).map_err(|e| FormatError::malformed(WHAT, format!("header: {e}")))?;
     let blob_end = pack_len - (sealed.len() + TRAILER_LEN) as u64;
     for e in &entries {
         let end = e.offset as u64 + e.length as u64;
-        if (e.offset as usize) < PREAMBLE_LEN
-            || end > blob_end
-            || (e.length as usize) < blob::OVERHEAD
-        {
-            return Err(FormatError::malformed(
-                WHAT,
-                format!("entry for blob {} lies outside the pack", e.id.short()),
-            ));
+        if (e.offset as usize) < PREAMBLE_LEN || end > blob_end || (e.length as usize) < blob::OVERHEAD {
+            return Err(FormatError::malformed(WHAT, format!("entry for blob {} lies outside the pack", e.id.short())));
         }
     }
     Ok(entries)
 }
 
 /// Parses a whole pack held in memory: verifies its name, returns salt and entries.
-pub fn read_pack(
-    master: &MasterKey,
-    id: &PackId,
-    bytes: &[u8],
-) -> Result<([u8; 16], Vec<PackEntry>), FormatError> {
+pub fn read_pack(master: &MasterKey, id: &PackId, bytes: &[u8]) -> Result<([u8; 16], Vec<PackEntry>), FormatError> {
     verify_id(id, bytes)?;
     let salt = parse_preamble(bytes)?;
     let n = bytes.len() as u64;
@@ -241,11 +181,7 @@ pub fn read_pack(
 pub fn verify_id(id: &PackId, bytes: &[u8]) -> Result<(), FormatError> {
     let actual = PackId::from_bytes(ferry_crypto::content_hash(bytes));
     if actual != *id {
-        return Err(FormatError::IdMismatch {
-            what: WHAT,
-            expected: id.to_hex(),
-            actual: actual.to_hex(),
-        });
+        return Err(FormatError::IdMismatch { what: WHAT, expected: id.to_hex(), actual: actual.to_hex() });
     }
     Ok(())
 }
@@ -262,13 +198,7 @@ mod tests {
         let blobs: Vec<Vec<u8>> = vec![b"one".to_vec(), vec![1u8; 5000], b"three".to_vec()];
         for b in &blobs {
             let (p, c) = blob::compress(b, 3);
-            w.add(
-                BlobKind::Data,
-                BlobId::from_bytes(idk.hash(b)),
-                &p,
-                c,
-                b.len() as u32,
-            );
+            w.add(BlobKind::Data, BlobId::from_bytes(idk.hash(b)), &p, c, b.len() as u32);
         }
         let f = w.finish();
         let (salt, entries) = read_pack(&m, &f.id, &f.bytes).unwrap();
@@ -277,10 +207,7 @@ mod tests {
         let key = m.pack_key(&salt);
         for (e, b) in entries.iter().zip(&blobs) {
             let stored = &f.bytes[e.offset as usize..(e.offset + e.length) as usize];
-            assert_eq!(
-                &blob::open(&key, &idk, e.kind, &e.id, stored, e.compressed, e.raw_len).unwrap(),
-                b
-            );
+            assert_eq!(&blob::open(&key, &idk, e.kind, &e.id, stored, e.compressed, e.raw_len).unwrap(), b);
         }
     }
 
@@ -292,25 +219,16 @@ mod tests {
         let f = w.finish();
         let mut flipped = f.bytes.clone();
         flipped[30] ^= 1;
-        assert!(matches!(
-            read_pack(&m, &f.id, &flipped),
-            Err(FormatError::IdMismatch { .. })
-        ));
+        assert!(matches!(read_pack(&m, &f.id, &flipped), Err(FormatError::IdMismatch { .. })));
         let truncated = &f.bytes[..f.bytes.len() - 3];
         let tid = PackId::from_bytes(ferry_crypto::content_hash(truncated));
         assert!(read_pack(&m, &tid, truncated).is_err());
         let other = MasterKey::generate();
-        assert!(matches!(
-            read_pack(&other, &f.id, &f.bytes),
-            Err(FormatError::Crypto { .. })
-        ));
+        assert!(matches!(read_pack(&other, &f.id, &f.bytes), Err(FormatError::Crypto { .. })));
         let mut newer = f.bytes.clone();
         newer[6] = 2;
         let nid = PackId::from_bytes(ferry_crypto::content_hash(&newer));
-        assert!(matches!(
-            read_pack(&m, &nid, &newer),
-            Err(FormatError::NewerVersion { .. })
-        ));
+        assert!(matches!(read_pack(&m, &nid, &newer), Err(FormatError::NewerVersion { .. })));
     }
 
     #[test]
@@ -320,10 +238,7 @@ mod tests {
         assert_eq!(&f.bytes[..8], b"FRYPAK\x01\x00");
         assert_eq!(&f.bytes[f.bytes.len() - 4..], b"FEND");
         // Empty header: postcard of an empty Vec is one byte; sealed = nonce + 1 + tag.
-        assert_eq!(
-            &f.bytes[f.bytes.len() - 8..f.bytes.len() - 4],
-            &(12u32 + 1 + 16).to_le_bytes()
-        );
+        assert_eq!(&f.bytes[f.bytes.len() - 8..f.bytes.len() - 4], &(12u32 + 1 + 16).to_le_bytes());
         assert_eq!(&f.bytes[24..36], &[0xff; 12]);
         assert_eq!(f.bytes.len(), 24 + 29 + 8);
     }

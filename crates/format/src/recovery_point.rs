@@ -51,17 +51,8 @@ impl RecoveryPoint {
         (RecoveryPointId::from_bytes(id), bytes)
     }
 
-    pub fn open(
-        master: &MasterKey,
-        id: &RecoveryPointId,
-        bytes: &[u8],
-    ) -> Result<Self, FormatError> {
-        let body = open_named(
-            &master.meta_key(),
-            ObjectType::RecoveryPoint,
-            id.as_bytes(),
-            bytes,
-        )?;
+    pub fn open(master: &MasterKey, id: &RecoveryPointId, bytes: &[u8]) -> Result<Self, FormatError> {
+        let body = open_named(&master.meta_key(), ObjectType::RecoveryPoint, id.as_bytes(), bytes)?;
         serde_json::from_slice(&body).map_err(|e| FormatError::malformed("recovery point", e))
     }
 }

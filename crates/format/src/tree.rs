@@ -92,25 +92,12 @@ impl Tree {
         }
         let version = u16::from_le_bytes([data[6], data[7]]);
         if version > VERSION {
-            return Err(FormatError::NewerVersion {
-                what: WHAT,
-                found: version.into(),
-                supported: VERSION.into(),
-            });
+            return Err(FormatError::NewerVersion { what: WHAT, found: version.into(), supported: VERSION.into() });
         }
-        let nodes: Vec<Node> =
-            postcard::from_bytes(&data[8..]).map_err(|e| FormatError::malformed(WHAT, e))?;
+        let nodes: Vec<Node> = postcard::from_bytes(&data[8..]).map_err(|e| FormatError::malformed(WHAT, e))?;
         for n in &nodes {
-            if n.name.is_empty()
-                || n.name == b"."
-                || n.name == b".."
-                || n.name.contains(&b'/')
-                || n.name.contains(&0)
-            {
-                return Err(FormatError::malformed(
-                    WHAT,
-                    format!("unsafe entry name {:?}", n.name_lossy()),
-                ));
+            if n.name.is_empty() || n.name == b"." || n.name == b".." || n.name.contains(&b'/') || n.name.contains(&0) {
+                return Err(FormatError::malformed(WHAT, format!("unsafe entry name {:?}", n.name_lossy())));
             }
         }
         Ok(Tree { nodes })
@@ -139,21 +126,14 @@ mod tests {
             subtree: None,
             target: vec![],
             rdev: 0,
-            xattrs: vec![
-                (b"user.b".to_vec(), b"2".to_vec()),
-                (b"user.a".to_vec(), b"1".to_vec()),
-            ],
+            xattrs: vec![(b"user.b".to_vec(), b"2".to_vec()), (b"user.a".to_vec(), b"1".to_vec())],
         }
     }
 
     #[test]
     fn deterministic_and_sorted() {
-        let mut a = Tree {
-            nodes: vec![node("b"), node("a")],
-        };
-        let mut b = Tree {
-            nodes: vec![node("a"), node("b")],
-        };
+        let mut a = Tree { nodes: vec![node("b"), node("a")] };
+        let mut b = Tree { nodes: vec![node("a"), node("b")] };
         assert_eq!(a.encode(), b.encode());
         let d = Tree::decode(&a.encode()).unwrap();
         assert_eq!(d.nodes[0].name, b"a");
@@ -163,9 +143,7 @@ mod tests {
     #[test]
     fn escaping_names_are_refused() {
         for bad in ["..", ".", "a/b", ""] {
-            let mut t = Tree {
-                nodes: vec![node(bad)],
-            };
+            let mut t = Tree { nodes: vec![node(bad)] };
             assert!(Tree::decode(&t.encode()).is_err(), "{bad}");
         }
     }
@@ -180,13 +158,8 @@ mod tests {
         let mut t = Tree { nodes: vec![n] };
         let e = t.encode();
         // count, name len, 'x', kind File=0, mode 0o644=420 varint, uid 1000, gid 1000, mtime 1 (zigzag 2), ctime 2 (4), inode 3, dev 4, links 1, size 5, no content, no subtree, empty target, rdev 0, no xattrs
-        let expected: Vec<u8> = [
-            &b"FRYTRE\x01\x00"[..],
-            &[
-                1, 1, b'x', 0, 0xa4, 0x03, 0xe8, 0x07, 0xe8, 0x07, 2, 4, 3, 4, 1, 5, 0, 0, 0, 0, 0,
-            ],
-        ]
-        .concat();
+        let expected: Vec<u8> =
+            [&b"FRYTRE\x01\x00"[..], &[1, 1, b'x', 0, 0xa4, 0x03, 0xe8, 0x07, 0xe8, 0x07, 2, 4, 3, 4, 1, 5, 0, 0, 0, 0, 0]].concat();
         assert_eq!(e, expected);
     }
 

@@ -16,9 +16,7 @@ use ferry_format::index::{IndexFile, IndexPack};
 use ferry_format::pack::{self, PackEntry, PackWriter};
 use ferry_format::recovery_point::{RecoveryPoint, Summary};
 use ferry_format::tree::{Node, NodeKind, Tree};
-use ferry_format::{
-    blob, open_object, seal_object, BlobId, BlobKind, IndexId, ObjectType, PackId, RecoveryPointId,
-};
+use ferry_format::{blob, open_object, seal_object, BlobId, BlobKind, IndexId, ObjectType, PackId, RecoveryPointId};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -27,10 +25,7 @@ fn master() -> MasterKey {
 }
 
 fn cases(n: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: n,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: n, ..ProptestConfig::default() }
 }
 
 // ---- damage -------------------------------------------------------------------------------
@@ -97,43 +92,14 @@ fn kind() -> impl Strategy<Value = BlobKind> {
 }
 
 fn pack_entry() -> impl Strategy<Value = PackEntry> {
-    (
-        kind(),
-        blob_id(),
-        any::<u32>(),
-        any::<u32>(),
-        any::<u32>(),
-        any::<bool>(),
-    )
-        .prop_map(
-            |(kind, id, offset, length, raw_len, compressed)| PackEntry {
-                kind,
-                id,
-                offset,
-                length,
-                raw_len,
-                compressed,
-            },
-        )
+    (kind(), blob_id(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>())
+        .prop_map(|(kind, id, offset, length, raw_len, compressed)| PackEntry { kind, id, offset, length, raw_len, compressed })
 }
 
 fn index_file() -> impl Strategy<Value = IndexFile> {
-    let pack = (
-        any::<[u8; 32]>(),
-        any::<[u8; 16]>(),
-        any::<u64>(),
-        vec(pack_entry(), 0..12),
-    )
-        .prop_map(|(id, salt, size, blobs)| IndexPack {
-            id: PackId::from_bytes(id),
-            salt,
-            size,
-            blobs,
-        });
-    (
-        vec(pack, 0..6),
-        vec(any::<[u8; 32]>().prop_map(IndexId::from_bytes), 0..4),
-    )
+    let pack = (any::<[u8; 32]>(), any::<[u8; 16]>(), any::<u64>(), vec(pack_entry(), 0..12))
+        .prop_map(|(id, salt, size, blobs)| IndexPack { id: PackId::from_bytes(id), salt, size, blobs });
+    (vec(pack, 0..6), vec(any::<[u8; 32]>().prop_map(IndexId::from_bytes), 0..4))
         .prop_map(|(packs, supersedes)| IndexFile { packs, supersedes })
 }
 
@@ -163,12 +129,7 @@ fn summary_with(duration: impl Strategy<Value = f64>) -> impl Strategy<Value = S
 
 fn recovery_point() -> impl Strategy<Value = RecoveryPoint> {
     (
-        (
-            any::<String>(),
-            any::<String>(),
-            any::<String>(),
-            any::<String>(),
-        ),
+        (any::<String>(), any::<String>(), any::<String>(), any::<String>()),
         vec(any::<String>(), 0..4),
         vec(any::<String>(), 0..4),
         proptest::option::of(any::<[u8; 32]>().prop_map(RecoveryPointId::from_bytes)),
@@ -176,37 +137,27 @@ fn recovery_point() -> impl Strategy<Value = RecoveryPoint> {
         any::<bool>(),
         summary(),
     )
-        .prop_map(
-            |((time, host, user, ferry_version), paths, tags, parent, tree, partial, summary)| {
-                RecoveryPoint {
-                    time,
-                    host,
-                    user,
-                    paths,
-                    tags,
-                    parent,
-                    tree,
-                    partial,
-                    summary,
-                    ferry_version,
-                }
-            },
-        )
+        .prop_map(|((time, host, user, ferry_version), paths, tags, parent, tree, partial, summary)| RecoveryPoint {
+            time,
+            host,
+            user,
+            paths,
+            tags,
+            parent,
+            tree,
+            partial,
+            summary,
+            ferry_version,
+        })
 }
 
 /// Chunker limits FastCDC accepts (what `ChunkerParams::validate` lets through).
 fn chunker_params() -> impl Strategy<Value = ChunkerParams> {
-    use fastcdc::v2020::{
-        AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
-    };
+    use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
     (MINIMUM_MIN..=MINIMUM_MAX)
         .prop_flat_map(|min| (Just(min), min.max(AVERAGE_MIN)..=AVERAGE_MAX))
         .prop_flat_map(|(min, avg)| (Just(min), Just(avg), avg.max(MAXIMUM_MIN)..=MAXIMUM_MAX))
-        .prop_map(|(min_size, avg_size, max_size)| ChunkerParams {
-            min_size,
-            avg_size,
-            max_size,
-        })
+        .prop_map(|(min_size, avg_size, max_size)| ChunkerParams { min_size, avg_size, max_size })
 }
 
 /// Small chunker limits, so that a few hundred KiB of input make many chunks.
@@ -214,42 +165,26 @@ fn small_chunker_params() -> impl Strategy<Value = ChunkerParams> {
     (64u32..=2048)
         .prop_flat_map(|min| (Just(min), min.max(256)..=8192))
         .prop_flat_map(|(min, avg)| (Just(min), Just(avg), avg.max(1024)..=32768))
-        .prop_map(|(min_size, avg_size, max_size)| ChunkerParams {
-            min_size,
-            avg_size,
-            max_size,
-        })
+        .prop_map(|(min_size, avg_size, max_size)| ChunkerParams { min_size, avg_size, max_size })
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    (
-        0..=config::VERSION,
-        any::<[u8; 16]>(),
-        any::<String>(),
-        chunker_params(),
-        0i32..=22,
-        (1u32 << 20)..=(1u32 << 30),
+    (0..=config::VERSION, any::<[u8; 16]>(), any::<String>(), chunker_params(), 0i32..=22, (1u32 << 20)..=(1u32 << 30)).prop_map(
+        |(version, id, created, chunker, compression_level, pack_size)| Config {
+            magic: config::MAGIC.into(),
+            version,
+            id: hex::encode(id),
+            created,
+            chunker,
+            compression_level,
+            pack_size,
+        },
     )
-        .prop_map(
-            |(version, id, created, chunker, compression_level, pack_size)| Config {
-                magic: config::MAGIC.into(),
-                version,
-                id: hex::encode(id),
-                created,
-                chunker,
-                compression_level,
-                pack_size,
-            },
-        )
 }
 
 /// A valid entry name: any bytes but '/' and NUL, and not "." or "..".
 fn node_name() -> impl Strategy<Value = Vec<u8>> {
-    vec(
-        any::<u8>().prop_filter("no '/' or NUL", |b| *b != b'/' && *b != 0),
-        1..16,
-    )
-    .prop_filter("not . or ..", |n| n != b"." && n != b"..")
+    vec(any::<u8>().prop_filter("no '/' or NUL", |b| *b != b'/' && *b != 0), 1..16).prop_filter("not . or ..", |n| n != b"." && n != b"..")
 }
 
 fn node_kind() -> impl Strategy<Value = NodeKind> {
@@ -266,13 +201,7 @@ fn node_kind() -> impl Strategy<Value = NodeKind> {
 
 fn node() -> impl Strategy<Value = Node> {
     (
-        (
-            node_name(),
-            node_kind(),
-            any::<[u32; 3]>(),
-            any::<[i64; 2]>(),
-            any::<[u64; 5]>(),
-        ),
+        (node_name(), node_kind(), any::<[u32; 3]>(), any::<[i64; 2]>(), any::<[u64; 5]>()),
         vec(blob_id(), 0..6),
         proptest::option::of(blob_id()),
         vec(any::<u8>(), 0..64),
@@ -280,13 +209,7 @@ fn node() -> impl Strategy<Value = Node> {
     )
         .prop_map(
             |(
-                (
-                    name,
-                    kind,
-                    [mode, uid, gid],
-                    [mtime_ns, ctime_ns],
-                    [inode, device, links, size, rdev],
-                ),
+                (name, kind, [mode, uid, gid], [mtime_ns, ctime_ns], [inode, device, links, size, rdev]),
                 content,
                 subtree,
                 target,

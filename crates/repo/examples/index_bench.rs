@@ -73,15 +73,9 @@ fn parse_args() -> Result<Args> {
             "--dir" => a.dir = Some(value()?.into()),
             "--page-cache" => a.page_cache = value()?.parse().context("parse --page-cache")?,
             "--lookups" => a.lookups = value()?.parse().context("parse --lookups")?,
-            "--blobs-per-pack" => {
-                a.blobs_per_pack = value()?.parse().context("parse --blobs-per-pack")?
-            }
-            "--packs-per-commit" => {
-                a.packs_per_commit = value()?.parse().context("parse --packs-per-commit")?
-            }
-            "--packs-per-txn" => {
-                a.packs_per_txn = value()?.parse().context("parse --packs-per-txn")?
-            }
+            "--blobs-per-pack" => a.blobs_per_pack = value()?.parse().context("parse --blobs-per-pack")?,
+            "--packs-per-commit" => a.packs_per_commit = value()?.parse().context("parse --packs-per-commit")?,
+            "--packs-per-txn" => a.packs_per_txn = value()?.parse().context("parse --packs-per-txn")?,
             "--compact" => a.compact = true,
             "-h" | "--help" => {
                 println!(
@@ -94,9 +88,7 @@ fn parse_args() -> Result<Args> {
         }
     }
     if a.entries == 0 || a.blobs_per_pack == 0 || a.packs_per_commit == 0 || a.packs_per_txn == 0 {
-        bail!(
-            "--entries, --blobs-per-pack, --packs-per-commit and --packs-per-txn must be positive"
-        );
+        bail!("--entries, --blobs-per-pack, --packs-per-commit and --packs-per-txn must be positive");
     }
     Ok(a)
 }
@@ -112,8 +104,7 @@ fn mix(mut z: u64) -> u64 {
 fn id_bytes(stream: u64, i: u64) -> [u8; 32] {
     let mut b = [0u8; 32];
     for k in 0..4u64 {
-        let word =
-            mix(stream.wrapping_add(i.wrapping_mul(4).wrapping_add(k + 1).wrapping_mul(GOLDEN)));
+        let word = mix(stream.wrapping_add(i.wrapping_mul(4).wrapping_add(k + 1).wrapping_mul(GOLDEN)));
         b[k as usize * 8..k as usize * 8 + 8].copy_from_slice(&word.to_le_bytes());
     }
     b
@@ -171,9 +162,7 @@ fn file_size(path: &Path) -> u64 {
 /// Bytes the file occupies on disk (it can be sparse).
 fn allocated(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .map(|m| m.blocks() * 512)
-        .unwrap_or(0)
+    std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
 }
 
 /// One pack of `n` synthetic blobs, the first being blob number `first`.
@@ -194,29 +183,14 @@ fn make_pack(pack_no: u64, first: u64, n: u64) -> IndexPack {
             e
         })
         .collect();
-    let salt: [u8; 16] = id_bytes(STREAM_PACK ^ 1, pack_no)[..16]
-        .try_into()
-        .expect("16 bytes");
-    IndexPack {
-        id: PackId::from_bytes(id_bytes(STREAM_PACK, pack_no)),
-        salt,
-        size: offset as u64 + 4096,
-        blobs,
-    }
+    let salt: [u8; 16] = id_bytes(STREAM_PACK ^ 1, pack_no)[..16].try_into().expect("16 bytes");
+    IndexPack { id: PackId::from_bytes(id_bytes(STREAM_PACK, pack_no)), salt, size: offset as u64 + 4096, blobs }
 }
 
 fn print_header() {
     println!(
         "{:>12} {:>10} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "entries",
-        "elapsed_s",
-        "avg_ins/s",
-        "interval/s",
-        "rss_MiB",
-        "peak_MiB",
-        "file_MiB",
-        "disk_MiB",
-        "B/entry"
+        "entries", "elapsed_s", "avg_ins/s", "interval/s", "rss_MiB", "peak_MiB", "file_MiB", "disk_MiB", "B/entry"
     );
 }
 
@@ -232,10 +206,7 @@ fn main() -> Result<()> {
     };
     let path = dir.join("index.redb");
     if path.exists() {
-        bail!(
-            "{} exists: remove it first (the benchmark starts from an empty cache)",
-            path.display()
-        );
+        bail!("{} exists: remove it first (the benchmark starts from an empty cache)", path.display());
     }
     let (rss0, _) = rss_kib();
     let cache = LocalCache::open(&path, args.page_cache)?;
@@ -251,11 +222,7 @@ fn main() -> Result<()> {
     println!("rss before opening the cache: {:.1} MiB", mib(rss0));
     print_header();
 
-    let mut checkpoints: Vec<u64> = [1u64, 2, 5, 10, 20, 50, 100]
-        .iter()
-        .map(|m| m * 1_000_000)
-        .filter(|&c| c < args.entries)
-        .collect();
+    let mut checkpoints: Vec<u64> = [1u64, 2, 5, 10, 20, 50, 100].iter().map(|m| m * 1_000_000).filter(|&c| c < args.entries).collect();
     checkpoints.push(args.entries);
     let mut next_cp = 0;
 
@@ -305,13 +272,7 @@ fn main() -> Result<()> {
     if count != args.entries {
         bail!("the cache holds {count} blobs, expected {}", args.entries);
     }
-    println!(
-        "inserted {} blobs in {} packs, {} transactions, {} durable commits",
-        inserted,
-        pack_no,
-        txns,
-        index_no + 1
-    );
+    println!("inserted {} blobs in {} packs, {} transactions, {} durable commits", inserted, pack_no, txns, index_no + 1);
 
     let (_, insert_peak) = rss_kib();
     let reset = reset_peak();
@@ -329,18 +290,11 @@ fn main() -> Result<()> {
     report_file("database file", &path, args.entries);
     if args.compact {
         let start = Instant::now();
-        let mut db = redb::Database::builder()
-            .set_cache_size(args.page_cache)
-            .create(&path)
-            .context("reopen the database")?;
+        let mut db = redb::Database::builder().set_cache_size(args.page_cache).create(&path).context("reopen the database")?;
         db.compact().context("compact the database")?;
         drop(db);
         let (_, hwm) = rss_kib();
-        println!(
-            "compacted in {:.1} s (peak rss now {:.1} MiB)",
-            start.elapsed().as_secs_f64(),
-            mib(hwm)
-        );
+        println!("compacted in {:.1} s (peak rss now {:.1} MiB)", start.elapsed().as_secs_f64(), mib(hwm));
         report_file("compacted file", &path, args.entries);
     }
     Ok(())
@@ -386,11 +340,7 @@ fn lookups(cache: &LocalCache, args: &Args, present: bool) -> Result<()> {
         mib(hwm)
     );
     if found != expected {
-        bail!(
-            "{found} of {} {} lookups found a blob, expected {expected}",
-            args.lookups,
-            if present { "present" } else { "absent" }
-        );
+        bail!("{found} of {} {} lookups found a blob, expected {expected}", args.lookups, if present { "present" } else { "absent" });
     }
     Ok(())
 }

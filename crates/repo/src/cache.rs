@@ -94,8 +94,7 @@ impl LocalCache {
     /// Opens (or creates) the cache database at `path`; `page_cache` bounds its memory.
     pub fn open(path: &Path, page_cache: usize) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("create cache folder {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("create cache folder {}", dir.display()))?;
         }
         let db = Database::builder()
             .set_cache_size(page_cache)
@@ -112,11 +111,7 @@ impl LocalCache {
         Ok(c)
     }
 
-    fn write(
-        &self,
-        durability: Durability,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
-    ) -> Result<()> {
+    fn write(&self, durability: Durability, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
         let mut w = self.db.begin_write().context("begin cache transaction")?;
         w.set_durability(durability);
         f(&w)?;
@@ -128,8 +123,7 @@ impl LocalCache {
     pub fn lookup(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
         let r = self.db.begin_read()?;
         let t = r.open_table(BLOBS)?;
-        Ok(t.get(blob_key(kind, id))?
-            .map(|v| decode_loc(kind, *id, &v.value())))
+        Ok(t.get(blob_key(kind, id))?.map(|v| decode_loc(kind, *id, &v.value())))
     }
 
     pub fn contains(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
@@ -153,17 +147,8 @@ impl LocalCache {
     /// Records packs (and their blobs). `index_file` marks the index file they came from.
     /// `durable` forces the commit to disk; otherwise it survives only a clean exit (the
     /// repository index files are the truth, so losing it costs a resync, never data).
-    pub fn add_packs(
-        &self,
-        packs: &[IndexPack],
-        index_file: Option<&IndexId>,
-        durable: bool,
-    ) -> Result<()> {
-        let d = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
+    pub fn add_packs(&self, packs: &[IndexPack], index_file: Option<&IndexId>, durable: bool) -> Result<()> {
+        let d = if durable { Durability::Immediate } else { Durability::None };
         self.write(d, |w| {
             let mut blobs = w.open_table(BLOBS)?;
             let mut pt = w.open_table(PACKS)?;
@@ -192,11 +177,7 @@ impl LocalCache {
 
     /// Marks an index file as incorporated (its packs were added during this session).
     pub fn mark_index_file(&self, id: &IndexId, durable: bool) -> Result<()> {
-        let d = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
+        let d = if durable { Durability::Immediate } else { Durability::None };
         self.write(d, |w| {
             w.open_table(INDEX_FILES)?.insert(id.as_bytes(), ())?;
             Ok(())
@@ -276,44 +257,18 @@ mod tests {
     use super::*;
 
     fn entry(id: u8, offset: u32) -> PackEntry {
-        PackEntry {
-            kind: BlobKind::Data,
-            id: BlobId::from_bytes([id; 32]),
-            offset,
-            length: 40,
-            raw_len: 10,
-            compressed: true,
-        }
+        PackEntry { kind: BlobKind::Data, id: BlobId::from_bytes([id; 32]), offset, length: 40, raw_len: 10, compressed: true }
     }
 
     #[test]
     fn add_lookup_clear() {
         let dir = tempfile::tempdir().unwrap();
         let c = LocalCache::open(&dir.path().join("c.redb"), 1 << 20).unwrap();
-        let p = IndexPack {
-            id: PackId::from_bytes([9; 32]),
-            salt: [1; 16],
-            size: 1000,
-            blobs: vec![entry(1, 24), entry(2, 64)],
-        };
-        c.add_packs(
-            std::slice::from_ref(&p),
-            Some(&IndexId::from_bytes([5; 32])),
-            true,
-        )
-        .unwrap();
-        let l = c
-            .lookup(BlobKind::Data, &BlobId::from_bytes([2; 32]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (l.pack, l.offset, l.length, l.raw_len, l.compressed),
-            (p.id, 64, 40, 10, true)
-        );
-        assert!(c
-            .lookup(BlobKind::Tree, &BlobId::from_bytes([2; 32]))
-            .unwrap()
-            .is_none());
+        let p = IndexPack { id: PackId::from_bytes([9; 32]), salt: [1; 16], size: 1000, blobs: vec![entry(1, 24), entry(2, 64)] };
+        c.add_packs(std::slice::from_ref(&p), Some(&IndexId::from_bytes([5; 32])), true).unwrap();
+        let l = c.lookup(BlobKind::Data, &BlobId::from_bytes([2; 32])).unwrap().unwrap();
+        assert_eq!((l.pack, l.offset, l.length, l.raw_len, l.compressed), (p.id, 64, 40, 10, true));
+        assert!(c.lookup(BlobKind::Tree, &BlobId::from_bytes([2; 32])).unwrap().is_none());
         assert_eq!(c.pack_info(&p.id).unwrap(), Some(([1; 16], 1000)));
         assert_eq!(c.index_files().unwrap(), vec![IndexId::from_bytes([5; 32])]);
         assert_eq!(c.blob_count().unwrap(), 2);
@@ -326,13 +281,7 @@ mod tests {
     fn files_cache() {
         let dir = tempfile::tempdir().unwrap();
         let c = LocalCache::open(&dir.path().join("c.redb"), 1 << 20).unwrap();
-        let e = FileEntry {
-            size: 1,
-            mtime_ns: 2,
-            ctime_ns: 3,
-            inode: 4,
-            content: vec![BlobId::from_bytes([1; 32])],
-        };
+        let e = FileEntry { size: 1, mtime_ns: 2, ctime_ns: 3, inode: 4, content: vec![BlobId::from_bytes([1; 32])] };
         c.put_files(&[(b"/a".to_vec(), e.clone())]).unwrap();
         assert_eq!(c.file(b"/a").unwrap(), Some(e));
         assert_eq!(c.file(b"/b").unwrap(), None);

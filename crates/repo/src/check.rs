@@ -62,17 +62,11 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                     indexed.insert(p.id, (p.size, p.blobs));
                 }
             }
-            Err(e) => report.damage.push(Damage {
-                object: format!("index file {}", id),
-                problem: format!("{e:#}"),
-                affected: vec![],
-            }),
+            Err(e) => report.damage.push(Damage { object: format!("index file {}", id), problem: format!("{e:#}"), affected: vec![] }),
         }
     }
-    let blob_pack: HashMap<(BlobKind, BlobId), PackId> = indexed
-        .iter()
-        .flat_map(|(p, (_, bs))| bs.iter().map(move |b| ((b.kind, b.id), *p)))
-        .collect();
+    let blob_pack: HashMap<(BlobKind, BlobId), PackId> =
+        indexed.iter().flat_map(|(p, (_, bs))| bs.iter().map(move |b| ((b.kind, b.id), *p))).collect();
     // Packs in the store.
     let mut stored: HashMap<PackId, u64> = HashMap::new();
     for o in repo.store().list("data/")? {
@@ -95,11 +89,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             for b in blobs {
                 bad_blobs.insert((b.kind, b.id), format!("pack {} {p}", id.short()));
             }
-            report.damage.push(Damage {
-                object: format!("pack {id}"),
-                problem: p,
-                affected: vec![],
-            });
+            report.damage.push(Damage { object: format!("pack {id}"), problem: p, affected: vec![] });
         }
     }
     // Read data.
@@ -109,19 +99,14 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         let take = ((ids.len() as f64) * opts.read_data_percent.min(100.0) / 100.0).ceil() as usize;
         if take < ids.len() {
             // A random subset, so repeated partial checks cover everything over time.
-            let start =
-                (u64::from_le_bytes(ferry_crypto::random_bytes()) % ids.len() as u64) as usize;
+            let start = (u64::from_le_bytes(ferry_crypto::random_bytes()) % ids.len() as u64) as usize;
             ids.rotate_left(start);
             ids.truncate(take);
         }
         for id in ids {
             report.packs_read += 1;
             if let Some(p) = read_pack(repo, id, &indexed[id].1) {
-                report.damage.push(Damage {
-                    object: format!("pack {id}"),
-                    problem: p.0.clone(),
-                    affected: vec![],
-                });
+                report.damage.push(Damage { object: format!("pack {id}"), problem: p.0.clone(), affected: vec![] });
                 for b in p.1 {
                     bad_blobs.insert(b, format!("pack {} {}", id.short(), p.0));
                 }
@@ -142,14 +127,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     }
     for (rp_id, rp) in &points {
         let short = rp_id.short();
-        let root_ok = check_tree(
-            repo,
-            &rp.tree,
-            &blob_pack,
-            &bad_blobs,
-            &mut report,
-            &format!("recovery point {short}"),
-        );
+        let root_ok = check_tree(repo, &rp.tree, &blob_pack, &bad_blobs, &mut report, &format!("recovery point {short}"));
         if !root_ok {
             continue;
         }
@@ -160,14 +138,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 };
                 let first = seen_trees.insert(sub);
                 let ok = if first {
-                    check_tree(
-                        repo,
-                        &sub,
-                        &blob_pack,
-                        &bad_blobs,
-                        &mut report,
-                        &format!("{short}:{}", path.display()),
-                    )
+                    check_tree(repo, &sub, &blob_pack, &bad_blobs, &mut report, &format!("{short}:{}", path.display()))
                 } else {
                     true
                 };
@@ -183,35 +154,21 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                     None
                 };
                 if let Some(p) = problem {
-                    affected
-                        .entry(format!("chunk {c}: {p}"))
-                        .or_default()
-                        .push(format!("{short}:{}", path.display()));
+                    affected.entry(format!("chunk {c}: {p}")).or_default().push(format!("{short}:{}", path.display()));
                 }
             }
             Ok(true)
         });
         if let Err(e) = r {
-            report.damage.push(Damage {
-                object: format!("recovery point {rp_id}"),
-                problem: format!("{e:#}"),
-                affected: vec![],
-            });
+            report.damage.push(Damage { object: format!("recovery point {rp_id}"), problem: format!("{e:#}"), affected: vec![] });
         }
     }
     report.trees = seen_trees.len() as u64;
     let mut chunk_damage: Vec<Damage> = affected
         .into_iter()
         .map(|(k, files)| {
-            let (obj, problem) = k
-                .split_once(": ")
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .unwrap_or((k.clone(), String::new()));
-            Damage {
-                object: obj,
-                problem,
-                affected: files,
-            }
+            let (obj, problem) = k.split_once(": ").map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or((k.clone(), String::new()));
+            Damage { object: obj, problem, affected: files }
         })
         .collect();
     chunk_damage.sort_by(|a, b| a.object.cmp(&b.object));
@@ -249,11 +206,7 @@ fn check_tree(
 }
 
 /// Reads a whole pack and checks everything in it. Returns the problem and the damaged blobs.
-fn read_pack(
-    repo: &Repository,
-    id: &PackId,
-    indexed: &[pack::PackEntry],
-) -> Option<(String, Vec<(BlobKind, BlobId)>)> {
+fn read_pack(repo: &Repository, id: &PackId, indexed: &[pack::PackEntry]) -> Option<(String, Vec<(BlobKind, BlobId)>)> {
     let all = || indexed.iter().map(|b| (b.kind, b.id)).collect::<Vec<_>>();
     let bytes = match repo.read_pack(id) {
         Ok(b) => b,
@@ -268,11 +221,7 @@ fn read_pack(
                 Ok(s) => s,
                 Err(_) => return Some((format!("{e}"), all())),
             };
-            let bad: Vec<_> = indexed
-                .iter()
-                .filter(|b| open_one(repo, &salt, &bytes, b).is_err())
-                .map(|b| (b.kind, b.id))
-                .collect();
+            let bad: Vec<_> = indexed.iter().filter(|b| open_one(repo, &salt, &bytes, b).is_err()).map(|b| (b.kind, b.id)).collect();
             return Some((format!("{e}"), bad));
         }
     };
@@ -289,16 +238,9 @@ fn read_pack(
     }
 }
 
-fn open_one(
-    repo: &Repository,
-    salt: &[u8; 16],
-    bytes: &[u8],
-    b: &pack::PackEntry,
-) -> Result<Vec<u8>> {
+fn open_one(repo: &Repository, salt: &[u8; 16], bytes: &[u8], b: &pack::PackEntry) -> Result<Vec<u8>> {
     let (s, e) = (b.offset as usize, b.offset as usize + b.length as usize);
-    let Some(stored) = bytes.get(s..e) else {
-        anyhow::bail!("blob lies past the end of the pack")
-    };
+    let Some(stored) = bytes.get(s..e) else { anyhow::bail!("blob lies past the end of the pack") };
     let loc = crate::cache::BlobLocation {
         pack: PackId::from_bytes([0; 32]),
         kind: b.kind,

@@ -51,23 +51,12 @@ pub fn diff(repo: &Repository, a: &BlobId, b: &BlobId) -> Result<Vec<DiffEntry>>
 
 fn children(repo: &Repository, t: Option<&BlobId>) -> Result<BTreeMap<Vec<u8>, Node>> {
     Ok(match t {
-        Some(id) => repo
-            .load_tree(id)?
-            .nodes
-            .into_iter()
-            .map(|n| (n.name.clone(), n))
-            .collect(),
+        Some(id) => repo.load_tree(id)?.nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
         None => BTreeMap::new(),
     })
 }
 
-fn diff_trees(
-    repo: &Repository,
-    a: Option<&BlobId>,
-    b: Option<&BlobId>,
-    here: &Path,
-    out: &mut Vec<DiffEntry>,
-) -> Result<()> {
+fn diff_trees(repo: &Repository, a: Option<&BlobId>, b: Option<&BlobId>, here: &Path, out: &mut Vec<DiffEntry>) -> Result<()> {
     if a.is_some() && a == b {
         return Ok(());
     }
@@ -78,53 +67,29 @@ fn diff_trees(
         let p = path.display().to_string();
         match (ca.remove(&name), cb.remove(&name)) {
             (Some(x), None) => {
-                out.push(DiffEntry {
-                    change: Change::Removed,
-                    path: p,
-                });
+                out.push(DiffEntry { change: Change::Removed, path: p });
                 if x.kind == NodeKind::Dir {
                     diff_trees(repo, x.subtree.as_ref(), None, &path, out)?;
                 }
             }
             (None, Some(y)) => {
-                out.push(DiffEntry {
-                    change: Change::Added,
-                    path: p,
-                });
+                out.push(DiffEntry { change: Change::Added, path: p });
                 if y.kind == NodeKind::Dir {
                     diff_trees(repo, None, y.subtree.as_ref(), &path, out)?;
                 }
             }
             (Some(x), Some(y)) => {
                 if x.kind != y.kind {
-                    out.push(DiffEntry {
-                        change: Change::Type,
-                        path: p,
-                    });
+                    out.push(DiffEntry { change: Change::Type, path: p });
                 } else if x.kind == NodeKind::Dir {
-                    if x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || x.xattrs != y.xattrs
-                    {
-                        out.push(DiffEntry {
-                            change: Change::Metadata,
-                            path: p,
-                        });
+                    if x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || x.xattrs != y.xattrs {
+                        out.push(DiffEntry { change: Change::Metadata, path: p });
                     }
                     diff_trees(repo, x.subtree.as_ref(), y.subtree.as_ref(), &path, out)?;
                 } else if x.content != y.content || x.target != y.target || x.rdev != y.rdev {
-                    out.push(DiffEntry {
-                        change: Change::Modified,
-                        path: p,
-                    });
-                } else if x.mode != y.mode
-                    || x.uid != y.uid
-                    || x.gid != y.gid
-                    || x.mtime_ns != y.mtime_ns
-                    || x.xattrs != y.xattrs
-                {
-                    out.push(DiffEntry {
-                        change: Change::Metadata,
-                        path: p,
-                    });
+                    out.push(DiffEntry { change: Change::Modified, path: p });
+                } else if x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || x.mtime_ns != y.mtime_ns || x.xattrs != y.xattrs {
+                    out.push(DiffEntry { change: Change::Metadata, path: p });
                 }
             }
             (None, None) => {}

@@ -40,9 +40,7 @@ pub struct Decision {
 }
 
 fn parse_time(t: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(t).ok().map(|d| d.with_timezone(&Utc))
 }
 
 /// Applies `policy` to `points` (any order). Points whose time cannot be parsed are kept.
@@ -50,10 +48,7 @@ pub fn apply(policy: &Policy, points: &[(RecoveryPointId, RecoveryPoint)]) -> Ve
     type Group<'a> = Vec<&'a (RecoveryPointId, RecoveryPoint)>;
     let mut groups: BTreeMap<(String, Vec<String>), Group<'_>> = BTreeMap::new();
     for p in points {
-        groups
-            .entry((p.1.host.clone(), p.1.paths.clone()))
-            .or_default()
-            .push(p);
+        groups.entry((p.1.host.clone(), p.1.paths.clone())).or_default().push(p);
     }
     let mut out = Vec::new();
     for (_, mut g) in groups {
@@ -61,9 +56,7 @@ pub fn apply(policy: &Policy, points: &[(RecoveryPointId, RecoveryPoint)]) -> Ve
         type Bucket = fn(&DateTime<Utc>) -> (i32, u32, u32);
         let rules: [(&'static str, Option<usize>, Bucket); 4] = [
             ("daily", policy.daily, |t| (t.year(), t.ordinal(), 0)),
-            ("weekly", policy.weekly, |t| {
-                (t.iso_week().year(), t.iso_week().week(), 0)
-            }),
+            ("weekly", policy.weekly, |t| (t.iso_week().year(), t.iso_week().week(), 0)),
             ("monthly", policy.monthly, |t| (t.year(), t.month(), 0)),
             ("yearly", policy.yearly, |t| (t.year(), 0, 0)),
         ];
@@ -86,12 +79,7 @@ pub fn apply(policy: &Policy, points: &[(RecoveryPointId, RecoveryPoint)]) -> Ve
                 }
                 None => reasons.push("unparsable time"),
             }
-            out.push(Decision {
-                id: *id,
-                time: rp.time.clone(),
-                keep: !reasons.is_empty(),
-                reasons,
-            });
+            out.push(Decision { id: *id, time: rp.time.clone(), keep: !reasons.is_empty(), reasons });
         }
     }
     out
@@ -101,9 +89,7 @@ pub fn apply(policy: &Policy, points: &[(RecoveryPointId, RecoveryPoint)]) -> Ve
 /// reclaimed by `prune`.
 pub fn delete(repo: &Repository, ids: &[RecoveryPointId]) -> Result<()> {
     for id in ids {
-        repo.store()
-            .delete(&id.object_key())
-            .with_context(|| format!("delete recovery point {}", id.short()))?;
+        repo.store().delete(&id.object_key()).with_context(|| format!("delete recovery point {}", id.short()))?;
     }
     Ok(())
 }
@@ -130,11 +116,7 @@ mod tests {
     }
 
     fn points(times: &[&str]) -> Vec<(RecoveryPointId, RecoveryPoint)> {
-        times
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (RecoveryPointId::from_bytes([i as u8; 32]), rp(t)))
-            .collect()
+        times.iter().enumerate().map(|(i, t)| (RecoveryPointId::from_bytes([i as u8; 32]), rp(t))).collect()
     }
 
     #[test]
@@ -146,74 +128,24 @@ mod tests {
             "2026-01-03T10:00:00Z",
             "2026-01-03T11:00:00Z",
         ]);
-        let d = apply(
-            &Policy {
-                daily: Some(2),
-                ..Default::default()
-            },
-            &p,
-        );
-        let kept: Vec<&str> = d
-            .iter()
-            .filter(|d| d.keep)
-            .map(|d| d.time.as_str())
-            .collect();
+        let d = apply(&Policy { daily: Some(2), ..Default::default() }, &p);
+        let kept: Vec<&str> = d.iter().filter(|d| d.keep).map(|d| d.time.as_str()).collect();
         assert_eq!(kept, vec!["2026-01-03T11:00:00Z", "2026-01-02T10:00:00Z"]);
-        let d = apply(
-            &Policy {
-                last: Some(1),
-                monthly: Some(1),
-                ..Default::default()
-            },
-            &p,
-        );
+        let d = apply(&Policy { last: Some(1), monthly: Some(1), ..Default::default() }, &p);
         assert_eq!(d.iter().filter(|d| d.keep).count(), 1);
-        let d = apply(
-            &Policy {
-                last: Some(10),
-                ..Default::default()
-            },
-            &p,
-        );
+        let d = apply(&Policy { last: Some(10), ..Default::default() }, &p);
         assert!(d.iter().all(|d| d.keep));
     }
 
     #[test]
     fn weekly_monthly_yearly() {
-        let p = points(&[
-            "2024-06-01T00:00:00Z",
-            "2025-06-01T00:00:00Z",
-            "2025-07-01T00:00:00Z",
-            "2025-07-02T00:00:00Z",
-        ]);
-        let d = apply(
-            &Policy {
-                yearly: Some(5),
-                ..Default::default()
-            },
-            &p,
-        );
+        let p = points(&["2024-06-01T00:00:00Z", "2025-06-01T00:00:00Z", "2025-07-01T00:00:00Z", "2025-07-02T00:00:00Z"]);
+        let d = apply(&Policy { yearly: Some(5), ..Default::default() }, &p);
         assert_eq!(d.iter().filter(|d| d.keep).count(), 2);
-        let d = apply(
-            &Policy {
-                monthly: Some(2),
-                ..Default::default()
-            },
-            &p,
-        );
-        let kept: Vec<&str> = d
-            .iter()
-            .filter(|d| d.keep)
-            .map(|d| d.time.as_str())
-            .collect();
+        let d = apply(&Policy { monthly: Some(2), ..Default::default() }, &p);
+        let kept: Vec<&str> = d.iter().filter(|d| d.keep).map(|d| d.time.as_str()).collect();
         assert_eq!(kept, vec!["2025-07-02T00:00:00Z", "2025-06-01T00:00:00Z"]);
-        let d = apply(
-            &Policy {
-                weekly: Some(1),
-                ..Default::default()
-            },
-            &p,
-        );
+        let d = apply(&Policy { weekly: Some(1), ..Default::default() }, &p);
         assert_eq!(d.iter().filter(|d| d.keep).count(), 1);
     }
 }

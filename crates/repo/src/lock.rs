@@ -64,16 +64,11 @@ fn holder_is_dead(l: &Lock) -> bool {
 }
 
 fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 fn describe(l: &Lock) -> String {
-    format!(
-        "{} on {} (pid {}) since {}",
-        l.purpose, l.host, l.pid, l.started
-    )
+    format!("{} on {} (pid {}) since {}", l.purpose, l.host, l.pid, l.started)
 }
 
 impl RepoLock {
@@ -107,9 +102,7 @@ impl RepoLock {
             boot_id: boot_id(),
         };
         let key = format!("locks/{}", hex::encode(ferry_crypto::random_bytes::<16>()));
-        repo.store()
-            .put(&key, Bytes::from(serde_json::to_vec(&lock)?))
-            .context("write lock")?;
+        repo.store().put(&key, Bytes::from(serde_json::to_vec(&lock)?)).context("write lock")?;
         let held = std::sync::Arc::new(Held {
             key,
             store: repo.store().clone(),
@@ -123,9 +116,7 @@ impl RepoLock {
             .spawn(move || loop {
                 let (m, cv) = &h.stop;
                 let stopped = m.lock().unwrap_or_else(|p| p.into_inner());
-                let (stopped, _) = cv
-                    .wait_timeout(stopped, Duration::from_secs(REFRESH_EVERY_S))
-                    .unwrap_or_else(|p| p.into_inner());
+                let (stopped, _) = cv.wait_timeout(stopped, Duration::from_secs(REFRESH_EVERY_S)).unwrap_or_else(|p| p.into_inner());
                 if *stopped {
                     return;
                 }
@@ -135,10 +126,7 @@ impl RepoLock {
                 }
             })
             .context("start the lock refresher")?;
-        let held = RepoLock {
-            inner: held,
-            refresher: Some(refresher),
-        };
+        let held = RepoLock { inner: held, refresher: Some(refresher) };
         // Two processes may have written at once: look again now that ours is visible.
         check(Some(&held.inner.key))?;
         Ok(held)
@@ -146,12 +134,7 @@ impl RepoLock {
 
     /// When the lock was taken (RFC 3339).
     pub fn started(&self) -> String {
-        self.inner
-            .lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .started
-            .clone()
+        self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).started.clone()
     }
 
     /// The lock's object key.
@@ -181,9 +164,7 @@ impl Held {
         }
         let mut l = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         l.refreshed = now_unix();
-        self.store
-            .put(&self.key, Bytes::from(serde_json::to_vec(&*l)?))
-            .with_context(|| format!("refresh lock {}", self.key))?;
+        self.store.put(&self.key, Bytes::from(serde_json::to_vec(&*l)?)).with_context(|| format!("refresh lock {}", self.key))?;
         Ok(())
     }
 }

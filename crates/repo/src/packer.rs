@@ -81,13 +81,8 @@ impl<'r> PackSink<'r> {
             let r = match msg {
                 Msg::Pack(p) => self.store_pack(p, &mut pending),
                 Msg::Checkpoint(files) => {
-                    tracing::debug!(
-                        "checkpoint: indexing {} pack(s), then {} files cache entries",
-                        pending.len(),
-                        files.len()
-                    );
-                    self.write_index(&mut pending)
-                        .and_then(|_| self.repo.cache().put_files(&files))
+                    tracing::debug!("checkpoint: indexing {} pack(s), then {} files cache entries", pending.len(), files.len());
+                    self.write_index(&mut pending).and_then(|_| self.repo.cache().put_files(&files))
                 }
             };
             if let Err(e) = r {
@@ -123,23 +118,11 @@ impl<'r> PackSink<'r> {
         let size = p.bytes.len() as u64;
         let key = p.id.object_key();
         let t = std::time::Instant::now();
-        self.repo
-            .store()
-            .put_if_absent(&key, Bytes::from(p.bytes))
-            .with_context(|| format!("store pack {}", p.id.short()))?;
-        tracing::debug!(
-            "stored pack {} ({size} bytes) in {:?}",
-            p.id.short(),
-            t.elapsed()
-        );
+        self.repo.store().put_if_absent(&key, Bytes::from(p.bytes)).with_context(|| format!("store pack {}", p.id.short()))?;
+        tracing::debug!("stored pack {} ({size} bytes) in {:?}", p.id.short(), t.elapsed());
         self.bytes_added.fetch_add(size, Ordering::Relaxed);
         // Its blobs stay in `inflight` (deduplicated in memory) until an index file lists the pack.
-        pending.push(IndexPack {
-            id: p.id,
-            salt: p.salt,
-            size,
-            blobs: p.entries,
-        });
+        pending.push(IndexPack { id: p.id, salt: p.salt, size, blobs: p.entries });
         if pending.len() >= PACKS_PER_INDEX_FILE {
             self.write_index(pending)?;
         }
@@ -153,16 +136,10 @@ impl<'r> PackSink<'r> {
         if pending.is_empty() {
             return Ok(());
         }
-        let file = IndexFile {
-            packs: std::mem::take(pending),
-            supersedes: Vec::new(),
-        };
+        let file = IndexFile { packs: std::mem::take(pending), supersedes: Vec::new() };
         let (id, bytes) = file.seal(self.repo.master());
         let n = bytes.len() as u64;
-        self.repo
-            .store()
-            .put_if_absent(&id.object_key(), Bytes::from(bytes))
-            .context("store index file")?;
+        self.repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store index file")?;
         self.repo.cache().add_packs(&file.packs, Some(&id), true)?;
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -176,9 +153,7 @@ impl<'r> PackSink<'r> {
 
     fn send(&self, m: Msg) -> Result<()> {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        tx.ok_or_else(|| anyhow!("the uploader has already finished"))?
-            .send(m)
-            .map_err(|_| anyhow!("the uploader stopped"))
+        tx.ok_or_else(|| anyhow!("the uploader has already finished"))?.send(m).map_err(|_| anyhow!("the uploader stopped"))
     }
 
     /// Stores a blob unless the repository (or this backup) already has it. Returns whether
@@ -187,12 +162,7 @@ impl<'r> PackSink<'r> {
         if self.repo.cache().contains(kind, &id)? {
             return Ok(false);
         }
-        if !self
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((kind, id))
-        {
+        if !self.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, id)) {
             return Ok(false);
         }
         let (payload, compressed) = blob::compress(plain, self.level);
@@ -205,11 +175,7 @@ impl<'r> PackSink<'r> {
             let writer = w.get_or_insert_with(|| {
                 // Data packs reserve their target size plus one maximal blob up front, so the
                 // buffer never doubles; tree packs are small and grow as needed.
-                let cap = if kind == BlobKind::Data {
-                    self.pack_size + (1 << 20)
-                } else {
-                    0
-                };
+                let cap = if kind == BlobKind::Data { self.pack_size + (1 << 20) } else { 0 };
                 PackWriter::with_capacity(self.repo.master(), cap)
             });
             writer.add(kind, id, &payload, compressed, plain.len() as u32);
@@ -251,8 +217,6 @@ impl<'r> PackSink<'r> {
     }
 
     pub(crate) fn stats(&self) -> StoredStats {
-        StoredStats {
-            bytes_added: self.bytes_added.load(Ordering::Relaxed),
-        }
+        StoredStats { bytes_added: self.bytes_added.load(Ordering::Relaxed) }
     }
 }

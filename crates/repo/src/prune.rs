@@ -68,24 +68,11 @@ const GC_MAGIC: &str = "ferry-gc";
 
 type Used = HashSet<(BlobKind, BlobId)>;
 
-fn used_blobs(
-    repo: &Repository,
-    points: &[RecoveryPointId],
-    used: &mut Used,
-    seen_trees: &mut HashSet<BlobId>,
-) -> Result<()> {
+fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, seen_trees: &mut HashSet<BlobId>) -> Result<()> {
     for id in points {
-        let bytes = repo
-            .store()
-            .get(&id.object_key())
-            .with_context(|| format!("read recovery point {}", id.short()))?;
+        let bytes = repo.store().get(&id.object_key()).with_context(|| format!("read recovery point {}", id.short()))?;
         let rp = ferry_format::recovery_point::RecoveryPoint::open(repo.master(), id, &bytes)
-            .with_context(|| {
-                format!(
-                    "recovery point {} is damaged: prune stops rather than risk deleting its data",
-                    id.short()
-                )
-            })?;
+            .with_context(|| format!("recovery point {} is damaged: prune stops rather than risk deleting its data", id.short()))?;
         if !seen_trees.insert(rp.tree) {
             continue;
         }
@@ -102,12 +89,7 @@ fn used_blobs(
             }
             Ok(false)
         })
-        .with_context(|| {
-            format!(
-                "read the trees of recovery point {} (prune stops rather than risk deleting data)",
-                id.short()
-            )
-        })?;
+        .with_context(|| format!("read the trees of recovery point {} (prune stops rather than risk deleting data)", id.short()))?;
     }
     Ok(())
 }
@@ -124,10 +106,7 @@ fn list_points(repo: &Repository) -> Result<Vec<RecoveryPointId>> {
 /// Runs prune (mark, then sweep of every record that is safe to sweep).
 pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let lock = RepoLock::acquire(repo, false, "prune")?;
-    let others: Vec<_> = live_locks(repo)?
-        .into_iter()
-        .filter(|(k, _)| k != lock.key())
-        .collect();
+    let others: Vec<_> = live_locks(repo)?.into_iter().filter(|(k, _)| k != lock.key()).collect();
     if others.iter().any(|(_, l)| l.purpose == "prune") {
         bail!("another prune is running on this repository; try again when it has finished");
     }
@@ -140,21 +119,9 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         report.mark_deferred = true;
         let mut points_seen: HashSet<RecoveryPointId> = list_points(repo)?.into_iter().collect();
         let (mut used, mut seen_trees) = (Used::new(), HashSet::new());
-        used_blobs(
-            repo,
-            &points_seen.iter().copied().collect::<Vec<_>>(),
-            &mut used,
-            &mut seen_trees,
-        )?;
+        used_blobs(repo, &points_seen.iter().copied().collect::<Vec<_>>(), &mut used, &mut seen_trees)?;
         if !opts.dry_run {
-            sweep(
-                repo,
-                &lock,
-                &mut points_seen,
-                &mut used,
-                &mut seen_trees,
-                &mut report,
-            )?;
+            sweep(repo, &lock, &mut points_seen, &mut used, &mut seen_trees, &mut report)?;
         }
         lock.release();
         return Ok(report);
@@ -172,12 +139,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut points_seen: HashSet<RecoveryPointId> = list_points(repo)?.into_iter().collect();
     let mut used = Used::new();
     let mut seen_trees = HashSet::new();
-    used_blobs(
-        repo,
-        &points_seen.iter().copied().collect::<Vec<_>>(),
-        &mut used,
-        &mut seen_trees,
-    )?;
+    used_blobs(repo, &points_seen.iter().copied().collect::<Vec<_>>(), &mut used, &mut seen_trees)?;
     report.blobs_used = used.len() as u64;
 
     let mut keep: Vec<IndexPack> = Vec::new();
@@ -188,12 +150,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     ids.sort();
     for id in ids {
         let p = packs.remove(&id).expect("listed");
-        let used_bytes: u64 = p
-            .blobs
-            .iter()
-            .filter(|b| used.contains(&(b.kind, b.id)))
-            .map(|b| b.length as u64)
-            .sum();
+        let used_bytes: u64 = p.blobs.iter().filter(|b| used.contains(&(b.kind, b.id))).map(|b| b.length as u64).sum();
         let total: u64 = p.blobs.iter().map(|b| b.length as u64).sum::<u64>().max(1);
         if used_bytes == 0 {
             report.packs_unused += 1;
@@ -208,12 +165,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             keep.push(p);
         }
     }
-    let indexed: HashSet<PackId> = keep
-        .iter()
-        .map(|p| p.id)
-        .chain(repack.iter().map(|p| p.id))
-        .chain(candidates.iter().copied())
-        .collect();
+    let indexed: HashSet<PackId> = keep.iter().map(|p| p.id).chain(repack.iter().map(|p| p.id)).chain(candidates.iter().copied()).collect();
     for o in repo.store().list("data/")? {
         if let Some(id) = o.key.rsplit('/').next().and_then(PackId::from_hex) {
             if !indexed.contains(&id) {
@@ -230,12 +182,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         // Repack: copy used blobs of mostly-unused packs into new packs (stored before the index names them).
         for p in &repack {
             let bytes = repo.read_pack(&p.id)?;
-            pack::verify_id(&p.id, &bytes).with_context(|| {
-                format!(
-                    "pack {} is damaged; run `ferry check --read-data`",
-                    p.id.short()
-                )
-            })?;
+            pack::verify_id(&p.id, &bytes).with_context(|| format!("pack {} is damaged; run `ferry check --read-data`", p.id.short()))?;
             let mut w: Option<PackWriter> = None;
             for b in &p.blobs {
                 if !used.contains(&(b.kind, b.id)) || placed.contains(&(b.kind, b.id)) {
@@ -250,12 +197,9 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                     raw_len: b.raw_len,
                     compressed: b.compressed,
                 };
-                let stored = bytes
-                    .get(b.offset as usize..(b.offset + b.length) as usize)
-                    .context("blob outside its pack")?;
+                let stored = bytes.get(b.offset as usize..(b.offset + b.length) as usize).context("blob outside its pack")?;
                 let plain = repo.open_blob(&loc, &p.salt, stored)?;
-                let (payload, c) =
-                    ferry_format::blob::compress(&plain, repo.config().compression_level);
+                let (payload, c) = ferry_format::blob::compress(&plain, repo.config().compression_level);
                 let writer = w.get_or_insert_with(|| PackWriter::new(repo.master()));
                 writer.add(b.kind, b.id, &payload, c, b.raw_len);
                 placed.insert((b.kind, b.id));
@@ -268,44 +212,23 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             }
             candidates.push(p.id);
         }
-        let file = IndexFile {
-            packs: keep,
-            supersedes: index_ids.clone(),
-        };
+        let file = IndexFile { packs: keep, supersedes: index_ids.clone() };
         let (new_id, bytes) = file.seal(repo.master());
-        repo.store()
-            .put_if_absent(&new_id.object_key(), Bytes::from(bytes))
-            .context("store the new index file")?;
+        repo.store().put_if_absent(&new_id.object_key(), Bytes::from(bytes)).context("store the new index file")?;
         // MUST come after the new index file is stored.
         for id in &index_ids {
-            repo.store()
-                .delete(&id.object_key())
-                .with_context(|| format!("delete superseded index file {}", id.short()))?;
+            repo.store().delete(&id.object_key()).with_context(|| format!("delete superseded index file {}", id.short()))?;
         }
         repo.sync_index()?;
         // MUST come after the old index files are gone: the mark time orders it after them.
-        let rec = GcRecord {
-            magic: GC_MAGIC.into(),
-            version: 1,
-            marked_at: chrono::Utc::now().timestamp(),
-            packs: candidates,
-        };
+        let rec = GcRecord { magic: GC_MAGIC.into(), version: 1, marked_at: chrono::Utc::now().timestamp(), packs: candidates };
         let body = serde_json::to_vec(&rec)?;
         let key = format!("gc/{}", hex::encode(ferry_crypto::content_hash(&body)));
-        repo.store()
-            .put_if_absent(&key, Bytes::from(body))
-            .context("store the mark record")?;
+        repo.store().put_if_absent(&key, Bytes::from(body)).context("store the mark record")?;
     }
 
     // ---- sweep
-    sweep(
-        repo,
-        &lock,
-        &mut points_seen,
-        &mut used,
-        &mut seen_trees,
-        &mut report,
-    )?;
+    sweep(repo, &lock, &mut points_seen, &mut used, &mut seen_trees, &mut report)?;
     lock.release();
     Ok(report)
 }
@@ -313,15 +236,8 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 fn store_pack(repo: &Repository, w: PackWriter) -> Result<IndexPack> {
     let f = w.finish();
     let size = f.bytes.len() as u64;
-    repo.store()
-        .put_if_absent(&f.id.object_key(), Bytes::from(f.bytes))
-        .with_context(|| format!("store pack {}", f.id.short()))?;
-    Ok(IndexPack {
-        id: f.id,
-        salt: f.salt,
-        size,
-        blobs: f.entries,
-    })
+    repo.store().put_if_absent(&f.id.object_key(), Bytes::from(f.bytes)).with_context(|| format!("store pack {}", f.id.short()))?;
+    Ok(IndexPack { id: f.id, salt: f.salt, size, blobs: f.entries })
 }
 
 fn sweep(
@@ -340,25 +256,14 @@ fn sweep(
     let oldest_other = locks
         .iter()
         .filter(|(k, _)| k != lock.key())
-        .filter_map(|(_, l)| {
-            chrono::DateTime::parse_from_rfc3339(&l.started)
-                .ok()
-                .map(|t| t.timestamp())
-        })
+        .filter_map(|(_, l)| chrono::DateTime::parse_from_rfc3339(&l.started).ok().map(|t| t.timestamp()))
         .min();
     // Recovery points written since the mark: their blobs count as used.
-    let new_points: Vec<RecoveryPointId> = list_points(repo)?
-        .into_iter()
-        .filter(|p| !points_seen.contains(p))
-        .collect();
+    let new_points: Vec<RecoveryPointId> = list_points(repo)?.into_iter().filter(|p| !points_seen.contains(p)).collect();
     used_blobs(repo, &new_points, used, seen_trees)?;
     points_seen.extend(new_points);
     for o in records {
-        let rec: GcRecord = match repo
-            .store()
-            .get(&o.key)
-            .map(|b| serde_json::from_slice::<GcRecord>(&b))
-        {
+        let rec: GcRecord = match repo.store().get(&o.key).map(|b| serde_json::from_slice::<GcRecord>(&b)) {
             Ok(Ok(r)) if r.magic == GC_MAGIC => r,
             _ => {
                 tracing::warn!("ignoring unreadable mark record {}", o.key);
@@ -377,16 +282,12 @@ fn sweep(
             match read_header(repo, p)? {
                 None => continue, // already gone
                 Some(ip) => {
-                    let needed = ip.blobs.iter().any(|b| {
-                        used.contains(&(b.kind, b.id))
-                            && !repo.cache().contains(b.kind, &b.id).unwrap_or(false)
-                    });
+                    let needed =
+                        ip.blobs.iter().any(|b| used.contains(&(b.kind, b.id)) && !repo.cache().contains(b.kind, &b.id).unwrap_or(false));
                     if needed {
                         resurrect.push(ip);
                     } else {
-                        repo.store()
-                            .delete(&p.object_key())
-                            .with_context(|| format!("delete pack {}", p.short()))?;
+                        repo.store().delete(&p.object_key()).with_context(|| format!("delete pack {}", p.short()))?;
                         report.packs_deleted += 1;
                         report.bytes_deleted += ip.size;
                     }
@@ -395,13 +296,8 @@ fn sweep(
         }
         if !resurrect.is_empty() {
             report.packs_resurrected += resurrect.len() as u64;
-            let (id, bytes) = IndexFile {
-                packs: resurrect,
-                supersedes: vec![],
-            }
-            .seal(repo.master());
-            repo.store()
-                .put_if_absent(&id.object_key(), Bytes::from(bytes))?;
+            let (id, bytes) = IndexFile { packs: resurrect, supersedes: vec![] }.seal(repo.master());
+            repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes))?;
             let _: IndexId = id;
             repo.sync_index()?;
         }
@@ -427,10 +323,5 @@ fn read_header(repo: &Repository, id: &PackId) -> Result<Option<IndexPack>> {
     let hlen = pack::parse_trailer(&trailer, size)? as u64;
     let sealed = repo.store().get_range(&key, size - t - hlen..size - t)?;
     let blobs = pack::open_header(repo.master(), &salt, &sealed, size)?;
-    Ok(Some(IndexPack {
-        id: *id,
-        salt,
-        size,
-        blobs,
-    }))
+    Ok(Some(IndexPack { id: *id, salt, size, blobs }))
 }

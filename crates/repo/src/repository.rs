@@ -41,10 +41,7 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository")
-            .field("store", &self.store.describe())
-            .field("id", &self.config.id)
-            .finish()
+        f.debug_struct("Repository").field("store", &self.store.describe()).field("id", &self.config.id).finish()
     }
 }
 
@@ -61,53 +58,35 @@ fn now() -> String {
 }
 
 pub(crate) fn host_name() -> String {
-    hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into())
+    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
 }
 
 pub(crate) fn user_name() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
 }
 
 fn read_config(store: &dyn Store) -> Result<Option<Config>> {
     match store.get("config") {
-        Ok(b) => Ok(Some(Config::from_json(&b).with_context(|| {
-            format!("read the repository config of {}", store.describe())
-        })?)),
+        Ok(b) => Ok(Some(Config::from_json(&b).with_context(|| format!("read the repository config of {}", store.describe()))?)),
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => {
-            Err(e).with_context(|| format!("read the repository config of {}", store.describe()))
-        }
+        Err(e) => Err(e).with_context(|| format!("read the repository config of {}", store.describe())),
     }
 }
 
 fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<ferry_store::StoreError>()
-            .is_some_and(|s| s.is_transient())
-    })
+    e.chain().any(|c| c.downcast_ref::<ferry_store::StoreError>().is_some_and(|s| s.is_transient()))
 }
 
 fn put_key_file(store: &dyn Store, kf: &KeyFile) -> Result<KeyId> {
     let bytes = kf.to_json();
     let id = KeyId::from_bytes(ferry_crypto::content_hash(&bytes));
-    store
-        .put_if_absent(&id.object_key(), Bytes::from(bytes))
-        .context("store key file")?;
+    store.put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store key file")?;
     Ok(id)
 }
 
 impl Repository {
     /// Creates a repository in an empty location.
-    pub fn init(
-        store: Arc<dyn Store>,
-        passphrase: &[u8],
-        opts: &InitOptions,
-        cache_dir: &Path,
-    ) -> Result<Repository> {
+    pub fn init(store: Arc<dyn Store>, passphrase: &[u8], opts: &InitOptions, cache_dir: &Path) -> Result<Repository> {
         if read_config(&*store)?.is_some() {
             return Err(RepoError::AlreadyExists(store.describe()).into());
         }
@@ -119,20 +98,10 @@ impl Repository {
         if let Some(p) = opts.pack_size {
             config.pack_size = p;
         }
-        let kf = KeyFile::wrap(
-            &master,
-            passphrase,
-            opts.kdf,
-            now(),
-            host_name(),
-            user_name(),
-        )?;
+        let kf = KeyFile::wrap(&master, passphrase, opts.kdf, now(), host_name(), user_name())?;
         let key_id = put_key_file(&*store, &kf)?;
         // The config is written last: it is what makes the location a repository.
-        if !store
-            .put_if_absent("config", Bytes::from(config.to_json()))
-            .context("write repository config")?
-        {
+        if !store.put_if_absent("config", Bytes::from(config.to_json())).context("write repository config")? {
             return Err(RepoError::AlreadyExists(store.describe()).into());
         }
         Self::assemble(store, config, master, key_id, cache_dir)
@@ -140,8 +109,7 @@ impl Repository {
 
     /// Opens an existing repository with a passphrase.
     pub fn open(store: Arc<dyn Store>, passphrase: &[u8], cache_dir: &Path) -> Result<Repository> {
-        let config =
-            read_config(&*store)?.ok_or_else(|| RepoError::NotARepository(store.describe()))?;
+        let config = read_config(&*store)?.ok_or_else(|| RepoError::NotARepository(store.describe()))?;
         let (key_id, master) = Self::unlock(&*store, passphrase)?;
         Self::assemble(store, config, master, key_id, cache_dir)
     }
@@ -149,10 +117,7 @@ impl Repository {
     fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(KeyId, MasterKey)> {
         let keys = store.list("keys/").context("list key files")?;
         if keys.is_empty() {
-            bail!(
-                "repository {} has no key files: it is damaged or not fully created",
-                store.describe()
-            );
+            bail!("repository {} has no key files: it is damaged or not fully created", store.describe());
         }
         let mut problems = Vec::new();
         for k in keys {
@@ -160,9 +125,7 @@ impl Repository {
             let Some(id) = KeyId::from_hex(name) else {
                 continue;
             };
-            let bytes = store
-                .get(&k.key)
-                .with_context(|| format!("read key file {name}"))?;
+            let bytes = store.get(&k.key).with_context(|| format!("read key file {name}"))?;
             match KeyFile::from_json(&bytes).and_then(|kf| kf.unwrap(passphrase)) {
                 Ok(m) => return Ok((id, m)),
                 Err(CryptoError::WrongPassphrase) => {}
@@ -175,41 +138,20 @@ impl Repository {
         Err(RepoError::WrongPassphrase(store.describe()).into())
     }
 
-    fn assemble(
-        store: Arc<dyn Store>,
-        config: Config,
-        master: MasterKey,
-        key_id: KeyId,
-        cache_dir: &Path,
-    ) -> Result<Repository> {
+    fn assemble(store: Arc<dyn Store>, config: Config, master: MasterKey, key_id: KeyId, cache_dir: &Path) -> Result<Repository> {
         let path: PathBuf = cache_dir.join(&config.id).join("index.redb");
         let (cache, temp) = match LocalCache::open(&path, CACHE_PAGE_BYTES) {
             Ok(c) => (c, None),
             Err(e) => {
                 // Another ferry process holds the cache (redb locks it): work from a private
                 // temporary cache, rebuilt from the repository's index files.
-                tracing::warn!(
-                    "cache {} unavailable ({e:#}); using a temporary cache for this run",
-                    path.display()
-                );
+                tracing::warn!("cache {} unavailable ({e:#}); using a temporary cache for this run", path.display());
                 let t = tempfile::tempdir().context("create temporary cache")?;
-                (
-                    LocalCache::open(&t.path().join("index.redb"), CACHE_PAGE_BYTES)?,
-                    Some(t),
-                )
+                (LocalCache::open(&t.path().join("index.redb"), CACHE_PAGE_BYTES)?, Some(t))
             }
         };
         let chunker = Chunker::new(config.chunker, master.chunker_seed());
-        let repo = Repository {
-            id_key: master.id_key(),
-            store,
-            config,
-            master,
-            chunker,
-            cache,
-            key_id,
-            _temp_cache: temp,
-        };
+        let repo = Repository { id_key: master.id_key(), store, config, master, chunker, cache, key_id, _temp_cache: temp };
         repo.sync_index()?;
         Ok(repo)
     }
@@ -217,19 +159,15 @@ impl Repository {
     /// Brings the local index up to date with the repository's index files.
     pub fn sync_index(&self) -> Result<()> {
         let listed = self.store.list("index/").context("list index files")?;
-        let repo_ids: std::collections::HashSet<IndexId> = listed
-            .iter()
-            .filter_map(|o| IndexId::from_hex(o.key.trim_start_matches("index/")))
-            .collect();
-        let known: std::collections::HashSet<IndexId> =
-            self.cache.index_files()?.into_iter().collect();
+        let repo_ids: std::collections::HashSet<IndexId> =
+            listed.iter().filter_map(|o| IndexId::from_hex(o.key.trim_start_matches("index/"))).collect();
+        let known: std::collections::HashSet<IndexId> = self.cache.index_files()?.into_iter().collect();
         if !known.is_subset(&repo_ids) {
             // Index files were removed (prune rewrote the index): start over.
             self.cache.clear_index()?;
             return self.load_index_files(&repo_ids);
         }
-        let missing: std::collections::HashSet<IndexId> =
-            repo_ids.difference(&known).copied().collect();
+        let missing: std::collections::HashSet<IndexId> = repo_ids.difference(&known).copied().collect();
         self.load_index_files(&missing)
     }
 
@@ -253,22 +191,13 @@ impl Repository {
 
     /// Reads and decrypts one index file.
     pub fn read_index_file(&self, id: &IndexId) -> Result<IndexFile> {
-        let bytes = self
-            .store
-            .get(&id.object_key())
-            .with_context(|| format!("read index file {}", id.short()))?;
-        IndexFile::open(&self.master, id, &bytes)
-            .with_context(|| format!("open index file {}", id.short()))
+        let bytes = self.store.get(&id.object_key()).with_context(|| format!("read index file {}", id.short()))?;
+        IndexFile::open(&self.master, id, &bytes).with_context(|| format!("open index file {}", id.short()))
     }
 
     /// All index file IDs in the repository.
     pub fn list_index_files(&self) -> Result<Vec<IndexId>> {
-        Ok(self
-            .store
-            .list("index/")?
-            .iter()
-            .filter_map(|o| IndexId::from_hex(o.key.trim_start_matches("index/")))
-            .collect())
+        Ok(self.store.list("index/")?.iter().filter_map(|o| IndexId::from_hex(o.key.trim_start_matches("index/"))).collect())
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -300,53 +229,24 @@ impl Repository {
 
     /// Reads, decrypts and verifies one blob.
     pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self
-            .cache
-            .lookup(kind, id)?
-            .ok_or(RepoError::MissingBlob(*id))?;
+        let loc = self.cache.lookup(kind, id)?.ok_or(RepoError::MissingBlob(*id))?;
         self.read_blob_at(&loc)
     }
 
     /// Reads a blob at a known location.
     pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
-        let (salt, _) = self
-            .cache
-            .pack_info(&loc.pack)?
-            .ok_or(RepoError::MissingBlob(loc.id))?;
+        let (salt, _) = self.cache.pack_info(&loc.pack)?.ok_or(RepoError::MissingBlob(loc.id))?;
         let stored = self
             .store
-            .get_range(
-                &loc.pack.object_key(),
-                loc.offset as u64..loc.offset as u64 + loc.length as u64,
-            )
-            .with_context(|| {
-                format!(
-                    "read blob {} from pack {}",
-                    loc.id.short(),
-                    loc.pack.short()
-                )
-            })?;
+            .get_range(&loc.pack.object_key(), loc.offset as u64..loc.offset as u64 + loc.length as u64)
+            .with_context(|| format!("read blob {} from pack {}", loc.id.short(), loc.pack.short()))?;
         self.open_blob(loc, &salt, &stored)
     }
 
     /// Decrypts a blob already read from its pack.
     pub fn open_blob(&self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> Result<Vec<u8>> {
-        blob::open(
-            &self.master.pack_key(salt),
-            &self.id_key,
-            loc.kind,
-            &loc.id,
-            stored,
-            loc.compressed,
-            loc.raw_len,
-        )
-        .with_context(|| {
-            format!(
-                "blob {} in pack {} is damaged",
-                loc.id.short(),
-                loc.pack.short()
-            )
-        })
+        blob::open(&self.master.pack_key(salt), &self.id_key, loc.kind, &loc.id, stored, loc.compressed, loc.raw_len)
+            .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))
     }
 
     /// Reads and decodes a tree.
@@ -357,17 +257,13 @@ impl Repository {
 
     /// Reads a whole pack object.
     pub fn read_pack(&self, id: &PackId) -> Result<Bytes> {
-        self.store
-            .get(&id.object_key())
-            .with_context(|| format!("read pack {}", id.short()))
+        self.store.get(&id.object_key()).with_context(|| format!("read pack {}", id.short()))
     }
 
     /// Stores a recovery point (the commit point of a backup).
     pub fn save_recovery_point(&self, rp: &RecoveryPoint) -> Result<RecoveryPointId> {
         let (id, bytes) = rp.seal(&self.master);
-        self.store
-            .put_if_absent(&id.object_key(), Bytes::from(bytes))
-            .context("store recovery point")?;
+        self.store.put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store recovery point")?;
         Ok(id)
     }
 
@@ -384,13 +280,8 @@ impl Repository {
     pub fn recovery_points_checked(&self) -> Result<(Vec<Point>, Vec<DamagedPoint>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        for o in self
-            .store
-            .list("recovery-points/")
-            .context("list recovery points")?
-        {
-            let Some(id) = RecoveryPointId::from_hex(o.key.trim_start_matches("recovery-points/"))
-            else {
+        for o in self.store.list("recovery-points/").context("list recovery points")? {
+            let Some(id) = RecoveryPointId::from_hex(o.key.trim_start_matches("recovery-points/")) else {
                 continue;
             };
             let bytes = match self.store.get(&o.key) {
@@ -411,15 +302,9 @@ impl Repository {
     pub fn resolve(&self, spec: &str) -> Result<(RecoveryPointId, RecoveryPoint)> {
         let all = self.recovery_points()?;
         if spec == "latest" {
-            return all
-                .into_iter()
-                .last()
-                .ok_or_else(|| anyhow::anyhow!("the repository has no recovery points yet"));
+            return all.into_iter().last().ok_or_else(|| anyhow::anyhow!("the repository has no recovery points yet"));
         }
-        let mut matches: Vec<_> = all
-            .into_iter()
-            .filter(|(id, _)| id.to_hex().starts_with(&spec.to_ascii_lowercase()))
-            .collect();
+        let mut matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec.to_ascii_lowercase())).collect();
         match matches.len() {
             0 => bail!("no recovery point matches {spec:?} (see `ferry recovery-points`)"),
             1 => Ok(matches.remove(0)),
@@ -436,8 +321,7 @@ impl Repository {
             let Some(id) = KeyId::from_hex(o.key.trim_start_matches("keys/")) else {
                 continue;
             };
-            let kf = KeyFile::from_json(&self.store.get(&o.key)?)
-                .with_context(|| format!("read key file {}", id.short()))?;
+            let kf = KeyFile::from_json(&self.store.get(&o.key)?).with_context(|| format!("read key file {}", id.short()))?;
             out.push((id, kf, id == self.key_id));
         }
         out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
@@ -446,24 +330,14 @@ impl Repository {
 
     /// Adds a key slot for another passphrase.
     pub fn add_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<KeyId> {
-        let kf = KeyFile::wrap(
-            &self.master,
-            passphrase,
-            kdf,
-            now(),
-            host_name(),
-            user_name(),
-        )?;
+        let kf = KeyFile::wrap(&self.master, passphrase, kdf, now(), host_name(), user_name())?;
         put_key_file(&*self.store, &kf)
     }
 
     /// Removes a key slot by ID or unique prefix. The slot in use and the last slot are refused.
     pub fn remove_key(&self, spec: &str) -> Result<KeyId> {
         let keys = self.list_keys()?;
-        let m: Vec<_> = keys
-            .iter()
-            .filter(|(id, _, _)| id.to_hex().starts_with(spec))
-            .collect();
+        let m: Vec<_> = keys.iter().filter(|(id, _, _)| id.to_hex().starts_with(spec)).collect();
         let (id, _, current) = match m.len() {
             0 => bail!("no key matches {spec:?} (see `ferry key list`)"),
             1 => m[0],

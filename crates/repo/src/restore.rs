@@ -71,35 +71,17 @@ impl Includes {
         for pat in patterns {
             let (set, g) = if pat.contains('/') {
                 let t = pat.trim_end_matches('/');
-                (
-                    &mut p,
-                    if t.starts_with('/') {
-                        t.to_string()
-                    } else {
-                        format!("**/{t}")
-                    },
-                )
+                (&mut p, if t.starts_with('/') { t.to_string() } else { format!("**/{t}") })
             } else {
                 (&mut n, pat.clone())
             };
-            set.add(
-                GlobBuilder::new(&g)
-                    .literal_separator(true)
-                    .build()
-                    .with_context(|| format!("include pattern {pat:?}"))?,
-            );
+            set.add(GlobBuilder::new(&g).literal_separator(true).build().with_context(|| format!("include pattern {pat:?}"))?);
         }
-        Ok(Includes {
-            names: n.build()?,
-            paths: p.build()?,
-            any: !patterns.is_empty(),
-        })
+        Ok(Includes { names: n.build()?, paths: p.build()?, any: !patterns.is_empty() })
     }
 
     fn matches(&self, path: &Path) -> bool {
-        !self.any
-            || path.file_name().is_some_and(|f| self.names.is_match(f))
-            || self.paths.is_match(path)
+        !self.any || path.file_name().is_some_and(|f| self.names.is_match(f)) || self.paths.is_match(path)
     }
 }
 
@@ -122,38 +104,17 @@ struct Plan {
 }
 
 fn err(out: &Mutex<Vec<FileError>>, path: &Path, e: impl std::fmt::Display) {
-    out.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(FileError {
-            path: path.display().to_string(),
-            error: e.to_string(),
-        });
+    out.lock().unwrap_or_else(|p| p.into_inner()).push(FileError { path: path.display().to_string(), error: e.to_string() });
 }
 
 /// Restores recovery point `rp` under `opts.target`.
-pub fn run(
-    repo: &Repository,
-    rp: &RecoveryPoint,
-    opts: &RestoreOptions,
-    progress: &Progress,
-) -> Result<RestoreOutcome> {
+pub fn run(repo: &Repository, rp: &RecoveryPoint, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreOutcome> {
     let includes = Includes::new(&opts.includes)?;
-    fs::create_dir_all(&opts.target)
-        .with_context(|| format!("create target folder {}", opts.target.display()))?;
-    let target = fs::canonicalize(&opts.target)
-        .with_context(|| format!("resolve target folder {}", opts.target.display()))?;
+    fs::create_dir_all(&opts.target).with_context(|| format!("create target folder {}", opts.target.display()))?;
+    let target = fs::canonicalize(&opts.target).with_context(|| format!("resolve target folder {}", opts.target.display()))?;
     let errors = Mutex::new(Vec::new());
     let mut out = RestoreOutcome::default();
-    let plan = make_plan(
-        repo,
-        rp,
-        &target,
-        &includes,
-        opts.overwrite,
-        &errors,
-        &mut out,
-        progress,
-    )?;
+    let plan = make_plan(repo, rp, &target, &includes, opts.overwrite, &errors, &mut out, progress)?;
     write_data(repo, &plan, opts.threads.max(1), &errors, progress)?;
     finish_metadata(&plan, &errors);
     out.errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -189,12 +150,7 @@ fn make_plan(
     out: &mut RestoreOutcome,
     progress: &Progress,
 ) -> Result<Plan> {
-    let mut plan = Plan {
-        files: Vec::new(),
-        dirs: Vec::new(),
-        others: Vec::new(),
-        blobs: HashMap::new(),
-    };
+    let mut plan = Plan { files: Vec::new(), dirs: Vec::new(), others: Vec::new(), blobs: HashMap::new() };
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     // Folders are created lazily, only when something inside them is restored.
     let mut skipped_dirs: Vec<PathBuf> = Vec::new();
@@ -230,27 +186,17 @@ fn make_plan(
         }
         match node.kind {
             NodeKind::File => {
-                if let Some(first) = (node.links > 1)
-                    .then(|| links.get(&(node.device, node.inode)))
-                    .flatten()
-                {
+                if let Some(first) = (node.links > 1).then(|| links.get(&(node.device, node.inode))).flatten() {
                     let r = clear_non_dir(&dest).and_then(|_| fs::hard_link(first, &dest));
                     match r {
                         Ok(()) => out.links += 1,
-                        Err(e) => err(
-                            errors,
-                            &dest,
-                            format!("cannot create hard link to {}: {e}", first.display()),
-                        ),
+                        Err(e) => err(errors, &dest, format!("cannot create hard link to {}: {e}", first.display())),
                     }
                     return Ok(false);
                 }
                 if let Ok(m) = fs::symlink_metadata(&dest) {
-                    let same = m.is_file()
-                        && m.len() == node.size
-                        && m.mtime() * 1_000_000_000 + m.mtime_nsec() == node.mtime_ns;
-                    if overwrite == Overwrite::Never || (overwrite == Overwrite::IfChanged && same)
-                    {
+                    let same = m.is_file() && m.len() == node.size && m.mtime() * 1_000_000_000 + m.mtime_nsec() == node.mtime_ns;
+                    if overwrite == Overwrite::Never || (overwrite == Overwrite::IfChanged && same) {
                         out.skipped += 1;
                         if node.links > 1 {
                             links.insert((node.device, node.inode), dest);
@@ -280,11 +226,7 @@ fn make_plan(
                     match repo.cache().lookup(BlobKind::Data, id)? {
                         Some(loc) => offset += loc.raw_len as u64,
                         None => {
-                            err(
-                                errors,
-                                &dest,
-                                format!("chunk {} is missing from the repository", id.short()),
-                            );
+                            err(errors, &dest, format!("chunk {} is missing from the repository", id.short()));
                             break;
                         }
                     }
@@ -292,15 +234,10 @@ fn make_plan(
                 progress.add_total(1, node.size);
                 out.files += 1;
                 out.bytes += node.size;
-                plan.files.push(FileTarget {
-                    path: dest,
-                    node: node.clone(),
-                });
+                plan.files.push(FileTarget { path: dest, node: node.clone() });
             }
             NodeKind::Symlink => {
-                let r = clear_non_dir(&dest).and_then(|_| {
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.target), &dest)
-                });
+                let r = clear_non_dir(&dest).and_then(|_| std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.target), &dest));
                 match r {
                     Ok(()) => plan.others.push((dest, node.clone())),
                     Err(e) => err(errors, &dest, format!("cannot create symlink: {e}")),
@@ -313,14 +250,8 @@ fn make_plan(
                     _ => rustix::fs::FileType::BlockDevice,
                 };
                 let r = clear_non_dir(&dest).and_then(|_| {
-                    rustix::fs::mknodat(
-                        rustix::fs::CWD,
-                        &dest,
-                        ft,
-                        rustix::fs::Mode::from_raw_mode(0o600),
-                        node.rdev as rustix::fs::Dev,
-                    )
-                    .map_err(std::io::Error::from)
+                    rustix::fs::mknodat(rustix::fs::CWD, &dest, ft, rustix::fs::Mode::from_raw_mode(0o600), node.rdev as rustix::fs::Dev)
+                        .map_err(std::io::Error::from)
                 });
                 match r {
                     Ok(()) => plan.others.push((dest, node.clone())),
@@ -355,13 +286,7 @@ fn ensure_dir(dir: &Path, target: &Path) -> std::io::Result<()> {
     }
 }
 
-fn write_data(
-    repo: &Repository,
-    plan: &Plan,
-    threads: usize,
-    errors: &Mutex<Vec<FileError>>,
-    progress: &Progress,
-) -> Result<()> {
+fn write_data(repo: &Repository, plan: &Plan, threads: usize, errors: &Mutex<Vec<FileError>>, progress: &Progress) -> Result<()> {
     // Group the needed blobs by pack.
     let mut packs: BTreeMap<PackId, Vec<(BlobLocation, &Places)>> = BTreeMap::new();
     for (id, places) in &plan.blobs {
@@ -405,18 +330,13 @@ fn restore_pack(
     errors: &Mutex<Vec<FileError>>,
     progress: &Progress,
 ) -> Result<()> {
-    let Some((salt, _)) = repo.cache().pack_info(pack)? else {
-        bail!("pack {} is not in the index", pack.short())
-    };
+    let Some((salt, _)) = repo.cache().pack_info(pack)? else { bail!("pack {} is not in the index", pack.short()) };
     let mut i = 0;
     while i < blobs.len() {
         let start = blobs[i].0.offset as u64;
         let mut end = start + blobs[i].0.length as u64;
         let mut j = i + 1;
-        while j < blobs.len()
-            && (blobs[j].0.offset as u64) <= end + COALESCE_GAP
-            && end - start < MAX_RANGE
-        {
+        while j < blobs.len() && (blobs[j].0.offset as u64) <= end + COALESCE_GAP && end - start < MAX_RANGE {
             end = end.max(blobs[j].0.offset as u64 + blobs[j].0.length as u64);
             j += 1;
         }
@@ -491,21 +411,14 @@ fn write_sparse(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
 
 /// Sets owner (as root), extended attributes and mode. An attribute the target file system
 /// refuses is reported (the returned list) but does not stop the rest, times included.
-fn set_owner_mode_xattrs(
-    path: &Path,
-    node: &Node,
-    is_symlink: bool,
-) -> std::io::Result<Vec<String>> {
+fn set_owner_mode_xattrs(path: &Path, node: &Node, is_symlink: bool) -> std::io::Result<Vec<String>> {
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
     }
     let mut refused = Vec::new();
     for (k, v) in &node.xattrs {
         if let Err(e) = xattr::set(path, std::ffi::OsStr::from_bytes(k), v) {
-            refused.push(format!(
-                "extended attribute {} not restored: {e}",
-                String::from_utf8_lossy(k)
-            ));
+            refused.push(format!("extended attribute {} not restored: {e}", String::from_utf8_lossy(k)));
         }
     }
     if !is_symlink {
@@ -515,18 +428,13 @@ fn set_owner_mode_xattrs(
 }
 
 fn set_times(path: &Path, node: &Node) -> std::io::Result<()> {
-    let t = filetime::FileTime::from_unix_time(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
+    let t = filetime::FileTime::from_unix_time(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000) as u32);
     filetime::set_symlink_file_times(path, t, t)
 }
 
 fn finish_metadata(plan: &Plan, errors: &Mutex<Vec<FileError>>) {
     let set = |p: &Path, n: &Node, is_symlink: bool, r: std::io::Result<()>| {
-        let r = r
-            .and_then(|_| set_owner_mode_xattrs(p, n, is_symlink))
-            .and_then(|refused| set_times(p, n).map(|_| refused));
+        let r = r.and_then(|_| set_owner_mode_xattrs(p, n, is_symlink)).and_then(|refused| set_times(p, n).map(|_| refused));
         match r {
             Ok(refused) => refused.into_iter().for_each(|m| err(errors, p, m)),
             Err(e) => err(errors, p, format!("cannot set metadata: {e}")),

@@ -11,20 +11,11 @@ use crate::Repository;
 
 /// Visits every node below `tree` depth-first in name order, with its path (starting with
 /// `/`). `visit` returns whether to descend into a directory.
-pub fn walk(
-    repo: &Repository,
-    tree: &BlobId,
-    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
-) -> Result<()> {
+pub fn walk(repo: &Repository, tree: &BlobId, visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
     walk_from(repo, tree, Path::new("/"), visit)
 }
 
-fn walk_from(
-    repo: &Repository,
-    tree: &BlobId,
-    here: &Path,
-    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
-) -> Result<()> {
+fn walk_from(repo: &Repository, tree: &BlobId, here: &Path, visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
     let t = repo.load_tree(tree)?;
     for n in &t.nodes {
         let path = here.join(std::ffi::OsStr::from_bytes(&n.name));

@@ -43,22 +43,10 @@ fn commit(repo: &Repository, blobs: Vec<(BlobKind, Vec<u8>)>, root: BlobId) -> R
     }
     let f = w.finish();
     let size = f.bytes.len() as u64;
-    repo.store()
-        .put(&f.id.object_key(), Bytes::from(f.bytes))
-        .unwrap();
-    let (iid, ib) = IndexFile {
-        packs: vec![IndexPack {
-            id: f.id,
-            salt: f.salt,
-            size,
-            blobs: f.entries,
-        }],
-        supersedes: vec![],
-    }
-    .seal(repo.master());
-    repo.store()
-        .put(&iid.object_key(), Bytes::from(ib))
-        .unwrap();
+    repo.store().put(&f.id.object_key(), Bytes::from(f.bytes)).unwrap();
+    let (iid, ib) =
+        IndexFile { packs: vec![IndexPack { id: f.id, salt: f.salt, size, blobs: f.entries }], supersedes: vec![] }.seal(repo.master());
+    repo.store().put(&iid.object_key(), Bytes::from(ib)).unwrap();
     repo.sync_index().unwrap();
     let rp = RecoveryPoint {
         time: "2026-11-22T00:00:00Z".into(),
@@ -80,34 +68,15 @@ fn setup() -> (tempfile::TempDir, Repository) {
     let dir = tempfile::tempdir().unwrap();
     let store = ferry_store::open(dir.path().join("repo").to_str().unwrap()).unwrap();
     let opts = ferry_repo::InitOptions {
-        kdf: ferry_crypto::keyfile::KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
+        kdf: ferry_crypto::keyfile::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
         ..Default::default()
     };
-    let repo = Repository::init(
-        store,
-        b"hostile test passphrase",
-        &opts,
-        &dir.path().join("cache"),
-    )
-    .unwrap();
+    let repo = Repository::init(store, b"hostile test passphrase", &opts, &dir.path().join("cache")).unwrap();
     (dir, repo)
 }
 
-fn restore_to(
-    repo: &Repository,
-    rp: &RecoveryPoint,
-    target: &Path,
-) -> anyhow::Result<restore::RestoreOutcome> {
-    let opts = RestoreOptions {
-        target: target.to_path_buf(),
-        includes: vec![],
-        overwrite: Overwrite::Always,
-        threads: 2,
-    };
+fn restore_to(repo: &Repository, rp: &RecoveryPoint, target: &Path) -> anyhow::Result<restore::RestoreOutcome> {
+    let opts = RestoreOptions { target: target.to_path_buf(), includes: vec![], overwrite: Overwrite::Always, threads: 2 };
     restore::run(repo, rp, &opts, &Progress::default())
 }
 
@@ -121,11 +90,7 @@ fn dot_dot_names_are_refused() {
         file.size = data.len() as u64;
         let tree = Tree { nodes: vec![file] }.encode();
         let root = repo.blob_id(&tree);
-        let rp = commit(
-            &repo,
-            vec![(BlobKind::Data, data), (BlobKind::Tree, tree)],
-            root,
-        );
+        let rp = commit(&repo, vec![(BlobKind::Data, data), (BlobKind::Tree, tree)], root);
         let target = dir.path().join("target/inner");
         let err = restore_to(&repo, &rp, &target).unwrap_err();
         assert!(format!("{err:#}").contains("unsafe entry name"), "{err:#}");
@@ -150,25 +115,11 @@ fn a_symlink_and_folder_of_the_same_name_never_lead_outside() {
     let mut folder = node(b"x", NodeKind::Dir);
     folder.subtree = Some(repo.blob_id(&inner));
     // Encode by hand so the order (symlink first) is kept.
-    let mut root_tree = Tree {
-        nodes: vec![link, folder],
-    };
+    let mut root_tree = Tree { nodes: vec![link, folder] };
     let root_bytes = root_tree.encode();
     let root = repo.blob_id(&root_bytes);
-    let rp = commit(
-        &repo,
-        vec![
-            (BlobKind::Data, data),
-            (BlobKind::Tree, inner),
-            (BlobKind::Tree, root_bytes),
-        ],
-        root,
-    );
+    let rp = commit(&repo, vec![(BlobKind::Data, data), (BlobKind::Tree, inner), (BlobKind::Tree, root_bytes)], root);
     let target = dir.path().join("target");
     let _ = restore_to(&repo, &rp, &target);
-    assert!(
-        !outside.join("f").exists(),
-        "restore wrote through a symlink to {}",
-        outside.display()
-    );
+    assert!(!outside.join("f").exists(), "restore wrote through a symlink to {}", outside.display());
 }

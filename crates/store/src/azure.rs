@@ -25,28 +25,19 @@ pub(crate) fn open(container: &str, prefix: Option<&str>) -> Result<ObjectStoreB
         Some(p) => format!("az://{container}/{p}"),
         None => format!("az://{container}"),
     };
-    let mut builder = MicrosoftAzureBuilder::from_env()
-        .with_container_name(container)
-        .with_retry(cloud::retry_config());
+    let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container).with_retry(cloud::retry_config());
     if !cloud::env_is_set("AZURE_TIMEOUT") {
-        builder = builder.with_config(
-            AzureConfigKey::Client(ClientConfigKey::Timeout),
-            cloud::REQUEST_TIMEOUT,
-        );
+        builder = builder.with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), cloud::REQUEST_TIMEOUT);
     }
     let target = Target::from_builder(&builder, container);
-    let azure = builder
-        .build()
-        .map_err(|e| StoreError::from_object_store("open", &shown, e))?;
+    let azure = builder.build().map_err(|e| StoreError::from_object_store("open", &shown, e))?;
 
     RetryPolicy::default().run(|| block_on(ensure_container(&azure, &target, &shown))?)?;
 
     let description = format!(
         "Azure container {container} (account {}){}",
         target.account,
-        prefix
-            .map(|p| format!(" at prefix {p}"))
-            .unwrap_or_default()
+        prefix.map(|p| format!(" at prefix {p}")).unwrap_or_default()
     );
     let inner: Arc<dyn ObjectStore> = match prefix {
         Some(p) => Arc::new(PrefixStore::new(azure, p)),
@@ -65,28 +56,21 @@ struct Target {
 
 impl Target {
     fn from_builder(builder: &MicrosoftAzureBuilder, container: &str) -> Target {
-        let emulator = builder
-            .get_config_value(&AzureConfigKey::UseEmulator)
-            .is_some_and(|v| cloud::truthy(&v));
+        let emulator = builder.get_config_value(&AzureConfigKey::UseEmulator).is_some_and(|v| cloud::truthy(&v));
         let account = builder.get_config_value(&AzureConfigKey::AccountName);
         let (account, base) = if emulator {
             let account = account.unwrap_or_else(|| EMULATOR_ACCOUNT.to_string());
-            let url = std::env::var("AZURITE_BLOB_STORAGE_URL")
-                .unwrap_or_else(|_| EMULATOR_URL.to_string());
+            let url = std::env::var("AZURITE_BLOB_STORAGE_URL").unwrap_or_else(|_| EMULATOR_URL.to_string());
             let base = format!("{}/{account}", url.trim_end_matches('/'));
             (account, base)
         } else {
             let account = account.unwrap_or_default();
-            let base = builder
-                .get_config_value(&AzureConfigKey::Endpoint)
-                .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
+            let base =
+                builder.get_config_value(&AzureConfigKey::Endpoint).unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
             (account, base)
         };
         let container_url = format!("{}/{container}", base.trim_end_matches('/'));
-        Target {
-            account,
-            container_url,
-        }
+        Target { account, container_url }
     }
 }
 
@@ -105,11 +89,7 @@ async fn ensure_container(azure: &MicrosoftAzure, target: &Target, shown: &str) 
         .header(http::header::CONTENT_LENGTH, "0")
         .body(HttpRequestBody::from(Bytes::new()))
         .map_err(|e| StoreError::permanent("create container", shown, e.to_string()))?;
-    let credential = azure
-        .credentials()
-        .get_credential()
-        .await
-        .map_err(|e| StoreError::from_object_store("create container", shown, e))?;
+    let credential = azure.credentials().get_credential().await.map_err(|e| StoreError::from_object_store("create container", shown, e))?;
     AzureAuthorizer::new(&credential, &target.account)
         .try_authorize(&mut request)
         .map_err(|e| StoreError::from_object_store("create container", shown, e))?;
@@ -118,16 +98,9 @@ async fn ensure_container(azure: &MicrosoftAzure, target: &Target, shown: &str) 
     match status {
         200..=299 => Ok(()),
         409 if error_code(&body) == Some("ContainerAlreadyExists") => Ok(()),
-        409 if error_code(&body) == Some("ContainerBeingDeleted") => Err(StoreError::transient(
-            "create container",
-            shown,
-            "the container is being deleted; try again later",
-        )),
-        _ => Err(StoreError::new(
-            kind_for_status(status),
-            "create container",
-            shown,
-            format!("HTTP {status}: {body}"),
-        )),
+        409 if error_code(&body) == Some("ContainerBeingDeleted") => {
+            Err(StoreError::transient("create container", shown, "the container is being deleted; try again later"))
+        }
+        _ => Err(StoreError::new(kind_for_status(status), "create container", shown, format!("HTTP {status}: {body}"))),
     }
 }

@@ -21,8 +21,7 @@ const RUNTIME_WORKERS: usize = 2;
 /// The process-wide runtime of all network/file stores. It is never dropped, so a store can be
 /// dropped anywhere (dropping a tokio runtime inside async code panics).
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
-        OnceLock::new();
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
@@ -52,9 +51,7 @@ pub struct ObjectStoreBackend {
 impl std::fmt::Debug for ObjectStoreBackend {
     // Not derived: the inner store's Debug can print credentials (Azure access keys).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectStoreBackend")
-            .field("location", &self.description)
-            .finish()
+        f.debug_struct("ObjectStoreBackend").field("location", &self.description).finish()
     }
 }
 
@@ -104,11 +101,7 @@ impl ObjectStoreBackend {
 /// A body shorter or longer than promised is a broken transfer: worth another try.
 fn expect_len(op: &'static str, key: &str, data: &Bytes, want: u64) -> Result<()> {
     if data.len() as u64 != want {
-        return Err(StoreError::transient(
-            op,
-            key,
-            format!("received {} bytes, expected {want}", data.len()),
-        ));
+        return Err(StoreError::transient(op, key, format!("received {} bytes, expected {want}", data.len())));
     }
     Ok(())
 }
@@ -116,31 +109,18 @@ fn expect_len(op: &'static str, key: &str, data: &Bytes, want: u64) -> Result<()
 impl Store for ObjectStoreBackend {
     fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let location = path("put", key)?;
-        let opts = PutOptions {
-            mode: PutMode::Overwrite,
-            ..Default::default()
-        };
-        block_on(
-            self.inner
-                .put_opts(&location, PutPayload::from_bytes(data), opts),
-        )?
-        .map(|_| ())
-        .map_err(|e| StoreError::from_object_store("put", key, e))
+        let opts = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
+        block_on(self.inner.put_opts(&location, PutPayload::from_bytes(data), opts))?
+            .map(|_| ())
+            .map_err(|e| StoreError::from_object_store("put", key, e))
     }
 
     fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
         let op = "put_if_absent";
         let location = path(op, key)?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         block_on(async {
-            match self
-                .inner
-                .put_opts(&location, PutPayload::from_bytes(data), opts)
-                .await
-            {
+            match self.inner.put_opts(&location, PutPayload::from_bytes(data), opts).await {
                 Ok(_) => Ok(true),
                 Err(e) => {
                     let err = StoreError::from_object_store(op, key, e);
@@ -152,11 +132,9 @@ impl Store for ObjectStoreBackend {
                     match self.inner.head(&location).await {
                         Ok(_) => Ok(false),
                         Err(e) => match StoreError::from_object_store(op, key, e) {
-                            e if e.is_not_found() => Err(StoreError::transient(
-                                op,
-                                key,
-                                "conflicting concurrent write, object not there yet",
-                            )),
+                            e if e.is_not_found() => {
+                                Err(StoreError::transient(op, key, "conflicting concurrent write, object not there yet"))
+                            }
                             e => Err(e),
                         },
                     }
@@ -204,10 +182,7 @@ impl Store for ObjectStoreBackend {
             .map_err(|e: object_store::Error| StoreError::from_object_store("list", prefix, e))?;
         Ok(metas
             .into_iter()
-            .map(|m| ObjectInfo {
-                key: m.location.as_ref().to_string(),
-                size: m.size,
-            })
+            .map(|m| ObjectInfo { key: m.location.as_ref().to_string(), size: m.size })
             .filter(|info| info.key.starts_with(prefix))
             .collect())
     }
@@ -267,10 +242,7 @@ mod tests {
                 let mut request_body = vec![0; length];
                 let _ = reader.read_exact(&mut request_body);
                 let body = body.replace("{auth}", &auth);
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let response = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
                 let _ = reader.get_mut().write_all(response.as_bytes());
             }
         });
@@ -285,10 +257,7 @@ mod tests {
             .with_region("us-east-1")
             .with_access_key_id("AKIDEXAMPLE")
             .with_secret_access_key("wJalrXUtnFEMI-secret-key")
-            .with_retry(object_store::RetryConfig {
-                max_retries: 0,
-                ..Default::default()
-            })
+            .with_retry(object_store::RetryConfig { max_retries: 0, ..Default::default() })
             .build()
             .expect("build");
         ObjectStoreBackend::new(Arc::new(s3), "test".into())
@@ -310,11 +279,7 @@ mod tests {
             (404, ""),
         ]));
         assert_eq!(kind_of(store.get("a")), ErrorKind::Transient, "503");
-        assert_eq!(
-            kind_of(store.put("a", Bytes::new())),
-            ErrorKind::Transient,
-            "500"
-        );
+        assert_eq!(kind_of(store.put("a", Bytes::new())), ErrorKind::Transient, "500");
         assert_eq!(kind_of(store.get("a")), ErrorKind::Transient, "429");
         assert_eq!(kind_of(store.get("a")), ErrorKind::Permanent, "403");
         assert_eq!(kind_of(store.get("a")), ErrorKind::Permanent, "400");
@@ -326,10 +291,7 @@ mod tests {
     fn conflict_without_object_is_transient() {
         // 409 on the conditional PUT, then the HEAD finds nothing: not "already exists".
         let store = s3_at(&scripted_server(vec![(409, ""), (404, "")]));
-        assert_eq!(
-            kind_of(store.put_if_absent("a", Bytes::from_static(b"x"))),
-            ErrorKind::Transient
-        );
+        assert_eq!(kind_of(store.put_if_absent("a", Bytes::from_static(b"x"))), ErrorKind::Transient);
     }
 
     #[test]
@@ -344,19 +306,12 @@ mod tests {
 
     #[test]
     fn messages_hold_no_secrets() {
-        let store = s3_at(&scripted_server(vec![(
-            403,
-            "<Error><Code>SignatureDoesNotMatch</Code><Message>{auth}</Message></Error>",
-        )]));
+        let store = s3_at(&scripted_server(vec![(403, "<Error><Code>SignatureDoesNotMatch</Code><Message>{auth}</Message></Error>")]));
         let err = store.get("a").expect_err("403");
         let text = err.to_string();
         assert!(text.contains("SignatureDoesNotMatch"), "{text}");
         assert!(!text.contains("wJalrXUtnFEMI"), "{text}");
         let signature = text.find("Signature=").map(|at| &text[at + 10..]);
-        assert_eq!(
-            signature.map(|s| s.starts_with("[redacted]")),
-            Some(true),
-            "{text}"
-        );
+        assert_eq!(signature.map(|s| s.starts_with("[redacted]")), Some(true), "{text}");
     }
 }

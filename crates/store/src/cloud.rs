@@ -14,11 +14,7 @@ use crate::error::{redact, Result, StoreError};
 /// `object_store`'s own retries, kept short: [`RetryStore`](crate::RetryStore) retries above.
 pub(crate) fn retry_config() -> RetryConfig {
     RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-        },
+        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
         max_retries: 3,
         retry_timeout: Duration::from_secs(60),
     }
@@ -30,10 +26,7 @@ pub(crate) const REQUEST_TIMEOUT: &str = "10m";
 
 /// A boolean setting as object_store parses it.
 pub(crate) fn truthy(value: &str) -> bool {
-    matches!(
-        value.to_ascii_lowercase().as_str(),
-        "1" | "true" | "on" | "yes" | "y"
-    )
+    matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "on" | "yes" | "y")
 }
 
 pub(crate) fn env_is_set(name: &str) -> bool {
@@ -73,20 +66,10 @@ pub(crate) async fn send(
     shown: &str,
 ) -> Result<(u16, String)> {
     let (parts, _) = request.into_parts();
-    let response = client
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            let kind = if e.is_builder() {
-                crate::ErrorKind::Permanent
-            } else {
-                crate::ErrorKind::Transient
-            };
-            StoreError::new(kind, op, shown, reqwest_message(&e))
-        })?;
+    let response = client.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await.map_err(|e| {
+        let kind = if e.is_builder() { crate::ErrorKind::Permanent } else { crate::ErrorKind::Transient };
+        StoreError::new(kind, op, shown, reqwest_message(&e))
+    })?;
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     Ok((status, redact(&text)))

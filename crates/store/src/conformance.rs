@@ -87,24 +87,14 @@ fn round_trips_in(store: &dyn Store, p: &str) {
     let k = format!("{p}rt/small");
     ok(store.put(&k, Bytes::from_static(b"hello")), "put");
     assert_eq!(ok(store.get(&k), "get"), &b"hello"[..], "get after put");
-    ok(
-        store.put(&k, Bytes::from_static(b"hello again")),
-        "put over",
-    );
-    assert_eq!(
-        ok(store.get(&k), "get"),
-        &b"hello again"[..],
-        "put replaces"
-    );
+    ok(store.put(&k, Bytes::from_static(b"hello again")), "put over");
+    assert_eq!(ok(store.get(&k), "get"), &b"hello again"[..], "put replaces");
     assert_eq!(ok(store.head(&k), "head"), Some(11), "head gives the size");
 
     // The empty object.
     let empty = format!("{p}rt/empty");
     ok(store.put(&empty, Bytes::new()), "put empty");
-    assert!(
-        ok(store.get(&empty), "get empty").is_empty(),
-        "empty object"
-    );
+    assert!(ok(store.get(&empty), "get empty").is_empty(), "empty object");
     assert_eq!(ok(store.head(&empty), "head empty"), Some(0));
     assert!(ok(store.get_range(&empty, 0..0), "empty range of empty").is_empty());
 
@@ -112,55 +102,27 @@ fn round_trips_in(store: &dyn Store, p: &str) {
     let digits = format!("{p}rt/digits");
     ok(store.put(&digits, Bytes::from_static(b"0123456789")), "put");
     assert_eq!(ok(store.get_range(&digits, 2..5), "range"), &b"234"[..]);
-    assert_eq!(
-        ok(store.get_range(&digits, 0..10), "range"),
-        &b"0123456789"[..]
-    );
+    assert_eq!(ok(store.get_range(&digits, 0..10), "range"), &b"0123456789"[..]);
     assert_eq!(ok(store.get_range(&digits, 9..10), "range"), &b"9"[..]);
     assert!(ok(store.get_range(&digits, 10..10), "empty range at end").is_empty());
-    err_kind(
-        store.get_range(&digits, 5..11),
-        ErrorKind::Permanent,
-        "range past end",
-    );
-    err_kind(
-        store.get_range(&digits, 10..11),
-        ErrorKind::Permanent,
-        "range after end",
-    );
-    err_kind(
-        store.get_range(&digits, 11..12),
-        ErrorKind::Permanent,
-        "range beyond end",
-    );
+    err_kind(store.get_range(&digits, 5..11), ErrorKind::Permanent, "range past end");
+    err_kind(store.get_range(&digits, 10..11), ErrorKind::Permanent, "range after end");
+    err_kind(store.get_range(&digits, 11..12), ErrorKind::Permanent, "range beyond end");
     #[allow(clippy::reversed_empty_ranges)]
     let reversed = 6..4;
-    err_kind(
-        store.get_range(&digits, reversed),
-        ErrorKind::Permanent,
-        "reversed range",
-    );
+    err_kind(store.get_range(&digits, reversed), ErrorKind::Permanent, "reversed range");
 
     // A large object, whole and in parts.
     let big = format!("{p}rt/big");
     let data = random_bytes(BIG_OBJECT);
     ok(store.put(&big, data.clone()), "put 20 MiB");
     assert_eq!(ok(store.head(&big), "head big"), Some(BIG_OBJECT as u64));
-    assert!(
-        ok(store.get(&big), "get big") == data,
-        "20 MiB round trip differs"
-    );
+    assert!(ok(store.get(&big), "get big") == data, "20 MiB round trip differs");
     let mid = 7 * 1024 * 1024 + 3..9 * 1024 * 1024 + 7;
-    let got = ok(
-        store.get_range(&big, mid.start as u64..mid.end as u64),
-        "range of big",
-    );
+    let got = ok(store.get_range(&big, mid.start as u64..mid.end as u64), "range of big");
     assert!(got == data.slice(mid), "middle range of big differs");
     let tail = BIG_OBJECT - 100..BIG_OBJECT;
-    let got = ok(
-        store.get_range(&big, tail.start as u64..tail.end as u64),
-        "tail of big",
-    );
+    let got = ok(store.get_range(&big, tail.start as u64..tail.end as u64), "tail of big");
     assert!(got == data.slice(tail), "tail range of big differs");
 
     // Keys with every allowed punctuation character.
@@ -176,34 +138,21 @@ fn round_trips_in(store: &dyn Store, p: &str) {
     err_kind(store.get(&k), ErrorKind::NotFound, "get after delete");
     assert_eq!(ok(store.head(&k), "head after delete"), None);
     ok(store.delete(&k), "delete again (idempotent)");
-    let left: Vec<_> = ok(store.list(&format!("{p}rt/")), "list")
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let left: Vec<_> = ok(store.list(&format!("{p}rt/")), "list").into_iter().map(|o| o.key).collect();
     assert!(!left.contains(&k), "list shows a deleted key");
 }
 
 fn list_checks(store: &dyn Store, p: &str) {
-    let objects: BTreeMap<String, usize> = [
-        ("ls/a/1", 1),
-        ("ls/a/2", 2),
-        ("ls/a/b/3", 3),
-        ("ls/a/b/c/4", 4),
-        ("ls/ab", 5),
-        ("ls/abc/6", 6),
-        ("lsx", 7),
-    ]
-    .into_iter()
-    .map(|(k, n)| (format!("{p}{k}"), n))
-    .collect();
+    let objects: BTreeMap<String, usize> =
+        [("ls/a/1", 1), ("ls/a/2", 2), ("ls/a/b/3", 3), ("ls/a/b/c/4", 4), ("ls/ab", 5), ("ls/abc/6", 6), ("lsx", 7)]
+            .into_iter()
+            .map(|(k, n)| (format!("{p}{k}"), n))
+            .collect();
     for (key, len) in &objects {
         ok(store.put(key, random_bytes(*len)), "put for list");
     }
     let list = |prefix: &str| -> BTreeMap<String, usize> {
-        ok(store.list(&format!("{p}{prefix}")), "list")
-            .into_iter()
-            .map(|o| (o.key, o.size as usize))
-            .collect()
+        ok(store.list(&format!("{p}{prefix}")), "list").into_iter().map(|o| (o.key, o.size as usize)).collect()
     };
     let want = |keys: &[&str]| -> BTreeMap<String, usize> {
         keys.iter()
@@ -215,105 +164,48 @@ fn list_checks(store: &dyn Store, p: &str) {
             .collect()
     };
     let folder_a = want(&["ls/a/1", "ls/a/2", "ls/a/b/3", "ls/a/b/c/4"]);
-    assert_eq!(
-        list("ls/a/"),
-        folder_a,
-        "list of a folder, recursive, excluding ls/ab"
-    );
-    assert_eq!(
-        list("ls/a/b/c/"),
-        want(&["ls/a/b/c/4"]),
-        "list of a nested folder"
-    );
-    let all_ls = want(&[
-        "ls/a/1",
-        "ls/a/2",
-        "ls/a/b/3",
-        "ls/a/b/c/4",
-        "ls/ab",
-        "ls/abc/6",
-    ]);
+    assert_eq!(list("ls/a/"), folder_a, "list of a folder, recursive, excluding ls/ab");
+    assert_eq!(list("ls/a/b/c/"), want(&["ls/a/b/c/4"]), "list of a nested folder");
+    let all_ls = want(&["ls/a/1", "ls/a/2", "ls/a/b/3", "ls/a/b/c/4", "ls/ab", "ls/abc/6"]);
     assert_eq!(list("ls/"), all_ls, "list of ls/ excludes lsx");
-    assert_eq!(
-        list("ls/a"),
-        all_ls,
-        "a prefix ending mid-segment matches by string"
-    );
+    assert_eq!(list("ls/a"), all_ls, "a prefix ending mid-segment matches by string");
     assert_eq!(list("ls/ab"), want(&["ls/ab", "ls/abc/6"]), "string prefix");
     assert!(list("ls/nothing/").is_empty(), "list of a missing folder");
     assert!(list("nothing-").is_empty(), "list of a missing prefix");
 
-    let everything: BTreeMap<String, u64> = ok(store.list(""), "list everything")
-        .into_iter()
-        .map(|o| (o.key, o.size))
-        .collect();
+    let everything: BTreeMap<String, u64> = ok(store.list(""), "list everything").into_iter().map(|o| (o.key, o.size)).collect();
     for (key, len) in &objects {
-        assert_eq!(
-            everything.get(key),
-            Some(&(*len as u64)),
-            "list(\"\") misses {key}"
-        );
+        assert_eq!(everything.get(key), Some(&(*len as u64)), "list(\"\") misses {key}");
     }
 }
 
 fn not_found_checks(store: &dyn Store, p: &str) {
     let missing = format!("{p}nf/missing");
-    err_kind(
-        store.get(&missing),
-        ErrorKind::NotFound,
-        "get of a missing key",
-    );
-    err_kind(
-        store.get_range(&missing, 0..1),
-        ErrorKind::NotFound,
-        "get_range of a missing key",
-    );
+    err_kind(store.get(&missing), ErrorKind::NotFound, "get of a missing key");
+    err_kind(store.get_range(&missing, 0..1), ErrorKind::NotFound, "get_range of a missing key");
     assert_eq!(ok(store.head(&missing), "head of a missing key"), None);
     ok(store.delete(&missing), "delete of a missing key");
-    let e = store
-        .get(&missing)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let e = store.get(&missing).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(e.contains(&missing), "error names the key: {e}");
 }
 
 fn put_if_absent_in(store: &dyn Store, p: &str) {
     let k = format!("{p}pia/one");
+    assert!(ok(store.put_if_absent(&k, Bytes::from_static(b"first")), "put_if_absent"), "first put_if_absent must create");
     assert!(
-        ok(
-            store.put_if_absent(&k, Bytes::from_static(b"first")),
-            "put_if_absent"
-        ),
-        "first put_if_absent must create"
-    );
-    assert!(
-        !ok(
-            store.put_if_absent(&k, Bytes::from_static(b"second")),
-            "put_if_absent again"
-        ),
+        !ok(store.put_if_absent(&k, Bytes::from_static(b"second")), "put_if_absent again"),
         "second put_if_absent must report existing"
     );
-    assert_eq!(
-        ok(store.get(&k), "get"),
-        &b"first"[..],
-        "put_if_absent must not overwrite"
-    );
+    assert_eq!(ok(store.get(&k), "get"), &b"first"[..], "put_if_absent must not overwrite");
 
     let put = format!("{p}pia/by-put");
     ok(store.put(&put, Bytes::from_static(b"put")), "put");
-    assert!(!ok(
-        store.put_if_absent(&put, Bytes::from_static(b"x")),
-        "put_if_absent"
-    ));
+    assert!(!ok(store.put_if_absent(&put, Bytes::from_static(b"x")), "put_if_absent"));
     assert_eq!(ok(store.get(&put), "get"), &b"put"[..]);
 
     // After a delete the key is free again.
     ok(store.delete(&k), "delete");
-    assert!(ok(
-        store.put_if_absent(&k, Bytes::from_static(b"third")),
-        "put_if_absent after delete"
-    ));
+    assert!(ok(store.put_if_absent(&k, Bytes::from_static(b"third")), "put_if_absent after delete"));
     assert_eq!(ok(store.get(&k), "get"), &b"third"[..]);
 }
 
@@ -334,29 +226,16 @@ fn race(store: &dyn Store, key: &str) {
                 s.spawn(move || {
                     let data = racer_data(i);
                     barrier.wait();
-                    (
-                        i,
-                        ok(store.put_if_absent(key, data), "concurrent put_if_absent"),
-                    )
+                    (i, ok(store.put_if_absent(key, data), "concurrent put_if_absent"))
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
     });
     let winners: Vec<usize> = results.iter().filter(|r| r.1).map(|r| r.0).collect();
-    assert_eq!(
-        winners.len(),
-        1,
-        "{key}: exactly one of {RACERS} concurrent put_if_absent must create, got {winners:?}"
-    );
+    assert_eq!(winners.len(), 1, "{key}: exactly one of {RACERS} concurrent put_if_absent must create, got {winners:?}");
     let want = racer_data(winners[0]);
-    assert!(
-        ok(store.get(key), "get after race") == want,
-        "{key}: stored object is not the winner's"
-    );
+    assert!(ok(store.get(key), "get after race") == want, "{key}: stored object is not the winner's");
 }
 
 fn racer_data(racer: usize) -> Bytes {
@@ -366,16 +245,8 @@ fn racer_data(racer: usize) -> Bytes {
 
 fn invalid_keys(store: &dyn Store) {
     for bad in ["", "/abs", "a//b", "../up", "a/./b", "sp ace", "a#1"] {
-        err_kind(
-            store.put(bad, Bytes::new()),
-            ErrorKind::Permanent,
-            &format!("put of invalid key {bad:?}"),
-        );
-        err_kind(
-            store.get(bad),
-            ErrorKind::Permanent,
-            &format!("get of invalid key {bad:?}"),
-        );
+        err_kind(store.put(bad, Bytes::new()), ErrorKind::Permanent, &format!("put of invalid key {bad:?}"));
+        err_kind(store.get(bad), ErrorKind::Permanent, &format!("get of invalid key {bad:?}"));
     }
 }
 
@@ -383,8 +254,5 @@ fn cleanup(store: &dyn Store, p: &str) {
     for object in ok(store.list(p), "list for cleanup") {
         ok(store.delete(&object.key), "delete for cleanup");
     }
-    assert!(
-        ok(store.list(p), "list after cleanup").is_empty(),
-        "cleanup left objects"
-    );
+    assert!(ok(store.list(p), "list after cleanup").is_empty(), "cleanup left objects");
 }

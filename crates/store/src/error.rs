@@ -33,18 +33,8 @@ pub enum ErrorKind {
 }
 
 impl StoreError {
-    pub fn new(
-        kind: ErrorKind,
-        op: &'static str,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        StoreError {
-            kind,
-            op,
-            key: key.into(),
-            message: message.into(),
-        }
+    pub fn new(kind: ErrorKind, op: &'static str, key: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError { kind, op, key: key.into(), message: message.into() }
     }
 
     pub fn not_found(op: &'static str, key: impl Into<String>) -> Self {
@@ -119,9 +109,7 @@ fn classify_source(err: &(dyn StdError + 'static)) -> ErrorKind {
     while let Some(e) = current {
         // Transport-level failure of an HTTP request: connect, send, timeout, dropped or
         // truncated response. All of these may succeed on another attempt.
-        if e.downcast_ref::<object_store::client::HttpError>()
-            .is_some()
-        {
+        if e.downcast_ref::<object_store::client::HttpError>().is_some() {
             return ErrorKind::Transient;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -237,10 +225,7 @@ mod tests {
     use object_store::client::{HttpError, HttpErrorKind};
 
     fn generic(source: Box<dyn StdError + Send + Sync>) -> object_store::Error {
-        object_store::Error::Generic {
-            store: "test",
-            source,
-        }
+        object_store::Error::Generic { store: "test", source }
     }
 
     #[test]
@@ -255,75 +240,23 @@ mod tests {
     fn maps_object_store_kinds() {
         let src = || -> Box<dyn StdError + Send + Sync> { "x".into() };
         let cases = [
+            (object_store::Error::NotFound { path: "k".into(), source: src() }, ErrorKind::NotFound),
+            (object_store::Error::AlreadyExists { path: "k".into(), source: src() }, ErrorKind::AlreadyExists),
+            (object_store::Error::Precondition { path: "k".into(), source: src() }, ErrorKind::AlreadyExists),
+            (object_store::Error::PermissionDenied { path: "k".into(), source: src() }, ErrorKind::Permanent),
+            (object_store::Error::Unauthenticated { path: "k".into(), source: src() }, ErrorKind::Permanent),
+            (object_store::Error::NotImplemented { operation: "x".into(), implementer: "y".into() }, ErrorKind::Permanent),
+            (generic(Box::new(HttpError::new(HttpErrorKind::Connect, io_err()))), ErrorKind::Transient),
+            (generic(Box::new(HttpError::new(HttpErrorKind::Timeout, io_err()))), ErrorKind::Transient),
             (
-                object_store::Error::NotFound {
-                    path: "k".into(),
-                    source: src(),
-                },
-                ErrorKind::NotFound,
-            ),
-            (
-                object_store::Error::AlreadyExists {
-                    path: "k".into(),
-                    source: src(),
-                },
-                ErrorKind::AlreadyExists,
-            ),
-            (
-                object_store::Error::Precondition {
-                    path: "k".into(),
-                    source: src(),
-                },
-                ErrorKind::AlreadyExists,
-            ),
-            (
-                object_store::Error::PermissionDenied {
-                    path: "k".into(),
-                    source: src(),
-                },
-                ErrorKind::Permanent,
-            ),
-            (
-                object_store::Error::Unauthenticated {
-                    path: "k".into(),
-                    source: src(),
-                },
-                ErrorKind::Permanent,
-            ),
-            (
-                object_store::Error::NotImplemented {
-                    operation: "x".into(),
-                    implementer: "y".into(),
-                },
-                ErrorKind::Permanent,
-            ),
-            (
-                generic(Box::new(HttpError::new(HttpErrorKind::Connect, io_err()))),
+                generic(
+                    "Error performing PUT http://h/b/k in 1s - Server returned non-2xx status code: 503 Service Unavailable: busy".into(),
+                ),
                 ErrorKind::Transient,
             ),
-            (
-                generic(Box::new(HttpError::new(HttpErrorKind::Timeout, io_err()))),
-                ErrorKind::Transient,
-            ),
-            (
-                generic("Error performing PUT http://h/b/k in 1s - Server returned non-2xx status code: 503 Service Unavailable: busy".into()),
-                ErrorKind::Transient,
-            ),
-            (
-                generic("Server returned non-2xx status code: 429 Too Many Requests".into()),
-                ErrorKind::Transient,
-            ),
-            (
-                generic("Server returned non-2xx status code: 400 Bad Request: nope".into()),
-                ErrorKind::Permanent,
-            ),
-            (
-                generic(Box::new(std::io::Error::new(
-                    std::io::ErrorKind::StorageFull,
-                    "disk full",
-                ))),
-                ErrorKind::Permanent,
-            ),
+            (generic("Server returned non-2xx status code: 429 Too Many Requests".into()), ErrorKind::Transient),
+            (generic("Server returned non-2xx status code: 400 Bad Request: nope".into()), ErrorKind::Permanent),
+            (generic(Box::new(std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full"))), ErrorKind::Permanent),
             (generic("something odd".into()), ErrorKind::Permanent),
         ];
         for (err, want) in cases {
@@ -352,17 +285,11 @@ mod tests {
 
     #[test]
     fn redacts_urls_and_signatures() {
-        let m = redact(
-            "Error performing GET https://acct.blob.core.windows.net/c/k?sv=2021&sig=abcd%2B in 1s",
-        );
+        let m = redact("Error performing GET https://acct.blob.core.windows.net/c/k?sv=2021&sig=abcd%2B in 1s");
         assert!(!m.contains("sig=abcd"), "{m}");
-        assert!(
-            m.contains("https://acct.blob.core.windows.net/c/k?[redacted]"),
-            "{m}"
-        );
+        assert!(m.contains("https://acct.blob.core.windows.net/c/k?[redacted]"), "{m}");
 
-        let m =
-            redact("AWS4-HMAC-SHA256 Credential=AKIA/2024, SignedHeaders=host, Signature=deadbeef");
+        let m = redact("AWS4-HMAC-SHA256 Credential=AKIA/2024, SignedHeaders=host, Signature=deadbeef");
         assert!(!m.contains("AKIA"), "{m}");
         assert!(!m.contains("deadbeef"), "{m}");
 

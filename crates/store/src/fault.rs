@@ -43,22 +43,9 @@ enum Fault {
 impl FaultStore {
     /// Fail a fraction `rate` (0.0..=1.0, clamped) of calls, decided by `seed`.
     pub fn new(inner: Arc<dyn Store>, rate: f64, seed: u64) -> Self {
-        let rate = if rate.is_nan() {
-            0.0
-        } else {
-            rate.clamp(0.0, 1.0)
-        };
-        let threshold = if rate >= 1.0 {
-            u64::MAX
-        } else {
-            (rate * u64::MAX as f64) as u64
-        };
-        FaultStore {
-            inner,
-            threshold,
-            seed,
-            calls: AtomicU64::new(0),
-        }
+        let rate = if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) };
+        let threshold = if rate >= 1.0 { u64::MAX } else { (rate * u64::MAX as f64) as u64 };
+        FaultStore { inner, threshold, seed, calls: AtomicU64::new(0) }
     }
 
     /// Parse the `FERRY_FAULT_INJECT` value `RATE[:SEED]` (seed 0 when omitted).
@@ -88,13 +75,7 @@ impl FaultStore {
     }
 
     /// Reads fail before the call; writes fail before or after it.
-    fn call<T>(
-        &self,
-        op: &'static str,
-        key: &str,
-        is_write: bool,
-        f: impl FnOnce() -> Result<T>,
-    ) -> Result<T> {
+    fn call<T>(&self, op: &'static str, key: &str, is_write: bool, f: impl FnOnce() -> Result<T>) -> Result<T> {
         match self.next_fault() {
             Fault::None => f(),
             Fault::After if is_write => {
@@ -120,9 +101,7 @@ impl Store for FaultStore {
     }
 
     fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
-        self.call("put_if_absent", key, true, || {
-            self.inner.put_if_absent(key, data)
-        })
+        self.call("put_if_absent", key, true, || self.inner.put_if_absent(key, data))
     }
 
     fn get(&self, key: &str) -> Result<Bytes> {

@@ -114,18 +114,12 @@ pub fn open(location: &str) -> Result<Arc<dyn Store>> {
     init_tls();
     let backend = match location::parse(location)? {
         location::Location::Local(path) => local::open(&path)?,
-        location::Location::Azure { container, prefix } => {
-            azure::open(&container, prefix.as_deref())?
-        }
+        location::Location::Azure { container, prefix } => azure::open(&container, prefix.as_deref())?,
         location::Location::S3 { bucket, prefix } => s3::open(&bucket, prefix.as_deref())?,
     };
     let mut store: Arc<dyn Store> = Arc::new(backend);
     if let Some((rate, seed)) = fault_injection(location)? {
-        tracing::warn!(
-            rate,
-            seed,
-            "{FAULT_INJECT_ENV} is set: injecting store faults"
-        );
+        tracing::warn!(rate, seed, "{FAULT_INJECT_ENV} is set: injecting store faults");
         store = Arc::new(FaultStore::new(store, rate, seed));
     }
     Ok(Arc::new(RetryStore::new(store)))
@@ -145,9 +139,7 @@ fn parse_fault_injection(location: &str, spec: Option<String>) -> Result<Option<
         None => Err(StoreError::permanent(
             "open",
             location,
-            format!(
-                "{FAULT_INJECT_ENV}={spec:?}: expected RATE[:SEED] with RATE in 0..1, e.g. 0.05:42"
-            ),
+            format!("{FAULT_INJECT_ENV}={spec:?}: expected RATE[:SEED] with RATE in 0..1, e.g. 0.05:42"),
         )),
     }
 }

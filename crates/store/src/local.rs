@@ -17,15 +17,9 @@ use crate::error::{Result, StoreError};
 /// staging files. Empty folders are left in place after deletes.
 pub(crate) fn open(path: &Path) -> Result<ObjectStoreBackend> {
     let shown = path.display().to_string();
-    let fail =
-        |e: &dyn std::fmt::Display| StoreError::permanent("open", shown.clone(), e.to_string());
+    let fail = |e: &dyn std::fmt::Display| StoreError::permanent("open", shown.clone(), e.to_string());
     std::fs::create_dir_all(path).map_err(|e| fail(&e))?;
     let root = std::fs::canonicalize(path).map_err(|e| fail(&e))?;
-    let fs = LocalFileSystem::new_with_prefix(&root)
-        .map_err(|e| fail(&e))?
-        .with_fsync(true);
-    Ok(ObjectStoreBackend::new(
-        Arc::new(fs),
-        format!("local folder {}", root.display()),
-    ))
+    let fs = LocalFileSystem::new_with_prefix(&root).map_err(|e| fail(&e))?.with_fsync(true);
+    Ok(ObjectStoreBackend::new(Arc::new(fs), format!("local folder {}", root.display())))
 }

@@ -9,14 +9,8 @@ use crate::store::validate_key;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Location {
     Local(PathBuf),
-    Azure {
-        container: String,
-        prefix: Option<String>,
-    },
-    S3 {
-        bucket: String,
-        prefix: Option<String>,
-    },
+    Azure { container: String, prefix: Option<String> },
+    S3 { bucket: String, prefix: Option<String> },
 }
 
 pub(crate) fn parse(location: &str) -> Result<Location> {
@@ -49,11 +43,7 @@ pub(crate) fn parse(location: &str) -> Result<Location> {
 /// The error echoes the location only when it cannot hold credentials (`user:secret@…`,
 /// `?sig=…`).
 fn invalid(location: &str, message: &str) -> StoreError {
-    let shown = if location.contains(['@', '?']) {
-        "(location not shown)"
-    } else {
-        location
-    };
+    let shown = if location.contains(['@', '?']) { "(location not shown)" } else { location };
     StoreError::permanent("open", shown, message)
 }
 
@@ -65,8 +55,7 @@ fn split(location: &str, rest: &str) -> Result<(String, Option<String>)> {
     if prefix.is_empty() {
         return Ok((name.to_string(), None));
     }
-    validate_key("open", prefix)
-        .map_err(|e| invalid(location, &format!("prefix: {}", e.message)))?;
+    validate_key("open", prefix).map_err(|e| invalid(location, &format!("prefix: {}", e.message)))?;
     Ok((name.to_string(), Some(prefix.to_string())))
 }
 
@@ -74,8 +63,7 @@ fn split(location: &str, rest: &str) -> Result<(String, Option<String>)> {
 /// `--`. S3 bucket names: the same, with `.` allowed too.
 fn check_name(location: &str, name: &str, dots: bool) -> Result<()> {
     let what = if dots { "bucket" } else { "container" };
-    let allowed =
-        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
     let ok = (3..=63).contains(&name.len())
         && name.chars().all(allowed)
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -84,10 +72,7 @@ fn check_name(location: &str, name: &str, dots: bool) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            location,
-            &format!("invalid {what} name: 3-63 lowercase letters, digits and '-'"),
-        ))
+        Err(invalid(location, &format!("invalid {what} name: 3-63 lowercase letters, digits and '-'")))
     }
 }
 
@@ -97,51 +82,22 @@ mod tests {
 
     #[test]
     fn parses_locations() {
-        assert_eq!(
-            parse("/srv/repo").unwrap(),
-            Location::Local("/srv/repo".into())
-        );
+        assert_eq!(parse("/srv/repo").unwrap(), Location::Local("/srv/repo".into()));
         assert_eq!(parse("repo").unwrap(), Location::Local("repo".into()));
-        assert_eq!(
-            parse("file:///srv/repo").unwrap(),
-            Location::Local("/srv/repo".into())
-        );
-        assert_eq!(
-            parse("az://backups").unwrap(),
-            Location::Azure {
-                container: "backups".into(),
-                prefix: None
-            }
-        );
+        assert_eq!(parse("file:///srv/repo").unwrap(), Location::Local("/srv/repo".into()));
+        assert_eq!(parse("az://backups").unwrap(), Location::Azure { container: "backups".into(), prefix: None });
         assert_eq!(
             parse("az://backups/m1/repo/").unwrap(),
-            Location::Azure {
-                container: "backups".into(),
-                prefix: Some("m1/repo".into())
-            }
+            Location::Azure { container: "backups".into(), prefix: Some("m1/repo".into()) }
         );
-        assert_eq!(
-            parse("s3://my.bucket-1/p").unwrap(),
-            Location::S3 {
-                bucket: "my.bucket-1".into(),
-                prefix: Some("p".into())
-            }
-        );
+        assert_eq!(parse("s3://my.bucket-1/p").unwrap(), Location::S3 { bucket: "my.bucket-1".into(), prefix: Some("p".into()) });
     }
 
     #[test]
     fn rejects_bad_locations() {
-        for bad in [
-            "",
-            "file://",
-            "gs://bucket",
-            "az://Bad_Name",
-            "az://ab",
-            "az://a.b.c",
-            "s3://-bucket",
-            "s3://bucket/a//b",
-            "s3://bucket/../x",
-        ] {
+        for bad in
+            ["", "file://", "gs://bucket", "az://Bad_Name", "az://ab", "az://a.b.c", "s3://-bucket", "s3://bucket/a//b", "s3://bucket/../x"]
+        {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.kind, crate::ErrorKind::Permanent, "{bad}");
         }

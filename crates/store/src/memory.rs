@@ -56,19 +56,12 @@ impl Store for MemoryStore {
 
     fn get(&self, key: &str) -> Result<Bytes> {
         validate_key("get", key)?;
-        self.lock()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| StoreError::not_found("get", key))
+        self.lock().get(key).cloned().ok_or_else(|| StoreError::not_found("get", key))
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         validate_key("get_range", key)?;
-        let data = self
-            .lock()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| StoreError::not_found("get_range", key))?;
+        let data = self.lock().get(key).cloned().ok_or_else(|| StoreError::not_found("get_range", key))?;
         check_range(key, &range, data.len() as u64)?;
         // check_range bounds both ends by the length, which is a usize.
         Ok(data.slice(range.start as usize..range.end as usize))
@@ -85,10 +78,7 @@ impl Store for MemoryStore {
             .lock()
             .iter()
             .filter(|(key, _)| key.starts_with(prefix))
-            .map(|(key, data)| ObjectInfo {
-                key: key.clone(),
-                size: data.len() as u64,
-            })
+            .map(|(key, data)| ObjectInfo { key: key.clone(), size: data.len() as u64 })
             .collect())
     }
 

@@ -24,11 +24,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// 5 tries, waiting about 100ms, 200ms, 400ms, 800ms (each with jitter), 3s at most.
     fn default() -> Self {
-        RetryPolicy {
-            max_tries: 5,
-            min_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(3),
-        }
+        RetryPolicy { max_tries: 5, min_delay: Duration::from_millis(100), max_delay: Duration::from_secs(3) }
     }
 }
 
@@ -36,9 +32,7 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (1-based): exponential, capped, with "equal jitter"
     /// (half fixed, half random) so that threads that failed together do not retry together.
     pub fn delay(&self, retry: u32) -> Duration {
-        let exp = self
-            .min_delay
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(20));
+        let exp = self.min_delay.saturating_mul(1u32 << retry.saturating_sub(1).min(20));
         let capped = exp.min(self.max_delay);
         let half = capped / 2;
         let jitter = rand::rng().random_range(0..=half.as_micros() as u64);
@@ -83,10 +77,7 @@ impl RetryStore {
     }
 
     pub fn with_policy(inner: Arc<dyn Store>, policy: RetryPolicy) -> Self {
-        let policy = RetryPolicy {
-            max_tries: policy.max_tries.max(1),
-            ..policy
-        };
+        let policy = RetryPolicy { max_tries: policy.max_tries.max(1), ..policy };
         RetryStore { inner, policy }
     }
 }
@@ -97,8 +88,7 @@ impl Store for RetryStore {
     }
 
     fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
-        self.policy
-            .run(|| self.inner.put_if_absent(key, data.clone()))
+        self.policy.run(|| self.inner.put_if_absent(key, data.clone()))
     }
 
     fn get(&self, key: &str) -> Result<Bytes> {
@@ -133,11 +123,7 @@ mod tests {
     use std::cell::Cell;
 
     fn fast(max_tries: u32) -> RetryPolicy {
-        RetryPolicy {
-            max_tries,
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(2),
-        }
+        RetryPolicy { max_tries, min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2) }
     }
 
     #[test]
@@ -168,11 +154,7 @@ mod tests {
 
     #[test]
     fn never_retries_other_kinds() {
-        for kind in [
-            ErrorKind::NotFound,
-            ErrorKind::AlreadyExists,
-            ErrorKind::Permanent,
-        ] {
+        for kind in [ErrorKind::NotFound, ErrorKind::AlreadyExists, ErrorKind::Permanent] {
             let calls = Cell::new(0);
             let r: Result<()> = fast(5).run(|| {
                 calls.set(calls.get() + 1);
@@ -189,10 +171,7 @@ mod tests {
         for retry in 1..10 {
             let d = p.delay(retry);
             let full = (p.min_delay * (1 << (retry - 1))).min(p.max_delay);
-            assert!(
-                d >= full / 2 && d <= full,
-                "retry {retry}: {d:?} vs {full:?}"
-            );
+            assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?} vs {full:?}");
         }
         assert!(p.delay(1000) <= p.max_delay);
     }

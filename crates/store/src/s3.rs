@@ -25,29 +25,17 @@ pub(crate) fn open(bucket: &str, prefix: Option<&str>) -> Result<ObjectStoreBack
         Some(p) => format!("s3://{bucket}/{p}"),
         None => format!("s3://{bucket}"),
     };
-    let mut builder = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_retry(cloud::retry_config());
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(cloud::retry_config());
     if !cloud::env_is_set("AWS_TIMEOUT") {
-        builder = builder.with_config(
-            AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-            cloud::REQUEST_TIMEOUT,
-        );
+        builder = builder.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), cloud::REQUEST_TIMEOUT);
     }
     let target = Target::from_builder(&builder, bucket);
-    let s3 = builder
-        .build()
-        .map_err(|e| StoreError::from_object_store("open", &shown, e))?;
+    let s3 = builder.build().map_err(|e| StoreError::from_object_store("open", &shown, e))?;
 
     RetryPolicy::default().run(|| block_on(ensure_bucket(&s3, &target, &shown))?)?;
 
-    let description = format!(
-        "S3 bucket {bucket} ({}){}",
-        target.endpoint_shown,
-        prefix
-            .map(|p| format!(" at prefix {p}"))
-            .unwrap_or_default()
-    );
+    let description =
+        format!("S3 bucket {bucket} ({}){}", target.endpoint_shown, prefix.map(|p| format!(" at prefix {p}")).unwrap_or_default());
     let inner: Arc<dyn ObjectStore> = match prefix {
         Some(p) => Arc::new(PrefixStore::new(s3, p)),
         None => Arc::new(s3),
@@ -67,28 +55,16 @@ struct Target {
 
 impl Target {
     fn from_builder(builder: &AmazonS3Builder, bucket: &str) -> Target {
-        let region = builder
-            .get_config_value(&AmazonS3ConfigKey::Region)
-            .unwrap_or_else(|| DEFAULT_REGION.to_string());
-        let endpoint = builder
-            .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
-            .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
-        let virtual_hosted = builder
-            .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
-            .is_some_and(|v| cloud::truthy(&v));
+        let region = builder.get_config_value(&AmazonS3ConfigKey::Region).unwrap_or_else(|| DEFAULT_REGION.to_string());
+        let endpoint =
+            builder.get_config_value(&AmazonS3ConfigKey::S3Endpoint).or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
+        let virtual_hosted = builder.get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest).is_some_and(|v| cloud::truthy(&v));
         let (bucket_url, endpoint_shown) = match endpoint {
             Some(e) if virtual_hosted => (e.clone(), e),
             Some(e) => (format!("{}/{bucket}", e.trim_end_matches('/')), e),
-            None => (
-                format!("https://s3.{region}.amazonaws.com/{bucket}"),
-                format!("region {region}"),
-            ),
+            None => (format!("https://s3.{region}.amazonaws.com/{bucket}"), format!("region {region}")),
         };
-        Target {
-            region,
-            bucket_url,
-            endpoint_shown,
-        }
+        Target { region, bucket_url, endpoint_shown }
     }
 
     /// The CreateBucket body: none in us-east-1, a location constraint elsewhere.
@@ -118,11 +94,7 @@ async fn ensure_bucket(s3: &AmazonS3, target: &Target, shown: &str) -> Result<()
         .uri(target.bucket_url.as_str())
         .body(HttpRequestBody::from(body.clone()))
         .map_err(|e| StoreError::permanent("create bucket", shown, e.to_string()))?;
-    let credential = s3
-        .credentials()
-        .get_credential()
-        .await
-        .map_err(|e| StoreError::from_object_store("create bucket", shown, e))?;
+    let credential = s3.credentials().get_credential().await.map_err(|e| StoreError::from_object_store("create bucket", shown, e))?;
     AwsAuthorizer::new(&credential, "s3", &target.region)
         .try_authorize(&mut request, None)
         .map_err(|e| StoreError::from_object_store("create bucket", shown, e))?;
@@ -131,28 +103,17 @@ async fn ensure_bucket(s3: &AmazonS3, target: &Target, shown: &str) -> Result<()
     match status {
         200..=299 => Ok(()),
         409 if error_code(&text) == Some("BucketAlreadyOwnedByYou") => Ok(()),
-        409 if error_code(&text) == Some("OperationAborted") => Err(StoreError::transient(
-            "create bucket",
-            shown,
-            "a conflicting operation on the bucket is in progress; try again",
-        )),
+        409 if error_code(&text) == Some("OperationAborted") => {
+            Err(StoreError::transient("create bucket", shown, "a conflicting operation on the bucket is in progress; try again"))
+        }
         409 if error_code(&text) == Some("BucketAlreadyExists") => {
             // Some servers (moto, MinIO) say this about a bucket created by a racing caller.
             if let Ok(true) = container_exists(s3, shown).await {
                 Ok(())
             } else {
-                Err(StoreError::permanent(
-                    "create bucket",
-                    shown,
-                    "the bucket name is taken by another account; choose another name",
-                ))
+                Err(StoreError::permanent("create bucket", shown, "the bucket name is taken by another account; choose another name"))
             }
         }
-        _ => Err(StoreError::new(
-            kind_for_status(status),
-            "create bucket",
-            shown,
-            format!("HTTP {status}: {text}"),
-        )),
+        _ => Err(StoreError::new(kind_for_status(status), "create bucket", shown, format!("HTTP {status}: {text}"))),
     }
 }

@@ -89,13 +89,7 @@ pub const MAX_KEY_LEN: usize = 1024;
 
 /// Check that `key` follows the key rules of the [`Store`] contract.
 pub fn validate_key(op: &'static str, key: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(StoreError::permanent(
-            op,
-            key,
-            format!("invalid key: {why}"),
-        ))
-    };
+    let bad = |why: &str| Err(StoreError::permanent(op, key, format!("invalid key: {why}")));
     if key.is_empty() {
         return bad("empty");
     }
@@ -132,20 +126,13 @@ fn key_byte_ok(b: u8) -> bool {
 /// Check `range` against an object of `size` bytes.
 pub(crate) fn check_range(key: &str, range: &Range<u64>, size: u64) -> Result<()> {
     if range.start > range.end {
-        return Err(StoreError::permanent(
-            "get_range",
-            key,
-            format!("invalid range {}..{}", range.start, range.end),
-        ));
+        return Err(StoreError::permanent("get_range", key, format!("invalid range {}..{}", range.start, range.end)));
     }
     if range.end > size {
         return Err(StoreError::permanent(
             "get_range",
             key,
-            format!(
-                "range {}..{} reaches past the end of the object ({size} bytes)",
-                range.start, range.end
-            ),
+            format!("range {}..{} reaches past the end of the object ({size} bytes)", range.start, range.end),
         ));
     }
     Ok(())
@@ -157,17 +144,10 @@ mod tests {
 
     #[test]
     fn keys() {
-        for ok in [
-            "config",
-            "data/3f/3fa2",
-            "locks/2024-01-01T00:00:00Z-host.a",
-            "a=b+c,d@e~f",
-        ] {
+        for ok in ["config", "data/3f/3fa2", "locks/2024-01-01T00:00:00Z-host.a", "a=b+c,d@e~f"] {
             assert!(validate_key("put", ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "", "/abs", "a//b", "a/", "../x", "a/./b", "a b", "a#1", "a%20", "ü", "a?b", "a\\b",
-        ] {
+        for bad in ["", "/abs", "a//b", "a/", "../x", "a/./b", "a b", "a#1", "a%20", "ü", "a?b", "a\\b"] {
             let e = validate_key("put", bad).unwrap_err();
             assert_eq!(e.kind, crate::ErrorKind::Permanent, "{bad}");
         }

@@ -27,10 +27,7 @@ fn enabled(var: &str) -> bool {
 /// Extra `put_if_absent` races against the emulators, to check that their conditional create is
 /// really atomic (`FERRY_TEST_RACE_ROUNDS`, default 20).
 fn race_rounds() -> usize {
-    std::env::var("FERRY_TEST_RACE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+    std::env::var("FERRY_TEST_RACE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
 }
 
 /// The whole suite, or only the round trips when `FERRY_FAULT_INJECT` puts a `FaultStore`
@@ -64,18 +61,9 @@ fn local_folder_created_when_missing_and_file_url() {
     let url = format!("file://{}", nested.display());
     let store = ferry_store::open(&url).expect("open file:// of a missing folder");
     assert!(nested.is_dir());
-    assert!(
-        store.describe().contains("local folder"),
-        "{}",
-        store.describe()
-    );
-    store
-        .put("data/3f/3fa2", Bytes::from_static(b"x"))
-        .expect("put");
-    assert!(
-        nested.join("data/3f/3fa2").is_file(),
-        "objects are plain files at their key"
-    );
+    assert!(store.describe().contains("local folder"), "{}", store.describe());
+    store.put("data/3f/3fa2", Bytes::from_static(b"x")).expect("put");
+    assert!(nested.join("data/3f/3fa2").is_file(), "objects are plain files at their key");
 }
 
 #[test]
@@ -98,11 +86,7 @@ fn memory() {
 fn retry_absorbs_30_percent_faults() {
     let dir = tempfile::tempdir().expect("temp dir");
     let local = ferry_store::open(dir.path().to_str().expect("utf-8")).expect("open");
-    let policy = RetryPolicy {
-        max_tries: 12,
-        min_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-    };
+    let policy = RetryPolicy { max_tries: 12, min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) };
     for inner in [local, Arc::new(MemoryStore::new()) as Arc<dyn Store>] {
         let faulty = Arc::new(FaultStore::new(inner, 0.3, 42));
         let store = RetryStore::with_policy(faulty, policy);
@@ -122,9 +106,8 @@ fn azurite() {
     if !enabled("FERRY_TEST_AZURITE") {
         return;
     }
-    let store = ferry_store::open(&format!("az://{}", random_name("az"))).unwrap_or_else(|e| {
-        panic!("open Azurite (is it running? scripts/test-services.sh start): {e}")
-    });
+    let store = ferry_store::open(&format!("az://{}", random_name("az")))
+        .unwrap_or_else(|e| panic!("open Azurite (is it running? scripts/test-services.sh start): {e}"));
     eprintln!("testing {}", store.describe());
     check_opened(&*store);
 }
@@ -142,9 +125,8 @@ fn moto_s3() {
     if !enabled("FERRY_TEST_S3") {
         return;
     }
-    let store = ferry_store::open(&format!("s3://{}/p", random_name("s3"))).unwrap_or_else(|e| {
-        panic!("open moto (is it running? scripts/test-services.sh start): {e}")
-    });
+    let store = ferry_store::open(&format!("s3://{}/p", random_name("s3")))
+        .unwrap_or_else(|e| panic!("open moto (is it running? scripts/test-services.sh start): {e}"));
     eprintln!("testing {}", store.describe());
     check_opened(&*store);
 }
@@ -164,12 +146,7 @@ fn reopen_check(location: &str) {
     first.put("config", Bytes::from_static(b"c")).expect("put");
     let again = ferry_store::open(location).unwrap_or_else(|e| panic!("reopen {location}: {e}"));
     assert_eq!(again.get("config").expect("get").as_ref(), b"c");
-    let keys: Vec<_> = again
-        .list("")
-        .expect("list")
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let keys: Vec<_> = again.list("").expect("list").into_iter().map(|o| o.key).collect();
     assert_eq!(keys, ["config"], "the prefix is not part of listed keys");
     again.delete("config").expect("delete");
 }
@@ -214,8 +191,6 @@ impl Store for CheckThenPut {
 #[test]
 fn race_check_catches_non_atomic_create() {
     let store = CheckThenPut(MemoryStore::new());
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        conformance::run_race(&store, 1)
-    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conformance::run_race(&store, 1)));
     assert!(outcome.is_err(), "a check-then-put store passed the race");
 }

@@ -14,8 +14,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
     let mut opts = BackupOptions::new(a.paths.clone());
     opts.excludes = a.exclude.clone();
     for f in &a.exclude_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("read exclude file {}", f.display()))?;
+        let text = std::fs::read_to_string(f).with_context(|| format!("read exclude file {}", f.display()))?;
         opts.excludes.extend(text.lines().map(str::to_string));
     }
     opts.one_file_system = a.one_file_system;
@@ -58,16 +57,9 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
             s.duration_s
         );
         if out.is_partial() {
-            eprintln!(
-                "partial recovery point: {} file(s) could not be backed up (listed above)",
-                out.errors.len()
-            );
+            eprintln!("partial recovery point: {} file(s) could not be backed up (listed above)", out.errors.len());
         }
         println!("{}", out.recovery_point.to_hex());
     }
-    Ok(if out.is_partial() {
-        Outcome::Partial
-    } else {
-        Outcome::Success
-    })
+    Ok(if out.is_partial() { Outcome::Partial } else { Outcome::Success })
 }

@@ -9,9 +9,8 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<Outcome> {
     let percent = match (&a.read_data_subset, a.read_data) {
         (_, true) => 100.0,
         (Some(s), _) => {
-            let v: f64 = s.trim_end_matches('%').parse().map_err(|_| {
-                anyhow::anyhow!("--read-data-subset takes a percentage like 10 or 2.5%")
-            })?;
+            let v: f64 =
+                s.trim_end_matches('%').parse().map_err(|_| anyhow::anyhow!("--read-data-subset takes a percentage like 10 or 2.5%"))?;
             if !(0.0..=100.0).contains(&v) {
                 bail!("--read-data-subset must be between 0 and 100");
             }
@@ -20,12 +19,7 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<Outcome> {
         _ => 0.0,
     };
     let repo = common::open(g)?;
-    let r = check::run(
-        &repo,
-        &CheckOptions {
-            read_data_percent: percent,
-        },
-    )?;
+    let r = check::run(&repo, &CheckOptions { read_data_percent: percent })?;
     if g.json {
         common::print_json(&r)?;
     } else {
@@ -45,15 +39,8 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<Outcome> {
         if r.is_ok() {
             eprintln!("no errors found");
         } else {
-            eprintln!(
-                "{} damaged object(s): files not listed above can still be restored",
-                r.damage.len()
-            );
+            eprintln!("{} damaged object(s): files not listed above can still be restored", r.damage.len());
         }
     }
-    Ok(if r.is_ok() {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
+    Ok(if r.is_ok() { Outcome::Success } else { Outcome::Failed })
 }

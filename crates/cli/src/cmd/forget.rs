@@ -8,13 +8,7 @@ use crate::Outcome;
 
 pub fn forget(g: &Global, a: &ForgetArgs) -> Result<Outcome> {
     let repo = common::open(g)?;
-    let policy = Policy {
-        last: a.keep_last,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-    };
+    let policy = Policy { last: a.keep_last, daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly, yearly: a.keep_yearly };
     let mut remove = Vec::new();
     for spec in &a.recovery_points {
         remove.push(repo.resolve(spec)?.0);
@@ -39,37 +33,20 @@ pub fn forget(g: &Global, a: &ForgetArgs) -> Result<Outcome> {
         }))?;
     } else {
         for d in decisions.iter().filter(|d| d.keep) {
-            println!(
-                "keep   {} {} ({})",
-                d.id.short(),
-                d.time,
-                d.reasons.join(", ")
-            );
+            println!("keep   {} {} ({})", d.id.short(), d.time, d.reasons.join(", "));
         }
         for id in &remove {
-            println!(
-                "{} {}",
-                if a.dry_run { "would remove" } else { "remove" },
-                id.short()
-            );
+            println!("{} {}", if a.dry_run { "would remove" } else { "remove" }, id.short());
         }
         eprintln!(
             "{} recovery point(s) {}",
             remove.len(),
-            if a.dry_run {
-                "would be forgotten"
-            } else {
-                "forgotten; run `ferry prune` to reclaim space"
-            }
+            if a.dry_run { "would be forgotten" } else { "forgotten; run `ferry prune` to reclaim space" }
         );
     }
     if a.prune && !a.dry_run {
         let r = prune::run(&repo, &PruneOptions::default())?;
-        eprintln!(
-            "prune: deleted {} pack(s), {}",
-            r.packs_deleted,
-            common::size(r.bytes_deleted)
-        );
+        eprintln!("prune: deleted {} pack(s), {}", r.packs_deleted, common::size(r.bytes_deleted));
     }
     Ok(Outcome::Success)
 }

@@ -9,8 +9,7 @@ pub fn run(g: &Global, k: &KeyCommand) -> Result<Outcome> {
     let mut repo = common::open(g)?;
     match k {
         KeyCommand::Add(n) => {
-            let pw =
-                common::new_passphrase(n.new_password_file.as_deref(), "FERRY_NEW_PASSWORD", None)?;
+            let pw = common::new_passphrase(n.new_password_file.as_deref(), "FERRY_NEW_PASSWORD", None)?;
             let id = repo.add_key(&pw, KdfParams::default())?;
             if g.json {
                 common::print_json(&serde_json::json!({"id": id.to_hex()}))?;
@@ -28,14 +27,7 @@ pub fn run(g: &Global, k: &KeyCommand) -> Result<Outcome> {
                 common::print_json(&v)?;
             } else {
                 for (id, kf, cur) in keys {
-                    println!(
-                        "{} {:<10} {} {}@{}",
-                        if cur { "*" } else { " " },
-                        id.short(),
-                        kf.created,
-                        kf.user,
-                        kf.host
-                    );
+                    println!("{} {:<10} {} {}@{}", if cur { "*" } else { " " }, id.short(), kf.created, kf.user, kf.host);
                 }
             }
         }
@@ -44,8 +36,7 @@ pub fn run(g: &Global, k: &KeyCommand) -> Result<Outcome> {
             println!("removed key {}", removed.short());
         }
         KeyCommand::Passwd(n) => {
-            let pw =
-                common::new_passphrase(n.new_password_file.as_deref(), "FERRY_NEW_PASSWORD", None)?;
+            let pw = common::new_passphrase(n.new_password_file.as_deref(), "FERRY_NEW_PASSWORD", None)?;
             let id = repo.change_passphrase(&pw, KdfParams::default())?;
             println!("passphrase changed (key {})", id.short());
         }

@@ -63,16 +63,7 @@ pub fn ls(g: &Global, a: &LsArgs) -> Result<Outcome> {
             let t = chrono::DateTime::from_timestamp(n.mtime_ns.div_euclid(1_000_000_000), 0)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_default();
-            println!(
-                "{}{:04o} {:>6} {:>6} {:>12} {} {}",
-                kind_char(n.kind),
-                n.mode,
-                n.uid,
-                n.gid,
-                n.size,
-                t,
-                full.display()
-            );
+            println!("{}{:04o} {:>6} {:>6} {:>12} {} {}", kind_char(n.kind), n.mode, n.uid, n.gid, n.size, t, full.display());
         } else {
             println!("{}", full.display());
         }
@@ -90,19 +81,12 @@ pub fn diff(g: &Global, a: &DiffArgs) -> Result<Outcome> {
     let (ib, rb) = repo.resolve(&a.to)?;
     let changes = diff::diff(&repo, &ra.tree, &rb.tree)?;
     if g.json {
-        common::print_json(
-            &serde_json::json!({"from": ia.to_hex(), "to": ib.to_hex(), "changes": changes}),
-        )?;
+        common::print_json(&serde_json::json!({"from": ia.to_hex(), "to": ib.to_hex(), "changes": changes}))?;
     } else {
         for c in &changes {
             println!("{}  {}", c.change.symbol(), c.path);
         }
-        eprintln!(
-            "{} change(s) from {} to {}",
-            changes.len(),
-            ia.short(),
-            ib.short()
-        );
+        eprintln!("{} change(s) from {} to {}", changes.len(), ia.short(), ib.short());
     }
     Ok(Outcome::Success)
 }

@@ -31,14 +31,10 @@ pub fn list(g: &Global, a: &RecoveryPointsArgs) -> Result<Outcome> {
         common::print_json(&v)?;
         return Ok(Outcome::Success);
     }
-    println!(
-        "{:<10} {:<20} {:<16} {:>10}  paths",
-        "ID", "time", "host", "size"
-    );
+    println!("{:<10} {:<20} {:<16} {:>10}  paths", "ID", "time", "host", "size");
     for (id, rp) in &points {
-        let time = chrono::DateTime::parse_from_rfc3339(&rp.time)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or(rp.time.clone());
+        let time =
+            chrono::DateTime::parse_from_rfc3339(&rp.time).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or(rp.time.clone());
         let mut paths = rp.paths.join(" ");
         if !rp.tags.is_empty() {
             paths.push_str(&format!("  [{}]", rp.tags.join(",")));
@@ -46,14 +42,7 @@ pub fn list(g: &Global, a: &RecoveryPointsArgs) -> Result<Outcome> {
         if rp.partial {
             paths.push_str("  (partial)");
         }
-        println!(
-            "{:<10} {:<20} {:<16} {:>10}  {}",
-            id.short(),
-            time,
-            rp.host,
-            common::size(rp.summary.total_bytes),
-            paths
-        );
+        println!("{:<10} {:<20} {:<16} {:>10}  {}", id.short(), time, rp.host, common::size(rp.summary.total_bytes), paths);
     }
     println!("{} recovery point(s)", points.len());
     Ok(Outcome::Success)

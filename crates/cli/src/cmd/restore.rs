@@ -19,11 +19,7 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
             OverwriteArg::IfChanged => Overwrite::IfChanged,
             OverwriteArg::Always => Overwrite::Always,
         },
-        threads: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .max(2)
-            + 1,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2) + 1,
     };
     let progress = Arc::new(Progress::default());
     let display = common::ProgressDisplay::start(progress.clone(), "restore");
@@ -47,9 +43,5 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
             out.errors.len()
         );
     }
-    Ok(if out.errors.is_empty() {
-        Outcome::Success
-    } else {
-        Outcome::Partial
-    })
+    Ok(if out.errors.is_empty() { Outcome::Success } else { Outcome::Partial })
 }

@@ -17,29 +17,13 @@ fn round_trip_is_exact() {
     assert_same_tree(&src, &out);
     // Sparse stays sparse.
     let m = std::fs::metadata(out.join("sparse.img")).unwrap();
-    assert!(
-        m.blocks() * 512 < 1 << 20,
-        "sparse file restored with {} blocks",
-        m.blocks()
-    );
+    assert!(m.blocks() * 512 < 1 << 20, "sparse file restored with {} blocks", m.blocks());
     // Extended attribute (when the file system supports user xattrs).
-    if xattr::get(src.join("docs/a.txt"), "user.ferry")
-        .ok()
-        .flatten()
-        .is_some()
-    {
-        assert_eq!(
-            xattr::get(out.join("docs/a.txt"), "user.ferry")
-                .unwrap()
-                .as_deref(),
-            Some(&b"value"[..])
-        );
+    if xattr::get(src.join("docs/a.txt"), "user.ferry").ok().flatten().is_some() {
+        assert_eq!(xattr::get(out.join("docs/a.txt"), "user.ferry").unwrap().as_deref(), Some(&b"value"[..]));
     }
     // Hard links stay linked.
-    assert_eq!(
-        std::fs::metadata(out.join("hardlink.txt")).unwrap().ino(),
-        std::fs::metadata(out.join("docs/a.txt")).unwrap().ino()
-    );
+    assert_eq!(std::fs::metadata(out.join("hardlink.txt")).unwrap().ino(), std::fs::metadata(out.join("docs/a.txt")).unwrap().ino());
 }
 
 #[test]
@@ -68,10 +52,7 @@ fn unchanged_files_are_not_read_again_and_changes_are_found() {
     let first = points[0]["id"].as_str().unwrap();
     let last = points[2]["id"].as_str().unwrap();
     let diff = env.ok(&["diff", &first[..8], last]);
-    assert!(
-        diff.contains("+  ") && diff.contains("docs/new.txt"),
-        "{diff}"
-    );
+    assert!(diff.contains("+  ") && diff.contains("docs/new.txt"), "{diff}");
     assert!(diff.contains("M  ") && diff.contains("big.bin"), "{diff}");
     let ls = env.ok(&["ls", "latest"]);
     assert!(ls.contains("/docs/deep/deeper/b.txt"), "{ls}");
@@ -88,29 +69,13 @@ fn excludes_tags_and_include_restore() {
     std::fs::write(src.join("docs/skip.tmp"), b"x").unwrap();
     let exfile = env.path("excludes");
     std::fs::write(&exfile, "# comment\nempty\n").unwrap();
-    env.ok(&[
-        "backup",
-        src.to_str().unwrap(),
-        "--exclude",
-        "*.tmp",
-        "--exclude-file",
-        exfile.to_str().unwrap(),
-        "--tag",
-        "nightly",
-    ]);
+    env.ok(&["backup", src.to_str().unwrap(), "--exclude", "*.tmp", "--exclude-file", exfile.to_str().unwrap(), "--tag", "nightly"]);
     let ls = env.ok(&["ls", "latest"]);
     assert!(!ls.contains("skip.tmp") && !ls.contains("/empty\n"), "{ls}");
     let pts = env.json(&["recovery-points", "--tag", "nightly"]);
     assert_eq!(pts[0]["tags"][0], "nightly");
     let target = env.path("r");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--include",
-        "deeper",
-    ]);
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--include", "deeper"]);
     let out = restored(&target, &src);
     assert!(out.join("docs/deep/deeper/b.txt").exists());
     assert!(!out.join("big.bin").exists());
@@ -124,19 +89,8 @@ fn unreadable_files_make_a_partial_recovery_point() {
     let src = env.path("src");
     make_tree(&src);
     // /proc/self/mem cannot be read from offset 0, even by root.
-    let o = env.run(&[
-        "backup",
-        src.to_str().unwrap(),
-        "/proc/self/mem",
-        env.path("missing").to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = env.run(&["backup", src.to_str().unwrap(), "/proc/self/mem", env.path("missing").to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let errors = v["errors"].as_array().unwrap();
     let paths: Vec<&str> = errors.iter().map(|e| e["path"].as_str().unwrap()).collect();
@@ -164,14 +118,7 @@ fn restore_never_writes_through_a_symlink_in_the_target() {
     let victim = env.path("victim.txt");
     std::fs::write(&victim, b"must not change").unwrap();
     std::os::unix::fs::symlink(&victim, out.join("docs/a.txt")).unwrap();
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--overwrite",
-        "always",
-    ]);
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--overwrite", "always"]);
     assert_eq!(std::fs::read(&victim).unwrap(), b"must not change");
     assert_eq!(std::fs::read(out.join("docs/a.txt")).unwrap(), b"hello\n");
 }
@@ -205,16 +152,8 @@ fn usage_errors_exit_2_and_missing_repo_is_clear() {
     assert_eq!(env.run(&["restore", "latest"]).status.code(), Some(2));
     let o = env.run(&["recovery-points"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("ferry init"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let short = env
-        .cmd(&["init"])
-        .env("FERRY_PASSWORD", "short")
-        .output()
-        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ferry init"), "{}", String::from_utf8_lossy(&o.stderr));
+    let short = env.cmd(&["init"]).env("FERRY_PASSWORD", "short").output().unwrap();
     assert_eq!(short.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&short.stderr).contains("16 characters"));
     env.init();
@@ -231,17 +170,8 @@ fn a_new_cache_uses_the_parent_recovery_point() {
     make_tree(&src);
     env.backup(&src);
     // Another machine's view of the same repository: an empty cache.
-    let out = env
-        .cmd(&["backup", src.to_str().unwrap(), "--json"])
-        .env("FERRY_CACHE_DIR", env.path("other-cache"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.cmd(&["backup", src.to_str().unwrap(), "--json"]).env("FERRY_CACHE_DIR", env.path("other-cache")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["bytes_read"], 0, "{v}");
     assert_eq!(v["files_unchanged"], 7, "{v}");
@@ -270,9 +200,7 @@ fn owners_are_restored_when_root() {
 }
 
 fn rustix_is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 #[test]
@@ -286,10 +214,5 @@ fn read_data_subset_checks_part_of_the_packs() {
     let read = v["packs_read"].as_u64().unwrap();
     let total = v["packs"].as_u64().unwrap();
     assert!(read >= 1 && read <= total, "{v}");
-    assert_eq!(
-        env.run(&["check", "--read-data-subset", "150"])
-            .status
-            .code(),
-        Some(1)
-    );
+    assert_eq!(env.run(&["check", "--read-data-subset", "150"]).status.code(), Some(1));
 }

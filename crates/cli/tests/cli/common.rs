@@ -18,10 +18,7 @@ impl Env {
     }
 
     pub fn with_repo(repo: String) -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-            repo,
-        }
+        Env { dir: tempfile::tempdir().unwrap(), repo }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -85,10 +82,7 @@ pub fn restored(target: &Path, src: &Path) -> PathBuf {
 /// Compares two trees: contents, kinds, modes, mtimes, symlink targets, hard-link structure.
 pub fn assert_same_tree(a: &Path, b: &Path) {
     let list = |root: &Path| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = walkdir(root)
-            .into_iter()
-            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
-            .collect();
+        let mut v: Vec<PathBuf> = walkdir(root).into_iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect();
         v.sort();
         v
     };
@@ -96,34 +90,19 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     assert_eq!(la, lb, "different file lists");
     for rel in la {
         let (pa, pb) = (a.join(&rel), b.join(&rel));
-        let (ma, mb) = (
-            std::fs::symlink_metadata(&pa).unwrap(),
-            std::fs::symlink_metadata(&pb).unwrap(),
-        );
+        let (ma, mb) = (std::fs::symlink_metadata(&pa).unwrap(), std::fs::symlink_metadata(&pb).unwrap());
         assert_eq!(ma.file_type(), mb.file_type(), "{}", rel.display());
         assert_eq!(ma.mode(), mb.mode(), "mode of {}", rel.display());
         if !ma.is_dir() {
-            assert_eq!(
-                (ma.mtime(), ma.mtime_nsec()),
-                (mb.mtime(), mb.mtime_nsec()),
-                "mtime of {}",
-                rel.display()
-            );
+            assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {}", rel.display());
         }
         if ma.is_file() {
             assert_eq!(ma.len(), mb.len(), "size of {}", rel.display());
-            assert!(
-                std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(),
-                "content of {}",
-                rel.display()
-            );
+            assert!(std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(), "content of {}", rel.display());
             assert_eq!(ma.nlink(), mb.nlink(), "links of {}", rel.display());
         }
         if ma.file_type().is_symlink() {
-            assert_eq!(
-                std::fs::read_link(&pa).unwrap(),
-                std::fs::read_link(&pb).unwrap()
-            );
+            assert_eq!(std::fs::read_link(&pa).unwrap(), std::fs::read_link(&pb).unwrap());
         }
     }
 }
@@ -166,11 +145,7 @@ pub fn make_tree(root: &Path) {
     std::fs::write(root.join("big.bin"), noise(5 << 20, 1)).unwrap();
     std::fs::write(root.join("empty.txt"), b"").unwrap();
     std::fs::write(root.join("script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
-    std::fs::set_permissions(
-        root.join("script.sh"),
-        std::fs::Permissions::from_mode(0o750),
-    )
-    .unwrap();
+    std::fs::set_permissions(root.join("script.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
     std::os::unix::fs::symlink("docs/a.txt", root.join("link")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
     std::fs::hard_link(root.join("docs/a.txt"), root.join("hardlink.txt")).unwrap();
@@ -179,9 +154,5 @@ pub fn make_tree(root: &Path) {
     f.set_len(8 << 20).unwrap();
     std::os::unix::fs::FileExt::write_at(&f, b"x", 4 << 20).unwrap();
     let _ = xattr::set(root.join("docs/a.txt"), "user.ferry", b"value");
-    filetime::set_file_mtime(
-        root.join("docs/a.txt"),
-        filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789),
-    )
-    .unwrap();
+    filetime::set_file_mtime(root.join("docs/a.txt"), filetime::FileTime::from_unix_time(1_600_000_000, 123_456_789)).unwrap();
 }

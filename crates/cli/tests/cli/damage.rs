@@ -1,27 +1,16 @@
 use crate::common::*;
 
 fn packs(repo: &str) -> Vec<std::path::PathBuf> {
-    walkdir(&std::path::Path::new(repo).join("data"))
-        .into_iter()
-        .filter(|p| p.is_file())
-        .collect()
+    walkdir(&std::path::Path::new(repo).join("data")).into_iter().filter(|p| p.is_file()).collect()
 }
 
 #[test]
 fn wrong_passphrase_is_a_clear_error() {
     let env = Env::new();
     env.init();
-    let o = env
-        .cmd(&["recovery-points"])
-        .env("FERRY_PASSWORD", "not the right passphrase")
-        .output()
-        .unwrap();
+    let o = env.cmd(&["recovery-points"]).env("FERRY_PASSWORD", "not the right passphrase").output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("wrong passphrase"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong passphrase"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
@@ -68,17 +57,9 @@ fn damaged_pack_is_named_with_affected_files_and_the_rest_restores() {
     // Restore: the unaffected file comes back, the damaged one is reported, exit 3.
     let target = env.path("r");
     let o = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("victim.bin"));
-    assert_eq!(
-        std::fs::read(restored(&target, &src).join("safe.txt")).unwrap(),
-        b"unaffected"
-    );
+    assert_eq!(std::fs::read(restored(&target, &src).join("safe.txt")).unwrap(), b"unaffected");
 }
 
 #[test]
@@ -95,11 +76,7 @@ fn missing_pack_and_truncated_index_are_found() {
     let o = env.run(&["check"]);
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("missing from the store")
-            && out.contains(gone.file_name().unwrap().to_str().unwrap()),
-        "{out}"
-    );
+    assert!(out.contains("missing from the store") && out.contains(gone.file_name().unwrap().to_str().unwrap()), "{out}");
     assert!(out.contains("big.bin"), "{out}");
 
     let env = Env::new();
@@ -110,12 +87,7 @@ fn missing_pack_and_truncated_index_are_found() {
     std::fs::write(&index, &b[..b.len() / 2]).unwrap();
     let fresh = Env::with_repo(env.repo.clone()); // a new cache must rebuild from the damaged index
     let o = fresh.run(&["check"]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("index file"), "{out}");
 }
@@ -134,9 +106,5 @@ fn damaged_recovery_point_fails_check() {
     std::fs::write(&rp, &b).unwrap();
     let o = env.run(&["check"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("recovery point"),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("recovery point"), "{}", String::from_utf8_lossy(&o.stdout));
 }

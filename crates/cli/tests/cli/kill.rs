@@ -11,11 +11,7 @@ fn source(env: &Env) -> std::path::PathBuf {
         let dir = src.join(format!("d{d}"));
         std::fs::create_dir_all(&dir).unwrap();
         for f in 0..40u64 {
-            std::fs::write(
-                dir.join(format!("f{f}")),
-                noise(200_000 + (f as usize) * 1000, d * 100 + f),
-            )
-            .unwrap();
+            std::fs::write(dir.join(format!("f{f}")), noise(200_000 + (f as usize) * 1000, d * 100 + f)).unwrap();
         }
         std::fs::write(dir.join("large.bin"), noise(6 << 20, d)).unwrap();
     }
@@ -32,17 +28,9 @@ fn killed_backups_leave_a_consistent_repository_and_resume() {
     let total = first["bytes_read"].as_u64().unwrap();
     // Change everything so the next backups have real work, then kill them at various moments.
     for d in 0..8u64 {
-        std::fs::write(
-            src.join(format!("d{d}/large.bin")),
-            noise(6 << 20, 1000 + d),
-        )
-        .unwrap();
+        std::fs::write(src.join(format!("d{d}/large.bin")), noise(6 << 20, 1000 + d)).unwrap();
         for f in 0..40u64 {
-            std::fs::write(
-                src.join(format!("d{d}/f{f}")),
-                noise(200_000, 5000 + d * 100 + f),
-            )
-            .unwrap();
+            std::fs::write(src.join(format!("d{d}/f{f}")), noise(200_000, 5000 + d * 100 + f)).unwrap();
         }
     }
     for (i, ms) in [30u64, 120, 250, 400, 700].iter().enumerate() {
@@ -56,17 +44,10 @@ fn killed_backups_leave_a_consistent_repository_and_resume() {
         let _ = child.kill();
         let _ = child.wait();
         env.ok(&["check"]);
-        assert!(!env
-            .json(&["recovery-points"])
-            .as_array()
-            .unwrap()
-            .is_empty());
+        assert!(!env.json(&["recovery-points"]).as_array().unwrap().is_empty());
     }
     let resumed = env.backup(&src);
-    assert!(
-        resumed["bytes_read"].as_u64().unwrap() <= total,
-        "{resumed}"
-    );
+    assert!(resumed["bytes_read"].as_u64().unwrap() <= total, "{resumed}");
     env.ok(&["check", "--read-data"]);
     let target = env.path("r");
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
@@ -79,11 +60,7 @@ fn interrupted_backup_does_not_reread_stored_files() {
     env.init();
     let src = source(&env);
     for d in 0..8u64 {
-        std::fs::write(
-            src.join(format!("d{d}/larger.bin")),
-            noise(16 << 20, 300 + d),
-        )
-        .unwrap();
+        std::fs::write(src.join(format!("d{d}/larger.bin")), noise(16 << 20, 300 + d)).unwrap();
     }
     let s = src.to_str().unwrap();
     let mut child = env
@@ -99,13 +76,7 @@ fn interrupted_backup_does_not_reread_stored_files() {
     while start.elapsed() < Duration::from_secs(60) {
         // Count finished index files only (the local store writes `NAME#N` first, then renames).
         let done = std::fs::read_dir(&index)
-            .map(|d| {
-                d.filter(|e| {
-                    e.as_ref()
-                        .is_ok_and(|e| !e.file_name().to_string_lossy().contains('#'))
-                })
-                .count()
-            })
+            .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| !e.file_name().to_string_lossy().contains('#'))).count())
             .unwrap_or(0);
         if child.try_wait().unwrap().is_some() || done >= 2 {
             break;
@@ -117,24 +88,13 @@ fn interrupted_backup_does_not_reread_stored_files() {
     env.ok(&["check"]);
     let out = env.cmd(&["backup", s, "--json"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let resumed: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{stderr}"));
+    let resumed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{stderr}"));
     let resumed = serde_json::json!({"summary": resumed, "stderr": stderr});
     let resumed = &resumed["summary"];
     if !finished {
-        let total: u64 = walkdir(&src)
-            .iter()
-            .filter(|p| p.is_file())
-            .map(|p| std::fs::metadata(p).unwrap().len())
-            .sum();
-        assert!(
-            resumed["bytes_read"].as_u64().unwrap() < total,
-            "resumed backup re-read everything: {resumed}\n{stderr}"
-        );
-        assert!(
-            resumed["files_unchanged"].as_u64().unwrap() > 0,
-            "{resumed}"
-        );
+        let total: u64 = walkdir(&src).iter().filter(|p| p.is_file()).map(|p| std::fs::metadata(p).unwrap().len()).sum();
+        assert!(resumed["bytes_read"].as_u64().unwrap() < total, "resumed backup re-read everything: {resumed}\n{stderr}");
+        assert!(resumed["files_unchanged"].as_u64().unwrap() > 0, "{resumed}");
     }
     env.ok(&["check", "--read-data"]);
 }
@@ -153,12 +113,7 @@ fn killed_prune_leaves_a_consistent_repository() {
             env.backup(&src);
         }
         env.ok(&["forget", "--keep-last", "1"]);
-        let mut child = env
-            .cmd(&["prune"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = env.cmd(&["prune"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         // Kill it after it has taken its lock, i.e. while it works.
         wait_for_entries(&std::path::Path::new(&env.repo).join("locks"));
         std::thread::sleep(Duration::from_millis(ms));
@@ -178,10 +133,7 @@ fn killed_prune_leaves_a_consistent_repository() {
 fn wait_for_entries(dir: &std::path::Path) {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        if std::fs::read_dir(dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-        {
+        if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
             return;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -197,11 +149,7 @@ fn prune_while_a_backup_runs_loses_nothing() {
     env.backup(&src);
     // Change half the data, back up in the background, and meanwhile forget + prune.
     for d in 0..4u64 {
-        std::fs::write(
-            src.join(format!("d{d}/large.bin")),
-            noise(6 << 20, 7000 + d),
-        )
-        .unwrap();
+        std::fs::write(src.join(format!("d{d}/large.bin")), noise(6 << 20, 7000 + d)).unwrap();
     }
     let mut child = env
         .cmd(&["backup", s, "--checkpoint-every", "1"])
@@ -216,11 +164,7 @@ fn prune_while_a_backup_runs_loses_nothing() {
         prunes += 1;
     }
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(prunes >= 1);
     // Once nothing runs, a prune sweeps what was deferred; everything checks and restores.
     env.ok(&["prune"]);

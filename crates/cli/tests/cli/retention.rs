@@ -1,11 +1,7 @@
 use crate::common::*;
 
 fn repo_bytes(repo: &str) -> u64 {
-    walkdir(std::path::Path::new(repo))
-        .iter()
-        .filter(|p| p.is_file())
-        .map(|p| std::fs::metadata(p).unwrap().len())
-        .sum()
+    walkdir(std::path::Path::new(repo)).iter().filter(|p| p.is_file()).map(|p| std::fs::metadata(p).unwrap().len()).sum()
 }
 
 #[test]
@@ -67,18 +63,12 @@ fn prune_defers_sweep_while_a_backup_holds_a_lock() {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 fn chrono_now() -> String {
     // RFC 3339 in UTC without pulling chrono into the tests.
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -93,11 +83,7 @@ fn bytes_added_is_what_the_repository_grew_by() {
         let before = repo_bytes(&env.repo);
         let v = env.backup(&src);
         let after = repo_bytes(&env.repo);
-        assert_eq!(
-            v["bytes_added"].as_u64().unwrap(),
-            after - before,
-            "round {round}: {v}"
-        );
+        assert_eq!(v["bytes_added"].as_u64().unwrap(), after - before, "round {round}: {v}");
         std::fs::write(src.join("b.txt"), format!("round {round}")).unwrap();
     }
 }

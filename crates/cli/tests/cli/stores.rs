@@ -21,13 +21,7 @@ fn round_trip(location: String) {
 }
 
 fn unique() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
 }
 
 #[test]
@@ -54,29 +48,11 @@ fn transient_store_errors_are_retried() {
     env.init();
     let src = env.path("src");
     make_tree(&src);
-    let o = env
-        .cmd(&["backup", src.to_str().unwrap()])
-        .env("FERRY_FAULT_INJECT", "0.05:7")
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = env.cmd(&["backup", src.to_str().unwrap()]).env("FERRY_FAULT_INJECT", "0.05:7").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let target = env.path("r");
-    let o = env
-        .cmd(&["restore", "latest", "--target", target.to_str().unwrap()])
-        .env("FERRY_FAULT_INJECT", "0.05:8")
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = env.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]).env("FERRY_FAULT_INJECT", "0.05:8").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     env.ok(&["check", "--read-data"]);
     assert_same_tree(&src, &restored(&target, &src));
 }

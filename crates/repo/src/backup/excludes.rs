@@ -28,22 +28,11 @@ impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Self> {
         let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         let (mut any_name, mut any_path) = (false, false);
-        for p in patterns
-            .iter()
-            .map(|p| p.trim())
-            .filter(|p| !p.is_empty() && !p.starts_with('#'))
-        {
+        for p in patterns.iter().map(|p| p.trim()).filter(|p| !p.is_empty() && !p.starts_with('#')) {
             let (set, pat) = if p.contains('/') {
                 any_path = true;
                 let p = p.trim_end_matches('/');
-                (
-                    &mut paths,
-                    if p.starts_with('/') {
-                        p.to_string()
-                    } else {
-                        format!("**/{p}")
-                    },
-                )
+                (&mut paths, if p.starts_with('/') { p.to_string() } else { format!("**/{p}") })
             } else {
                 any_name = true;
                 (&mut names, p.to_string())
@@ -55,10 +44,7 @@ impl Excludes {
                 .with_context(|| format!("exclude pattern {p:?}"))?;
             set.add(g);
         }
-        Ok(Excludes {
-            names: build(names, any_name)?,
-            paths: build(paths, any_path)?,
-        })
+        Ok(Excludes { names: build(names, any_name)?, paths: build(paths, any_path)? })
     }
 
     /// Whether `path` (absolute) is excluded.
@@ -78,13 +64,7 @@ mod tests {
 
     #[test]
     fn names_and_paths() {
-        let e = Excludes::new(&[
-            "*.tmp".into(),
-            "/home/*/.cache".into(),
-            "build/out".into(),
-            "# comment".into(),
-        ])
-        .unwrap();
+        let e = Excludes::new(&["*.tmp".into(), "/home/*/.cache".into(), "build/out".into(), "# comment".into()]).unwrap();
         assert!(e.matches(Path::new("/a/b/x.tmp")));
         assert!(!e.matches(Path::new("/a/b/x.tmpl")));
         assert!(e.matches(Path::new("/home/u/.cache")));

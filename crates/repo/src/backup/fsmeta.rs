@@ -28,26 +28,18 @@ pub(crate) fn kind_of(meta: &Metadata) -> NodeKind {
 }
 
 pub(crate) fn mtime_ns(meta: &Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
+    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
 }
 
 pub(crate) fn ctime_ns(meta: &Metadata) -> i64 {
-    meta.ctime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.ctime_nsec())
+    meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec())
 }
 
 /// Builds a node (without content or subtree) for `path`, named `name`. Extended attributes
 /// that cannot be read are left out (some file systems do not support them).
 pub(crate) fn node_for(path: &Path, name: &OsStr, meta: &Metadata) -> std::io::Result<Node> {
     let kind = kind_of(meta);
-    let target = if kind == NodeKind::Symlink {
-        std::fs::read_link(path)?.as_os_str().as_bytes().to_vec()
-    } else {
-        Vec::new()
-    };
+    let target = if kind == NodeKind::Symlink { std::fs::read_link(path)?.as_os_str().as_bytes().to_vec() } else { Vec::new() };
     Ok(Node {
         name: name.as_bytes().to_vec(),
         kind,
@@ -59,19 +51,11 @@ pub(crate) fn node_for(path: &Path, name: &OsStr, meta: &Metadata) -> std::io::R
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),
-        size: if kind == NodeKind::File {
-            meta.size()
-        } else {
-            0
-        },
+        size: if kind == NodeKind::File { meta.size() } else { 0 },
         content: Vec::new(),
         subtree: None,
         target,
-        rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
-            meta.rdev()
-        } else {
-            0
-        },
+        rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) { meta.rdev() } else { 0 },
         xattrs: read_xattrs(path),
     })
 }

@@ -56,9 +56,7 @@ pub struct BackupOptions {
 
 impl BackupOptions {
     pub fn new(paths: Vec<PathBuf>) -> Self {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         BackupOptions {
             paths,
             excludes: Vec::new(),
@@ -106,7 +104,9 @@ enum ChunkRef {
     Pending(Receiver<Result<BlobId, String>>),
 }
 
-type FileReply = Result<Vec<ChunkRef>, String>;
+/// The file's chunks and the number of bytes actually read (the file may have changed size
+/// since it was listed; the recorded size is what was read).
+type FileReply = Result<(Vec<ChunkRef>, u64), String>;
 
 struct FileJob {
     path: PathBuf,
@@ -118,10 +118,7 @@ enum Content {
     None,
     Dir(u64),
     Cached(Vec<BlobId>),
-    Pending {
-        rx: Receiver<FileReply>,
-        changed: bool,
-    },
+    Pending { rx: Receiver<FileReply>, changed: bool },
 }
 
 struct Entry {
@@ -131,15 +128,8 @@ struct Entry {
 }
 
 enum Item {
-    Dir {
-        seq: u64,
-        path: PathBuf,
-        entries: Vec<Entry>,
-    },
-    Top {
-        index: usize,
-        entry: Box<Entry>,
-    },
+    Dir { seq: u64, path: PathBuf, entries: Vec<Entry> },
+    Top { index: usize, entry: Box<Entry> },
 }
 
 #[derive(Default)]
@@ -164,13 +154,7 @@ struct Shared<'r> {
 
 impl Shared<'_> {
     fn error(&self, path: &Path, e: impl std::fmt::Display) {
-        self.errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(FileError {
-                path: path.display().to_string(),
-                error: e.to_string(),
-            });
+        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(FileError { path: path.display().to_string(), error: e.to_string() });
     }
 }
 
@@ -188,42 +172,28 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
 
     let (sink, upload_rx) = PackSink::new(repo);
     let files_cache_empty = repo.cache().files_is_empty()?;
-    let sh = Shared {
-        repo,
-        sink,
-        errors: Mutex::new(Vec::new()),
-        counters: Counters::default(),
-        progress,
-        files_cache_empty,
-    };
+    let sh = Shared { repo, sink, errors: Mutex::new(Vec::new()), counters: Counters::default(), progress, files_cache_empty };
     let root = std::thread::scope(|scope| -> Result<BlobId> {
         let sh = &sh;
-        let uploader = std::thread::Builder::new()
-            .name("ferry-upload".into())
-            .spawn_scoped(scope, move || sh.sink.run_uploader(upload_rx))?;
+        let uploader =
+            std::thread::Builder::new().name("ferry-upload".into()).spawn_scoped(scope, move || sh.sink.run_uploader(upload_rx))?;
         let result = (|| -> Result<BlobId> {
             let (chunk_tx, chunk_rx) = bounded::<ChunkJob>(opts.hashers * 2);
             let (file_tx, file_rx) = bounded::<FileJob>(64);
             let (item_tx, item_rx) = unbounded::<Item>();
             for _ in 0..opts.hashers.max(1) {
                 let rx = chunk_rx.clone();
-                std::thread::Builder::new()
-                    .name("ferry-hash".into())
-                    .spawn_scoped(scope, move || hasher(sh, rx))?;
+                std::thread::Builder::new().name("ferry-hash".into()).spawn_scoped(scope, move || hasher(sh, rx))?;
             }
             drop(chunk_rx);
             for _ in 0..opts.readers.max(1) {
                 let (rx, tx) = (file_rx.clone(), chunk_tx.clone());
-                std::thread::Builder::new()
-                    .name("ferry-read".into())
-                    .spawn_scoped(scope, move || reader(sh, rx, tx))?;
+                std::thread::Builder::new().name("ferry-read".into()).spawn_scoped(scope, move || reader(sh, rx, tx))?;
             }
             drop((file_rx, chunk_tx));
             if opts.scan {
                 let (paths, ex, ofs) = (&paths, &excludes, opts.one_file_system);
-                std::thread::Builder::new()
-                    .name("ferry-scan".into())
-                    .spawn_scoped(scope, move || scan(paths, ex, ofs, progress))?;
+                std::thread::Builder::new().name("ferry-scan".into()).spawn_scoped(scope, move || scan(paths, ex, ofs, progress))?;
             }
             let (n_top, every) = (paths.len(), opts.checkpoint_every);
             let assembler = std::thread::Builder::new()
@@ -234,16 +204,10 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
                 std::thread::Builder::new()
                     .name("ferry-walk".into())
                     .stack_size(256 * 1024 * 1024)
-                    .spawn_scoped(scope, move || {
-                        walk_all(sh, paths, ex, ofs, file_tx, item_tx)
-                    })?
+                    .spawn_scoped(scope, move || walk_all(sh, paths, ex, ofs, file_tx, item_tx))?
             };
-            walker
-                .join()
-                .map_err(|_| anyhow::anyhow!("the walker thread panicked"))?;
-            let (tops, files) = assembler
-                .join()
-                .map_err(|_| anyhow::anyhow!("the assembler thread panicked"))??;
+            walker.join().map_err(|_| anyhow::anyhow!("the walker thread panicked"))?;
+            let (tops, files) = assembler.join().map_err(|_| anyhow::anyhow!("the assembler thread panicked"))??;
             let root = build_root(sh, &paths, tops)?;
             sh.sink.close(files)?;
             Ok(root)
@@ -251,9 +215,7 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
         if result.is_err() {
             sh.sink.abort();
         }
-        uploader
-            .join()
-            .map_err(|_| anyhow::anyhow!("the uploader thread panicked"))?;
+        uploader.join().map_err(|_| anyhow::anyhow!("the uploader thread panicked"))?;
         let root = result?;
         match sh.sink.take_error() {
             Some(e) => Err(e),
@@ -265,18 +227,10 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     let c = &sh.counters;
     let errors = sh.errors.into_inner().unwrap_or_else(|p| p.into_inner());
     let path_strings = paths_as_strings(&paths);
-    let parent = repo
-        .recovery_points()?
-        .into_iter()
-        .rev()
-        .find(|(_, rp)| rp.paths == path_strings)
-        .map(|(id, _)| id);
+    let parent = repo.recovery_points()?.into_iter().rev().find(|(_, rp)| rp.paths == path_strings).map(|(id, _)| id);
     let mut rp = RecoveryPoint {
         time,
-        host: opts
-            .host
-            .clone()
-            .unwrap_or_else(crate::repository::host_name),
+        host: opts.host.clone().unwrap_or_else(crate::repository::host_name),
         user: crate::repository::user_name(),
         paths: path_strings,
         tags: opts.tags.clone(),
@@ -309,11 +263,7 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     // MUST come after the index files: the recovery point is the commit point.
     let id = repo.save_recovery_point(&rp)?;
     lock.release();
-    Ok(BackupOutcome {
-        recovery_point: id,
-        summary: rp.summary,
-        errors,
-    })
+    Ok(BackupOutcome { recovery_point: id, summary: rp.summary, errors })
 }
 
 /// With a new (or lost) local cache, fills the files cache from the latest recovery point of the
@@ -323,12 +273,7 @@ fn seed_files_cache(repo: &Repository, paths: &[PathBuf]) -> Result<()> {
         return Ok(());
     }
     let wanted = paths_as_strings(paths);
-    let Some((id, parent)) = repo
-        .recovery_points()?
-        .into_iter()
-        .rev()
-        .find(|(_, rp)| rp.paths == wanted)
-    else {
+    let Some((id, parent)) = repo.recovery_points()?.into_iter().rev().find(|(_, rp)| rp.paths == wanted) else {
         return Ok(());
     };
     let mut batch = Vec::new();
@@ -336,13 +281,7 @@ fn seed_files_cache(repo: &Repository, paths: &[PathBuf]) -> Result<()> {
         if n.kind == NodeKind::File {
             batch.push((
                 path.as_os_str().as_bytes().to_vec(),
-                FileEntry {
-                    size: n.size,
-                    mtime_ns: n.mtime_ns,
-                    ctime_ns: n.ctime_ns,
-                    inode: n.inode,
-                    content: n.content.clone(),
-                },
+                FileEntry { size: n.size, mtime_ns: n.mtime_ns, ctime_ns: n.ctime_ns, inode: n.inode, content: n.content.clone() },
             ));
             if batch.len() >= 20_000 {
                 repo.cache().put_files(&std::mem::take(&mut batch))?;
@@ -355,10 +294,7 @@ fn seed_files_cache(repo: &Repository, paths: &[PathBuf]) -> Result<()> {
 }
 
 fn paths_as_strings(paths: &[PathBuf]) -> Vec<String> {
-    paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect()
+    paths.iter().map(|p| p.to_string_lossy().into_owned()).collect()
 }
 
 /// Makes paths absolute and lexically clean, drops duplicates, refuses nested ones.
@@ -368,8 +304,7 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     }
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
-        let abs =
-            std::path::absolute(p).with_context(|| format!("resolve path {}", p.display()))?;
+        let abs = std::path::absolute(p).with_context(|| format!("resolve path {}", p.display()))?;
         let mut clean = PathBuf::from("/");
         for c in abs.components() {
             match c {
@@ -387,11 +322,7 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     out.sort();
     for w in out.windows(2) {
         if w[1].starts_with(&w[0]) {
-            bail!(
-                "{} is inside {}: name only the outer path",
-                w[1].display(),
-                w[0].display()
-            );
+            bail!("{} is inside {}: name only the outer path", w[1].display(), w[0].display());
         }
     }
     if out.len() > 1 && out.iter().any(|p| p == Path::new("/")) {
@@ -402,14 +333,7 @@ fn normalize_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 // ---------------------------------------------------------------- walker
 
-fn walk_all(
-    sh: &Shared<'_>,
-    paths: &[PathBuf],
-    ex: &Excludes,
-    one_fs: bool,
-    files: Sender<FileJob>,
-    items: Sender<Item>,
-) {
+fn walk_all(sh: &Shared<'_>, paths: &[PathBuf], ex: &Excludes, one_fs: bool, files: Sender<FileJob>, items: Sender<Item>) {
     let mut seq = 0u64;
     for (index, path) in paths.iter().enumerate() {
         if sh.sink.has_failed() {
@@ -422,16 +346,10 @@ fn walk_all(
                 continue;
             }
         };
-        let name = path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_else(|| OsString::from("/"));
+        let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| OsString::from("/"));
         let dev = if one_fs { Some(meta.dev()) } else { None };
         if let Some(entry) = make_entry(sh, path, &name, &meta, ex, dev, &files, &items, &mut seq) {
-            let _ = items.send(Item::Top {
-                index,
-                entry: Box::new(entry),
-            });
+            let _ = items.send(Item::Top { index, entry: Box::new(entry) });
         }
     }
 }
@@ -461,11 +379,7 @@ fn make_entry(
         NodeKind::File => file_content(sh, path, &node, files),
         _ => Content::None,
     };
-    Some(Entry {
-        node,
-        path: path.to_path_buf(),
-        content,
-    })
+    Some(Entry { node, path: path.to_path_buf(), content })
 }
 
 fn walk_dir(
@@ -520,62 +434,30 @@ fn walk_dir(
     }
     *seq += 1;
     let my = *seq;
-    let _ = items.send(Item::Dir {
-        seq: my,
-        path: dir.to_path_buf(),
-        entries,
-    });
+    let _ = items.send(Item::Dir { seq: my, path: dir.to_path_buf(), entries });
     my
 }
 
 fn file_content(sh: &Shared<'_>, path: &Path, node: &Node, files: &Sender<FileJob>) -> Content {
-    sh.counters
-        .total_bytes
-        .fetch_add(node.size, Ordering::Relaxed);
+    sh.counters.total_bytes.fetch_add(node.size, Ordering::Relaxed);
     let key = path.as_os_str().as_bytes();
-    let cached = if sh.files_cache_empty {
-        None
-    } else {
-        sh.repo.cache().file(key).ok().flatten()
-    };
+    let cached = if sh.files_cache_empty { None } else { sh.repo.cache().file(key).ok().flatten() };
     if let Some(c) = &cached {
-        if c.size == node.size
-            && c.mtime_ns == node.mtime_ns
-            && c.ctime_ns == node.ctime_ns
-            && c.inode == node.inode
-        {
-            let all_there = c.content.iter().all(|id| {
-                sh.repo
-                    .cache()
-                    .contains(BlobKind::Data, id)
-                    .unwrap_or(false)
-            });
+        if c.size == node.size && c.mtime_ns == node.mtime_ns && c.ctime_ns == node.ctime_ns && c.inode == node.inode {
+            let all_there = c.content.iter().all(|id| sh.repo.cache().contains(BlobKind::Data, id).unwrap_or(false));
             if all_there {
                 return Content::Cached(c.content.clone());
             }
-            tracing::debug!(
-                "{}: unchanged, but some of its chunks are no longer indexed",
-                path.display()
-            );
+            tracing::debug!("{}: unchanged, but some of its chunks are no longer indexed", path.display());
         } else {
             tracing::debug!("{}: changed since the files cache entry", path.display());
         }
     }
     let (tx, rx) = bounded(1);
-    if files
-        .send(FileJob {
-            path: path.to_path_buf(),
-            size: node.size,
-            reply: tx,
-        })
-        .is_err()
-    {
+    if files.send(FileJob { path: path.to_path_buf(), size: node.size, reply: tx }).is_err() {
         return Content::Cached(Vec::new()); // pipeline is shutting down after a failure
     }
-    Content::Pending {
-        rx,
-        changed: cached.is_some(),
-    }
+    Content::Pending { rx, changed: cached.is_some() }
 }
 
 // ---------------------------------------------------------------- readers and hashers
@@ -594,74 +476,48 @@ fn reader(sh: &Shared<'_>, jobs: Receiver<FileJob>, chunks: Sender<ChunkJob>) {
 fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>) -> FileReply {
     let mut f = File::open(&job.path).map_err(|e| format!("cannot open: {e}"))?;
     let mut out = Vec::new();
+    let mut total = 0u64;
     let min = sh.repo.chunker().params().min_size as u64;
-    let mut send = |data: Vec<u8>| -> Result<(), String> {
-        sh.counters
-            .bytes_read
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        sh.progress.add_done(0, data.len() as u64);
-        let (tx, rx) = bounded(1);
-        chunks
-            .send(ChunkJob { data, reply: tx })
-            .map_err(|_| "backup aborted".to_string())?;
-        out.push(ChunkRef::Pending(rx));
-        Ok(())
+    let count = |n: usize| {
+        sh.counters.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        sh.progress.add_done(0, n as u64);
     };
     if job.size < min {
         // Small file: one read, one chunk (the chunker would not cut below its minimum),
         // stored right here: no hand-off to a hasher for the common case of small files.
-        let data =
-            read_small(&mut f, job.size as usize).map_err(|e| format!("read failed: {e}"))?;
-        if data.len() as u64 >= min {
-            for c in sh.repo.chunker().chunks(&data[..]) {
-                send(c.map_err(|e| e.to_string())?)?;
-            }
-        } else if !data.is_empty() {
-            sh.counters
-                .bytes_read
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            sh.progress.add_done(0, data.len() as u64);
+        let data = read_small(&mut f, job.size as usize).map_err(|e| format!("read failed: {e}"))?;
+        if !data.is_empty() {
+            total = data.len() as u64;
+            count(data.len());
             out.push(ChunkRef::Done(store_chunk(sh, &data)?));
         }
     } else {
         for c in sh.repo.chunker().chunks(f) {
-            send(c.map_err(|e| format!("read failed: {e}"))?)?;
+            let data = c.map_err(|e| format!("read failed: {e}"))?;
+            total += data.len() as u64;
+            count(data.len());
+            let (tx, rx) = bounded(1);
+            chunks.send(ChunkJob { data, reply: tx }).map_err(|_| "backup aborted".to_string())?;
+            out.push(ChunkRef::Pending(rx));
         }
     }
-    Ok(out)
+    Ok((out, total))
 }
 
-/// Reads a file expected to hold `size` bytes (it may have changed since it was listed) without
-/// the extra metadata call `read_to_end` makes.
+/// Reads the `size` bytes a small file had when it was listed (fewer if it shrank), into a
+/// buffer that is not zero-filled first and without the stat and seek `read_to_end` adds.
 fn read_small(f: &mut File, size: usize) -> std::io::Result<Vec<u8>> {
-    let mut data = vec![0u8; size];
-    let mut n = 0;
-    while n < data.len() {
-        match f.read(&mut data[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    data.truncate(n);
-    if n == size {
-        // The file may have grown since it was listed: take the rest too. (A probe read
-        // rather than read_to_end, which would first stat and seek the file.)
-        let mut probe = [0u8; 4096];
-        loop {
-            match f.read(&mut probe) {
-                Ok(0) => break,
-                Ok(k) => data.extend_from_slice(&probe[..k]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+    let mut data = Vec::with_capacity(size);
+    if size == 0 {
+        // Empty by its metadata, but pseudo-files (procfs, sysfs) report 0 and have content
+        // (or fail to read): read to the end.
+        f.read_to_end(&mut data)?;
+    } else {
+        f.take(size as u64).read_to_end(&mut data)?;
     }
     Ok(data)
 }
 
-/// Hashes and stores one chunk; a storage failure stops the whole backup.
 fn store_chunk(sh: &Shared<'_>, data: &[u8]) -> Result<BlobId, String> {
     let id = sh.repo.blob_id(data);
     match sh.sink.add(BlobKind::Data, id, data) {
@@ -688,12 +544,7 @@ fn hasher(sh: &Shared<'_>, jobs: Receiver<ChunkJob>) {
 
 type Assembled = (Vec<Option<Node>>, Vec<(Vec<u8>, FileEntry)>);
 
-fn assemble(
-    sh: &Shared<'_>,
-    items: Receiver<Item>,
-    n_top: usize,
-    every: Duration,
-) -> Result<Assembled> {
+fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duration) -> Result<Assembled> {
     let mut subtrees: HashMap<u64, BlobId> = HashMap::new();
     let mut tops: Vec<Option<Node>> = vec![None; n_top];
     let mut done_files: Vec<(Vec<u8>, FileEntry)> = Vec::new();
@@ -701,16 +552,13 @@ fn assemble(
     for item in items {
         match item {
             Item::Dir { seq, path, entries } => {
-                let mut tree = Tree {
-                    nodes: Vec::with_capacity(entries.len()),
-                };
+                let mut tree = Tree { nodes: Vec::with_capacity(entries.len()) };
                 for e in entries {
                     if let Some(n) = finish_entry(sh, e, &mut subtrees, &mut done_files)? {
                         tree.nodes.push(n);
                     }
                 }
-                let id = store_tree(sh, &mut tree)
-                    .with_context(|| format!("store tree of {}", path.display()))?;
+                let id = store_tree(sh, &mut tree).with_context(|| format!("store tree of {}", path.display()))?;
                 sh.counters.dirs.fetch_add(1, Ordering::Relaxed);
                 subtrees.insert(seq, id);
             }
@@ -742,18 +590,13 @@ fn finish_entry(
             sh.progress.add_done(1, 0);
         }
         Content::Pending { rx, changed } => {
-            let chunk_refs = match rx.recv() {
+            let (chunk_refs, read) = match rx.recv() {
                 Ok(Ok(c)) => c,
                 Ok(Err(msg)) => {
                     sh.error(&e.path, msg);
                     return Ok(None);
                 }
-                Err(_) => {
-                    return Err(sh
-                        .sink
-                        .take_error()
-                        .unwrap_or_else(|| anyhow::anyhow!("a reader thread stopped")))
-                }
+                Err(_) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("a reader thread stopped"))),
             };
             let mut ids = Vec::with_capacity(chunk_refs.len());
             for r in chunk_refs {
@@ -766,28 +609,15 @@ fn finish_entry(
                 };
                 match r.recv() {
                     Ok(Ok(id)) => ids.push(id),
-                    Ok(Err(msg)) => {
-                        return Err(sh
-                            .sink
-                            .take_error()
-                            .unwrap_or_else(|| anyhow::anyhow!("{msg}")))
-                    }
-                    Err(_) => {
-                        return Err(sh
-                            .sink
-                            .take_error()
-                            .unwrap_or_else(|| anyhow::anyhow!("a hasher thread stopped")))
-                    }
+                    Ok(Err(msg)) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("{msg}"))),
+                    Err(_) => return Err(sh.sink.take_error().unwrap_or_else(|| anyhow::anyhow!("a hasher thread stopped"))),
                 }
             }
-            let counter = if changed {
-                &sh.counters.files_changed
-            } else {
-                &sh.counters.files_new
-            };
+            let counter = if changed { &sh.counters.files_changed } else { &sh.counters.files_new };
             counter.fetch_add(1, Ordering::Relaxed);
             sh.progress.add_done(1, 0);
             node.content = ids;
+            node.size = read;
             done.push((
                 e.path.as_os_str().as_bytes().to_vec(),
                 FileEntry {
@@ -844,10 +674,8 @@ fn build_root(sh: &Shared<'_>, paths: &[PathBuf], tops: Vec<Option<Node>>) -> Re
             let node = match child.node {
                 Some(n) => n,
                 None => {
-                    let meta = fs::symlink_metadata(&path)
-                        .with_context(|| format!("read metadata of {}", path.display()))?;
-                    let mut n = fsmeta::node_for(&path, &name, &meta)
-                        .with_context(|| format!("read metadata of {}", path.display()))?;
+                    let meta = fs::symlink_metadata(&path).with_context(|| format!("read metadata of {}", path.display()))?;
+                    let mut n = fsmeta::node_for(&path, &name, &meta).with_context(|| format!("read metadata of {}", path.display()))?;
                     n.kind = NodeKind::Dir;
                     n.subtree = Some(build(sh, &path, child)?);
                     n
@@ -883,11 +711,7 @@ fn scan(paths: &[PathBuf], ex: &Excludes, one_fs: bool, progress: &Progress) {
         }
     }
     for p in paths {
-        let dev = if one_fs {
-            fs::symlink_metadata(p).ok().map(|m| m.dev())
-        } else {
-            None
-        };
+        let dev = if one_fs { fs::symlink_metadata(p).ok().map(|m| m.dev()) } else { None };
         visit(p, ex, dev, progress);
     }
     progress.scan_finished.store(true, Ordering::Relaxed);
