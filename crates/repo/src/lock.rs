@@ -116,7 +116,9 @@ impl RepoLock {
             .spawn(move || loop {
                 let (m, cv) = &h.stop;
                 let stopped = m.lock().unwrap_or_else(|p| p.into_inner());
-                let (stopped, _) = cv.wait_timeout(stopped, Duration::from_secs(REFRESH_EVERY_S)).unwrap_or_else(|p| p.into_inner());
+                // Waits for the refresh interval unless stopped, also when the stop came first.
+                let (stopped, _) =
+                    cv.wait_timeout_while(stopped, Duration::from_secs(REFRESH_EVERY_S), |stop| !*stop).unwrap_or_else(|p| p.into_inner());
                 if *stopped {
                     return;
                 }
