@@ -54,8 +54,9 @@ pub struct KeyFile {
 }
 
 fn wrapping_key(passphrase: &[u8], salt: &[u8], p: KdfParams) -> Result<AeadKey, CryptoError> {
-    // Refuse absurd costs from a hostile key file before allocating (max 4 GiB, 100 passes).
-    if p.memory_kib > 4 * 1024 * 1024 || p.iterations > 100 || p.parallelism > 64 {
+    // Refuse absurd costs from a hostile key file before allocating (max 1 GiB, 100 passes).
+    // 1 GiB bounds what a hostile key file can make each unlock attempt allocate.
+    if p.memory_kib > 1024 * 1024 || p.iterations > 100 || p.parallelism > 64 {
         return Err(CryptoError::Unsupported(format!(
             "key derivation parameters out of range ({} KiB, {} passes, {} lanes)",
             p.memory_kib, p.iterations, p.parallelism

@@ -153,7 +153,9 @@ pub fn open_header(master: &MasterKey, salt: &[u8; 16], sealed: &[u8], pack_len:
     let plain =
         master.pack_key(salt).open(&nonce, &header_aad(), ct).map_err(|source| FormatError::Crypto { what: "pack header", source })?;
     let entries: Vec<PackEntry> = postcard::from_bytes(&plain).map_err(|e| FormatError::malformed(WHAT, format!("header: {e}")))?;
-    let blob_end = pack_len - (sealed.len() + TRAILER_LEN) as u64;
+    let blob_end = pack_len
+        .checked_sub((sealed.len() + TRAILER_LEN) as u64)
+        .ok_or_else(|| FormatError::malformed(WHAT, "header longer than the pack"))?;
     for e in &entries {
         let end = e.offset as u64 + e.length as u64;
         if (e.offset as usize) < PREAMBLE_LEN || end > blob_end || (e.length as usize) < blob::OVERHEAD {

@@ -9,7 +9,10 @@ use ferry_repo::{RepoLock, Repository};
 fn a_lock_released_at_once_does_not_wait_for_its_refresher() {
     let dir = tempfile::tempdir().unwrap();
     let store = ferry_store::open(dir.path().join("repo").to_str().unwrap()).unwrap();
-    let opts = ferry_repo::InitOptions { kdf: ferry_crypto::keyfile::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }, ..Default::default() };
+    let opts = ferry_repo::InitOptions {
+        kdf: ferry_crypto::keyfile::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
+        ..Default::default()
+    };
     let repo = Repository::init(store, b"lock test passphrase", &opts, &dir.path().join("cache")).unwrap();
     let start = Instant::now();
     for _ in 0..50 {
