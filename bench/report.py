@@ -72,12 +72,17 @@ class Cell:
         self.values = [v for v in (num(r, metric) for r in ok) if v is not None]
         self.value = statistics.median(self.values) if self.values else None
         self.failures = [r["note"] for r in rows if r["status"] != "ok"]
-        self.wrong = [r["verify"] for r in rows if r["verify"] and r["verify"] != "ok"]
+        # "content ok; metadata differs ..." is reported but does not make the restore wrong:
+        # the content is right, and its time is still comparable.
+        self.wrong = [r["verify"] for r in rows if r["verify"] and r["verify"] != "ok" and not r["verify"].startswith("content ok")]
+        self.meta_only = [r["verify"] for r in rows if r["verify"] and r["verify"].startswith("content ok")]
 
     def text(self):
         if not self.n:
             return "not run"
         if self.metric == "verify":
+            if not self.wrong and self.meta_only:
+                return f"content ok; metadata differs ({len(self.meta_only)}/{self.n} runs): {esc(self.meta_only[0][:100])}"
             if not self.wrong:
                 return "ok"
             return f"**WRONG** ({len(self.wrong)}/{self.n} runs): {esc(self.wrong[0][:100])}"
@@ -116,6 +121,8 @@ def target_status(target, cells, verify_cells):
         return "missed (ferry failed)"
     if verify_cells.get("ferry") is not None and verify_cells["ferry"].wrong:
         return "missed (wrong restore)"
+    if verify_cells.get("ferry") is not None and verify_cells["ferry"].meta_only:
+        return "missed (restored metadata differs)"
     if target[0] == "abs":
         return "met" if f.value <= target[1] else "missed"
     r = ratio(f, cells.get("restic"))

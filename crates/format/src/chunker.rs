@@ -103,29 +103,29 @@ pub struct Chunks<'a, R> {
 }
 
 impl<R: Read> Chunks<'_, R> {
+    /// Makes at least `max_size` bytes available after `start` (unless the reader ends).
+    ///
+    /// The buffer holds up to twice the maximum chunk size, so it is refilled (and its tail
+    /// moved to the front) about once per `max_size` bytes consumed rather than once per chunk,
+    /// and bytes are read straight into spare capacity, never zero-filled first.
     fn fill(&mut self) -> io::Result<()> {
-        let want = self.chunker.params.max_size as usize;
+        let max = self.chunker.params.max_size as usize;
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        while !self.eof && self.buf.len() < want {
-            let old = self.buf.len();
-            self.buf.resize(want, 0);
-            let n = loop {
-                match self.reader.read(&mut self.buf[old..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.buf.truncate(old);
-                        return Err(e);
-                    }
-                }
+        let want = 2 * max - self.buf.len();
+        let mut got = 0;
+        while !self.eof && got < want {
+            let n = match (&mut self.reader).take((want - got) as u64).read_to_end(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            self.buf.truncate(old + n);
             if n == 0 {
                 self.eof = true;
             }
+            got += n;
         }
         Ok(())
     }

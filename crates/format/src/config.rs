@@ -33,7 +33,7 @@ impl Config {
             created,
             chunker: ChunkerParams::default(),
             compression_level: 3,
-            pack_size: 16 * 1024 * 1024,
+            pack_size: 8 * 1024 * 1024,
         }
     }
 
@@ -85,7 +85,7 @@ mod tests {
         let c = Config { id: "00".repeat(16), ..Config::new("T".into()) };
         assert_eq!(
             String::from_utf8(serde_json::to_vec(&c).unwrap()).unwrap(),
-            r#"{"magic":"ferry-repository","version":1,"id":"00000000000000000000000000000000","created":"T","chunker":{"min_size":524288,"avg_size":1048576,"max_size":8388608},"compression_level":3,"pack_size":16777216}"#
+            r#"{"magic":"ferry-repository","version":1,"id":"00000000000000000000000000000000","created":"T","chunker":{"min_size":524288,"avg_size":1048576,"max_size":8388608},"compression_level":3,"pack_size":8388608}"#
         );
     }
 }

@@ -24,7 +24,7 @@ pub type Point = (RecoveryPointId, RecoveryPoint);
 pub type DamagedPoint = (RecoveryPointId, String);
 
 /// Memory the cache database may use for its page cache.
-const CACHE_PAGE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// An open repository: its store, config, master key and synchronized local index.
 pub struct Repository {
