@@ -37,6 +37,13 @@ pub struct BlobLocation {
     pub compressed: bool,
 }
 
+impl BlobLocation {
+    /// The location of a pack header entry in pack `pack`.
+    pub fn of(pack: PackId, e: &PackEntry) -> Self {
+        BlobLocation { pack, kind: e.kind, id: e.id, offset: e.offset, length: e.length, raw_len: e.raw_len, compressed: e.compressed }
+    }
+}
+
 /// What the files cache remembers of a stored file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {

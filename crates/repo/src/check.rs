@@ -241,14 +241,5 @@ fn read_pack(repo: &Repository, id: &PackId, indexed: &[pack::PackEntry]) -> Opt
 fn open_one(repo: &Repository, salt: &[u8; 16], bytes: &[u8], b: &pack::PackEntry) -> Result<Vec<u8>> {
     let (s, e) = (b.offset as usize, b.offset as usize + b.length as usize);
     let Some(stored) = bytes.get(s..e) else { anyhow::bail!("blob lies past the end of the pack") };
-    let loc = crate::cache::BlobLocation {
-        pack: PackId::from_bytes([0; 32]),
-        kind: b.kind,
-        id: b.id,
-        offset: b.offset,
-        length: b.length,
-        raw_len: b.raw_len,
-        compressed: b.compressed,
-    };
-    repo.open_blob(&loc, salt, stored)
+    repo.open_blob(&crate::cache::BlobLocation::of(PackId::from_bytes([0; 32]), b), salt, stored)
 }

@@ -188,15 +188,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 if !used.contains(&(b.kind, b.id)) || placed.contains(&(b.kind, b.id)) {
                     continue;
                 }
-                let loc = crate::cache::BlobLocation {
-                    pack: p.id,
-                    kind: b.kind,
-                    id: b.id,
-                    offset: b.offset,
-                    length: b.length,
-                    raw_len: b.raw_len,
-                    compressed: b.compressed,
-                };
+                let loc = crate::cache::BlobLocation::of(p.id, b);
                 let stored = bytes.get(b.offset as usize..(b.offset + b.length) as usize).context("blob outside its pack")?;
                 let plain = repo.open_blob(&loc, &p.salt, stored)?;
                 let (payload, c) = ferry_format::blob::compress(&plain, repo.config().compression_level);
