@@ -193,18 +193,7 @@ mod tests {
 #[cfg(test)]
 mod probe_tests {
     use super::compress;
-
-    fn random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::test_util::pseudo_random as random;
 
     #[test]
     fn incompressible_large_chunks_are_stored_raw_and_compressible_ones_compressed() {

@@ -154,18 +154,7 @@ impl<R: Read> Iterator for Chunks<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::test_util::pseudo_random;
 
     fn small() -> ChunkerParams {
         ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 65536 }

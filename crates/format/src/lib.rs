@@ -21,6 +21,8 @@ pub mod index;
 pub mod lock;
 pub mod pack;
 pub mod recovery_point;
+#[cfg(test)]
+mod test_util;
 pub mod tree;
 
 pub use envelope::{open_object, seal_object, ObjectType};
