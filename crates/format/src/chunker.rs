@@ -84,7 +84,9 @@ impl Chunker {
             &self.gear,
             &self.gear_ls,
         );
-        len.clamp(1.min(data.len()), data.len())
+        // FastCDC's 2020 cut steps two bytes at a time from min_size / 2, so with an odd minimum
+        // it can cut one byte short of it; never cut below the minimum (nor past the data).
+        len.max(self.params.min_size as usize).clamp(1.min(data.len()), data.len())
     }
 
     /// Splits everything `reader` yields into chunks.
