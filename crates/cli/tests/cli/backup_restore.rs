@@ -4,10 +4,7 @@ use crate::common::*;
 
 #[test]
 fn round_trip_is_exact() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     let s = env.backup(&src);
     assert_eq!(s["files_new"], 7, "{s}");
     assert!(s["recovery_point"].as_str().unwrap().len() == 64);
@@ -28,10 +25,7 @@ fn round_trip_is_exact() {
 
 #[test]
 fn unchanged_files_are_not_read_again_and_changes_are_found() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     env.backup(&src);
     let second = env.backup(&src);
     assert_eq!(second["bytes_read"], 0, "{second}");
@@ -62,10 +56,7 @@ fn unchanged_files_are_not_read_again_and_changes_are_found() {
 
 #[test]
 fn excludes_tags_and_include_restore() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     std::fs::write(src.join("docs/skip.tmp"), b"x").unwrap();
     let exfile = env.path("excludes");
     std::fs::write(&exfile, "# comment\nempty\n").unwrap();
@@ -84,10 +75,7 @@ fn excludes_tags_and_include_restore() {
 
 #[test]
 fn unreadable_files_make_a_partial_recovery_point() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     // /proc/self/mem cannot be read from offset 0, even by root.
     let o = env.run(&["backup", src.to_str().unwrap(), "/proc/self/mem", env.path("missing").to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
@@ -106,10 +94,7 @@ fn unreadable_files_make_a_partial_recovery_point() {
 
 #[test]
 fn restore_never_writes_through_a_symlink_in_the_target() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     env.backup(&src);
     // The target already holds a symlink where a restored file will go, pointing outside.
     let target = env.path("r");
@@ -125,10 +110,7 @@ fn restore_never_writes_through_a_symlink_in_the_target() {
 
 #[test]
 fn restore_is_restartable_and_respects_overwrite() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     env.backup(&src);
     let target = env.path("r");
     let t = target.to_str().unwrap();
@@ -164,10 +146,7 @@ fn usage_errors_exit_2_and_missing_repo_is_clear() {
 
 #[test]
 fn a_new_cache_uses_the_parent_recovery_point() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     env.backup(&src);
     // Another machine's view of the same repository: an empty cache.
     let out = env.cmd(&["backup", src.to_str().unwrap(), "--json"]).env("FERRY_CACHE_DIR", env.path("other-cache")).output().unwrap();
@@ -180,10 +159,7 @@ fn a_new_cache_uses_the_parent_recovery_point() {
 #[test]
 fn owners_are_restored_when_root() {
     if rustix_is_root() {
-        let env = Env::new();
-        env.init();
-        let src = env.path("src");
-        make_tree(&src);
+        let (env, src) = Env::with_tree();
         std::os::unix::fs::lchown(src.join("docs/a.txt"), Some(1234), Some(4321)).unwrap();
         std::os::unix::fs::lchown(src.join("link"), Some(55), Some(66)).unwrap();
         env.backup(&src);
@@ -205,10 +181,7 @@ fn rustix_is_root() -> bool {
 
 #[test]
 fn read_data_subset_checks_part_of_the_packs() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     env.backup(&src);
     let v = env.json(&["check", "--read-data-subset", "50%"]);
     let read = v["packs_read"].as_u64().unwrap();

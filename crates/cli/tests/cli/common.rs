@@ -21,6 +21,15 @@ impl Env {
         Env { dir: tempfile::tempdir().unwrap(), repo }
     }
 
+    /// A new repository (initialised) and a source tree from [`make_tree`] at `src`.
+    pub fn with_tree() -> (Env, PathBuf) {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        make_tree(&src);
+        (env, src)
+    }
+
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }

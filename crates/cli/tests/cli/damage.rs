@@ -64,10 +64,7 @@ fn damaged_pack_is_named_with_affected_files_and_the_rest_restores() {
 
 #[test]
 fn missing_pack_and_truncated_index_are_found() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     env.backup(&src);
     let mut ps = packs(&env.repo);
     ps.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
@@ -94,10 +91,7 @@ fn missing_pack_and_truncated_index_are_found() {
 
 #[test]
 fn damaged_recovery_point_fails_check() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     env.backup(&src);
     let rp = walkdir(&std::path::Path::new(&env.repo).join("recovery-points"))[0].clone();
     let mut b = std::fs::read(&rp).unwrap();

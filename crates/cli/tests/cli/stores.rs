@@ -44,10 +44,7 @@ fn s3_round_trip() {
 
 #[test]
 fn transient_store_errors_are_retried() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    make_tree(&src);
+    let (env, src) = Env::with_tree();
     let o = env.cmd(&["backup", src.to_str().unwrap()]).env("FERRY_FAULT_INJECT", "0.05:7").output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let target = env.path("r");
