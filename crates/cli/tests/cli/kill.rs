@@ -34,12 +34,7 @@ fn killed_backups_leave_a_consistent_repository_and_resume() {
         }
     }
     for (i, ms) in [30u64, 120, 250, 400, 700].iter().enumerate() {
-        let mut child = env
-            .cmd(&["backup", s, "--checkpoint-every", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_quiet(&env, &["backup", s, "--checkpoint-every", "1"]);
         std::thread::sleep(Duration::from_millis(*ms + (i as u64) * 37));
         let _ = child.kill();
         let _ = child.wait();
@@ -63,12 +58,7 @@ fn interrupted_backup_does_not_reread_stored_files() {
         std::fs::write(src.join(format!("d{d}/larger.bin")), noise(16 << 20, 300 + d)).unwrap();
     }
     let s = src.to_str().unwrap();
-    let mut child = env
-        .cmd(&["backup", s, "--checkpoint-every", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_quiet(&env, &["backup", s, "--checkpoint-every", "1"]);
     // Kill once two index files exist: the uploader writes them one after the other, so the
     // files cache entries of the first checkpoint are committed by then.
     let index = std::path::Path::new(&env.repo).join("index");
@@ -113,7 +103,7 @@ fn killed_prune_leaves_a_consistent_repository() {
             env.backup(&src);
         }
         env.ok(&["forget", "--keep-last", "1"]);
-        let mut child = env.cmd(&["prune"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = spawn_quiet(&env, &["prune"]);
         // Kill it after it has taken its lock, i.e. while it works.
         wait_for_entries(&std::path::Path::new(&env.repo).join("locks"));
         std::thread::sleep(Duration::from_millis(ms));
@@ -172,4 +162,9 @@ fn prune_while_a_backup_runs_loses_nothing() {
     let target = env.path("r");
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_same_tree(&src, &restored(&target, &src));
+}
+
+/// Starts ferry in the background with its output discarded (it is about to be killed).
+fn spawn_quiet(env: &Env, args: &[&str]) -> std::process::Child {
+    env.cmd(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
 }
