@@ -133,7 +133,9 @@ wait_for() {
             say "$name answers on $HOST:$port ($status)"
             return
         fi
-        if [ -z "$(live_pid "$name" "$match")" ]; then
+        # Only whether the process lives: right after the start its command line may still be
+        # the subshell's, before `exec` replaces it with the service.
+        if ! kill -0 "$(cat "$CACHE/$name.pid")" 2>/dev/null; then
             tail -n 20 "$CACHE/$name.log" >&2 || true
             die "$name exited during start-up; log above ($CACHE/$name.log)"
         fi

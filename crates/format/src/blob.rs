@@ -1,17 +1,24 @@
-//! Blob encoding inside a pack:
+//! Blob encoding inside a pack. Blobs are stored in units of one blob, or of several small
+//! blobs of the same kind (a bundle):
 //!
 //! ```text
-//! stored_blob := nonce(12) || AES-256-GCM(pack_key, nonce, aad = kind(1) || blob_id(32), payload) || tag(16)
+//! stored_unit := nonce(12) || AES-256-GCM(pack_key, nonce, aad = kind(1) || aad_id(32), payload) || tag(16)
 //! payload     := zstd(plaintext) if `compressed` else plaintext
+//! plaintext   := the blob's plaintext, or the concatenated plaintexts of a bundle's blobs
+//! aad_id      := the blob's ID for a unit of one blob; 32 zero bytes for a bundle
 //! ```
-//! `nonce` is the blob's sequence number in its pack (little-endian, zero-padded to 12 bytes);
-//! it is unique because every pack has its own key.
+//! `nonce` is the unit's sequence number in its pack (little-endian, zero-padded to 12 bytes);
+//! it is unique because every pack has its own key. Each blob's plaintext is checked against
+//! its ID after decryption, also inside a bundle.
 
 use ferry_crypto::{AeadKey, NONCE_LEN, TAG_LEN};
 
 use crate::{BlobId, BlobKind, FormatError};
 
-/// Bytes a stored blob adds to its payload.
+/// The ID a bundle's associated data binds (its members are checked one by one).
+pub const BUNDLE_AAD_ID: BlobId = BlobId::from_bytes([0; 32]);
+
+/// Bytes a stored unit adds to its payload.
 pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 /// Largest plaintext blob accepted when reading (a tree of a huge directory can exceed the
@@ -111,7 +118,7 @@ pub fn seal_into(key: &AeadKey, seq: u32, kind: BlobKind, id: &BlobId, payload: 
     out.extend_from_slice(&tag);
 }
 
-/// Decrypts and decompresses a stored blob and checks that its plaintext hashes to `id`.
+/// Decrypts and decompresses a stored unit of one blob and checks that its plaintext hashes to `id`.
 pub fn open(
     key: &AeadKey,
     id_key: &ferry_crypto::IdKey,
@@ -121,27 +128,54 @@ pub fn open(
     compressed: bool,
     raw_len: u32,
 ) -> Result<Vec<u8>, FormatError> {
+    let plain = open_unit(key, kind, id, stored, compressed, raw_len)?;
+    member(id_key, id, &plain, 0, raw_len)?;
+    Ok(plain)
+}
+
+/// Decrypts and decompresses a stored unit whose associated data binds `aad_id` (see
+/// [`crate::pack::PackEntry::unit_aad_id`]) and whose plaintext is `unit_len` bytes long. The
+/// blobs in it are then taken out with [`member`], which checks them.
+pub fn open_unit(
+    key: &AeadKey,
+    kind: BlobKind,
+    aad_id: &BlobId,
+    stored: &[u8],
+    compressed: bool,
+    unit_len: u32,
+) -> Result<Vec<u8>, FormatError> {
     const WHAT: &str = "blob";
     if stored.len() < OVERHEAD {
         return Err(FormatError::malformed(WHAT, "shorter than nonce and tag"));
     }
-    if raw_len > MAX_BLOB_LEN {
-        return Err(FormatError::malformed(WHAT, format!("length {raw_len} exceeds the limit")));
+    if unit_len > MAX_BLOB_LEN {
+        return Err(FormatError::malformed(WHAT, format!("length {unit_len} exceeds the limit")));
     }
     let (nonce, rest) = stored.split_at(NONCE_LEN);
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| FormatError::malformed(WHAT, "nonce"))?;
     let mut payload = rest.to_vec();
-    key.open_in_place(&nonce, &aad(kind, id), &mut payload).map_err(|source| FormatError::Crypto { what: WHAT, source })?;
-    let plain = if compressed {
-        let p = decompress(&payload, raw_len as usize).map_err(|e| FormatError::malformed(WHAT, format!("zstd: {e}")))?;
-        if p.len() != raw_len as usize {
-            return Err(FormatError::malformed(WHAT, "decompressed length differs from the index"));
+    key.open_in_place(&nonce, &aad(kind, aad_id), &mut payload).map_err(|source| FormatError::Crypto { what: WHAT, source })?;
+    if !compressed {
+        if payload.len() != unit_len as usize {
+            return Err(FormatError::malformed(WHAT, "stored length differs from the index"));
         }
-        p
-    } else {
-        payload
-    };
-    let actual = BlobId::from_bytes(id_key.hash(&plain));
+        return Ok(payload);
+    }
+    let p = decompress(&payload, unit_len as usize).map_err(|e| FormatError::malformed(WHAT, format!("zstd: {e}")))?;
+    if p.len() != unit_len as usize {
+        return Err(FormatError::malformed(WHAT, "decompressed length differs from the index"));
+    }
+    Ok(p)
+}
+
+/// The blob at `start..start + len` of a decrypted unit, checked against its ID.
+pub fn member<'u>(id_key: &ferry_crypto::IdKey, id: &BlobId, unit: &'u [u8], start: u32, len: u32) -> Result<&'u [u8], FormatError> {
+    const WHAT: &str = "blob";
+    let plain = (start as usize)
+        .checked_add(len as usize)
+        .and_then(|end| unit.get(start as usize..end))
+        .ok_or_else(|| FormatError::malformed(WHAT, format!("blob {} lies outside its unit", id.short())))?;
+    let actual = BlobId::from_bytes(id_key.hash(plain));
     if actual != *id {
         return Err(FormatError::IdMismatch { what: WHAT, expected: id.to_hex(), actual: actual.to_hex() });
     }

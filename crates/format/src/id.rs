@@ -63,7 +63,7 @@ macro_rules! typed_id {
         pub struct $name(pub Id);
 
         impl $name {
-            pub fn from_bytes(b: [u8; 32]) -> Self {
+            pub const fn from_bytes(b: [u8; 32]) -> Self {
                 $name(Id(b))
             }
             pub fn as_bytes(&self) -> &[u8; 32] {

@@ -65,6 +65,8 @@ mod tests {
                     length: 40,
                     raw_len: 12,
                     compressed: false,
+                    unit_start: 0,
+                    unit_len: 12,
                 }],
             }],
             supersedes: vec![IndexId::from_bytes([4; 32])],

@@ -1,12 +1,16 @@
 //! Packs: many stored blobs in one object, self-describing through an encrypted header at the end.
 //!
 //! ```text
-//! pack          := "FRYPAK" || version(u16 le) || salt(16) || stored_blob* || sealed_header || header_len(u32 le) || "FEND"
+//! pack          := "FRYPAK" || version(u16 le) || salt(16) || stored_unit* || sealed_header || header_len(u32 le) || "FEND"
 //! sealed_header := nonce(12) || AES-256-GCM(pack_key(salt), nonce, aad = "FRYPAK" || version, postcard(Vec<PackEntry>)) || tag(16)
 //! ```
 //! `pack_key(salt)` is derived from the master key and the pack's random salt, so every pack
-//! has its own key and blob nonces can be sequence numbers. A pack is named by BLAKE3 of all of
+//! has its own key and unit nonces can be sequence numbers. A pack is named by BLAKE3 of all of
 //! its bytes, so `check`, `diskprep`, `import` and the vault can verify it without any key.
+//!
+//! A stored unit (see [`crate::blob`]) holds one blob, or a *bundle*: several small blobs
+//! compressed and encrypted together, which compresses far better and faster than each alone.
+//! Every blob has its own header entry; the entries of a bundle share its offset and length.
 
 use ferry_crypto::{AeadKey, MasterKey, NONCE_LEN};
 use serde::{Deserialize, Serialize};
@@ -32,12 +36,35 @@ const WHAT: &str = "pack";
 pub struct PackEntry {
     pub kind: BlobKind,
     pub id: BlobId,
+    /// Where the stored unit holding the blob starts.
     pub offset: u32,
-    /// Stored length (nonce + ciphertext + tag).
+    /// The stored unit's length (nonce + ciphertext + tag).
     pub length: u32,
-    /// Plaintext length.
+    /// The blob's plaintext length.
     pub raw_len: u32,
+    /// Whether the unit's payload is zstd-compressed.
     pub compressed: bool,
+    /// Where the blob starts in the unit's plaintext (0 for a unit of one blob).
+    pub unit_start: u32,
+    /// The unit's plaintext length (`raw_len` for a unit of one blob).
+    pub unit_len: u32,
+}
+
+impl PackEntry {
+    /// Whether the blob is alone in its unit (rather than one of a bundle).
+    pub fn is_alone(&self) -> bool {
+        self.unit_start == 0 && self.unit_len == self.raw_len
+    }
+
+    /// The ID the unit's associated data binds: the blob's own for a unit of one blob, all
+    /// zeros for a bundle (each member is still checked against its ID after decryption).
+    pub fn unit_aad_id(&self) -> BlobId {
+        if self.is_alone() {
+            self.id
+        } else {
+            blob::BUNDLE_AAD_ID
+        }
+    }
 }
 
 fn header_aad() -> [u8; 8] {
@@ -53,6 +80,8 @@ pub struct PackWriter {
     salt: [u8; 16],
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// Units sealed so far: the next unit's nonce.
+    units: u32,
 }
 
 /// A finished pack, ready to store under [`PackId::object_key`].
@@ -75,16 +104,35 @@ impl PackWriter {
         let salt: [u8; 16] = ferry_crypto::random_bytes();
         buf.extend_from_slice(&header_aad());
         buf.extend_from_slice(&salt);
-        PackWriter { key: master.pack_key(&salt), salt, buf, entries: Vec::new() }
+        PackWriter { key: master.pack_key(&salt), salt, buf, entries: Vec::new(), units: 0 }
     }
 
     /// Encrypts and appends one blob whose payload is already compressed (or not).
     pub fn add(&mut self, kind: BlobKind, id: BlobId, payload: &[u8], compressed: bool, raw_len: u32) {
-        let seq = self.entries.len() as u32;
+        self.add_bundle(kind, &[(id, raw_len)], payload, compressed);
+    }
+
+    /// Encrypts and appends one unit holding `members` (ID and plaintext length each, in the
+    /// order their plaintexts are concatenated), whose payload is already compressed (or not).
+    /// A single member is stored as a unit of one blob; the members of a bundle MUST NOT be
+    /// empty (an empty member could not be told from a unit of one blob by its entry).
+    pub fn add_bundle(&mut self, kind: BlobKind, members: &[(BlobId, u32)], payload: &[u8], compressed: bool) {
+        debug_assert!(members.len() == 1 || members.iter().all(|&(_, len)| len > 0));
+        let seq = self.units;
+        self.units += 1;
+        let unit_len: u32 = members.iter().map(|(_, len)| len).sum();
+        let aad_id = match members {
+            [(id, _)] => *id,
+            _ => blob::BUNDLE_AAD_ID,
+        };
         let offset = self.buf.len();
-        blob::seal_into(&self.key, seq, kind, &id, payload, &mut self.buf);
+        blob::seal_into(&self.key, seq, kind, &aad_id, payload, &mut self.buf);
         let length = (self.buf.len() - offset) as u32;
-        self.entries.push(PackEntry { kind, id, offset: offset as u32, length, raw_len, compressed });
+        let mut unit_start = 0;
+        for &(id, raw_len) in members {
+            self.entries.push(PackEntry { kind, id, offset: offset as u32, length, raw_len, compressed, unit_start, unit_len });
+            unit_start += raw_len;
+        }
     }
 
     /// Bytes written so far.
@@ -161,6 +209,9 @@ pub fn open_header(master: &MasterKey, salt: &[u8; 16], sealed: &[u8], pack_len:
         if (e.offset as usize) < PREAMBLE_LEN || end > blob_end || (e.length as usize) < blob::OVERHEAD {
             return Err(FormatError::malformed(WHAT, format!("entry for blob {} lies outside the pack", e.id.short())));
         }
+        if e.unit_start as u64 + e.raw_len as u64 > e.unit_len as u64 || e.unit_len > blob::MAX_BLOB_LEN {
+            return Err(FormatError::malformed(WHAT, format!("entry for blob {} lies outside its unit", e.id.short())));
+        }
     }
     Ok(entries)
 }
@@ -211,6 +262,53 @@ mod tests {
             let stored = &f.bytes[e.offset as usize..(e.offset + e.length) as usize];
             assert_eq!(&blob::open(&key, &idk, e.kind, &e.id, stored, e.compressed, e.raw_len).unwrap(), b);
         }
+    }
+
+    #[test]
+    fn bundles_round_trip_and_members_are_checked() {
+        let m = MasterKey::generate();
+        let idk = m.id_key();
+        let blobs: Vec<&[u8]> = vec![b"first small file\n", b"second small file\n", b"third"];
+        let members: Vec<(BlobId, u32)> = blobs.iter().map(|b| (BlobId::from_bytes(idk.hash(b)), b.len() as u32)).collect();
+        let (payload, compressed) = blob::compress(&blobs.concat(), 3);
+        let mut w = PackWriter::new(&m);
+        w.add(BlobKind::Data, BlobId::from_bytes(idk.hash(b"alone")), b"alone", false, 5);
+        w.add_bundle(BlobKind::Data, &members, &payload, compressed);
+        let f = w.finish();
+        let (salt, entries) = read_pack(&m, &f.id, &f.bytes).unwrap();
+        assert_eq!(entries.len(), 4);
+        assert!(entries[0].is_alone() && !entries[1].is_alone());
+        assert!(entries[1..].iter().all(|e| e.offset == entries[1].offset && e.unit_len == 40));
+        let key = m.pack_key(&salt);
+        let e = &entries[1];
+        let stored = &f.bytes[e.offset as usize..(e.offset + e.length) as usize];
+        let unit = blob::open_unit(&key, e.kind, &e.unit_aad_id(), stored, e.compressed, e.unit_len).unwrap();
+        for (e, b) in entries[1..].iter().zip(&blobs) {
+            assert_eq!(blob::member(&idk, &e.id, &unit, e.unit_start, e.raw_len).unwrap(), *b);
+        }
+        // A member asked for with another blob's range fails its ID check.
+        assert!(blob::member(&idk, &entries[1].id, &unit, entries[2].unit_start, entries[2].raw_len).is_err());
+        assert!(blob::member(&idk, &entries[1].id, &unit, 39, 5).is_err());
+        // The bundle's associated data is not the first member's ID.
+        assert!(blob::open_unit(&key, e.kind, &e.id, stored, e.compressed, e.unit_len).is_err());
+    }
+
+    #[test]
+    fn fixed_entry_bytes() {
+        let e = PackEntry {
+            kind: BlobKind::Tree,
+            id: BlobId::from_bytes([7; 32]),
+            offset: 24,
+            length: 300,
+            raw_len: 5,
+            compressed: true,
+            unit_start: 2,
+            unit_len: 128,
+        };
+        let mut expected = vec![1u8]; // kind: tree
+        expected.extend([7u8; 32]);
+        expected.extend([24, 0xac, 0x02, 5, 1, 2, 0x80, 0x01]); // varints and a bool
+        assert_eq!(postcard::to_allocvec(&e).unwrap(), expected);
     }
 
     #[test]

@@ -92,8 +92,18 @@ fn kind() -> impl Strategy<Value = BlobKind> {
 }
 
 fn pack_entry() -> impl Strategy<Value = PackEntry> {
-    (kind(), blob_id(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>())
-        .prop_map(|(kind, id, offset, length, raw_len, compressed)| PackEntry { kind, id, offset, length, raw_len, compressed })
+    (kind(), blob_id(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>(), any::<u32>(), any::<u32>()).prop_map(
+        |(kind, id, offset, length, raw_len, compressed, unit_start, unit_len)| PackEntry {
+            kind,
+            id,
+            offset,
+            length,
+            raw_len,
+            compressed,
+            unit_start,
+            unit_len,
+        },
+    )
 }
 
 fn index_file() -> impl Strategy<Value = IndexFile> {

@@ -178,6 +178,8 @@ fn make_pack(pack_no: u64, first: u64, n: u64) -> IndexPack {
                 length,
                 raw_len: length + 100,
                 compressed: i % 3 != 0,
+                unit_start: 0,
+                unit_len: length + 100,
             };
             offset = offset.saturating_add(length);
             e

@@ -17,7 +17,7 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefi
 use serde::{Deserialize, Serialize};
 
 /// kind(1) || blob id(32) -> pack id(32) || offset u32 || length u32 || raw_len u32 || compressed u8
-const BLOBS: TableDefinition<[u8; 33], [u8; 45]> = TableDefinition::new("blobs");
+const BLOBS: TableDefinition<[u8; 33], [u8; LOC_LEN]> = TableDefinition::new("blobs");
 /// pack id -> salt(16) || size u64
 const PACKS: TableDefinition<[u8; 32], [u8; 24]> = TableDefinition::new("packs");
 /// index files whose content is in BLOBS/PACKS
@@ -35,12 +35,26 @@ pub struct BlobLocation {
     pub length: u32,
     pub raw_len: u32,
     pub compressed: bool,
+    pub unit_start: u32,
+    pub unit_len: u32,
 }
 
 impl BlobLocation {
     /// The location of a pack header entry in pack `pack`.
     pub fn of(pack: PackId, e: &PackEntry) -> Self {
-        BlobLocation { pack, kind: e.kind, id: e.id, offset: e.offset, length: e.length, raw_len: e.raw_len, compressed: e.compressed }
+        let PackEntry { kind, id, offset, length, raw_len, compressed, unit_start, unit_len } = *e;
+        BlobLocation { pack, kind, id, offset, length, raw_len, compressed, unit_start, unit_len }
+    }
+
+    /// The pack header entry this location was made from.
+    pub fn entry(&self) -> PackEntry {
+        let BlobLocation { kind, id, offset, length, raw_len, compressed, unit_start, unit_len, .. } = *self;
+        PackEntry { kind, id, offset, length, raw_len, compressed, unit_start, unit_len }
+    }
+
+    /// See [`PackEntry::unit_aad_id`].
+    pub fn unit_aad_id(&self) -> BlobId {
+        self.entry().unit_aad_id()
     }
 }
 
@@ -61,17 +75,23 @@ fn blob_key(kind: BlobKind, id: &BlobId) -> [u8; 33] {
     k
 }
 
-fn encode_loc(pack: &PackId, e: &PackEntry) -> [u8; 45] {
-    let mut v = [0u8; 45];
+/// Bytes of a blob location in the cache: pack ID, offset, length, raw length, compressed,
+/// unit start, unit length.
+const LOC_LEN: usize = 53;
+
+fn encode_loc(pack: &PackId, e: &PackEntry) -> [u8; LOC_LEN] {
+    let mut v = [0u8; LOC_LEN];
     v[..32].copy_from_slice(pack.as_bytes());
     v[32..36].copy_from_slice(&e.offset.to_le_bytes());
     v[36..40].copy_from_slice(&e.length.to_le_bytes());
     v[40..44].copy_from_slice(&e.raw_len.to_le_bytes());
     v[44] = e.compressed as u8;
+    v[45..49].copy_from_slice(&e.unit_start.to_le_bytes());
+    v[49..53].copy_from_slice(&e.unit_len.to_le_bytes());
     v
 }
 
-fn decode_loc(kind: BlobKind, id: BlobId, v: &[u8; 45]) -> BlobLocation {
+fn decode_loc(kind: BlobKind, id: BlobId, v: &[u8; LOC_LEN]) -> BlobLocation {
     let u32at = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
     let mut pack = [0u8; 32];
     pack.copy_from_slice(&v[..32]);
@@ -83,6 +103,8 @@ fn decode_loc(kind: BlobKind, id: BlobId, v: &[u8; 45]) -> BlobLocation {
         length: u32at(36),
         raw_len: u32at(40),
         compressed: v[44] != 0,
+        unit_start: u32at(45),
+        unit_len: u32at(49),
     }
 }
 
@@ -264,7 +286,16 @@ mod tests {
     use super::*;
 
     fn entry(id: u8, offset: u32) -> PackEntry {
-        PackEntry { kind: BlobKind::Data, id: BlobId::from_bytes([id; 32]), offset, length: 40, raw_len: 10, compressed: true }
+        PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId::from_bytes([id; 32]),
+            offset,
+            length: 40,
+            raw_len: 10,
+            compressed: true,
+            unit_start: 0,
+            unit_len: 10,
+        }
     }
 
     #[test]

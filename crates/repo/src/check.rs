@@ -13,7 +13,7 @@ use ferry_format::pack;
 use ferry_format::tree::NodeKind;
 use ferry_format::{BlobId, BlobKind, PackId};
 
-use crate::{walk, Repository};
+use crate::{walk, Repository, UnitDecoder};
 
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
@@ -221,13 +221,16 @@ fn read_pack(repo: &Repository, id: &PackId, indexed: &[pack::PackEntry]) -> Opt
                 Ok(s) => s,
                 Err(_) => return Some((format!("{e}"), all())),
             };
-            let bad: Vec<_> = indexed.iter().filter(|b| open_one(repo, &salt, &bytes, b).is_err()).map(|b| (b.kind, b.id)).collect();
+            let mut decoder = UnitDecoder::new(repo);
+            let bad: Vec<_> =
+                indexed.iter().filter(|b| open_one(&mut decoder, &salt, &bytes, b).is_err()).map(|b| (b.kind, b.id)).collect();
             return Some((format!("{e}"), bad));
         }
     };
     let mut bad = Vec::new();
+    let mut decoder = UnitDecoder::new(repo);
     for b in indexed {
-        if !header.contains(b) || open_one(repo, &salt, &bytes, b).is_err() {
+        if !header.contains(b) || open_one(&mut decoder, &salt, &bytes, b).is_err() {
             bad.push((b.kind, b.id));
         }
     }
@@ -238,8 +241,11 @@ fn read_pack(repo: &Repository, id: &PackId, indexed: &[pack::PackEntry]) -> Opt
     }
 }
 
-fn open_one(repo: &Repository, salt: &[u8; 16], bytes: &[u8], b: &pack::PackEntry) -> Result<Vec<u8>> {
+/// Decodes one blob of a pack held in memory (`indexed` entries are in pack order, so the
+/// members of a bundle come one after another and their unit is decoded once).
+fn open_one(decoder: &mut UnitDecoder<'_>, salt: &[u8; 16], bytes: &[u8], b: &pack::PackEntry) -> Result<()> {
     let (s, e) = (b.offset as usize, b.offset as usize + b.length as usize);
     let Some(stored) = bytes.get(s..e) else { anyhow::bail!("blob lies past the end of the pack") };
-    repo.open_blob(&crate::cache::BlobLocation::of(PackId::from_bytes([0; 32]), b), salt, stored)
+    decoder.blob(&crate::cache::BlobLocation::of(PackId::from_bytes([0; 32]), b), salt, stored)?;
+    Ok(())
 }

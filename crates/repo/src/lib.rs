@@ -34,7 +34,7 @@ pub mod walk;
 
 pub use lock::RepoLock;
 pub use progress::Progress;
-pub use repository::{InitOptions, Repository};
+pub use repository::{InitOptions, Repository, UnitDecoder};
 
 use ferry_format::BlobId;
 

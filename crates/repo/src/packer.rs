@@ -21,9 +21,23 @@ use crate::cache::FileEntry;
 use crate::Repository;
 
 /// An index file is written after this many packs (and at every checkpoint). Until then their
-/// blobs are deduplicated from memory: 32 packs of 16 MiB are at most about 150,000 IDs of small
+/// blobs are deduplicated from memory: 32 packs of 8 MiB are at most about 150,000 IDs of small
 /// files, a few MB.
 const PACKS_PER_INDEX_FILE: usize = 32;
+
+/// Data blobs smaller than this (small files, mostly) are stored in bundles: compressed
+/// together they take a third less space than each alone, and compress half again as fast.
+const BUNDLE_MEMBER_MAX: usize = 256 * 1024;
+/// A bundle is sealed once its plaintext reaches this size (restoring one small file decodes
+/// at most this much more than the file).
+const BUNDLE_TARGET: usize = 1024 * 1024;
+
+/// Small blobs collected for one stored unit.
+#[derive(Default)]
+struct Bundle {
+    plain: Vec<u8>,
+    members: Vec<(BlobId, u32)>,
+}
 
 pub(crate) enum Msg {
     Pack(FinishedPack),
@@ -43,6 +57,8 @@ pub(crate) struct PackSink<'r> {
     data: Mutex<Option<PackWriter>>,
     tree: Mutex<Option<PackWriter>>,
     inflight: Mutex<HashSet<(BlobKind, BlobId)>>,
+    /// Small data blobs waiting to be stored together.
+    bundle: Mutex<Bundle>,
     tx: Mutex<Option<Sender<Msg>>>,
     failed: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
@@ -60,6 +76,7 @@ impl<'r> PackSink<'r> {
             data: Mutex::new(None),
             tree: Mutex::new(None),
             inflight: Mutex::new(HashSet::new()),
+            bundle: Mutex::new(Bundle::default()),
             tx: Mutex::new(Some(tx)),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -165,7 +182,37 @@ impl<'r> PackSink<'r> {
         if !self.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, id)) {
             return Ok(false);
         }
+        if kind == BlobKind::Data && !plain.is_empty() && plain.len() < BUNDLE_MEMBER_MAX {
+            let full = {
+                let mut b = self.bundle.lock().unwrap_or_else(|e| e.into_inner());
+                b.plain.extend_from_slice(plain);
+                b.members.push((id, plain.len() as u32));
+                if b.plain.len() >= BUNDLE_TARGET {
+                    std::mem::take(&mut *b)
+                } else {
+                    Bundle::default()
+                }
+            };
+            self.seal_bundle(full)?;
+            return Ok(true);
+        }
         let (payload, compressed) = blob::compress(plain, self.level);
+        self.put_unit(kind, &[(id, plain.len() as u32)], &payload, compressed)?;
+        Ok(true)
+    }
+
+    /// Compresses a bundle (outside any lock, so workers compress in parallel) and adds it.
+    fn seal_bundle(&self, b: Bundle) -> Result<()> {
+        if b.members.is_empty() {
+            return Ok(());
+        }
+        let (payload, compressed) = blob::compress(&b.plain, self.level);
+        self.put_unit(BlobKind::Data, &b.members, &payload, compressed)
+    }
+
+    /// Appends one stored unit to the open pack of its kind, and sends the pack to the uploader
+    /// when it is full.
+    fn put_unit(&self, kind: BlobKind, members: &[(BlobId, u32)], payload: &[u8], compressed: bool) -> Result<()> {
         let slot = match kind {
             BlobKind::Data => &self.data,
             BlobKind::Tree => &self.tree,
@@ -178,7 +225,7 @@ impl<'r> PackSink<'r> {
                 let cap = if kind == BlobKind::Data { self.pack_size + (1 << 20) } else { 0 };
                 PackWriter::with_capacity(self.repo.master(), cap)
             });
-            writer.add(kind, id, &payload, compressed, plain.len() as u32);
+            writer.add_bundle(kind, members, payload, compressed);
             if writer.len() >= self.pack_size {
                 w.take()
             } else {
@@ -188,11 +235,13 @@ impl<'r> PackSink<'r> {
         if let Some(writer) = full {
             self.send(Msg::Pack(writer.finish()))?;
         }
-        Ok(true)
+        Ok(())
     }
 
-    /// Finishes the open packs and sends them to the uploader.
+    /// Seals the open bundle, finishes the open packs and sends them to the uploader.
     fn flush(&self) -> Result<()> {
+        let open = std::mem::take(&mut *self.bundle.lock().unwrap_or_else(|e| e.into_inner()));
+        self.seal_bundle(open)?;
         for slot in [&self.data, &self.tree] {
             let w = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(w) = w.filter(|w| !w.is_empty()) {

@@ -27,12 +27,32 @@ use ferry_format::{BlobId, BlobKind, IndexId, PackId, RecoveryPointId};
 use serde::{Deserialize, Serialize};
 
 use crate::lock::live_locks;
-use crate::{walk, RepoLock, Repository};
+use crate::{walk, RepoLock, Repository, UnitDecoder};
 
 /// Locks taken up to this long after a mark still count as "before" it (clock skew).
 const SKEW_MARGIN_S: i64 = 10 * 60;
 /// Packs with at least this fraction of unused bytes are repacked.
 const REPACK_UNUSED_FRACTION: f64 = 0.25;
+
+/// Stored bytes of a pack's blobs that are still used, and of all its blobs (at least 1). A
+/// bundle counts in proportion to the plaintext of its used members. The used bytes are 0 only
+/// when no blob of the pack is used.
+fn used_and_total_bytes(p: &IndexPack, used: &Used) -> (u64, u64) {
+    let (mut used_bytes, mut total) = (0u64, 0u64);
+    for unit in p.blobs.chunk_by(|a, b| a.offset == b.offset) {
+        let length = unit[0].length as u64;
+        total += length;
+        let live: Vec<_> = unit.iter().filter(|b| used.contains(&(b.kind, b.id))).collect();
+        if live.is_empty() {
+            continue;
+        }
+        let used_raw: u64 = live.iter().map(|b| b.raw_len as u64).sum();
+        let unit_len = (unit[0].unit_len as u64).max(1);
+        // At least 1 byte when anything in the unit is used: a pack counting 0 is deleted.
+        used_bytes += (length * used_raw.min(unit_len) / unit_len).max(1);
+    }
+    (used_bytes, total.max(1))
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct PruneOptions {
@@ -150,8 +170,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     ids.sort();
     for id in ids {
         let p = packs.remove(&id).expect("listed");
-        let used_bytes: u64 = p.blobs.iter().filter(|b| used.contains(&(b.kind, b.id))).map(|b| b.length as u64).sum();
-        let total: u64 = p.blobs.iter().map(|b| b.length as u64).sum::<u64>().max(1);
+        let (used_bytes, total) = used_and_total_bytes(&p, &used);
         if used_bytes == 0 {
             report.packs_unused += 1;
             candidates.push(id);
@@ -184,17 +203,25 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             let bytes = repo.read_pack(&p.id)?;
             pack::verify_id(&p.id, &bytes).with_context(|| format!("pack {} is damaged; run `ferry check --read-data`", p.id.short()))?;
             let mut w: Option<PackWriter> = None;
-            for b in &p.blobs {
-                if !used.contains(&(b.kind, b.id)) || placed.contains(&(b.kind, b.id)) {
-                    continue;
+            let mut decoder = UnitDecoder::new(repo);
+            // Unit by unit (a bundle's entries share one offset): the used blobs of each unit
+            // are stored together again, as a bundle when there are several.
+            for unit in p.blobs.chunk_by(|a, b| a.offset == b.offset) {
+                let mut members = Vec::new();
+                let mut plain = Vec::new();
+                for b in unit {
+                    if !used.contains(&(b.kind, b.id)) || !placed.insert((b.kind, b.id)) {
+                        continue;
+                    }
+                    let loc = crate::cache::BlobLocation::of(p.id, b);
+                    let stored = bytes.get(b.offset as usize..(b.offset + b.length) as usize).context("blob outside its pack")?;
+                    plain.extend_from_slice(decoder.blob(&loc, &p.salt, stored)?);
+                    members.push((b.id, b.raw_len));
                 }
-                let loc = crate::cache::BlobLocation::of(p.id, b);
-                let stored = bytes.get(b.offset as usize..(b.offset + b.length) as usize).context("blob outside its pack")?;
-                let plain = repo.open_blob(&loc, &p.salt, stored)?;
+                let Some(kind) = unit.first().map(|b| b.kind).filter(|_| !members.is_empty()) else { continue };
                 let (payload, c) = ferry_format::blob::compress(&plain, repo.config().compression_level);
                 let writer = w.get_or_insert_with(|| PackWriter::new(repo.master()));
-                writer.add(b.kind, b.id, &payload, c, b.raw_len);
-                placed.insert((b.kind, b.id));
+                writer.add_bundle(kind, &members, &payload, c);
                 if writer.len() >= repo.config().pack_size as usize {
                     keep.push(store_pack(repo, w.take().expect("open"))?);
                 }

@@ -84,6 +84,38 @@ fn put_key_file(store: &dyn Store, kf: &KeyFile) -> Result<KeyId> {
     Ok(id)
 }
 
+/// The local cache's file in the cache folder, and the files of earlier cache layouts.
+const CACHE_FILE: &str = "cache-v2.redb";
+const OLD_CACHE_FILES: &[&str] = &["index.redb"];
+
+/// Takes blobs out of stored units read from packs, decoding each unit once however many of
+/// its blobs (a bundle's) are asked for one after another.
+pub struct UnitDecoder<'r> {
+    repo: &'r Repository,
+    /// The last unit decoded: its pack, its offset and its plaintext.
+    last: Option<(PackId, u32, Vec<u8>)>,
+}
+
+impl<'r> UnitDecoder<'r> {
+    pub fn new(repo: &'r Repository) -> Self {
+        UnitDecoder { repo, last: None }
+    }
+
+    /// The plaintext of the blob at `loc`, checked against its ID; `stored` is the bytes of
+    /// its unit (`loc.offset .. loc.offset + loc.length` of the pack).
+    pub fn blob(&mut self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> Result<&[u8]> {
+        let cached = matches!(&self.last, Some((p, o, _)) if *p == loc.pack && *o == loc.offset);
+        if !cached {
+            self.last = None;
+            let unit = self.repo.open_unit(loc, salt, stored)?;
+            self.last = Some((loc.pack, loc.offset, unit));
+        }
+        let unit = &self.last.as_ref().expect("decoded above").2;
+        blob::member(&self.repo.id_key, &loc.id, unit, loc.unit_start, loc.raw_len)
+            .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))
+    }
+}
+
 impl Repository {
     /// Creates a repository in an empty location.
     pub fn init(store: Arc<dyn Store>, passphrase: &[u8], opts: &InitOptions, cache_dir: &Path) -> Result<Repository> {
@@ -139,7 +171,12 @@ impl Repository {
     }
 
     fn assemble(store: Arc<dyn Store>, config: Config, master: MasterKey, key_id: KeyId, cache_dir: &Path) -> Result<Repository> {
-        let path: PathBuf = cache_dir.join(&config.id).join("index.redb");
+        let dir = cache_dir.join(&config.id);
+        // A cache of an older layout is dropped (it is rebuilt from the repository).
+        for old in OLD_CACHE_FILES {
+            let _ = std::fs::remove_file(dir.join(old));
+        }
+        let path: PathBuf = dir.join(CACHE_FILE);
         let (cache, temp) = match LocalCache::open(&path, CACHE_PAGE_BYTES) {
             Ok(c) => (c, None),
             Err(e) => {
@@ -147,7 +184,7 @@ impl Repository {
                 // temporary cache, rebuilt from the repository's index files.
                 tracing::warn!("cache {} unavailable ({e:#}); using a temporary cache for this run", path.display());
                 let t = tempfile::tempdir().context("create temporary cache")?;
-                (LocalCache::open(&t.path().join("index.redb"), CACHE_PAGE_BYTES)?, Some(t))
+                (LocalCache::open(&t.path().join(CACHE_FILE), CACHE_PAGE_BYTES)?, Some(t))
             }
         };
         let chunker = Chunker::new(config.chunker, master.chunker_seed());
@@ -240,12 +277,13 @@ impl Repository {
             .store
             .get_range(&loc.pack.object_key(), loc.offset as u64..loc.offset as u64 + loc.length as u64)
             .with_context(|| format!("read blob {} from pack {}", loc.id.short(), loc.pack.short()))?;
-        self.open_blob(loc, &salt, &stored)
+        Ok(UnitDecoder::new(self).blob(loc, &salt, &stored)?.to_vec())
     }
 
-    /// Decrypts a blob already read from its pack.
-    pub fn open_blob(&self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> Result<Vec<u8>> {
-        blob::open(&self.master.pack_key(salt), &self.id_key, loc.kind, &loc.id, stored, loc.compressed, loc.raw_len)
+    /// Decrypts and decompresses the stored unit holding the blob at `loc` (`stored` is the
+    /// unit's bytes, read from the pack).
+    fn open_unit(&self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> Result<Vec<u8>> {
+        blob::open_unit(&self.master.pack_key(salt), loc.kind, &loc.unit_aad_id(), stored, loc.compressed, loc.unit_len)
             .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))
     }
 

@@ -28,6 +28,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::backup::FileError;
 use crate::cache::BlobLocation;
+use crate::UnitDecoder;
 use crate::{walk, Progress, Repository};
 
 /// What to do with files that already exist at the target.
@@ -331,6 +332,7 @@ fn restore_pack(
     progress: &Progress,
 ) -> Result<()> {
     let Some((salt, _)) = repo.cache().pack_info(pack)? else { bail!("pack {} is not in the index", pack.short()) };
+    let mut decoder = UnitDecoder::new(repo);
     let mut i = 0;
     while i < blobs.len() {
         let start = blobs[i].0.offset as u64;
@@ -345,7 +347,7 @@ fn restore_pack(
             let plain = match &range {
                 Ok(bytes) => {
                     let a = (loc.offset as u64 - start) as usize;
-                    repo.open_blob(loc, &salt, &bytes[a..a + loc.length as usize])
+                    decoder.blob(loc, &salt, &bytes[a..a + loc.length as usize])
                 }
                 Err(e) => Err(anyhow::anyhow!("read pack {}: {e}", pack.short())),
             };
@@ -362,7 +364,7 @@ fn restore_pack(
                             .write(true)
                             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                             .open(&f.path)
-                            .and_then(|file| write_sparse(&file, &data, *off));
+                            .and_then(|file| write_sparse(&file, data, *off));
                         if let Err(e) = r {
                             err(errors, &f.path, format!("write failed: {e}"));
                         }

@@ -87,3 +87,31 @@ fn bytes_added_is_what_the_repository_grew_by() {
         std::fs::write(src.join("b.txt"), format!("round {round}")).unwrap();
     }
 }
+
+#[test]
+fn prune_keeps_the_used_members_of_a_bundle_and_drops_the_rest() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 60 small files: stored together in one bundle.
+    for i in 0..60u64 {
+        std::fs::write(src.join(format!("f{i:02}.txt")), format!("small file {i}\n").repeat(50 + i as usize)).unwrap();
+    }
+    env.backup(&src);
+    // Most of them go; the next recovery point keeps ten.
+    for i in 10..60u64 {
+        std::fs::remove_file(src.join(format!("f{i:02}.txt"))).unwrap();
+    }
+    env.backup(&src);
+    env.ok(&["forget", "--keep-last", "1"]);
+    let r = env.json(&["prune"]);
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "the bundle's pack is mostly unused: {r}");
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("r");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+    // The new bundle holds only the used members: nothing is left to repack or delete.
+    let again = env.json(&["prune", "--dry-run"]);
+    assert_eq!((again["packs_repacked"].as_u64(), again["packs_unused"].as_u64()), (Some(0), Some(0)), "{again}");
+}
