@@ -90,6 +90,9 @@ impl Includes {
 struct FileTarget {
     path: PathBuf,
     node: Node,
+    /// Each chunk and its offset in the file (the chunks up to the first one missing from the
+    /// index, which is reported).
+    chunks: Vec<(BlobId, u64)>,
 }
 
 /// Where one blob goes: (file index, byte offset).
@@ -102,6 +105,8 @@ struct Plan {
     /// Symlinks and special files, for their metadata.
     others: Vec<(PathBuf, Node)>,
     blobs: HashMap<BlobId, Places>,
+    /// Hard links to make once the files exist: (link, file it links to).
+    links: Vec<(PathBuf, PathBuf)>,
 }
 
 fn err(out: &Mutex<Vec<FileError>>, path: &Path, e: impl std::fmt::Display) {
@@ -115,9 +120,11 @@ pub fn run(repo: &Repository, rp: &RecoveryPoint, opts: &RestoreOptions, progres
     let target = fs::canonicalize(&opts.target).with_context(|| format!("resolve target folder {}", opts.target.display()))?;
     let errors = Mutex::new(Vec::new());
     let mut out = RestoreOutcome::default();
-    let plan = make_plan(repo, rp, &target, &includes, opts.overwrite, &errors, &mut out, progress)?;
-    write_data(repo, &plan, opts.threads.max(1), &errors, progress)?;
-    finish_metadata(&plan, &errors);
+    let threads = opts.threads.max(1);
+    let mut plan = make_plan(repo, rp, &target, &includes, &errors, &mut out)?;
+    create_files(&mut plan, threads, opts.overwrite, &errors, &mut out, progress);
+    write_data(repo, &plan, threads, &errors, progress)?;
+    finish_metadata(&plan, threads, &errors);
     out.errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(out)
 }
@@ -140,22 +147,24 @@ fn clear_non_dir(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Walks the recovery point: creates folders, symlinks and special files, and lists the
+/// regular files and hard links to restore (created next, by [`create_files`]).
 fn make_plan(
     repo: &Repository,
     rp: &RecoveryPoint,
     target: &Path,
     includes: &Includes,
-    overwrite: Overwrite,
     errors: &Mutex<Vec<FileError>>,
     out: &mut RestoreOutcome,
-    progress: &Progress,
 ) -> Result<Plan> {
-    let mut plan = Plan { files: Vec::new(), dirs: Vec::new(), others: Vec::new(), blobs: HashMap::new() };
+    let mut plan = Plan { files: Vec::new(), dirs: Vec::new(), others: Vec::new(), blobs: HashMap::new(), links: Vec::new() };
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     // Folders are created lazily, only when something inside them is restored.
     let mut skipped_dirs: Vec<PathBuf> = Vec::new();
     let mut matched_dirs: Vec<PathBuf> = Vec::new();
+    // The folder the previous entry went into: entries of one folder come one after another,
+    // so it is checked once for all of them.
+    let mut last_parent: Option<PathBuf> = None;
     walk::walk(repo, &rp.tree, &mut |path, node| {
         if skipped_dirs.iter().any(|d| path.starts_with(d)) {
             return Ok(false);
@@ -179,50 +188,26 @@ fn make_plan(
         if !included {
             return Ok(false);
         }
-        if let Some(parent) = dest.parent() {
+        if let Some(parent) = dest.parent().filter(|p| last_parent.as_deref() != Some(*p)) {
             if let Err(e) = ensure_dir(parent, target) {
                 err(errors, &dest, format!("cannot create its folder: {e}"));
                 return Ok(false);
             }
+            last_parent = Some(parent.to_path_buf());
         }
         match node.kind {
             NodeKind::File => {
                 if let Some(first) = (node.links > 1).then(|| links.get(&(node.device, node.inode))).flatten() {
-                    let r = clear_non_dir(&dest).and_then(|_| fs::hard_link(first, &dest));
-                    match r {
-                        Ok(()) => out.links += 1,
-                        Err(e) => err(errors, &dest, format!("cannot create hard link to {}: {e}", first.display())),
-                    }
-                    return Ok(false);
-                }
-                if let Ok(m) = fs::symlink_metadata(&dest) {
-                    let same = m.is_file() && m.len() == node.size && m.mtime() * 1_000_000_000 + m.mtime_nsec() == node.mtime_ns;
-                    if overwrite == Overwrite::Never || (overwrite == Overwrite::IfChanged && same) {
-                        out.skipped += 1;
-                        if node.links > 1 {
-                            links.insert((node.device, node.inode), dest);
-                        }
-                        return Ok(false);
-                    }
-                }
-                if let Err(e) = clear_non_dir(&dest).and_then(|_| {
-                    OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                        .mode(0o600)
-                        .open(&dest)
-                }) {
-                    err(errors, &dest, format!("cannot create file: {e}"));
+                    plan.links.push((dest, first.clone()));
                     return Ok(false);
                 }
                 if node.links > 1 {
                     links.insert((node.device, node.inode), dest.clone());
                 }
-                let idx = plan.files.len();
+                let mut chunks = Vec::with_capacity(node.content.len());
                 let mut offset = 0u64;
                 for id in &node.content {
-                    plan.blobs.entry(*id).or_default().push((idx, offset));
+                    chunks.push((*id, offset));
                     // Offsets need each chunk's length: looked up once here.
                     match repo.cache().lookup(BlobKind::Data, id)? {
                         Some(loc) => offset += loc.raw_len as u64,
@@ -232,10 +217,7 @@ fn make_plan(
                         }
                     }
                 }
-                progress.add_total(1, node.size);
-                out.files += 1;
-                out.bytes += node.size;
-                plan.files.push(FileTarget { path: dest, node: node.clone() });
+                plan.files.push(FileTarget { path: dest, node: node.clone(), chunks });
             }
             NodeKind::Symlink => {
                 let r = clear_non_dir(&dest).and_then(|_| std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.target), &dest));
@@ -264,6 +246,83 @@ fn make_plan(
         Ok(false)
     })?;
     Ok(plan)
+}
+
+/// What became of a listed file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Created {
+    Yes,
+    /// Left as it is (`--overwrite never`, or unchanged with `if-changed`).
+    Skipped,
+    Failed,
+}
+
+/// Creates the listed regular files, empty, several threads at a time (file creation is most of
+/// a restore's system time); then drops the skipped and failed ones from the plan, notes where
+/// each chunk goes, and makes the hard links.
+fn create_files(plan: &mut Plan, threads: usize, overwrite: Overwrite, errors: &Mutex<Vec<FileError>>, out: &mut RestoreOutcome, progress: &Progress) {
+    let mut created = vec![Created::Failed; plan.files.len()];
+    let per_thread = plan.files.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for (files, states) in plan.files.chunks(per_thread).zip(created.chunks_mut(per_thread)) {
+            s.spawn(move || {
+                for (f, state) in files.iter().zip(states) {
+                    *state = match create_file(f, overwrite) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            err(errors, &f.path, format!("cannot create file: {e}"));
+                            Created::Failed
+                        }
+                    };
+                }
+            });
+        }
+    });
+    let files = std::mem::take(&mut plan.files);
+    for (f, state) in files.into_iter().zip(created) {
+        match state {
+            Created::Yes => {
+                let idx = plan.files.len();
+                for (id, offset) in &f.chunks {
+                    plan.blobs.entry(*id).or_default().push((idx, *offset));
+                }
+                progress.add_total(1, f.node.size);
+                out.files += 1;
+                out.bytes += f.node.size;
+                plan.files.push(f);
+            }
+            Created::Skipped => out.skipped += 1,
+            Created::Failed => {}
+        }
+    }
+    for (link, first) in std::mem::take(&mut plan.links) {
+        match clear_non_dir(&link).and_then(|_| fs::hard_link(&first, &link)) {
+            Ok(()) => out.links += 1,
+            Err(e) => err(errors, &link, format!("cannot create hard link to {}: {e}", first.display())),
+        }
+    }
+}
+
+/// Creates one file empty, unless the overwrite policy keeps what is there. Whatever else is in
+/// the way (a file, a symlink) goes; a folder stays and fails the create.
+fn create_file(f: &FileTarget, overwrite: Overwrite) -> std::io::Result<Created> {
+    let existing = fs::symlink_metadata(&f.path);
+    if let Ok(m) = &existing {
+        let same = m.is_file() && m.len() == f.node.size && m.mtime() * 1_000_000_000 + m.mtime_nsec() == f.node.mtime_ns;
+        if overwrite == Overwrite::Never || (overwrite == Overwrite::IfChanged && same) {
+            return Ok(Created::Skipped);
+        }
+        if !m.is_dir() {
+            fs::remove_file(&f.path)?;
+        }
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .mode(0o600)
+        .open(&f.path)?;
+    Ok(Created::Yes)
 }
 
 /// Creates `dir` (and parents) under `target`, replacing a non-folder in the way.
@@ -434,26 +493,46 @@ fn set_times(path: &Path, node: &Node) -> std::io::Result<()> {
     filetime::set_symlink_file_times(path, t, t)
 }
 
-fn finish_metadata(plan: &Plan, errors: &Mutex<Vec<FileError>>) {
-    let set = |p: &Path, n: &Node, is_symlink: bool, r: std::io::Result<()>| {
-        let r = r.and_then(|_| set_owner_mode_xattrs(p, n, is_symlink)).and_then(|refused| set_times(p, n).map(|_| refused));
-        match r {
-            Ok(refused) => refused.into_iter().for_each(|m| err(errors, p, m)),
-            Err(e) => err(errors, p, format!("cannot set metadata: {e}")),
-        }
-    };
-    for f in &plan.files {
-        let len = OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&f.path)
-            .and_then(|file| file.set_len(f.node.size));
-        set(&f.path, &f.node, false, len);
+/// Length, owner, extended attributes, mode and times of a restored regular file, all through
+/// one file descriptor (no path lookups).
+fn finish_file(f: &FileTarget) -> std::io::Result<Vec<String>> {
+    let file = OpenOptions::new().write(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(&f.path)?;
+    let node = &f.node;
+    file.set_len(node.size)?;
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::fchown(&file, Some(node.uid), Some(node.gid))?;
     }
+    let mut refused = Vec::new();
+    for (k, v) in &node.xattrs {
+        if let Err(e) = xattr::FileExt::set_xattr(&file, std::ffi::OsStr::from_bytes(k), v) {
+            refused.push(format!("extended attribute {} not restored: {e}", String::from_utf8_lossy(k)));
+        }
+    }
+    file.set_permissions(fs::Permissions::from_mode(node.mode))?;
+    let t = filetime::FileTime::from_unix_time(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000) as u32);
+    filetime::set_file_handle_times(&file, Some(t), Some(t))?;
+    Ok(refused)
+}
+
+fn finish_metadata(plan: &Plan, threads: usize, errors: &Mutex<Vec<FileError>>) {
+    let report = |p: &Path, r: std::io::Result<Vec<String>>| match r {
+        Ok(refused) => refused.into_iter().for_each(|m| err(errors, p, m)),
+        Err(e) => err(errors, p, format!("cannot set metadata: {e}")),
+    };
+    // Files are independent of each other: several threads share them.
+    let per_thread = plan.files.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|s| {
+        for files in plan.files.chunks(per_thread) {
+            s.spawn(move || files.iter().for_each(|f| report(&f.path, finish_file(f))));
+        }
+    });
+    let set = |p: &Path, n: &Node, is_symlink: bool| {
+        report(p, set_owner_mode_xattrs(p, n, is_symlink).and_then(|refused| set_times(p, n).map(|_| refused)))
+    };
     for (p, n) in &plan.others {
-        set(p, n, n.kind == NodeKind::Symlink, Ok(()));
+        set(p, n, n.kind == NodeKind::Symlink);
     }
     for (p, n) in plan.dirs.iter().rev() {
-        set(p, n, false, Ok(()));
+        set(p, n, false);
     }
 }
