@@ -179,14 +179,16 @@ fn small_chunker_params() -> impl Strategy<Value = ChunkerParams> {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    (0..=config::VERSION, any::<[u8; 16]>(), any::<String>(), chunker_params(), 0i32..=22, (1u32 << 20)..=(1u32 << 30)).prop_map(
-        |(version, id, created, chunker, compression_level, pack_size)| Config {
+    let levels = (0i32..=22, 0i32..=22);
+    (0..=config::VERSION, any::<[u8; 16]>(), any::<String>(), chunker_params(), levels, (1u32 << 20)..=(1u32 << 30)).prop_map(
+        |(version, id, created, chunker, (compression_level, bundle_compression_level), pack_size)| Config {
             magic: config::MAGIC.into(),
             version,
             id: hex::encode(id),
             created,
             chunker,
             compression_level,
+            bundle_compression_level,
             pack_size,
         },
     )

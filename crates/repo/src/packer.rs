@@ -64,6 +64,7 @@ pub(crate) struct PackSink<'r> {
     error: Mutex<Option<anyhow::Error>>,
     bytes_added: AtomicU64,
     level: i32,
+    bundle_level: i32,
     pack_size: usize,
 }
 
@@ -82,6 +83,7 @@ impl<'r> PackSink<'r> {
             error: Mutex::new(None),
             bytes_added: AtomicU64::new(0),
             level: repo.config().compression_level,
+            bundle_level: repo.config().bundle_compression_level,
             pack_size: repo.config().pack_size as usize,
         };
         (sink, rx)
@@ -206,7 +208,7 @@ impl<'r> PackSink<'r> {
         if b.members.is_empty() {
             return Ok(());
         }
-        let (payload, compressed) = blob::compress(&b.plain, self.level);
+        let (payload, compressed) = blob::compress(&b.plain, self.bundle_level);
         self.put_unit(BlobKind::Data, &b.members, &payload, compressed)
     }
 

@@ -219,7 +219,8 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                     members.push((b.id, b.raw_len));
                 }
                 let Some(kind) = unit.first().map(|b| b.kind).filter(|_| !members.is_empty()) else { continue };
-                let (payload, c) = ferry_format::blob::compress(&plain, repo.config().compression_level);
+                let level = if members.len() > 1 { repo.config().bundle_compression_level } else { repo.config().compression_level };
+                let (payload, c) = ferry_format::blob::compress(&plain, level);
                 let writer = w.get_or_insert_with(|| PackWriter::new(repo.master()));
                 writer.add_bundle(kind, &members, &payload, c);
                 if writer.len() >= repo.config().pack_size as usize {

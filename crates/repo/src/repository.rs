@@ -50,6 +50,8 @@ impl std::fmt::Debug for Repository {
 pub struct InitOptions {
     pub kdf: KdfParams,
     pub compression_level: Option<i32>,
+    /// Level of bundles of small files; by default the lower of `compression_level` and 1.
+    pub bundle_compression_level: Option<i32>,
     pub pack_size: Option<u32>,
 }
 
@@ -125,7 +127,10 @@ impl Repository {
         let master = MasterKey::generate();
         let mut config = Config::new(now());
         if let Some(l) = opts.compression_level {
-            config.compression_level = l;
+            config.set_compression(l);
+        }
+        if let Some(l) = opts.bundle_compression_level {
+            config.bundle_compression_level = l;
         }
         if let Some(p) = opts.pack_size {
             config.pack_size = p;

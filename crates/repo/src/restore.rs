@@ -2,12 +2,14 @@
 //! times, symlinks, hard links, empty folders, extended attributes, sparse files).
 //!
 //! Plan, then data, then metadata:
-//! 1. walk the tree; create folders, symlinks and special files; create each regular file
-//!    empty and note where each of its chunks goes;
-//! 2. read each needed pack once (coalesced ranges), decrypt each blob, write it to every place
-//!    it belongs (all-zero chunks are skipped, leaving holes);
-//! 3. set each file's length, owner, mode, extended attributes and times, then the folders',
-//!    deepest first, so their times stick.
+//! 1. walk the tree; create folders, symlinks and special files; list the regular files; then
+//!    create them empty (several threads), note where each of their chunks goes, and make the
+//!    hard links;
+//! 2. read each needed pack once (coalesced ranges), decrypt each stored unit once, write each
+//!    blob to every place it belongs (all-zero chunks are skipped, leaving holes);
+//! 3. set each file's length, owner, mode, extended attributes and times through one
+//!    descriptor (several threads), then the symlinks' and the folders', deepest first, so
+//!    their times stick.
 //!
 //! A restore is restartable: with the default `--overwrite if-changed`, a file that already
 //! has the recorded size and modification time is left alone (times are set last, so a file
@@ -260,7 +262,14 @@ enum Created {
 /// Creates the listed regular files, empty, several threads at a time (file creation is most of
 /// a restore's system time); then drops the skipped and failed ones from the plan, notes where
 /// each chunk goes, and makes the hard links.
-fn create_files(plan: &mut Plan, threads: usize, overwrite: Overwrite, errors: &Mutex<Vec<FileError>>, out: &mut RestoreOutcome, progress: &Progress) {
+fn create_files(
+    plan: &mut Plan,
+    threads: usize,
+    overwrite: Overwrite,
+    errors: &Mutex<Vec<FileError>>,
+    out: &mut RestoreOutcome,
+    progress: &Progress,
+) {
     let mut created = vec![Created::Failed; plan.files.len()];
     let per_thread = plan.files.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
@@ -316,12 +325,7 @@ fn create_file(f: &FileTarget, overwrite: Overwrite) -> std::io::Result<Created>
             fs::remove_file(&f.path)?;
         }
     }
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .mode(0o600)
-        .open(&f.path)?;
+    OpenOptions::new().write(true).create_new(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).mode(0o600).open(&f.path)?;
     Ok(Created::Yes)
 }
 
