@@ -48,45 +48,54 @@ thread_local! {
 /// Compresses `plain` with zstd at `level` when that saves at least 1/16 of it; returns the
 /// payload and whether it is compressed.
 pub fn compress(plain: &[u8], level: i32) -> (Vec<u8>, bool) {
-    if plain.len() >= 64 && level != 0 {
-        let c = COMPRESSOR.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-                let mut c = zstd::bulk::Compressor::new(level).ok()?;
-                // The frame checksum is redundant: the blob is authenticated
-                // and its ID is checked after decompression.
-                c.include_checksum(false).ok()?;
-                c.include_dictid(false).ok()?;
-                *slot = Some((level, c));
-            }
-            let c = &mut slot.as_mut()?.1;
-            // Large chunks: compress a sample first and skip chunks that will not shrink
-            // (already compressed or encrypted data), which would cost a full pass for nothing.
-            if plain.len() >= PROBE_FROM {
-                // Samples spread over the chunk: mixed content (a disk image with text here and
-                // encrypted data there) is compressed if any part of it shrinks.
-                let step = (plain.len() - PROBE_LEN) / (PROBE_SAMPLES - 1);
-                let mut shrinks = false;
-                for i in 0..PROBE_SAMPLES {
-                    let sample = &plain[i * step..i * step + PROBE_LEN];
-                    if c.compress(sample).ok()?.len() <= PROBE_LEN - PROBE_LEN / 32 {
-                        shrinks = true;
-                        break;
-                    }
-                }
-                if !shrinks {
-                    return None;
-                }
-            }
-            c.compress(plain).ok()
-        });
-        if let Some(c) = c {
-            if c.len() < plain.len() - plain.len() / 16 {
-                return (c, true);
+    let mut out = Vec::new();
+    if compress_into(plain, level, &mut out) {
+        (out, true)
+    } else {
+        (plain.to_vec(), false)
+    }
+}
+
+/// Like [`compress`], into a caller's buffer (reused from unit to unit, so that a backup does
+/// not allocate, and fault in, a fresh output buffer for each). Returns true when `out` holds
+/// the compressed payload; false when `plain` is to be stored as it is (`out` is then
+/// unspecified).
+pub fn compress_into(plain: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
+    if plain.len() < 64 || level == 0 {
+        return false;
+    }
+    let written = COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            let mut c = zstd::bulk::Compressor::new(level).ok()?;
+            // The frame checksum is redundant: the blob is authenticated
+            // and its ID is checked after decompression.
+            c.include_checksum(false).ok()?;
+            c.include_dictid(false).ok()?;
+            *slot = Some((level, c));
+        }
+        let c = &mut slot.as_mut()?.1;
+        // Large chunks: compress a sample first and skip chunks that will not shrink
+        // (already compressed or encrypted data), which would cost a full pass for nothing.
+        if plain.len() >= PROBE_FROM {
+            // Samples spread over the chunk: mixed content (a disk image with text here and
+            // encrypted data there) is compressed if any part of it shrinks.
+            let step = (plain.len() - PROBE_LEN) / (PROBE_SAMPLES - 1);
+            let shrinks = (0..PROBE_SAMPLES).any(|i| {
+                out.clear();
+                out.reserve(zstd::zstd_safe::compress_bound(PROBE_LEN));
+                let sample = &plain[i * step..i * step + PROBE_LEN];
+                c.compress_to_buffer(sample, out).is_ok_and(|n| n <= PROBE_LEN - PROBE_LEN / 32)
+            });
+            if !shrinks {
+                return None;
             }
         }
-    }
-    (plain.to_vec(), false)
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        c.compress_to_buffer(plain, out).ok()
+    });
+    written.is_some_and(|n| n < plain.len() - plain.len() / 16)
 }
 
 fn decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {

@@ -39,6 +39,41 @@ struct Bundle {
     members: Vec<(BlobId, u32)>,
 }
 
+thread_local! {
+    /// Each worker's compression output buffer.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest compressed size of `n` bytes.
+fn zstd_bound(n: usize) -> usize {
+    n + n / 128 + 1024
+}
+
+/// Spare buffers, handed back after use and handed out again (their pages stay mapped).
+struct BufferPool {
+    spare: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl BufferPool {
+    fn new(keep: usize) -> Self {
+        BufferPool { spare: Mutex::new(Vec::new()), keep }
+    }
+
+    /// An empty buffer: a spare one if there is one.
+    fn take(&self) -> Vec<u8> {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < self.keep && buf.capacity() > 0 {
+            spare.push(buf);
+        }
+    }
+}
+
 pub(crate) enum Msg {
     Pack(FinishedPack),
     /// Write an index file for everything stored so far, then commit these files cache entries.
@@ -59,6 +94,8 @@ pub(crate) struct PackSink<'r> {
     inflight: Mutex<HashSet<(BlobKind, BlobId)>>,
     /// Small data blobs waiting to be stored together.
     bundle: Mutex<Bundle>,
+    /// Plaintext buffers of sealed bundles, reused for the next ones.
+    bundle_bufs: BufferPool,
     tx: Mutex<Option<Sender<Msg>>>,
     failed: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
@@ -78,6 +115,7 @@ impl<'r> PackSink<'r> {
             tree: Mutex::new(None),
             inflight: Mutex::new(HashSet::new()),
             bundle: Mutex::new(Bundle::default()),
+            bundle_bufs: BufferPool::new(2),
             tx: Mutex::new(Some(tx)),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -187,6 +225,11 @@ impl<'r> PackSink<'r> {
         if kind == BlobKind::Data && !plain.is_empty() && plain.len() < BUNDLE_MEMBER_MAX {
             let full = {
                 let mut b = self.bundle.lock().unwrap_or_else(|e| e.into_inner());
+                if b.plain.capacity() == 0 {
+                    // Sized for the largest bundle up front: no doubling and copying as it fills.
+                    b.plain = self.bundle_bufs.take();
+                    b.plain.reserve(BUNDLE_TARGET + BUNDLE_MEMBER_MAX);
+                }
                 b.plain.extend_from_slice(plain);
                 b.members.push((id, plain.len() as u32));
                 if b.plain.len() >= BUNDLE_TARGET {
@@ -198,9 +241,26 @@ impl<'r> PackSink<'r> {
             self.seal_bundle(full)?;
             return Ok(true);
         }
-        let (payload, compressed) = blob::compress(plain, self.level);
-        self.put_unit(kind, &[(id, plain.len() as u32)], &payload, compressed)?;
+        self.compress_and_put(kind, &[(id, plain.len() as u32)], plain, self.level)?;
         Ok(true)
+    }
+
+    /// Compresses a unit's plaintext into this thread's scratch buffer (reused, as allocating
+    /// a megabyte or more for each unit costs page faults) and adds the unit.
+    fn compress_and_put(&self, kind: BlobKind, members: &[(BlobId, u32)], plain: &[u8], level: i32) -> Result<()> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let r = if blob::compress_into(plain, level, &mut scratch) {
+                self.put_unit(kind, members, &scratch, true)
+            } else {
+                self.put_unit(kind, members, plain, false)
+            };
+            // A large chunk leaves a large buffer: do not keep more than a bundle needs.
+            if scratch.capacity() > zstd_bound(BUNDLE_TARGET + BUNDLE_MEMBER_MAX) {
+                *scratch = Vec::new();
+            }
+            r
+        })
     }
 
     /// Compresses a bundle (outside any lock, so workers compress in parallel) and adds it.
@@ -208,8 +268,9 @@ impl<'r> PackSink<'r> {
         if b.members.is_empty() {
             return Ok(());
         }
-        let (payload, compressed) = blob::compress(&b.plain, self.bundle_level);
-        self.put_unit(BlobKind::Data, &b.members, &payload, compressed)
+        let r = self.compress_and_put(BlobKind::Data, &b.members, &b.plain, self.bundle_level);
+        self.bundle_bufs.give(b.plain);
+        r
     }
 
     /// Appends one stored unit to the open pack of its kind, and sends the pack to the uploader

@@ -22,7 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -150,6 +150,7 @@ struct Shared<'r> {
     progress: &'r Progress,
     /// No files cache entry exists: skip the per-file lookups (a first backup).
     files_cache_empty: bool,
+    in_flight: InFlight,
 }
 
 impl Shared<'_> {
@@ -172,7 +173,9 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
 
     let (sink, upload_rx) = PackSink::new(repo);
     let files_cache_empty = repo.cache().files_is_empty()?;
-    let sh = Shared { repo, sink, errors: Mutex::new(Vec::new()), counters: Counters::default(), progress, files_cache_empty };
+    // Two maximal chunks in flight keep both hashers busy.
+    let in_flight = InFlight::new(2 * repo.chunker().params().max_size as usize);
+    let sh = Shared { repo, sink, errors: Mutex::new(Vec::new()), counters: Counters::default(), progress, files_cache_empty, in_flight };
     let root = std::thread::scope(|scope| -> Result<BlobId> {
         let sh = &sh;
         let uploader =
@@ -497,7 +500,12 @@ fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>) -> FileR
             total += data.len() as u64;
             count(data.len());
             let (tx, rx) = bounded(1);
-            chunks.send(ChunkJob { data, reply: tx }).map_err(|_| "backup aborted".to_string())?;
+            sh.in_flight.acquire(data.len());
+            let len = data.len();
+            if chunks.send(ChunkJob { data, reply: tx }).is_err() {
+                sh.in_flight.release(len);
+                return Err("backup aborted".to_string());
+            }
             out.push(ChunkRef::Pending(rx));
         }
     }
@@ -532,11 +540,39 @@ fn store_chunk(sh: &Shared<'_>, data: &[u8]) -> Result<BlobId, String> {
 
 fn hasher(sh: &Shared<'_>, jobs: Receiver<ChunkJob>) {
     for job in jobs {
-        if sh.sink.has_failed() {
-            let _ = job.reply.send(Err("backup aborted".into()));
-            continue;
+        let r = if sh.sink.has_failed() { Err("backup aborted".into()) } else { store_chunk(sh, &job.data) };
+        sh.in_flight.release(job.data.len());
+        let _ = job.reply.send(r);
+    }
+}
+
+/// Bytes of chunks handed from readers to hashers and not yet stored. Counting chunks is not
+/// enough: a few 8 MiB chunks of one large file would make the peak memory of a backup depend
+/// on which files two readers happen to meet at once.
+struct InFlight {
+    bytes: Mutex<usize>,
+    freed: Condvar,
+    limit: usize,
+}
+
+impl InFlight {
+    fn new(limit: usize) -> Self {
+        InFlight { bytes: Mutex::new(0), freed: Condvar::new(), limit }
+    }
+
+    /// Waits until `n` more bytes fit (a chunk larger than the limit waits for an empty pipeline).
+    fn acquire(&self, n: usize) {
+        let mut b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        while *b > 0 && *b + n > self.limit {
+            b = self.freed.wait(b).unwrap_or_else(|e| e.into_inner());
         }
-        let _ = job.reply.send(store_chunk(sh, &job.data));
+        *b += n;
+    }
+
+    fn release(&self, n: usize) {
+        let mut b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        *b = b.saturating_sub(n);
+        self.freed.notify_all();
     }
 }
 
@@ -566,7 +602,7 @@ fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duratio
                 tops[index] = finish_entry(sh, *entry, &mut subtrees, &mut done_files)?;
             }
         }
-        if last_checkpoint.elapsed() >= every || done_files.len() >= 20_000 {
+        if last_checkpoint.elapsed() >= every || done_files.len() >= 10_000 {
             sh.sink.checkpoint(std::mem::take(&mut done_files))?;
             last_checkpoint = Instant::now();
         }
