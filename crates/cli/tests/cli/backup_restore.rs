@@ -189,3 +189,35 @@ fn read_data_subset_checks_part_of_the_packs() {
     assert!(read >= 1 && read <= total, "{v}");
     assert_eq!(env.run(&["check", "--read-data-subset", "150"]).status.code(), Some(1));
 }
+
+/// `--one-file-system` stays on the file system of each given path: a mount point below it is
+/// recorded as an empty folder. Uses `/dev` with its `/dev/shm` mount, which every Linux
+/// machine this runs on has (checked first).
+#[test]
+fn one_file_system_does_not_cross_mount_points() {
+    let dev = std::fs::metadata("/dev").map(|m| m.dev());
+    let shm = std::fs::metadata("/dev/shm").map(|m| m.dev());
+    match (dev, shm) {
+        (Ok(d), Ok(s)) if d != s => {}
+        _ => panic!("this test needs /dev/shm mounted on a file system of its own below /dev (tmpfs)"),
+    }
+    let env = Env::new();
+    env.init();
+    let marker_dir = std::path::PathBuf::from(format!("/dev/shm/ferry-ofs-test-{}", std::process::id()));
+    std::fs::create_dir_all(&marker_dir).unwrap();
+    std::fs::write(marker_dir.join("marker"), b"on tmpfs").unwrap();
+    let marker = marker_dir.join("marker");
+    let ls = |rp: &str, path: &str| -> Vec<String> {
+        env.json(&["ls", rp, path]).as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap().to_string()).collect()
+    };
+    env.ok(&["backup", "/dev", "--one-file-system"]);
+    let listed = ls("latest", "/dev");
+    assert!(listed.iter().any(|p| p == "/dev/null"), "/dev itself was backed up: {listed:?}");
+    assert!(listed.iter().any(|p| p == "/dev/shm"), "the mount point is recorded: {listed:?}");
+    assert!(!listed.iter().any(|p| p.starts_with("/dev/shm/")), "nothing below the mount point: {listed:?}");
+    // A given path on another file system is backed up, with what is on it.
+    let v = env.json(&["backup", marker_dir.to_str().unwrap(), "--one-file-system"]);
+    let rp = v["recovery_point"].as_str().unwrap().to_string();
+    assert!(ls(&rp, marker_dir.to_str().unwrap()).iter().any(|p| p == marker.to_str().unwrap()));
+    std::fs::remove_dir_all(&marker_dir).unwrap();
+}

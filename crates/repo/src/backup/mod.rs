@@ -378,6 +378,13 @@ fn make_entry(
         }
     };
     let content = match node.kind {
+        // --one-file-system: a folder on another file system (a mount point) is kept, empty, so
+        // that a restore recreates the mount point; what is mounted there is not backed up.
+        NodeKind::Dir if dev.is_some_and(|d| d != meta.dev()) => {
+            *seq += 1;
+            let _ = items.send(Item::Dir { seq: *seq, path: path.to_path_buf(), entries: Vec::new() });
+            Content::Dir(*seq)
+        }
         NodeKind::Dir => Content::Dir(walk_dir(sh, path, ex, dev, files, items, seq)),
         NodeKind::File => file_content(sh, path, &node, files),
         _ => Content::None,
@@ -426,11 +433,6 @@ fn walk_dir(
                 continue;
             }
         };
-        if let Some(d) = dev {
-            if meta.is_dir() && meta.dev() != d {
-                continue; // --one-file-system: another mount
-            }
-        }
         if let Some(entry) = make_entry(sh, &path, &name, &meta, ex, dev, files, items, seq) {
             entries.push(entry);
         }
