@@ -59,6 +59,77 @@ pub enum Command {
     /// Manage the repository's passphrases
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Run a vault, or administer a running one
+    #[command(subcommand)]
+    Vault(VaultCommand),
+    /// Register this machine with a vault and create its repository there
+    Register(RegisterArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Serve a vault (HTTPS). With --data alone: SQLite and a local folder store inside DIR, a
+    /// self-signed certificate made on first start, an owner token written to DIR/owner.token
+    Serve(ServeArgs),
+    /// Make a vault credentials file for registering machines (one use, valid 10 days)
+    Credentials(CredentialsArgs),
+    /// List the machines registered with the vault
+    Machines(VaultAdmin),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The vault's folder (database, store, certificate, owner token)
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8450")]
+    pub listen: std::net::SocketAddr,
+    /// Object store for the machines' repositories [default: DIR/store]
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// Control-plane database [default: SQLite in DIR]
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Certificate (PEM) to serve instead of the self-signed one
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// How an administration command reaches a running vault.
+#[derive(Debug, Args)]
+pub struct VaultAdmin {
+    /// The vault's URL, e.g. https://127.0.0.1:8450
+    #[arg(long, env = "FERRY_VAULT", value_name = "URL")]
+    pub vault: String,
+    /// File holding your token (the owner's is DIR/owner.token on the vault)
+    #[arg(long, env = "FERRY_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// The vault's certificate (DIR/vault-cert.pem for a self-signed vault): it is pinned
+    #[arg(long, env = "FERRY_VAULT_CERT", value_name = "FILE")]
+    pub vault_cert: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    #[command(flatten)]
+    pub admin: VaultAdmin,
+    /// Where to write the credentials file (it holds a secret: mode 0600)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The vault credentials file from `ferry vault credentials`
+    #[arg(long, value_name = "FILE")]
+    pub vault_credentials: PathBuf,
+    /// This machine's name in the vault [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -76,10 +76,60 @@ pub fn new_passphrase(file: Option<&Path>, env: &str, g: Option<&Global>) -> Res
 
 /// Opens the repository named by the global options.
 pub fn open(g: &Global) -> Result<Repository> {
-    let loc = location(g)?;
-    let store = ferry_store::open(&loc).with_context(|| format!("open repository location {}", redact(&loc)))?;
+    let store = open_store(g)?;
     let pw = passphrase(g, "repository passphrase: ")?;
     Repository::open(store, &pw, &cache_dir(g))
+}
+
+/// The repository's store: `--repo`, or else this machine's repository in the vault it is
+/// registered with.
+pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> {
+    if g.repo.as_deref().is_some_and(|r| !r.is_empty()) {
+        let loc = location(g)?;
+        return ferry_store::open(&loc).with_context(|| format!("open repository location {}", redact(&loc)));
+    }
+    match Registration::load(&config_dir(g))? {
+        Some(r) => r.store(),
+        None => location(g).map(|_| unreachable!("location fails without --repo")),
+    }
+}
+
+pub fn config_dir(g: &Global) -> PathBuf {
+    g.config_dir.clone().unwrap_or_else(|| dirs::config_dir().unwrap_or_else(std::env::temp_dir).join("ferry"))
+}
+
+/// This machine's registration with a vault (`CONFIG_DIR/registration.json`, mode 0600: it
+/// holds the machine's token).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    pub vault: String,
+    pub cert_sha256: String,
+    pub machine: String,
+    pub name: String,
+    pub token: String,
+}
+
+impl Registration {
+    pub const FILE: &'static str = "registration.json";
+
+    pub fn load(dir: &Path) -> Result<Option<Registration>> {
+        let path = dir.join(Self::FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).with_context(|| format!("{} is damaged; register again", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        ferry_vault::tls::write_private(&dir.join(Self::FILE), &serde_json::to_vec_pretty(self)?)
+    }
+
+    pub fn store(&self) -> Result<std::sync::Arc<dyn ferry_store::Store>> {
+        let client = ferry_store::VaultClient::new(&self.vault, &self.cert_sha256, &self.token)?;
+        Ok(ferry_store::open_vault(client, &self.machine)?)
+    }
 }
 
 /// Strips anything that looks like a credential from a location before it is shown.

@@ -89,6 +89,7 @@ mod memory;
 mod retry;
 mod s3;
 mod store;
+mod vault;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -101,6 +102,16 @@ pub use fault::{FaultStore, FAULT_INJECT_ENV};
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
 pub use store::{validate_key, ObjectInfo, Store, MAX_KEY_LEN};
+pub use vault::{cert_fingerprint, VaultClient, VaultStore};
+
+/// A machine's repository in a vault, with the same fault injection and retries as [`open`].
+pub fn open_vault(client: VaultClient, machine: &str) -> Result<Arc<dyn Store>> {
+    let mut store: Arc<dyn Store> = Arc::new(VaultStore::new(client, machine));
+    if let Some((rate, seed)) = fault_injection(machine)? {
+        store = Arc::new(FaultStore::new(store, rate, seed));
+    }
+    Ok(Arc::new(RetryStore::new(store)))
+}
 
 /// Open a location as a store: a folder path or `file://PATH` (created if missing),
 /// `az://CONTAINER[/PREFIX]` or `s3://BUCKET[/PREFIX]` (container or bucket created if

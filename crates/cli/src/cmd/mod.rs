@@ -6,6 +6,7 @@ mod key;
 mod ls;
 mod points;
 mod restore;
+mod vault;
 
 use anyhow::Result;
 
@@ -25,5 +26,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Forget(a) => forget::forget(g, a),
         Command::Prune(a) => forget::prune(g, a),
         Command::Key(k) => key::run(g, k),
+        Command::Vault(v) => vault::run(g, v),
+        Command::Register(a) => vault::register(g, a),
     }
 }

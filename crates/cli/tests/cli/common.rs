@@ -40,6 +40,7 @@ impl Env {
             .env("FERRY_REPO", &self.repo)
             .env("FERRY_PASSWORD", PASSPHRASE)
             .env("FERRY_CACHE_DIR", self.path("cache"))
+            .env("FERRY_CONFIG_DIR", self.path("config"))
             .env_remove("FERRY_PASSWORD_FILE")
             .env_remove("FERRY_FAULT_INJECT");
         c

@@ -9,3 +9,4 @@ mod keys;
 mod kill;
 mod retention;
 mod stores;
+mod vault;

@@ -1,0 +1,143 @@
+//! `ferry vault ...` (at the vault site) and `ferry register` (on a protected machine).
+
+use anyhow::{bail, Context, Result};
+use ferry_repo::{InitOptions, Repository};
+use ferry_store::VaultClient;
+
+use crate::cli::{CredentialsArgs, Global, RegisterArgs, ServeArgs, VaultAdmin, VaultCommand};
+use crate::common::{self, Registration};
+use crate::Outcome;
+
+pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
+    match v {
+        VaultCommand::Serve(a) => serve(a),
+        VaultCommand::Credentials(a) => credentials(g, a),
+        VaultCommand::Machines(a) => machines(g, a),
+    }
+}
+
+fn serve(a: &ServeArgs) -> Result<Outcome> {
+    if let Some(db) = a.database.as_deref().filter(|d| !d.starts_with("sqlite:")) {
+        bail!("--database {db:?}: this vault speaks SQLite only so far (PostgreSQL is issue #3's next step); leave --database out");
+    }
+    ferry_store::init_tls();
+    let opts = ferry_vault::ServeOptions {
+        data: a.data.clone(),
+        listen: a.listen,
+        store: a.store.clone(),
+        tls: a.tls_cert.clone().zip(a.tls_key.clone()),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the vault's runtime")?;
+    rt.block_on(ferry_vault::serve(opts, |addr, fingerprint, new_owner| {
+        eprintln!("vault: listening on https://{addr}");
+        eprintln!("vault: certificate SHA-256 {fingerprint}");
+        if let Some(p) = new_owner {
+            eprintln!("vault: first start; the owner token is in {} (keep it secret: it is shown nowhere else)", p.display());
+        }
+    }))?;
+    Ok(Outcome::Success)
+}
+
+/// A client for a running vault, from `--vault`, `--token-file` and `--vault-cert`.
+fn admin_client(a: &VaultAdmin) -> Result<VaultClient> {
+    let token = std::fs::read_to_string(&a.token_file).with_context(|| format!("read token file {}", a.token_file.display()))?;
+    let fp = ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(&a.vault_cert)?);
+    Ok(VaultClient::new(&a.vault, &fp, token.trim())?)
+}
+
+fn credentials(g: &Global, a: &CredentialsArgs) -> Result<Outcome> {
+    let client = admin_client(&a.admin)?;
+    let v = client.post_json("/v1/credentials", &serde_json::json!({}))?;
+    let fp = ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(&a.admin.vault_cert)?);
+    let file = serde_json::json!({
+        "vault": client.url(),
+        "cert_sha256": fp,
+        "secret": v["secret"],
+        "expires": v["expires"],
+    });
+    ferry_vault::tls::write_private(&a.out, &serde_json::to_vec_pretty(&file)?)?;
+    if g.json {
+        common::print_json(&serde_json::json!({"file": a.out, "expires": v["expires"]}))?;
+    } else {
+        println!("wrote vault credentials to {} (one use; valid 10 days; it holds a secret)", a.out.display());
+    }
+    Ok(Outcome::Success)
+}
+
+fn machines(g: &Global, a: &VaultAdmin) -> Result<Outcome> {
+    let v = admin_client(a)?.get_json("/v1/machines")?;
+    if g.json {
+        common::print_json(&v)?;
+    } else {
+        for m in v.as_array().into_iter().flatten() {
+            println!(
+                "{}  {}  registered {}",
+                m["id"].as_str().unwrap_or(""),
+                m["name"].as_str().unwrap_or(""),
+                m["created"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+#[derive(serde::Deserialize)]
+struct CredentialsFile {
+    vault: String,
+    cert_sha256: String,
+    secret: String,
+}
+
+pub fn register(g: &Global, a: &RegisterArgs) -> Result<Outcome> {
+    let dir = common::config_dir(g);
+    if let Some(r) = Registration::load(&dir)? {
+        bail!(
+            "this machine is already registered with {} as {:?} ({}); remove it first to register again",
+            r.vault,
+            r.name,
+            dir.join(Registration::FILE).display()
+        );
+    }
+    let path = &a.vault_credentials;
+    let creds: CredentialsFile =
+        serde_json::from_slice(&std::fs::read(path).with_context(|| format!("read vault credentials {}", path.display()))?)
+            .with_context(|| format!("{} is not a vault credentials file (make one with `ferry vault credentials`)", path.display()))?;
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => hostname_or_machine(),
+    };
+    // Ask for the passphrase before anything changes in the vault.
+    let pw = common::new_passphrase(g.password_file.as_deref(), "FERRY_PASSWORD", None)?;
+    let client = VaultClient::new(&creds.vault, &creds.cert_sha256, "")?;
+    let v = client.post_json("/v1/register", &serde_json::json!({"secret": creds.secret, "name": name}))?;
+    let (Some(machine), Some(token)) = (v["machine"].as_str(), v["token"].as_str()) else {
+        bail!("the vault's answer to the registration lacks the machine or its token");
+    };
+    let reg = Registration {
+        vault: creds.vault.clone(),
+        cert_sha256: creds.cert_sha256.clone(),
+        machine: machine.into(),
+        name: name.clone(),
+        token: token.into(),
+    };
+    reg.save(&dir)?;
+    let repo = Repository::init(reg.store()?, &pw, &InitOptions::default(), &common::cache_dir(g))
+        .context("registered, but creating the repository in the vault failed; run `ferry init` (without --repo) to retry")?;
+    if g.json {
+        common::print_json(&serde_json::json!({"machine": machine, "name": name, "vault": creds.vault, "repository": repo.config().id}))?;
+    } else {
+        println!("registered as {name:?} (machine {machine}) with {}; its repository is created", creds.vault);
+        println!("Keep the passphrase safe: the vault never sees it, and without it the data cannot be recovered.");
+    }
+    Ok(Outcome::Success)
+}
+
+fn hostname_or_machine() -> String {
+    let h = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let h: String = h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(64).collect();
+    if h.is_empty() {
+        "machine".into()
+    } else {
+        h
+    }
+}

@@ -1,0 +1,245 @@
+//! A machine's repository in a Ferry vault, reached over HTTPS (protocol v1, docs/protocol.md).
+//!
+//! The vault's certificate is pinned by its SHA-256 fingerprint (from the vault credentials
+//! file), so a self-signed vault needs no certificate authority and nothing else can pose as it.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::backend::block_on;
+use crate::error::{ErrorKind, Result, StoreError};
+use crate::store::{ObjectInfo, Store};
+
+/// SHA-256 of a certificate's DER bytes, hex.
+pub fn cert_fingerprint(cert: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert))
+}
+
+/// Accepts exactly one certificate, named by its fingerprint; handshake signatures are still
+/// verified, so only the holder of that certificate's key gets through.
+#[derive(Debug)]
+struct Pinned {
+    sha256: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        if cert_fingerprint(end_entity.as_ref()) == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("the vault's certificate is not the one in the vault credentials (fingerprint differs)".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// An HTTPS client for one vault, with its certificate pinned and a bearer token.
+#[derive(Clone)]
+pub struct VaultClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for VaultClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultClient").field("base", &self.base).finish_non_exhaustive()
+        // never the token
+    }
+}
+
+impl VaultClient {
+    /// A client for the vault at `url` (`https://host:port`) whose certificate has the SHA-256
+    /// fingerprint `cert_sha256`, sending `token` (may be empty for registration).
+    pub fn new(url: &str, cert_sha256: &str, token: &str) -> Result<VaultClient> {
+        crate::init_tls();
+        let base = url.trim_end_matches('/').to_string();
+        if !base.starts_with("https://") {
+            return Err(StoreError::permanent("connect", url, "a vault URL starts with https://"));
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = Arc::new(Pinned { sha256: cert_sha256.trim().to_ascii_lowercase(), provider: provider.clone() });
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StoreError::permanent("connect", url, format!("TLS: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(std::time::Duration::from_secs(20))
+            .timeout(std::time::Duration::from_secs(600))
+            .build()
+            .map_err(|e| StoreError::permanent("connect", url, format!("HTTP client: {e}")))?;
+        Ok(VaultClient { base, token: token.trim().to_string(), http })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        if self.token.is_empty() {
+            r
+        } else {
+            r.bearer_auth(&self.token)
+        }
+    }
+
+    /// Sends a request and returns the body of a 2xx answer, or the vault's error.
+    fn send(&self, op: &'static str, key: &str, req: reqwest::RequestBuilder) -> Result<Bytes> {
+        block_on(async {
+            let resp = req.send().await.map_err(|e| StoreError::transient(op, key, format!("vault unreachable: {}", without_url(e))))?;
+            let status = resp.status();
+            let body = resp.bytes().await.map_err(|e| StoreError::transient(op, key, format!("vault answer cut: {}", without_url(e))))?;
+            if status.is_success() {
+                return Ok(body);
+            }
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            let kind = match status.as_u16() {
+                404 => ErrorKind::NotFound,
+                409 => ErrorKind::AlreadyExists,
+                408 | 429 | 500..=599 => ErrorKind::Transient,
+                _ => ErrorKind::Permanent,
+            };
+            Err(StoreError::new(kind, op, key, format!("vault: {message}")))
+        })?
+    }
+
+    /// POSTs JSON and returns the JSON answer.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let bytes = self.send("post", path, self.request(reqwest::Method::POST, path).json(body))?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("post", path, format!("vault answer is not JSON: {e}")))
+    }
+
+    /// GETs JSON.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let bytes = self.send("get", path, self.request(reqwest::Method::GET, path))?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("get", path, format!("vault answer is not JSON: {e}")))
+    }
+}
+
+/// reqwest errors name the URL; keep the message to what went wrong.
+fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// One machine's repository in a vault.
+#[derive(Debug)]
+pub struct VaultStore {
+    client: VaultClient,
+    machine: String,
+}
+
+impl VaultStore {
+    pub fn new(client: VaultClient, machine: &str) -> VaultStore {
+        VaultStore { client, machine: machine.to_string() }
+    }
+
+    fn object(&self, key: &str) -> String {
+        format!("/v1/machines/{}/objects/{key}", self.machine)
+    }
+
+    fn put_mode(&self, op: &'static str, key: &str, data: Bytes, mode: &str) -> Result<bool> {
+        crate::validate_key(op, key)?;
+        let req = self.client.request(reqwest::Method::PUT, &self.object(key)).query(&[("mode", mode)]).body(data);
+        let answer = self.client.send(op, key, req)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|e| StoreError::permanent(op, key, format!("vault answer: {e}")))?;
+        Ok(v.get("created").and_then(|c| c.as_bool()).unwrap_or(false))
+    }
+}
+
+impl Store for VaultStore {
+    fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put_mode("put", key, data, "replace").map(|_| ())
+    }
+
+    fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        self.put_mode("put_if_absent", key, data, "create")
+    }
+
+    fn get(&self, key: &str) -> Result<Bytes> {
+        crate::validate_key("get", key)?;
+        self.client.send("get", key, self.client.request(reqwest::Method::GET, &self.object(key)))
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        crate::validate_key("get_range", key)?;
+        let req =
+            self.client.request(reqwest::Method::GET, &self.object(key)).query(&[("range", format!("{}-{}", range.start, range.end))]);
+        self.client.send("get_range", key, req)
+    }
+
+    fn head(&self, key: &str) -> Result<Option<u64>> {
+        crate::validate_key("head", key)?;
+        let path = format!("/v1/machines/{}/head/{key}", self.machine);
+        let v = self.client.get_json(&path)?;
+        Ok(v.get("size").and_then(|s| s.as_u64()))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let path = format!("/v1/machines/{}/list", self.machine);
+        let req = self.client.request(reqwest::Method::GET, &path).query(&[("prefix", prefix)]);
+        let bytes = self.client.send("list", prefix, req)?;
+        let v: Vec<serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("list", prefix, format!("vault answer: {e}")))?;
+        Ok(v.iter().filter_map(|o| Some(ObjectInfo { key: o.get("key")?.as_str()?.to_string(), size: o.get("size")?.as_u64()? })).collect())
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        crate::validate_key("delete", key)?;
+        self.client.send("delete", key, self.client.request(reqwest::Method::DELETE, &self.object(key))).map(|_| ())
+    }
+
+    fn describe(&self) -> String {
+        format!("vault {} (machine {})", self.client.url(), self.machine)
+    }
+}

@@ -1,0 +1,303 @@
+//! The HTTPS API (protocol v1, docs/protocol.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::db::Principal;
+use crate::verify::{self, Write};
+use crate::{Role, State};
+
+type St = AxState<Arc<State>>;
+
+/// An error answer: status and a message for the caller (never a secret).
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        tracing::error!("{e:#}");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the vault's log".into())
+    }
+}
+
+fn store_error(e: ferry_store::StoreError) -> ApiError {
+    use ferry_store::ErrorKind::*;
+    let status = match e.kind {
+        NotFound => StatusCode::NOT_FOUND,
+        AlreadyExists => StatusCode::CONFLICT,
+        Transient => StatusCode::SERVICE_UNAVAILABLE,
+        Permanent => StatusCode::BAD_REQUEST,
+    };
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!("store: {e}");
+    }
+    ApiError(status, e.to_string())
+}
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// Serves `router` on every TLS connection `listener` accepts.
+pub(crate) async fn run(listener: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>, state: Arc<State>) -> Result<()> {
+    let app = router(state);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!("TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let io = hyper_util::rt::TokioIo::new(tls);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/credentials", post(credentials))
+        .route("/v1/register", post(register))
+        .route("/v1/machines", get(machines))
+        .route("/v1/machines/{m}/objects/{*key}", get(get_object).put(put_object).delete(delete_object))
+        .route("/v1/machines/{m}/head/{*key}", get(head_object))
+        .route("/v1/machines/{m}/list", get(list_objects))
+        .layer(DefaultBodyLimit::max(verify::MAX_OBJECT + 1024))
+        .with_state(state)
+}
+
+async fn principal(state: &State, headers: &HeaderMap) -> ApiResult<Principal> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "no token: send Authorization: Bearer TOKEN".into()))?;
+    state.db.principal(token).await?.ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))
+}
+
+/// What is done to a machine's objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+    Delete,
+}
+
+/// The access rule: a machine reaches only its own repository and deletes only its locks
+/// (retention is the vault's job, so a compromised machine cannot erase its backups); users by
+/// role (docs/protocol.md).
+fn allowed(p: &Principal, machine: &str, op: Op, key: &str) -> bool {
+    match p {
+        Principal::Machine { id } => id == machine && (op != Op::Delete || key.starts_with("locks/")),
+        Principal::User { role, .. } => match role {
+            Role::Owner | Role::Contributor => true,
+            Role::BackupOperator => op != Op::Delete || key.starts_with("locks/"),
+            Role::Reader => op == Op::Read,
+            Role::ImportOperator => false,
+        },
+    }
+}
+
+async fn check(state: &State, headers: &HeaderMap, machine: &str, op: Op, key: &str) -> ApiResult<()> {
+    let p = principal(state, headers).await?;
+    if !allowed(&p, machine, op, key) {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("this token may not {op:?} objects of machine {machine}").to_lowercase()));
+    }
+    Ok(())
+}
+
+/// The store key of a machine's object; refuses anything that is not a valid key.
+fn store_key(machine: &str, key: &str) -> ApiResult<String> {
+    if machine.len() != 32 || !machine.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no machine {machine:?}")));
+    }
+    ferry_store::validate_key("request", key).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.message))?;
+    Ok(format!("machines/{machine}/{key}"))
+}
+
+/// Runs a blocking store call off the async threads (the store contract forbids calling it
+/// from inside the runtime).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ferry_store::Result<T> + Send + 'static) -> ApiResult<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(store_error),
+        Err(e) => Err(ApiError::from(anyhow::anyhow!("store task: {e}"))),
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"protocol": crate::PROTOCOL_VERSION}))
+}
+
+async fn credentials(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+    match principal(&state, &headers).await? {
+        Principal::User { role: Role::Owner, .. } => {}
+        _ => return Err(ApiError(StatusCode::FORBIDDEN, "only an owner makes vault credentials".into())),
+    }
+    let expires = chrono::Utc::now().timestamp() + 10 * 24 * 3600;
+    let secret = state.db.add_registration(expires).await?;
+    Ok(Json(json!({"secret": secret, "expires": expires})))
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    secret: String,
+    name: String,
+}
+
+async fn register(AxState(state): St, Json(b): Json<RegisterBody>) -> ApiResult<Json<serde_json::Value>> {
+    let name_ok = !b.name.is_empty() && b.name.len() <= 64 && b.name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
+    if !name_ok {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "a machine name is 1 to 64 letters, digits, '-', '_' or '.'".into()));
+    }
+    if state.db.machines().await?.iter().any(|(_, n, _)| *n == b.name) {
+        return Err(ApiError(StatusCode::CONFLICT, format!("a machine named {:?} is already registered; choose another --name", b.name)));
+    }
+    match state.db.register(&b.secret, &b.name, chrono::Utc::now().timestamp()).await? {
+        Some((machine, token)) => {
+            tracing::info!("registered machine {} ({machine})", b.name);
+            Ok(Json(json!({"machine": machine, "token": token})))
+        }
+        None => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "these vault credentials are unknown, expired or already used; make new ones with `ferry vault credentials`".into(),
+        )),
+    }
+}
+
+async fn machines(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+    match principal(&state, &headers).await? {
+        Principal::User { role, .. } if role != Role::ImportOperator => {}
+        _ => return Err(ApiError(StatusCode::FORBIDDEN, "this token may not list machines".into())),
+    }
+    let list: Vec<_> =
+        state.db.machines().await?.into_iter().map(|(id, name, created)| json!({"id": id, "name": name, "created": created})).collect();
+    Ok(Json(json!(list)))
+}
+
+async fn get_object(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path((m, key)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Bytes> {
+    check(&state, &headers, &m, Op::Read, &key).await?;
+    let k = store_key(&m, &key)?;
+    let store = state.store.clone();
+    match q.get("range") {
+        Some(r) => {
+            let (a, b) = r
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("range {r:?}: expected START-END (END exclusive)")))?;
+            blocking(move || store.get_range(&k, a..b)).await
+        }
+        None => blocking(move || store.get(&k)).await,
+    }
+}
+
+async fn head_object(AxState(state): St, headers: HeaderMap, Path((m, key)): Path<(String, String)>) -> ApiResult<Json<serde_json::Value>> {
+    check(&state, &headers, &m, Op::Read, &key).await?;
+    let k = store_key(&m, &key)?;
+    let store = state.store.clone();
+    let size = blocking(move || store.head(&k)).await?;
+    Ok(Json(json!({"size": size})))
+}
+
+async fn put_object(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path((m, key)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    check(&state, &headers, &m, Op::Write, &key).await?;
+    let k = store_key(&m, &key)?;
+    let how = verify::check_upload(&key, &body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("refused {key}: {e}")))?;
+    let replace = q.get("mode").map(String::as_str) == Some("replace");
+    if replace && how != Write::Replace {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("{key} is written once and never replaced")));
+    }
+    let store = state.store.clone();
+    let created = if replace {
+        blocking(move || store.put(&k, body).map(|_| true)).await?
+    } else {
+        blocking(move || store.put_if_absent(&k, body)).await?
+    };
+    Ok(Json(json!({"created": created})))
+}
+
+async fn delete_object(AxState(state): St, headers: HeaderMap, Path((m, key)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    check(&state, &headers, &m, Op::Delete, &key).await?;
+    let k = store_key(&m, &key)?;
+    let store = state.store.clone();
+    blocking(move || store.delete(&k)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_objects(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path(m): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    check(&state, &headers, &m, Op::Read, &prefix).await?;
+    let base = store_key(&m, "x")?;
+    let base = base[..base.len() - 1].to_string();
+    let full = format!("{base}{prefix}");
+    let store = state.store.clone();
+    let found = blocking(move || store.list(&full)).await?;
+    let list: Vec<_> = found.iter().filter_map(|o| o.key.strip_prefix(&base).map(|k| json!({"key": k, "size": o.size}))).collect();
+    Ok(Json(json!(list)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_rules() {
+        let a = "0".repeat(32);
+        let b = "1".repeat(32);
+        let machine = Principal::Machine { id: a.clone() };
+        assert!(allowed(&machine, &a, Op::Read, "config"));
+        assert!(allowed(&machine, &a, Op::Write, "data/00/x"));
+        assert!(allowed(&machine, &a, Op::Delete, "locks/x"));
+        assert!(!allowed(&machine, &a, Op::Delete, "data/00/x"), "retention is the vault's job");
+        assert!(!allowed(&machine, &b, Op::Read, "config"), "another machine's repository");
+        let user = |role| Principal::User { name: "u".into(), role };
+        assert!(allowed(&user(Role::Owner), &b, Op::Delete, "data/00/x"));
+        assert!(!allowed(&user(Role::BackupOperator), &b, Op::Delete, "data/00/x"));
+        assert!(allowed(&user(Role::BackupOperator), &b, Op::Write, "data/00/x"));
+        assert!(!allowed(&user(Role::Reader), &b, Op::Write, "data/00/x"));
+        assert!(!allowed(&user(Role::ImportOperator), &b, Op::Read, "config"));
+    }
+}

@@ -1,0 +1,122 @@
+//! The Ferry vault: keeps the repositories of many machines in one object store and serves them
+//! over HTTPS (protocol: docs/protocol.md; design: docs/design/vault.md).
+//!
+//! The vault never holds a passphrase. Each machine's repository is an ordinary Ferry repository
+//! under `machines/<id>/` of the vault's store; the agent reaches it through
+//! `ferry_store::VaultStore`. What the vault can check without a key, it checks before storing:
+//! packs, index files and recovery points must hash to their names.
+
+mod api;
+pub mod db;
+pub mod tls;
+pub mod verify;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ferry_store::Store;
+
+pub use db::{Db, Principal};
+
+/// The protocol version this vault speaks (the `/v1/` of every path).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What a user may do (see docs/protocol.md for the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Contributor,
+    BackupOperator,
+    Reader,
+    ImportOperator,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "owner" => Role::Owner,
+            "contributor" => Role::Contributor,
+            "backup-operator" => Role::BackupOperator,
+            "reader" => Role::Reader,
+            "import-operator" => Role::ImportOperator,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Contributor => "contributor",
+            Role::BackupOperator => "backup-operator",
+            Role::Reader => "reader",
+            Role::ImportOperator => "import-operator",
+        }
+    }
+}
+
+/// How `ferry vault serve` was asked to run.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    /// Object store location; `None` = the folder `DATA/store`.
+    pub store: Option<String>,
+    /// Certificate and key (PEM); `None` = a self-signed one in `DATA`, made on first start.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Files the vault keeps in its data folder.
+pub const CERT_FILE: &str = "vault-cert.pem";
+pub const KEY_FILE: &str = "vault-key.pem";
+pub const OWNER_TOKEN_FILE: &str = "owner.token";
+pub const DB_FILE: &str = "vault.db";
+
+/// Shared by every request.
+pub(crate) struct State {
+    pub db: Db,
+    pub store: Arc<dyn Store>,
+}
+
+/// Sets the vault up in `opts.data` (database, store, certificate, owner token: each made if
+/// missing) and serves until the process ends. `on_ready` gets the address actually bound, the
+/// certificate's fingerprint and, on first start only, the owner token's path.
+pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(SocketAddr, &str, Option<&Path>)) -> Result<()> {
+    std::fs::create_dir_all(&opts.data).with_context(|| format!("create the vault folder {}", opts.data.display()))?;
+    let db = Db::open(&opts.data.join(DB_FILE)).await?;
+    let store_location = match &opts.store {
+        Some(s) => s.clone(),
+        None => opts.data.join("store").to_string_lossy().into_owned(),
+    };
+    let store = tokio::task::spawn_blocking(move || ferry_store::open(&store_location)).await?.context("open the vault's object store")?;
+    let (cert_path, key_path) = match &opts.tls {
+        Some((c, k)) => (c.clone(), k.clone()),
+        None => {
+            let (c, k) = (opts.data.join(CERT_FILE), opts.data.join(KEY_FILE));
+            if !c.exists() || !k.exists() {
+                let mut names = vec!["localhost".to_string(), opts.listen.ip().to_string()];
+                if let Ok(h) = std::env::var("HOSTNAME") {
+                    names.push(h);
+                }
+                names.dedup();
+                tls::make_self_signed(&c, &k, names)?;
+            }
+            (c, k)
+        }
+    };
+    let fingerprint = tls::fingerprint(&tls::load_cert(&cert_path)?);
+    let mut new_owner = None;
+    if !db.has_owner().await? {
+        let token = db.add_user("owner", Role::Owner).await?;
+        let path = opts.data.join(OWNER_TOKEN_FILE);
+        tls::write_private(&path, format!("{token}\n").as_bytes())?;
+        new_owner = Some(path);
+    }
+    let config = tls::server_config(&cert_path, &key_path)?;
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    on_ready(addr, &fingerprint, new_owner.as_deref());
+    let state = Arc::new(State { db, store });
+    api::run(listener, config, state).await
+}
