@@ -33,6 +33,19 @@ pub struct Global {
     /// More log output on stderr (repeat for more)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// A running vault, e.g. https://127.0.0.1:8450 (administration, --machine)
+    #[arg(long, global = true, env = "FERRY_VAULT", value_name = "URL")]
+    pub vault: Option<String>,
+    /// File holding your vault user token (the owner's is DIR/owner.token on the vault)
+    #[arg(long, global = true, env = "FERRY_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The vault's certificate (DIR/vault-cert.pem for a self-signed vault): it is pinned
+    #[arg(long, global = true, env = "FERRY_VAULT_CERT", value_name = "FILE")]
+    pub vault_cert: Option<PathBuf>,
+    /// Another machine of the vault (restore, recovery-points, ls): needs --token-file with
+    /// read rights, and that machine's passphrase
+    #[arg(long, global = true, value_name = "NAME")]
+    pub machine: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,7 +87,23 @@ pub enum VaultCommand {
     /// Make a vault credentials file for registering machines (one use, valid 10 days)
     Credentials(CredentialsArgs),
     /// List the machines registered with the vault
-    Machines(VaultAdmin),
+    Machines,
+    /// Manage the vault's users
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; prints the user's token (shown once)
+    Add(UserAddArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    pub name: String,
+    #[arg(long, value_parser = ["owner", "contributor", "backup-operator", "reader", "import-operator"])]
+    pub role: String,
 }
 
 #[derive(Debug, Args)]
@@ -99,24 +128,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 }
 
-/// How an administration command reaches a running vault.
-#[derive(Debug, Args)]
-pub struct VaultAdmin {
-    /// The vault's URL, e.g. https://127.0.0.1:8450
-    #[arg(long, env = "FERRY_VAULT", value_name = "URL")]
-    pub vault: String,
-    /// File holding your token (the owner's is DIR/owner.token on the vault)
-    #[arg(long, env = "FERRY_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: PathBuf,
-    /// The vault's certificate (DIR/vault-cert.pem for a self-signed vault): it is pinned
-    #[arg(long, env = "FERRY_VAULT_CERT", value_name = "FILE")]
-    pub vault_cert: PathBuf,
-}
-
 #[derive(Debug, Args)]
 pub struct CredentialsArgs {
-    #[command(flatten)]
-    pub admin: VaultAdmin,
     /// Where to write the credentials file (it holds a secret: mode 0600)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,

@@ -88,10 +88,46 @@ pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> 
         let loc = location(g)?;
         return ferry_store::open(&loc).with_context(|| format!("open repository location {}", redact(&loc)));
     }
+    if let Some(name) = &g.machine {
+        // Another machine's repository, with a user's token.
+        let client = admin_client(g)?;
+        let list = client.get_json("/v1/machines")?;
+        let id = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"].as_str() == Some(name))
+            .and_then(|m| m["id"].as_str())
+            .with_context(|| format!("the vault has no machine named {name:?} (`ferry vault machines` lists them)"))?;
+        return Ok(ferry_store::open_vault(client, id)?);
+    }
     match Registration::load(&config_dir(g))? {
         Some(r) => r.store(),
         None => location(g).map(|_| unreachable!("location fails without --repo")),
     }
+}
+
+/// A client for a running vault with a user's token: `--vault` and `--vault-cert` (or this
+/// machine's registration), and `--token-file`. Also returns the pinned fingerprint.
+pub fn admin_client_and_pin(g: &Global) -> Result<(ferry_store::VaultClient, String)> {
+    let token_file = g.token_file.as_ref().context("no user token: pass --token-file FILE or set FERRY_TOKEN_FILE")?;
+    let token = std::fs::read_to_string(token_file).with_context(|| format!("read token file {}", token_file.display()))?;
+    let registered = Registration::load(&config_dir(g))?;
+    let url = match (&g.vault, &registered) {
+        (Some(v), _) => v.clone(),
+        (None, Some(r)) => r.vault.clone(),
+        (None, None) => bail!("which vault? pass --vault URL or set FERRY_VAULT"),
+    };
+    let pin = match (&g.vault_cert, &registered) {
+        (Some(c), _) => ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(c)?),
+        (None, Some(r)) if r.vault == url => r.cert_sha256.clone(),
+        _ => bail!("the vault's certificate is needed to trust it: pass --vault-cert FILE or set FERRY_VAULT_CERT"),
+    };
+    Ok((ferry_store::VaultClient::new(&url, &pin, token.trim())?, pin))
+}
+
+pub fn admin_client(g: &Global) -> Result<ferry_store::VaultClient> {
+    admin_client_and_pin(g).map(|(c, _)| c)
 }
 
 pub fn config_dir(g: &Global) -> PathBuf {

@@ -87,6 +87,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/credentials", post(credentials))
         .route("/v1/register", post(register))
         .route("/v1/machines", get(machines))
+        .route("/v1/users", post(add_user))
         .route("/v1/machines/{m}/objects/{*key}", get(get_object).put(put_object).delete(delete_object))
         .route("/v1/machines/{m}/head/{*key}", get(head_object))
         .route("/v1/machines/{m}/list", get(list_objects))
@@ -120,7 +121,8 @@ fn allowed(p: &Principal, machine: &str, op: Op, key: &str) -> bool {
         Principal::User { role, .. } => match role {
             Role::Owner | Role::Contributor => true,
             Role::BackupOperator => op != Op::Delete || key.starts_with("locks/"),
-            Role::Reader => op == Op::Read,
+            // Reading takes a lock (restore, check): readers may hold locks, nothing else.
+            Role::Reader => op == Op::Read || key.starts_with("locks/"),
             Role::ImportOperator => false,
         },
     }
@@ -164,6 +166,30 @@ async fn credentials(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<s
     let expires = chrono::Utc::now().timestamp() + 10 * 24 * 3600;
     let secret = state.db.add_registration(expires).await?;
     Ok(Json(json!({"secret": secret, "expires": expires})))
+}
+
+#[derive(Deserialize)]
+struct UserBody {
+    name: String,
+    role: String,
+}
+
+async fn add_user(AxState(state): St, headers: HeaderMap, Json(b): Json<UserBody>) -> ApiResult<Json<serde_json::Value>> {
+    match principal(&state, &headers).await? {
+        Principal::User { role: Role::Owner, .. } => {}
+        _ => return Err(ApiError(StatusCode::FORBIDDEN, "only an owner adds users".into())),
+    }
+    let role = Role::parse(&b.role).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("unknown role {:?}", b.role)))?;
+    if b.name.is_empty() || b.name.len() > 64 || !b.name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.@".contains(&c)) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "a user name is 1 to 64 letters, digits, '-', '_', '.' or '@'".into()));
+    }
+    let token = state
+        .db
+        .add_user(&b.name, role)
+        .await
+        .map_err(|_| ApiError(StatusCode::CONFLICT, format!("a user named {:?} exists already", b.name)))?;
+    tracing::info!("added user {} as {}", b.name, role.as_str());
+    Ok(Json(json!({"name": b.name, "role": role.as_str(), "token": token})))
 }
 
 #[derive(Deserialize)]
@@ -298,6 +324,7 @@ mod tests {
         assert!(!allowed(&user(Role::BackupOperator), &b, Op::Delete, "data/00/x"));
         assert!(allowed(&user(Role::BackupOperator), &b, Op::Write, "data/00/x"));
         assert!(!allowed(&user(Role::Reader), &b, Op::Write, "data/00/x"));
+        assert!(allowed(&user(Role::Reader), &b, Op::Write, "locks/x"));
         assert!(!allowed(&user(Role::ImportOperator), &b, Op::Read, "config"));
     }
 }

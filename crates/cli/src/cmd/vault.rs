@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use ferry_repo::{InitOptions, Repository};
 use ferry_store::VaultClient;
 
-use crate::cli::{CredentialsArgs, Global, RegisterArgs, ServeArgs, VaultAdmin, VaultCommand};
+use crate::cli::{CredentialsArgs, Global, RegisterArgs, ServeArgs, UserCommand, VaultCommand};
 use crate::common::{self, Registration};
 use crate::Outcome;
 
@@ -12,7 +12,18 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
     match v {
         VaultCommand::Serve(a) => serve(a),
         VaultCommand::Credentials(a) => credentials(g, a),
-        VaultCommand::Machines(a) => machines(g, a),
+        VaultCommand::Machines => machines(g),
+        VaultCommand::User(UserCommand::Add(a)) => {
+            let v = common::admin_client(g)?.post_json("/v1/users", &serde_json::json!({"name": a.name, "role": a.role}))?;
+            let token = v["token"].as_str().unwrap_or_default();
+            if g.json {
+                common::print_json(&serde_json::json!({"name": a.name, "role": a.role, "token": token}))?;
+            } else {
+                println!("{token}");
+                eprintln!("added {} as {}; the token above is shown only now: keep it in a file of mode 0600", a.name, a.role);
+            }
+            Ok(Outcome::Success)
+        }
     }
 }
 
@@ -38,17 +49,9 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// A client for a running vault, from `--vault`, `--token-file` and `--vault-cert`.
-fn admin_client(a: &VaultAdmin) -> Result<VaultClient> {
-    let token = std::fs::read_to_string(&a.token_file).with_context(|| format!("read token file {}", a.token_file.display()))?;
-    let fp = ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(&a.vault_cert)?);
-    Ok(VaultClient::new(&a.vault, &fp, token.trim())?)
-}
-
 fn credentials(g: &Global, a: &CredentialsArgs) -> Result<Outcome> {
-    let client = admin_client(&a.admin)?;
+    let (client, fp) = common::admin_client_and_pin(g)?;
     let v = client.post_json("/v1/credentials", &serde_json::json!({}))?;
-    let fp = ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(&a.admin.vault_cert)?);
     let file = serde_json::json!({
         "vault": client.url(),
         "cert_sha256": fp,
@@ -64,8 +67,8 @@ fn credentials(g: &Global, a: &CredentialsArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn machines(g: &Global, a: &VaultAdmin) -> Result<Outcome> {
-    let v = admin_client(a)?.get_json("/v1/machines")?;
+fn machines(g: &Global) -> Result<Outcome> {
+    let v = common::admin_client(g)?.get_json("/v1/machines")?;
     if g.json {
         common::print_json(&v)?;
     } else {

@@ -155,3 +155,125 @@ fn a_machine_reaches_only_its_own_repository_and_only_the_pinned_vault() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("certificate"), "{err}");
 }
+
+impl Vault {
+    /// `ferry vault ...` as the owner.
+    fn admin(&self, env: &Env, args: &[&str]) -> String {
+        let mut a = args.to_vec();
+        a.extend(["--vault", &self.url]);
+        let (token, cert) = (self.data("owner.token"), self.data("vault-cert.pem"));
+        a.extend(["--token-file", &token, "--vault-cert", &cert]);
+        env.ok(&a)
+    }
+
+    fn fingerprint(&self) -> String {
+        ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(std::path::Path::new(&self.data("vault-cert.pem"))).unwrap())
+    }
+
+    /// A store on machine `machine`'s repository with `token`.
+    fn store(&self, token: &str, machine: &str) -> ferry_store::VaultStore {
+        let client = ferry_store::VaultClient::new(&self.url, &self.fingerprint(), token).unwrap();
+        ferry_store::VaultStore::new(client, machine)
+    }
+}
+
+fn registration(env: &Env) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(env.path("config").join("registration.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn every_role_against_every_operation() {
+    use ferry_store::Store;
+    let vault = Vault::start();
+    let admin = machine();
+    let (a, b) = (machine(), machine());
+    a.ok(&["register", "--vault-credentials", vault.credentials(&admin, "a.json").to_str().unwrap(), "--name", "a"]);
+    b.ok(&["register", "--vault-credentials", vault.credentials(&admin, "b.json").to_str().unwrap(), "--name", "b"]);
+    let (ra, rb) = (registration(&a), registration(&b));
+    let machine_a = ra["machine"].as_str().unwrap().to_string();
+    let owner = std::fs::read_to_string(vault.data("owner.token")).unwrap().trim().to_string();
+    let owner_store = vault.store(&owner, &machine_a);
+    // (who, token, read, write, delete) on machine a's repository.
+    let mut cases: Vec<(String, String, bool, bool, bool)> = Vec::new();
+    for (role, read, write, delete) in [
+        ("owner", true, true, true),
+        ("contributor", true, true, true),
+        ("backup-operator", true, true, false),
+        ("reader", true, false, false),
+        ("import-operator", false, false, false),
+    ] {
+        let token = vault.admin(&admin, &["vault", "user", "add", &format!("u-{role}"), "--role", role]).trim().to_string();
+        cases.push((role.into(), token, read, write, delete));
+    }
+    cases.push(("machine a".into(), ra["token"].as_str().unwrap().into(), true, true, false));
+    cases.push(("machine b".into(), rb["token"].as_str().unwrap().into(), false, false, false));
+    for (i, (who, token, read, write, delete)) in cases.iter().enumerate() {
+        let s = vault.store(token, &machine_a);
+        assert_eq!(s.get("config").is_ok(), *read, "{who}: read");
+        assert_eq!(s.list("").is_ok(), *read, "{who}: list");
+        let key = format!("gc/written-by-{i}");
+        let w = s.put_if_absent(&key, bytes::Bytes::from_static(b"{}"));
+        assert_eq!(w.is_ok(), *write, "{who}: write {w:?}");
+        assert_eq!(owner_store.head(&key).unwrap().is_some(), *write, "{who}: a refused write leaves nothing");
+        let victim = format!("gc/victim-{i}");
+        owner_store.put_if_absent(&victim, bytes::Bytes::from_static(b"{}")).unwrap();
+        let d = s.delete(&victim);
+        assert_eq!(d.is_ok(), *delete, "{who}: delete {d:?}");
+        assert_eq!(owner_store.head(&victim).unwrap().is_none(), *delete, "{who}: a refused delete changes nothing");
+        if !*read {
+            let e = s.get("config").unwrap_err();
+            assert!(e.message.contains("may not"), "{who}: {e}");
+        }
+    }
+    // Only an owner adds users and makes credentials.
+    let reader = &cases[3].1;
+    let reader_file = admin.path("reader.token");
+    std::fs::write(&reader_file, reader).unwrap();
+    let o = admin.run(&[
+        "vault",
+        "user",
+        "add",
+        "intruder",
+        "--role",
+        "owner",
+        "--vault",
+        &vault.url,
+        "--token-file",
+        reader_file.to_str().unwrap(),
+        "--vault-cert",
+        &vault.data("vault-cert.pem"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn restore_on_another_machine_with_a_user_token_and_the_passphrase() {
+    let vault = Vault::start();
+    let admin = machine();
+    let m1 = machine();
+    m1.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m1"]);
+    let src = m1.path("src");
+    make_tree(&src);
+    m1.backup(&src);
+    // A third machine, not registered: a reader's token, the vault's certificate, m1's passphrase.
+    let token = vault.admin(&admin, &["vault", "user", "add", "restorer", "--role", "reader"]);
+    let third = machine();
+    let token_file = third.path("token");
+    std::fs::write(&token_file, token.trim()).unwrap();
+    let target = third.path("r");
+    let (cert, tf) = (vault.data("vault-cert.pem"), token_file.to_str().unwrap().to_string());
+    let remote = ["--machine", "m1", "--vault", &vault.url, "--vault-cert", &cert, "--token-file", &tf];
+    let mut args = vec!["restore", "latest", "--target", target.to_str().unwrap()];
+    args.extend(remote);
+    third.ok(&args);
+    assert_same_tree(&src, &restored(&target, &src));
+    let mut args = vec!["recovery-points"];
+    args.extend(remote);
+    let mut args_json = args.clone();
+    args_json.push("--json");
+    let points: serde_json::Value = serde_json::from_str(&third.ok(&args_json)).unwrap();
+    assert_eq!(points.as_array().unwrap().len(), 1);
+    // Without the passphrase, the vault's data is of no use to the reader.
+    let o = third.cmd(&args).env("FERRY_PASSWORD", "a wrong passphrase, long enough").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}
