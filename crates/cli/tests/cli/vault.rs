@@ -277,3 +277,110 @@ fn restore_on_another_machine_with_a_user_token_and_the_passphrase() {
     let o = third.cmd(&args).env("FERRY_PASSWORD", "a wrong passphrase, long enough").output().unwrap();
     assert_eq!(o.status.code(), Some(1));
 }
+
+impl Vault {
+    /// Starts a vault on `data` (a folder kept across restarts) with extra environment.
+    fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Vault {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::spawn(dir, port, env)
+    }
+
+    fn spawn(dir: tempfile::TempDir, port: u16, env: &[(&str, &str)]) -> Vault {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("serve.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(["vault", "serve", "--data", dir.path().join("vault").to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let v = Vault { child, dir, url: format!("https://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if up && v.log().contains("listening on") {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "the vault did not start: {}", v.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the vault and starts it again on the same folder and port.
+    fn restart(mut self) -> Vault {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Self::spawn(dir, port, &[])
+    }
+}
+
+#[test]
+fn backups_survive_store_faults_at_the_vault_and_a_vault_restart() {
+    // 5 % of the vault's store requests fail; the vault's retries hide them.
+    let vault = Vault::start_in(tempfile::tempdir().unwrap(), &[("FERRY_FAULT_INJECT", "0.05:11")]);
+    assert!(vault.log().contains("injecting store faults"), "{}", vault.log());
+    let admin = machine();
+    let m = machine();
+    m.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m"]);
+    let src = m.path("src");
+    make_tree(&src);
+    for i in 0..20 {
+        std::fs::write(src.join(format!("small-{i}.txt")), format!("file {i}\n").repeat(100 + i)).unwrap();
+    }
+    m.backup(&src);
+    m.ok(&["check", "--read-data"]);
+    // Killed while a backup runs: the backup fails cleanly, the next one completes and the
+    // repository checks.
+    std::fs::write(src.join("more.bin"), noise(64 << 20, 5)).unwrap();
+    let mut backup = m.cmd(&["backup", src.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let vault = vault.restart();
+    let status = backup.wait().unwrap();
+    assert!(matches!(status.code(), Some(0) | Some(1)), "{status:?}");
+    m.backup(&src);
+    m.ok(&["check", "--read-data"]);
+    let target = m.path("r");
+    m.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+    drop(vault);
+}
+
+#[test]
+fn twenty_machines_back_up_at_once() {
+    let vault = Vault::start();
+    let admin = machine();
+    let machines: Vec<(Env, PathBuf)> = (0..20)
+        .map(|i| {
+            let m = machine();
+            m.ok(&[
+                "register",
+                "--vault-credentials",
+                vault.credentials(&admin, &format!("c{i}.json")).to_str().unwrap(),
+                "--name",
+                &format!("m{i}"),
+            ]);
+            let src = m.path("src");
+            std::fs::create_dir_all(&src).unwrap();
+            for j in 0..30 {
+                std::fs::write(src.join(format!("f{j}.txt")), format!("machine {i} file {j}\n").repeat(200)).unwrap();
+            }
+            std::fs::write(src.join("blob.bin"), noise(2 << 20, i as u64)).unwrap();
+            (m, src)
+        })
+        .collect();
+    let running: Vec<_> = machines
+        .iter()
+        .map(|(m, src)| m.cmd(&["backup", "--json", src.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for (child, (m, src)) in running.into_iter().zip(&machines) {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let target = m.path("r");
+        m.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        assert_same_tree(src, &restored(&target, src));
+    }
+}
