@@ -88,6 +88,8 @@ pub enum VaultCommand {
     Credentials(CredentialsArgs),
     /// List the machines registered with the vault
     Machines,
+    /// List jobs (backups, restores, ...), newest first; --machine NAME for one machine's
+    Jobs,
     /// Manage the vault's users
     #[command(subcommand)]
     User(UserCommand),

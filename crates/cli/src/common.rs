@@ -107,6 +107,65 @@ pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> 
     }
 }
 
+/// A job in the vault for a command this registered machine runs against its repository there:
+/// opened at the start, kept alive by a heartbeat, closed with the outcome. Reporting is best
+/// effort: a vault that cannot take the report never fails the backup itself.
+pub struct Job {
+    client: ferry_store::VaultClient,
+    path: String,
+    stop: Arc<AtomicBool>,
+    beat: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Job {
+    /// Opens a job when the command runs against this machine's vault repository.
+    pub fn start(g: &Global, kind: &str) -> Option<Job> {
+        if g.repo.as_deref().is_some_and(|r| !r.is_empty()) || g.machine.is_some() {
+            return None;
+        }
+        let reg = Registration::load(&config_dir(g)).ok().flatten()?;
+        let client = ferry_store::VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token).ok()?;
+        let opened = client.post_json(&format!("/v1/machines/{}/jobs", reg.machine), &serde_json::json!({"kind": kind}));
+        let id = match opened.map(|v| v["id"].as_i64()) {
+            Ok(Some(id)) => id,
+            Ok(None) | Err(_) => {
+                tracing::warn!("the vault did not open a {kind} job; going on without reporting");
+                return None;
+            }
+        };
+        let path = format!("/v1/machines/{}/jobs/{id}", reg.machine);
+        let stop = Arc::new(AtomicBool::new(false));
+        let every = std::env::var("FERRY_JOB_HEARTBEAT_S").ok().and_then(|v| v.parse().ok()).unwrap_or(10u64);
+        let beat = {
+            let (client, path, stop) = (client.clone(), path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut waited = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    waited += 100;
+                    if waited >= every * 1000 {
+                        waited = 0;
+                        let _ = client.post_json(&path, &serde_json::json!({"state": "running"}));
+                    }
+                }
+            })
+        };
+        Some(Job { client, path, stop, beat: Some(beat) })
+    }
+
+    /// Closes the job: `state` is completed, completed-with-errors or failed.
+    pub fn finish(mut self, state: &str, bytes: u64, files: u64, errors: Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(b) = self.beat.take() {
+            let _ = b.join();
+        }
+        let body = serde_json::json!({"state": state, "bytes": bytes, "files": files, "errors": errors});
+        if let Err(e) = self.client.post_json(&self.path, &body) {
+            tracing::warn!("could not report the job's end to the vault: {e}");
+        }
+    }
+}
+
 /// A client for a running vault with a user's token: `--vault` and `--vault-cert` (or this
 /// machine's registration), and `--token-file`. Also returns the pinned fingerprint.
 pub fn admin_client_and_pin(g: &Global) -> Result<(ferry_store::VaultClient, String)> {

@@ -88,6 +88,9 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/register", post(register))
         .route("/v1/machines", get(machines))
         .route("/v1/users", post(add_user))
+        .route("/v1/jobs", get(list_jobs))
+        .route("/v1/machines/{m}/jobs", post(create_job))
+        .route("/v1/machines/{m}/jobs/{id}", post(update_job))
         .route("/v1/machines/{m}/objects/{*key}", get(get_object).put(put_object).delete(delete_object))
         .route("/v1/machines/{m}/head/{*key}", get(head_object))
         .route("/v1/machines/{m}/list", get(list_objects))
@@ -166,6 +169,79 @@ async fn credentials(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<s
     let expires = chrono::Utc::now().timestamp() + 10 * 24 * 3600;
     let secret = state.db.add_registration(expires).await?;
     Ok(Json(json!({"secret": secret, "expires": expires})))
+}
+
+/// Jobs whose agent has not reported for this long are marked failed
+/// (`FERRY_VAULT_JOB_TIMEOUT_S` overrides it, for tests).
+pub(crate) fn job_timeout_s() -> i64 {
+    std::env::var("FERRY_VAULT_JOB_TIMEOUT_S").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+}
+
+/// The agent's own jobs: only the machine itself opens and reports them.
+async fn machine_itself(state: &State, headers: &HeaderMap, m: &str) -> ApiResult<()> {
+    match principal(state, headers).await? {
+        Principal::Machine { id } if id == m => Ok(()),
+        _ => Err(ApiError(StatusCode::FORBIDDEN, format!("only machine {m} reports its jobs"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewJob {
+    kind: String,
+}
+
+async fn create_job(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path(m): Path<String>,
+    Json(b): Json<NewJob>,
+) -> ApiResult<Json<serde_json::Value>> {
+    machine_itself(&state, &headers, &m).await?;
+    if !["backup", "restore", "check", "retention", "gc"].contains(&b.kind.as_str()) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown job kind {:?}", b.kind)));
+    }
+    let id = state.db.create_job(&m, &b.kind, chrono::Utc::now().timestamp()).await?;
+    Ok(Json(json!({"id": id})))
+}
+
+async fn update_job(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path((m, id)): Path<(String, i64)>,
+    Json(u): Json<crate::db::JobUpdate>,
+) -> ApiResult<StatusCode> {
+    machine_itself(&state, &headers, &m).await?;
+    if !["running", "completed", "completed-with-errors", "failed"].contains(&u.state.as_str()) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown job state {:?}", u.state)));
+    }
+    if state.db.update_job(id, &m, &u, chrono::Utc::now().timestamp()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(StatusCode::CONFLICT, format!("job {id} of machine {m} is not running (it ended, or was marked failed)")))
+    }
+}
+
+async fn list_jobs(AxState(state): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<serde_json::Value>> {
+    state.db.reap_jobs(chrono::Utc::now().timestamp(), job_timeout_s()).await?;
+    let wanted = match q.get("machine") {
+        Some(name) => Some(
+            state
+                .db
+                .machines()
+                .await?
+                .into_iter()
+                .find(|(_, n, _)| n == name)
+                .map(|(id, _, _)| id)
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no machine named {name:?}")))?,
+        ),
+        None => None,
+    };
+    let machine = match principal(&state, &headers).await? {
+        Principal::User { role, .. } if role != Role::ImportOperator => wanted,
+        Principal::Machine { id } if wanted.as_ref().is_none_or(|w| *w == id) => Some(id),
+        _ => return Err(ApiError(StatusCode::FORBIDDEN, "this token may not list these jobs".into())),
+    };
+    Ok(Json(json!(state.db.jobs(machine.as_deref()).await?)))
 }
 
 #[derive(Deserialize)]

@@ -44,6 +44,9 @@ impl Db {
             "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
+            "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, machine TEXT NOT NULL, kind TEXT NOT NULL, \
+             state TEXT NOT NULL, start TEXT NOT NULL, end TEXT, bytes INTEGER NOT NULL DEFAULT 0, files INTEGER NOT NULL DEFAULT 0, \
+             errors TEXT NOT NULL DEFAULT '[]', heartbeat INTEGER NOT NULL)",
         ] {
             sqlx::query(stmt).execute(&pool).await.context("create the vault tables")?;
         }
@@ -118,6 +121,82 @@ impl Db {
         Ok(Some((id, token)))
     }
 
+    /// Opens a running job for `machine`; returns its ID.
+    pub async fn create_job(&self, machine: &str, kind: &str, now: i64) -> Result<i64> {
+        let id = sqlx::query("INSERT INTO jobs (machine, kind, state, start, heartbeat) VALUES (?, ?, 'running', ?, ?)")
+            .bind(machine)
+            .bind(kind)
+            .bind(rfc3339(now))
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .last_insert_rowid();
+        Ok(id)
+    }
+
+    /// Records a running job's progress, or its end (`state` other than running). Only the
+    /// machine's own, still running jobs change; false if there is none such.
+    pub async fn update_job(&self, id: i64, machine: &str, u: &JobUpdate, now: i64) -> Result<bool> {
+        let end = (u.state != "running").then(|| rfc3339(now));
+        let r = sqlx::query(
+            "UPDATE jobs SET state = ?, bytes = ?, files = ?, errors = ?, heartbeat = ?, end = COALESCE(?, end) \
+             WHERE id = ? AND machine = ? AND state = 'running'",
+        )
+        .bind(&u.state)
+        .bind(u.bytes as i64)
+        .bind(u.files as i64)
+        .bind(serde_json::to_string(&u.errors)?)
+        .bind(now)
+        .bind(end)
+        .bind(id)
+        .bind(machine)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Marks failed every running job whose agent has not reported for `timeout_s`.
+    pub async fn reap_jobs(&self, now: i64, timeout_s: i64) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = 'failed', end = ?, errors = '[\"the agent stopped reporting\"]' \
+             WHERE state = 'running' AND heartbeat < ?",
+        )
+        .bind(rfc3339(now))
+        .bind(now - timeout_s)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Jobs, newest first; of one machine (by ID) if given.
+    pub async fn jobs(&self, machine: Option<&str>) -> Result<Vec<serde_json::Value>> {
+        let rows = sqlx::query(
+            "SELECT j.id, m.name, j.kind, j.state, j.start, j.end, j.bytes, j.files, j.errors FROM jobs j \
+             JOIN machines m ON m.id = j.machine WHERE (? IS NULL OR j.machine = ?) ORDER BY j.id DESC LIMIT 1000",
+        )
+        .bind(machine)
+        .bind(machine)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let errors: String = r.get(8);
+                serde_json::json!({
+                    "id": r.get::<i64, _>(0),
+                    "machine": r.get::<String, _>(1),
+                    "kind": r.get::<String, _>(2),
+                    "state": r.get::<String, _>(3),
+                    "start": r.get::<String, _>(4),
+                    "end": r.get::<Option<String>, _>(5),
+                    "bytes": r.get::<i64, _>(6),
+                    "files": r.get::<i64, _>(7),
+                    "errors": serde_json::from_str::<serde_json::Value>(&errors).unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
     /// Every machine: (id, name, created).
     pub async fn machines(&self) -> Result<Vec<(String, String, String)>> {
         let rows = sqlx::query("SELECT id, name, created FROM machines ORDER BY name").fetch_all(&self.pool).await?;
@@ -127,4 +206,21 @@ impl Db {
 
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// What an agent reports about a job.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct JobUpdate {
+    /// running | completed | completed-with-errors | failed
+    pub state: String,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub errors: Vec<String>,
 }

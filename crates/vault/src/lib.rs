@@ -118,5 +118,15 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(SocketAddr, &str, O
     let addr = listener.local_addr()?;
     on_ready(addr, &fingerprint, new_owner.as_deref());
     let state = Arc::new(State { db, store });
+    // Jobs whose agent went silent are marked failed even when nobody lists them.
+    let reaper = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            if let Err(e) = reaper.db.reap_jobs(chrono::Utc::now().timestamp(), api::job_timeout_s()).await {
+                tracing::warn!("marking stale jobs failed: {e:#}");
+            }
+        }
+    });
     api::run(listener, config, state).await
 }

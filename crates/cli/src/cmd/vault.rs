@@ -13,6 +13,7 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
         VaultCommand::Serve(a) => serve(a),
         VaultCommand::Credentials(a) => credentials(g, a),
         VaultCommand::Machines => machines(g),
+        VaultCommand::Jobs => jobs(g),
         VaultCommand::User(UserCommand::Add(a)) => {
             let v = common::admin_client(g)?.post_json("/v1/users", &serde_json::json!({"name": a.name, "role": a.role}))?;
             let token = v["token"].as_str().unwrap_or_default();
@@ -63,6 +64,33 @@ fn credentials(g: &Global, a: &CredentialsArgs) -> Result<Outcome> {
         common::print_json(&serde_json::json!({"file": a.out, "expires": v["expires"]}))?;
     } else {
         println!("wrote vault credentials to {} (one use; valid 10 days; it holds a secret)", a.out.display());
+    }
+    Ok(Outcome::Success)
+}
+
+fn jobs(g: &Global) -> Result<Outcome> {
+    let path = match &g.machine {
+        Some(m) => format!("/v1/jobs?machine={m}"),
+        None => "/v1/jobs".to_string(),
+    };
+    let v = common::admin_client(g)?.get_json(&path)?;
+    if g.json {
+        common::print_json(&v)?;
+    } else {
+        println!("{:>6}  {:<16} {:<8} {:<22} {:<20} {:>12} {:>8}  errors", "id", "machine", "kind", "state", "start", "bytes", "files");
+        for j in v.as_array().into_iter().flatten() {
+            println!(
+                "{:>6}  {:<16} {:<8} {:<22} {:<20} {:>12} {:>8}  {}",
+                j["id"],
+                j["machine"].as_str().unwrap_or(""),
+                j["kind"].as_str().unwrap_or(""),
+                j["state"].as_str().unwrap_or(""),
+                j["start"].as_str().unwrap_or(""),
+                j["bytes"],
+                j["files"],
+                j["errors"].as_array().map_or(0, |e| e.len())
+            );
+        }
     }
     Ok(Outcome::Success)
 }

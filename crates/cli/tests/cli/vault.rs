@@ -384,3 +384,49 @@ fn twenty_machines_back_up_at_once() {
         assert_same_tree(src, &restored(&target, src));
     }
 }
+
+#[test]
+fn backups_and_restores_are_jobs_and_silent_agents_fail() {
+    let vault = Vault::start_in(tempfile::tempdir().unwrap(), &[("FERRY_VAULT_JOB_TIMEOUT_S", "3")]);
+    let admin = machine();
+    let m = machine();
+    m.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m"]);
+    let src = m.path("src");
+    make_tree(&src);
+    let b = m.cmd(&["backup", "--json", src.to_str().unwrap()]).env("FERRY_JOB_HEARTBEAT_S", "1").output().unwrap();
+    assert_eq!(b.status.code(), Some(0), "{}", String::from_utf8_lossy(&b.stderr));
+    let target = m.path("r");
+    m.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let jobs = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut a = vec!["vault", "jobs", "--json"];
+        a.extend(args);
+        serde_json::from_str::<serde_json::Value>(&vault.admin(&admin, &a)).unwrap().as_array().unwrap().clone()
+    };
+    let list = jobs(&["--machine", "m"]);
+    assert_eq!(list.len(), 2, "{list:?}");
+    let (restore, backup) = (&list[0], &list[1]);
+    // The restore counts the hard link apart from the files.
+    for (j, kind, files) in [(backup, "backup", 7), (restore, "restore", 6)] {
+        for field in ["id", "machine", "kind", "state", "start", "end", "bytes", "files", "errors"] {
+            assert!(j.get(field).is_some(), "{field} missing: {j}");
+        }
+        assert_eq!((j["kind"].as_str(), j["state"].as_str(), j["machine"].as_str()), (Some(kind), Some("completed"), Some("m")), "{j}");
+        assert_eq!(j["files"], files, "{j}");
+        assert!(j["end"].is_string(), "{j}");
+    }
+    assert!(backup["bytes"].as_u64().unwrap() > 5 << 20, "{backup}");
+    // An agent killed mid-backup stops reporting: its job is marked failed.
+    std::fs::write(src.join("big2.bin"), noise(96 << 20, 9)).unwrap();
+    let mut child = m.cmd(&["backup", src.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while jobs(&[]).len() < 3 {
+        assert!(Instant::now() < deadline, "the third job never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let newest = &jobs(&[])[0];
+    assert_eq!(newest["state"], "failed", "{newest}");
+    assert!(newest["errors"].to_string().contains("stopped reporting"), "{newest}");
+}
