@@ -166,6 +166,14 @@ impl Job {
     }
 }
 
+/// Closes `job` as failed when `r` is an error; passes `r` on.
+pub fn fail_job_on_error<T>(job: &mut Option<Job>, r: Result<T>) -> Result<T> {
+    if let (Err(e), Some(j)) = (&r, job.take()) {
+        j.finish("failed", 0, 0, vec![format!("{e:#}")]);
+    }
+    r
+}
+
 /// A client for a running vault with a user's token: `--vault` and `--vault-cert` (or this
 /// machine's registration), and `--token-file`. Also returns the pinned fingerprint.
 pub fn admin_client_and_pin(g: &Global) -> Result<(ferry_store::VaultClient, String)> {

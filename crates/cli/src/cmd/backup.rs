@@ -24,18 +24,10 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
     let progress = Arc::new(Progress::default());
     opts.scan = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let display = common::ProgressDisplay::start(progress.clone(), "backup");
-    let job = common::Job::start(g, "backup");
+    let mut job = common::Job::start(g, "backup");
     let out = backup::run(&repo, &opts, &progress);
     drop(display);
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            if let Some(j) = job {
-                j.finish("failed", 0, 0, vec![format!("{e:#}")]);
-            }
-            return Err(e);
-        }
-    };
+    let out = common::fail_job_on_error(&mut job, out)?;
     if let Some(j) = job {
         let state = if out.is_partial() { "completed-with-errors" } else { "completed" };
         let errors = out.errors.iter().map(|e| format!("{}: {}", e.path, e.error)).collect();

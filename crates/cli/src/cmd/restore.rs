@@ -23,18 +23,10 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
     };
     let progress = Arc::new(Progress::default());
     let display = common::ProgressDisplay::start(progress.clone(), "restore");
-    let job = common::Job::start(g, "restore");
+    let mut job = common::Job::start(g, "restore");
     let out = restore::run(&repo, &rp, &opts, &progress);
     drop(display);
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            if let Some(j) = job {
-                j.finish("failed", 0, 0, vec![format!("{e:#}")]);
-            }
-            return Err(e);
-        }
-    };
+    let out = common::fail_job_on_error(&mut job, out)?;
     if let Some(j) = job {
         let state = if out.errors.is_empty() { "completed" } else { "completed-with-errors" };
         let errors = out.errors.iter().map(|e| format!("{}: {}", e.path, e.error)).collect();
