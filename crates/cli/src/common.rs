@@ -168,8 +168,10 @@ impl Job {
 
 /// Closes `job` as failed when `r` is an error; passes `r` on.
 pub fn fail_job_on_error<T>(job: &mut Option<Job>, r: Result<T>) -> Result<T> {
-    if let (Err(e), Some(j)) = (&r, job.take()) {
-        j.finish("failed", 0, 0, vec![format!("{e:#}")]);
+    if let Err(e) = &r {
+        if let Some(j) = job.take() {
+            j.finish("failed", 0, 0, vec![format!("{e:#}")]);
+        }
     }
     r
 }
