@@ -77,6 +77,23 @@ pub enum Command {
     Vault(VaultCommand),
     /// Register this machine with a vault and create its repository there
     Register(RegisterArgs),
+    /// The agent: runs this machine's policy from its vault
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Fetch the policy and run its backups at their times, reporting each as a job (a daemon;
+    /// see contrib/ferry-agent.service)
+    Run(AgentRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentRunArgs {
+    /// Run one backup of the policy now and exit
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +110,43 @@ pub enum VaultCommand {
     /// Manage the vault's users
     #[command(subcommand)]
     User(UserCommand),
+    /// Set or show a machine's policy: what to back up, when, what to keep
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Set (replace) a machine's policy
+    Set(PolicySetArgs),
+    /// Show a machine's policy
+    Show { machine_name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// The machine's name
+    pub machine_name: String,
+    /// An absolute path to back up (repeat)
+    #[arg(long = "path", required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Exclude pattern (repeat)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// A time of day (HH:MM, the machine's local time) to back up at (repeat for several a day)
+    #[arg(long = "at", required = true, value_name = "HH:MM")]
+    pub times: Vec<String>,
+    /// Only on these days (mon,tue,...; default every day)
+    #[arg(long, value_delimiter = ',', value_name = "DAYS")]
+    pub days: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: u32,
+    #[arg(long, default_value_t = 0)]
+    pub keep_weekly: u32,
+    #[arg(long, default_value_t = 0)]
+    pub keep_monthly: u32,
+    #[arg(long, default_value_t = 0)]
+    pub keep_yearly: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -91,15 +91,8 @@ pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> 
     if let Some(name) = &g.machine {
         // Another machine's repository, with a user's token.
         let client = admin_client(g)?;
-        let list = client.get_json("/v1/machines")?;
-        let id = list
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["name"].as_str() == Some(name))
-            .and_then(|m| m["id"].as_str())
-            .with_context(|| format!("the vault has no machine named {name:?} (`ferry vault machines` lists them)"))?;
-        return Ok(ferry_store::open_vault(client, id)?);
+        let id = crate::cmd::machine_id(&client, name)?;
+        return Ok(ferry_store::open_vault(client, &id)?);
     }
     match Registration::load(&config_dir(g))? {
         Some(r) => r.store(),

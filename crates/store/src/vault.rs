@@ -151,6 +151,11 @@ impl VaultClient {
         serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("post", path, format!("vault answer is not JSON: {e}")))
     }
 
+    /// PUTs JSON (answers without a body).
+    pub fn put_json(&self, path: &str, body: &serde_json::Value) -> Result<()> {
+        self.send("put", path, self.request(reqwest::Method::PUT, path).json(body)).map(|_| ())
+    }
+
     /// GETs JSON.
     pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         let bytes = self.send("get", path, self.request(reqwest::Method::GET, path))?;

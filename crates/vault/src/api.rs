@@ -90,6 +90,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/users", post(add_user))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/machines/{m}/jobs", post(create_job))
+        .route("/v1/machines/{m}/policy", get(get_policy).put(set_policy))
         .route("/v1/machines/{m}/jobs/{id}", post(update_job))
         .route("/v1/machines/{m}/objects/{*key}", get(get_object).put(put_object).delete(delete_object))
         .route("/v1/machines/{m}/head/{*key}", get(head_object))
@@ -242,6 +243,28 @@ async fn list_jobs(AxState(state): St, headers: HeaderMap, Query(q): Query<HashM
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "this token may not list these jobs".into())),
     };
     Ok(Json(json!(state.db.jobs(machine.as_deref()).await?)))
+}
+
+async fn set_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String>, Json(p): Json<crate::Policy>) -> ApiResult<StatusCode> {
+    match principal(&state, &headers).await? {
+        Principal::User { role: Role::Owner | Role::Contributor, .. } => {}
+        _ => return Err(ApiError(StatusCode::FORBIDDEN, "only owners and contributors set policies".into())),
+    }
+    if !state.db.machines().await?.iter().any(|(id, _, _)| *id == m) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no machine {m}")));
+    }
+    p.validate().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    state.db.set_policy(&m, &serde_json::to_value(&p).map_err(anyhow::Error::from)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    match principal(&state, &headers).await? {
+        Principal::Machine { id } if id == m => {}
+        Principal::User { role, .. } if role != Role::ImportOperator => {}
+        _ => return Err(ApiError(StatusCode::FORBIDDEN, format!("this token may not read the policy of machine {m}"))),
+    }
+    state.db.policy(&m).await?.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("machine {m} has no policy yet")))
 }
 
 #[derive(Deserialize)]

@@ -44,6 +44,7 @@ impl Db {
             "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
+            "CREATE TABLE IF NOT EXISTS policies (machine TEXT PRIMARY KEY, policy TEXT NOT NULL, updated TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, machine TEXT NOT NULL, kind TEXT NOT NULL, \
              state TEXT NOT NULL, start TEXT NOT NULL, end TEXT, bytes INTEGER NOT NULL DEFAULT 0, files INTEGER NOT NULL DEFAULT 0, \
              errors TEXT NOT NULL DEFAULT '[]', heartbeat INTEGER NOT NULL)",
@@ -195,6 +196,21 @@ impl Db {
                 })
             })
             .collect())
+    }
+
+    pub async fn set_policy(&self, machine: &str, policy: &serde_json::Value) -> Result<()> {
+        sqlx::query("INSERT INTO policies (machine, policy, updated) VALUES (?, ?, ?) ON CONFLICT(machine) DO UPDATE SET policy = excluded.policy, updated = excluded.updated")
+            .bind(machine)
+            .bind(policy.to_string())
+            .bind(now_rfc3339())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn policy(&self, machine: &str) -> Result<Option<serde_json::Value>> {
+        let row = sqlx::query("SELECT policy FROM policies WHERE machine = ?").bind(machine).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
     }
 
     /// Every machine: (id, name, created).

@@ -56,6 +56,60 @@ impl Role {
     }
 }
 
+/// What a machine backs up, when, and what it keeps (`ferry vault policy set`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// Times of day (local time of the machine, `HH:MM`) at which a backup starts.
+    pub times: Vec<String>,
+    /// Days of the week (`mon` .. `sun`) the times apply to; empty = every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// Recovery points kept: daily, weekly, monthly, yearly (enforced by the vault: not built yet).
+    #[serde(default)]
+    pub keep: Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Keep {
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+}
+
+pub const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Policy {
+    /// What is wrong with it, if anything.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.paths.is_empty() || self.paths.iter().any(|p| !p.starts_with('/')) {
+            return Err("a policy backs up at least one absolute path".into());
+        }
+        if self.times.is_empty() {
+            return Err("a policy has at least one time of day (HH:MM)".into());
+        }
+        for t in &self.times {
+            parse_time(t).ok_or_else(|| format!("time {t:?}: expected HH:MM, 00:00 to 23:59"))?;
+        }
+        for d in &self.days {
+            if !DAYS.contains(&d.as_str()) {
+                return Err(format!("day {d:?}: expected one of {}", DAYS.join(", ")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `HH:MM` as (hour, minute).
+pub fn parse_time(t: &str) -> Option<(u32, u32)> {
+    let (h, m) = t.split_once(':')?;
+    let (h, m) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && t.len() == 5).then_some((h, m))
+}
+
 /// How `ferry vault serve` was asked to run.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {

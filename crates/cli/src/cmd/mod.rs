@@ -1,3 +1,4 @@
+mod agent;
 mod backup;
 mod check;
 mod forget;
@@ -9,6 +10,7 @@ mod restore;
 mod vault;
 
 use anyhow::Result;
+pub use vault::machine_id;
 
 use crate::cli::{Cli, Command};
 use crate::Outcome;
@@ -28,5 +30,6 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Key(k) => key::run(g, k),
         Command::Vault(v) => vault::run(g, v),
         Command::Register(a) => vault::register(g, a),
+        Command::Agent(crate::cli::AgentCommand::Run(a)) => agent::run(g, a),
     }
 }

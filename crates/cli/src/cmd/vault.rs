@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use ferry_repo::{InitOptions, Repository};
 use ferry_store::VaultClient;
 
-use crate::cli::{CredentialsArgs, Global, RegisterArgs, ServeArgs, UserCommand, VaultCommand};
+use crate::cli::{CredentialsArgs, Global, PolicyCommand, RegisterArgs, ServeArgs, UserCommand, VaultCommand};
 use crate::common::{self, Registration};
 use crate::Outcome;
 
@@ -14,6 +14,31 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
         VaultCommand::Credentials(a) => credentials(g, a),
         VaultCommand::Machines => machines(g),
         VaultCommand::Jobs => jobs(g),
+        VaultCommand::Policy(PolicyCommand::Set(a)) => {
+            let policy = ferry_vault::Policy {
+                paths: a.paths.clone(),
+                excludes: a.exclude.clone(),
+                times: a.times.clone(),
+                days: a.days.clone(),
+                keep: ferry_vault::Keep { daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly, yearly: a.keep_yearly },
+            };
+            if let Err(e) = policy.validate() {
+                bail!("policy for {}: {e}", a.machine_name);
+            }
+            let client = common::admin_client(g)?;
+            let id = machine_id(&client, &a.machine_name)?;
+            client.put_json(&format!("/v1/machines/{id}/policy"), &serde_json::to_value(&policy)?)?;
+            if !g.json {
+                println!("policy of {} set: {} at {}", a.machine_name, a.paths.join(" "), a.times.join(", "));
+            }
+            Ok(Outcome::Success)
+        }
+        VaultCommand::Policy(PolicyCommand::Show { machine_name }) => {
+            let client = common::admin_client(g)?;
+            let id = machine_id(&client, machine_name)?;
+            common::print_json(&client.get_json(&format!("/v1/machines/{id}/policy"))?)?;
+            Ok(Outcome::Success)
+        }
         VaultCommand::User(UserCommand::Add(a)) => {
             let v = common::admin_client(g)?.post_json("/v1/users", &serde_json::json!({"name": a.name, "role": a.role}))?;
             let token = v["token"].as_str().unwrap_or_default();
@@ -66,6 +91,18 @@ fn credentials(g: &Global, a: &CredentialsArgs) -> Result<Outcome> {
         println!("wrote vault credentials to {} (one use; valid 10 days; it holds a secret)", a.out.display());
     }
     Ok(Outcome::Success)
+}
+
+/// A machine's ID from its name.
+pub fn machine_id(client: &VaultClient, name: &str) -> Result<String> {
+    let list = client.get_json("/v1/machines")?;
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"].as_str() == Some(name))
+        .and_then(|m| m["id"].as_str())
+        .map(str::to_string)
+        .with_context(|| format!("the vault has no machine named {name:?} (`ferry vault machines` lists them)"))
 }
 
 fn jobs(g: &Global) -> Result<Outcome> {

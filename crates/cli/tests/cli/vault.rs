@@ -430,3 +430,68 @@ fn backups_and_restores_are_jobs_and_silent_agents_fail() {
     assert_eq!(newest["state"], "failed", "{newest}");
     assert!(newest["errors"].to_string().contains("stopped reporting"), "{newest}");
 }
+
+#[test]
+fn the_agent_runs_the_policy_it_fetches_from_the_vault() {
+    let vault = Vault::start();
+    let admin = machine();
+    let m = machine();
+    m.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m"]);
+    let src = m.path("src");
+    make_tree(&src);
+    // No policy yet: the agent says so.
+    let o = m.run(&["agent", "run", "--once"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no policy"), "{}", String::from_utf8_lossy(&o.stderr));
+    // A bad policy is refused with the reason.
+    let bad = admin.run(&[
+        "vault",
+        "policy",
+        "set",
+        "m",
+        "--path",
+        src.to_str().unwrap(),
+        "--at",
+        "25:00",
+        "--vault",
+        &vault.url,
+        "--token-file",
+        &vault.data("owner.token"),
+        "--vault-cert",
+        &vault.data("vault-cert.pem"),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("25:00"), "{}", String::from_utf8_lossy(&bad.stderr));
+    vault.admin(
+        &admin,
+        &[
+            "vault",
+            "policy",
+            "set",
+            "m",
+            "--path",
+            src.to_str().unwrap(),
+            "--exclude",
+            "*.bin",
+            "--at",
+            "02:00",
+            "--at",
+            "14:30",
+            "--keep-daily",
+            "7",
+        ],
+    );
+    let shown: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "policy", "show", "m"])).unwrap();
+    assert_eq!(shown["times"], serde_json::json!(["02:00", "14:30"]), "{shown}");
+    assert_eq!(shown["keep"]["daily"], 7, "{shown}");
+    m.ok(&["agent", "run", "--once"]);
+    let points = m.json(&["recovery-points"]);
+    assert_eq!(points.as_array().unwrap().len(), 1, "{points}");
+    assert_eq!(points[0]["paths"][0], src.to_str().unwrap(), "{points}");
+    assert_eq!(points[0]["tags"][0], "policy", "{points}");
+    let listed = m.json(&["ls", "latest", src.to_str().unwrap()]);
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(names.iter().any(|n| n.ends_with("/docs/a.txt")) && !names.iter().any(|n| n.ends_with(".bin")), "{names:?}");
+    let jobs: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "jobs", "--json"])).unwrap();
+    assert_eq!(jobs[0]["state"], "completed", "{jobs}");
+}
