@@ -147,6 +147,18 @@ pub struct PolicySetArgs {
     pub keep_monthly: u32,
     #[arg(long, default_value_t = 0)]
     pub keep_yearly: u32,
+    /// Transfer limit to and from the vault during work hours, in KiB/s (0 = none)
+    #[arg(long, default_value_t = 0, value_name = "KIBPS")]
+    pub work_limit: u32,
+    /// Transfer limit outside work hours, in KiB/s (0 = none)
+    #[arg(long, default_value_t = 0, value_name = "KIBPS")]
+    pub other_limit: u32,
+    /// Work hours (the machine's local time)
+    #[arg(long, default_value = "08:00-18:00", value_name = "HH:MM-HH:MM")]
+    pub work_hours: String,
+    /// Work days
+    #[arg(long, value_delimiter = ',', default_value = "mon,tue,wed,thu,fri", value_name = "DAYS")]
+    pub work_days: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -102,7 +102,7 @@ pub use fault::{FaultStore, FAULT_INJECT_ENV};
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
 pub use store::{validate_key, ObjectInfo, Store, MAX_KEY_LEN};
-pub use vault::{cert_fingerprint, VaultClient, VaultStore};
+pub use vault::{cert_fingerprint, set_rate_limit, VaultClient, VaultStore};
 
 /// A machine's repository in a vault, with the same fault injection and retries as [`open`].
 pub fn open_vault(client: VaultClient, machine: &str) -> Result<Arc<dyn Store>> {

@@ -6,6 +6,10 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -176,6 +180,37 @@ fn without_url(e: reqwest::Error) -> String {
     s
 }
 
+/// Bytes per second that transfers to and from vaults may use, 0 = no limit (process-wide: the
+/// agent sets it from its policy before each backup).
+static RATE_LIMIT: AtomicU64 = AtomicU64::new(0);
+/// When the next transfer may start, for pacing.
+static NEXT_FREE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Limits transfers to and from vaults to `bytes_per_sec` on average (0 = no limit).
+pub fn set_rate_limit(bytes_per_sec: u64) {
+    RATE_LIMIT.store(bytes_per_sec, Ordering::Relaxed);
+}
+
+/// Waits until `n` more bytes fit the rate limit (transfers are paced one after another, each
+/// taking its share of time).
+fn pace(n: usize) {
+    let rate = RATE_LIMIT.load(Ordering::Relaxed);
+    if rate == 0 || n == 0 {
+        return;
+    }
+    let start = {
+        let mut next = NEXT_FREE.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let start = next.map_or(now, |t| t.max(now));
+        *next = Some(start + Duration::from_secs_f64(n as f64 / rate as f64));
+        start
+    };
+    let wait = start.saturating_duration_since(Instant::now());
+    if !wait.is_zero() {
+        std::thread::sleep(wait);
+    }
+}
+
 /// One machine's repository in a vault.
 #[derive(Debug)]
 pub struct VaultStore {
@@ -194,6 +229,7 @@ impl VaultStore {
 
     fn put_mode(&self, op: &'static str, key: &str, data: Bytes, mode: &str) -> Result<bool> {
         crate::validate_key(op, key)?;
+        pace(data.len());
         let req = self.client.request(reqwest::Method::PUT, &self.object(key)).query(&[("mode", mode)]).body(data);
         let answer = self.client.send(op, key, req)?;
         let v: serde_json::Value =
@@ -213,14 +249,18 @@ impl Store for VaultStore {
 
     fn get(&self, key: &str) -> Result<Bytes> {
         crate::validate_key("get", key)?;
-        self.client.send("get", key, self.client.request(reqwest::Method::GET, &self.object(key)))
+        let b = self.client.send("get", key, self.client.request(reqwest::Method::GET, &self.object(key)))?;
+        pace(b.len());
+        Ok(b)
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         crate::validate_key("get_range", key)?;
         let req =
             self.client.request(reqwest::Method::GET, &self.object(key)).query(&[("range", format!("{}-{}", range.start, range.end))]);
-        self.client.send("get_range", key, req)
+        let b = self.client.send("get_range", key, req)?;
+        pace(b.len());
+        Ok(b)
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>> {

@@ -70,6 +70,45 @@ pub struct Policy {
     /// Recovery points kept: daily, weekly, monthly, yearly (enforced by the vault: not built yet).
     #[serde(default)]
     pub keep: Keep,
+    /// Transfer limits between the machine and the vault.
+    #[serde(default)]
+    pub bandwidth: Bandwidth,
+}
+
+/// Limits in KiB/s (0 = none) during work hours (on `work_days`) and outside them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bandwidth {
+    pub work_kibps: u32,
+    pub other_kibps: u32,
+    /// `HH:MM-HH:MM`, the machine's local time.
+    pub work_hours: String,
+    pub work_days: Vec<String>,
+}
+
+impl Default for Bandwidth {
+    fn default() -> Self {
+        Bandwidth {
+            work_kibps: 0,
+            other_kibps: 0,
+            work_hours: "08:00-18:00".into(),
+            work_days: DAYS[..5].iter().map(|d| d.to_string()).collect(),
+        }
+    }
+}
+
+impl Bandwidth {
+    /// The work hours as minutes of the day, [start, end).
+    pub fn work_window(&self) -> Option<(u32, u32)> {
+        let (a, b) = self.work_hours.split_once('-')?;
+        let ((ah, am), (bh, bm)) = (parse_time(a)?, parse_time(b)?);
+        Some((ah * 60 + am, bh * 60 + bm))
+    }
+
+    /// The limit in bytes per second at `weekday` (`mon`..) and `minute` of the day; 0 = none.
+    pub fn limit_at(&self, weekday: &str, minute: u32) -> u64 {
+        let work = self.work_days.iter().any(|d| d == weekday) && self.work_window().is_some_and(|(a, b)| a <= minute && minute < b);
+        1024 * u64::from(if work { self.work_kibps } else { self.other_kibps })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -94,10 +133,13 @@ impl Policy {
         for t in &self.times {
             parse_time(t).ok_or_else(|| format!("time {t:?}: expected HH:MM, 00:00 to 23:59"))?;
         }
-        for d in &self.days {
+        for d in self.days.iter().chain(&self.bandwidth.work_days) {
             if !DAYS.contains(&d.as_str()) {
                 return Err(format!("day {d:?}: expected one of {}", DAYS.join(", ")));
             }
+        }
+        if self.bandwidth.work_window().is_none_or(|(a, b)| a >= b) {
+            return Err(format!("work hours {:?}: expected HH:MM-HH:MM, the start before the end", self.bandwidth.work_hours));
         }
         Ok(())
     }
@@ -183,4 +225,22 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(SocketAddr, &str, O
         }
     });
     api::run(listener, config, state).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_limits_follow_work_hours_and_days() {
+        let b = Bandwidth { work_kibps: 100, other_kibps: 0, ..Bandwidth::default() };
+        assert_eq!(b.limit_at("mon", 9 * 60), 100 * 1024);
+        assert_eq!(b.limit_at("mon", 18 * 60), 0, "the window's end is outside it");
+        assert_eq!(b.limit_at("sat", 9 * 60), 0, "not a work day");
+        let p = Policy { paths: vec!["/x".into()], times: vec!["01:00".into()], bandwidth: b, ..Default::default() };
+        assert!(p.validate().is_ok());
+        let bad = Policy { bandwidth: Bandwidth { work_hours: "18:00-08:00".into(), ..Bandwidth::default() }, ..p.clone() };
+        assert!(bad.validate().is_err());
+        assert!(Policy { times: vec!["7:5".into()], ..p }.validate().is_err());
+    }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use chrono::{Datelike, Local, NaiveTime, TimeZone};
+use chrono::{Datelike, Local, NaiveTime, TimeZone, Timelike};
 
 use crate::cli::{AgentRunArgs, BackupArgs, Global};
 use crate::common::{self, Registration};
@@ -43,6 +43,14 @@ pub fn next_run(p: &ferry_vault::Policy, now: chrono::DateTime<Local>) -> Option
 }
 
 fn backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
+    // The limit of the moment the backup starts holds for the whole backup.
+    let now = Local::now();
+    let weekday = ferry_vault::DAYS[now.weekday().num_days_from_monday() as usize];
+    let limit = p.bandwidth.limit_at(weekday, now.hour() * 60 + now.minute());
+    ferry_store::set_rate_limit(limit);
+    if limit > 0 {
+        eprintln!("agent: transfers limited to {} KiB/s", limit / 1024);
+    }
     let args = BackupArgs {
         paths: p.paths.iter().map(Into::into).collect(),
         exclude: p.excludes.clone(),

@@ -21,6 +21,12 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
                 times: a.times.clone(),
                 days: a.days.clone(),
                 keep: ferry_vault::Keep { daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly, yearly: a.keep_yearly },
+                bandwidth: ferry_vault::Bandwidth {
+                    work_kibps: a.work_limit,
+                    other_kibps: a.other_limit,
+                    work_hours: a.work_hours.clone(),
+                    work_days: a.work_days.clone(),
+                },
             };
             if let Err(e) = policy.validate() {
                 bail!("policy for {}: {e}", a.machine_name);

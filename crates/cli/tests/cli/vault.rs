@@ -495,3 +495,45 @@ fn the_agent_runs_the_policy_it_fetches_from_the_vault() {
     let jobs: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "jobs", "--json"])).unwrap();
     assert_eq!(jobs[0]["state"], "completed", "{jobs}");
 }
+
+#[test]
+fn the_agent_keeps_to_the_policy_bandwidth_limit() {
+    let vault = Vault::start();
+    let admin = machine();
+    let m = machine();
+    m.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m"]);
+    let src = m.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("noise.bin"), noise(4 << 20, 3)).unwrap();
+    // 1 MiB/s at any time of day: 4 MiB of incompressible data cannot go in under 3 s.
+    vault.admin(
+        &admin,
+        &["vault", "policy", "set", "m", "--path", src.to_str().unwrap(), "--at", "03:00", "--work-limit", "1024", "--other-limit", "1024"],
+    );
+    let started = Instant::now();
+    let o = m.run(&["agent", "run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("limited to 1024 KiB/s"), "{}", String::from_utf8_lossy(&o.stderr));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(3), "4 MiB at 1 MiB/s took only {took:?}");
+    // A bad window is refused.
+    let bad = admin.run(&[
+        "vault",
+        "policy",
+        "set",
+        "m",
+        "--path",
+        src.to_str().unwrap(),
+        "--at",
+        "03:00",
+        "--work-hours",
+        "18:00-08:00",
+        "--vault",
+        &vault.url,
+        "--token-file",
+        &vault.data("owner.token"),
+        "--vault-cert",
+        &vault.data("vault-cert.pem"),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+}
