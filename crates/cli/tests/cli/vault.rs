@@ -45,18 +45,7 @@ impl Vault {
     /// Makes a credentials file and returns its path.
     fn credentials(&self, env: &Env, name: &str) -> PathBuf {
         let out = env.path(name);
-        env.ok(&[
-            "vault",
-            "credentials",
-            "--out",
-            out.to_str().unwrap(),
-            "--vault",
-            &self.url,
-            "--token-file",
-            &self.data("owner.token"),
-            "--vault-cert",
-            &self.data("vault-cert.pem"),
-        ]);
+        self.admin(env, &["vault", "credentials", "--out", out.to_str().unwrap()]);
         out
     }
 }
@@ -109,16 +98,7 @@ fn register_back_up_and_restore_through_the_vault() {
             assert!(!bytes.windows(clear.len()).any(|w| w == clear), "{} holds {clear:?} in clear", f.display());
         }
     }
-    let listed = admin.json(&[
-        "vault",
-        "machines",
-        "--vault",
-        &vault.url,
-        "--token-file",
-        &vault.data("owner.token"),
-        "--vault-cert",
-        &vault.data("vault-cert.pem"),
-    ]);
+    let listed: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "machines", "--json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
 }
 
@@ -127,8 +107,8 @@ fn a_machine_reaches_only_its_own_repository_and_only_the_pinned_vault() {
     let vault = Vault::start();
     let admin = machine();
     let (a, b) = (machine(), machine());
-    a.ok(&["register", "--vault-credentials", vault.credentials(&admin, "a.json").to_str().unwrap(), "--name", "a"]);
-    b.ok(&["register", "--vault-credentials", vault.credentials(&admin, "b.json").to_str().unwrap(), "--name", "b"]);
+    vault.register(&admin, &a, "a");
+    vault.register(&admin, &b, "b");
     let src = a.path("src");
     make_tree(&src);
     a.backup(&src);
@@ -157,13 +137,26 @@ fn a_machine_reaches_only_its_own_repository_and_only_the_pinned_vault() {
 }
 
 impl Vault {
-    /// `ferry vault ...` as the owner.
-    fn admin(&self, env: &Env, args: &[&str]) -> String {
+    /// `ferry ...` run by `env` against this vault as the owner, any exit code.
+    fn admin_run(&self, env: &Env, args: &[&str]) -> std::process::Output {
         let mut a = args.to_vec();
         a.extend(["--vault", &self.url]);
         let (token, cert) = (self.data("owner.token"), self.data("vault-cert.pem"));
         a.extend(["--token-file", &token, "--vault-cert", &cert]);
-        env.ok(&a)
+        env.run(&a)
+    }
+
+    /// `ferry ...` as the owner, which must succeed; returns stdout.
+    fn admin(&self, env: &Env, args: &[&str]) -> String {
+        let o = self.admin_run(env, args);
+        assert_eq!(o.status.code(), Some(0), "ferry {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Registers machine `m` as `name`, with credentials `admin` makes for it.
+    fn register(&self, admin: &Env, m: &Env, name: &str) {
+        let creds = self.credentials(admin, &format!("{name}.json"));
+        m.ok(&["register", "--vault-credentials", creds.to_str().unwrap(), "--name", name]);
     }
 
     fn fingerprint(&self) -> String {
@@ -187,8 +180,8 @@ fn every_role_against_every_operation() {
     let vault = Vault::start();
     let admin = machine();
     let (a, b) = (machine(), machine());
-    a.ok(&["register", "--vault-credentials", vault.credentials(&admin, "a.json").to_str().unwrap(), "--name", "a"]);
-    b.ok(&["register", "--vault-credentials", vault.credentials(&admin, "b.json").to_str().unwrap(), "--name", "b"]);
+    vault.register(&admin, &a, "a");
+    vault.register(&admin, &b, "b");
     let (ra, rb) = (registration(&a), registration(&b));
     let machine_a = ra["machine"].as_str().unwrap().to_string();
     let owner = std::fs::read_to_string(vault.data("owner.token")).unwrap().trim().to_string();
@@ -229,21 +222,11 @@ fn every_role_against_every_operation() {
     let reader = &cases[3].1;
     let reader_file = admin.path("reader.token");
     std::fs::write(&reader_file, reader).unwrap();
-    let o = admin.run(&[
-        "vault",
-        "user",
-        "add",
-        "intruder",
-        "--role",
-        "owner",
-        "--vault",
-        &vault.url,
-        "--token-file",
-        reader_file.to_str().unwrap(),
-        "--vault-cert",
-        &vault.data("vault-cert.pem"),
-    ]);
+    let cert = vault.data("vault-cert.pem");
+    let as_reader = ["--vault", &vault.url, "--token-file", reader_file.to_str().unwrap(), "--vault-cert", &cert];
+    let o = admin.run(&[&["vault", "user", "add", "intruder", "--role", "owner"][..], &as_reader].concat());
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only an owner"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
@@ -251,7 +234,7 @@ fn restore_on_another_machine_with_a_user_token_and_the_passphrase() {
     let vault = Vault::start();
     let admin = machine();
     let m1 = machine();
-    m1.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m1"]);
+    vault.register(&admin, &m1, "m1");
     let src = m1.path("src");
     make_tree(&src);
     m1.backup(&src);
@@ -325,7 +308,7 @@ fn backups_survive_store_faults_at_the_vault_and_a_vault_restart() {
     assert!(vault.log().contains("injecting store faults"), "{}", vault.log());
     let admin = machine();
     let m = machine();
-    m.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m"]);
+    vault.register(&admin, &m, "m");
     let src = m.path("src");
     make_tree(&src);
     for i in 0..20 {
@@ -390,7 +373,7 @@ fn backups_and_restores_are_jobs_and_silent_agents_fail() {
     let vault = Vault::start_in(tempfile::tempdir().unwrap(), &[("FERRY_VAULT_JOB_TIMEOUT_S", "3")]);
     let admin = machine();
     let m = machine();
-    m.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m"]);
+    vault.register(&admin, &m, "m");
     let src = m.path("src");
     make_tree(&src);
     let b = m.cmd(&["backup", "--json", src.to_str().unwrap()]).env("FERRY_JOB_HEARTBEAT_S", "1").output().unwrap();
@@ -436,7 +419,7 @@ fn the_agent_runs_the_policy_it_fetches_from_the_vault() {
     let vault = Vault::start();
     let admin = machine();
     let m = machine();
-    m.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m"]);
+    vault.register(&admin, &m, "m");
     let src = m.path("src");
     make_tree(&src);
     // No policy yet: the agent says so.
@@ -444,22 +427,7 @@ fn the_agent_runs_the_policy_it_fetches_from_the_vault() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no policy"), "{}", String::from_utf8_lossy(&o.stderr));
     // A bad policy is refused with the reason.
-    let bad = admin.run(&[
-        "vault",
-        "policy",
-        "set",
-        "m",
-        "--path",
-        src.to_str().unwrap(),
-        "--at",
-        "25:00",
-        "--vault",
-        &vault.url,
-        "--token-file",
-        &vault.data("owner.token"),
-        "--vault-cert",
-        &vault.data("vault-cert.pem"),
-    ]);
+    let bad = admin.run(&["vault", "policy", "set", "m", "--path", src.to_str().unwrap(), "--at", "25:00"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("25:00"), "{}", String::from_utf8_lossy(&bad.stderr));
     vault.admin(
@@ -501,7 +469,7 @@ fn the_agent_keeps_to_the_policy_bandwidth_limit() {
     let vault = Vault::start();
     let admin = machine();
     let m = machine();
-    m.ok(&["register", "--vault-credentials", vault.credentials(&admin, "c.json").to_str().unwrap(), "--name", "m"]);
+    vault.register(&admin, &m, "m");
     let src = m.path("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("noise.bin"), noise(4 << 20, 3)).unwrap();
@@ -517,23 +485,9 @@ fn the_agent_keeps_to_the_policy_bandwidth_limit() {
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(3), "4 MiB at 1 MiB/s took only {took:?}");
     // A bad window is refused.
-    let bad = admin.run(&[
-        "vault",
-        "policy",
-        "set",
-        "m",
-        "--path",
-        src.to_str().unwrap(),
-        "--at",
-        "03:00",
-        "--work-hours",
-        "18:00-08:00",
-        "--vault",
-        &vault.url,
-        "--token-file",
-        &vault.data("owner.token"),
-        "--vault-cert",
-        &vault.data("vault-cert.pem"),
-    ]);
+    let bad = vault.admin_run(
+        &admin,
+        &["vault", "policy", "set", "m", "--path", src.to_str().unwrap(), "--at", "03:00", "--work-hours", "18:00-08:00"],
+    );
     assert_eq!(bad.status.code(), Some(1));
 }
