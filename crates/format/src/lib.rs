@@ -20,7 +20,9 @@ mod id;
 pub mod index;
 pub mod lock;
 pub mod pack;
+pub mod packlist;
 pub mod recovery_point;
+pub mod retention;
 #[cfg(test)]
 mod test_util;
 pub mod tree;

@@ -24,6 +24,10 @@ const BLOBS: TableDefinition<[u8; 33], [u8; LOC_LEN]> = TableDefinition::new("bl
 const PACKS: TableDefinition<[u8; 32], [u8; 24]> = TableDefinition::new("packs");
 /// index files whose content is in BLOBS/PACKS
 const INDEX_FILES: TableDefinition<[u8; 32], ()> = TableDefinition::new("index_files");
+/// packs the vault deleted (`deleted-packs/` records): never indexed again
+const DELETED_PACKS: TableDefinition<[u8; 32], ()> = TableDefinition::new("deleted_packs");
+/// the `deleted-packs/` records whose packs are in DELETED_PACKS (object key)
+const DELETED_RECORDS: TableDefinition<&str, ()> = TableDefinition::new("deleted_records");
 /// absolute path bytes -> postcard(FileEntry)
 const FILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("files");
 
@@ -145,6 +149,8 @@ impl LocalCache {
             w.open_table(PACKS)?;
             w.open_table(INDEX_FILES)?;
             w.open_table(FILES)?;
+            w.open_table(DELETED_PACKS)?;
+            w.open_table(DELETED_RECORDS)?;
             Ok(())
         })?;
         Ok(c)
@@ -196,15 +202,20 @@ impl LocalCache {
         }))
     }
 
-    /// Records packs (and their blobs). `index_file` marks the index file they came from.
-    /// `durable` forces the commit to disk; otherwise it survives only a clean exit (the
-    /// repository index files are the truth, so losing it costs a resync, never data).
+    /// Records packs (and their blobs), except packs the vault deleted. `index_file` marks the
+    /// index file they came from. `durable` forces the commit to disk; otherwise it survives
+    /// only a clean exit (the repository index files are the truth, so losing it costs a
+    /// resync, never data).
     pub fn add_packs(&self, packs: &[IndexPack], index_file: Option<&IndexId>, durable: bool) -> Result<()> {
         let d = if durable { Durability::Immediate } else { Durability::None };
         self.write(d, |w| {
             let mut blobs = w.open_table(BLOBS)?;
             let mut pt = w.open_table(PACKS)?;
+            let deleted = w.open_table(DELETED_PACKS)?;
             for p in packs {
+                if deleted.get(p.id.as_bytes())?.is_some() {
+                    continue;
+                }
                 let mut info = [0u8; 24];
                 info[..16].copy_from_slice(&p.salt);
                 info[16..].copy_from_slice(&p.size.to_le_bytes());
@@ -264,6 +275,56 @@ impl LocalCache {
             w.open_table(INDEX_FILES)?;
             Ok(())
         })
+    }
+
+    /// Whether the vault deleted this pack.
+    pub fn is_pack_deleted(&self, pack: &PackId) -> Result<bool> {
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(DELETED_PACKS)?.get(pack.as_bytes())?.is_some())
+    }
+
+    /// The `deleted-packs/` records already applied.
+    pub fn deleted_records(&self) -> Result<std::collections::HashSet<String>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(DELETED_RECORDS)?;
+        let mut out = std::collections::HashSet::new();
+        for item in t.iter()? {
+            out.insert(item?.0.value().to_string());
+        }
+        Ok(out)
+    }
+
+    /// Applies `deleted-packs/` records: their packs are never indexed again. If one of them
+    /// is indexed now, the index is dropped in the same transaction (the caller rebuilds it
+    /// from the index files, without the deleted packs); returns whether it was.
+    pub fn apply_deleted_packs(&self, records: &[(String, Vec<PackId>)]) -> Result<bool> {
+        let mut cleared = false;
+        self.write(Durability::Immediate, |w| {
+            let mut rt = w.open_table(DELETED_RECORDS)?;
+            let mut dt = w.open_table(DELETED_PACKS)?;
+            let mut indexed = false;
+            {
+                let pt = w.open_table(PACKS)?;
+                for (key, packs) in records {
+                    rt.insert(key.as_str(), ())?;
+                    for p in packs {
+                        dt.insert(p.as_bytes(), ())?;
+                        indexed |= pt.get(p.as_bytes())?.is_some();
+                    }
+                }
+            }
+            if indexed {
+                w.delete_table(BLOBS)?;
+                w.delete_table(PACKS)?;
+                w.delete_table(INDEX_FILES)?;
+                w.open_table(BLOBS)?;
+                w.open_table(PACKS)?;
+                w.open_table(INDEX_FILES)?;
+                cleared = true;
+            }
+            Ok(())
+        })?;
+        Ok(cleared)
     }
 
     /// Makes everything written so far durable.

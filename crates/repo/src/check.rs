@@ -59,7 +59,10 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         match repo.read_index_file(&id) {
             Ok(f) => {
                 for p in f.packs {
-                    indexed.insert(p.id, (p.size, p.blobs));
+                    // A pack a vault deleted (no kept recovery point used it) is not missing.
+                    if !repo.is_pack_deleted(&p.id)? {
+                        indexed.insert(p.id, (p.size, p.blobs));
+                    }
                 }
             }
             Err(e) => report.damage.push(Damage { object: format!("index file {}", id), problem: format!("{e:#}"), affected: vec![] }),

@@ -90,7 +90,12 @@ type Used = HashSet<(BlobKind, BlobId)>;
 
 fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, seen_trees: &mut HashSet<BlobId>) -> Result<()> {
     for id in points {
-        let bytes = repo.store().get(&id.object_key()).with_context(|| format!("read recovery point {}", id.short()))?;
+        let bytes = match repo.store().get(&id.object_key()) {
+            // Soft-deleted by a vault: still restorable, so its data stays.
+            Err(e) if e.is_not_found() => repo.store().get(&format!("{SOFT_DELETED}{}", id.object_key())),
+            r => r,
+        }
+        .with_context(|| format!("read recovery point {}", id.short()))?;
         let rp = ferry_format::recovery_point::RecoveryPoint::open(repo.master(), id, &bytes)
             .with_context(|| format!("recovery point {} is damaged: prune stops rather than risk deleting its data", id.short()))?;
         if !seen_trees.insert(rp.tree) {
@@ -114,13 +119,19 @@ fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, se
     Ok(())
 }
 
+/// Where a vault keeps soft-deleted recovery points (`deleted/recovery-points/<id>`) until they
+/// expire.
+pub const SOFT_DELETED: &str = "deleted/";
+
+/// Every recovery point, the soft-deleted ones included.
 fn list_points(repo: &Repository) -> Result<Vec<RecoveryPointId>> {
-    Ok(repo
-        .store()
-        .list("recovery-points/")?
-        .iter()
-        .filter_map(|o| RecoveryPointId::from_hex(o.key.trim_start_matches("recovery-points/")))
-        .collect())
+    let mut out = Vec::new();
+    for prefix in ["recovery-points/".to_string(), format!("{SOFT_DELETED}recovery-points/")] {
+        out.extend(repo.store().list(&prefix)?.iter().filter_map(|o| RecoveryPointId::from_hex(o.key.trim_start_matches(prefix.as_str()))));
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// Runs prune (mark, then sweep of every record that is safe to sweep).
@@ -152,7 +163,10 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
     for id in &index_ids {
         for p in repo.read_index_file(id)?.packs {
-            packs.insert(p.id, p);
+            // Deleted by the vault: it leaves the index now.
+            if !repo.is_pack_deleted(&p.id)? {
+                packs.insert(p.id, p);
+            }
         }
     }
     report.packs_total = packs.len() as u64;

@@ -1,5 +1,6 @@
 //! Opening, creating and reading a repository.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,8 +11,9 @@ use ferry_crypto::{CryptoError, IdKey, MasterKey};
 use ferry_format::chunker::Chunker;
 use ferry_format::config::Config;
 use ferry_format::index::IndexFile;
+use ferry_format::packlist::{DeletedPacks, PackList};
 use ferry_format::recovery_point::RecoveryPoint;
-use ferry_format::tree::Tree;
+use ferry_format::tree::{NodeKind, Tree};
 use ferry_format::{blob, BlobId, BlobKind, IndexId, KeyId, PackId, RecoveryPointId};
 use ferry_store::Store;
 
@@ -198,8 +200,10 @@ impl Repository {
         Ok(repo)
     }
 
-    /// Brings the local index up to date with the repository's index files.
+    /// Brings the local index up to date with the repository's index files, without the
+    /// packs a vault deleted.
     pub fn sync_index(&self) -> Result<()> {
+        self.sync_deleted_packs()?;
         let listed = self.store.list("index/").context("list index files")?;
         let repo_ids: std::collections::HashSet<IndexId> =
             listed.iter().filter_map(|o| IndexId::from_hex(o.key.trim_start_matches("index/"))).collect();
@@ -211,6 +215,37 @@ impl Repository {
         }
         let missing: std::collections::HashSet<IndexId> = repo_ids.difference(&known).copied().collect();
         self.load_index_files(&missing)
+    }
+
+    /// Reads the `deleted-packs/` records not seen before (a vault writes one before it deletes
+    /// packs that no kept recovery point uses) and drops those packs from the local index.
+    fn sync_deleted_packs(&self) -> Result<()> {
+        let known = self.cache.deleted_records()?;
+        let mut records = Vec::new();
+        for o in self.store.list(DeletedPacks::PREFIX).context("list deleted-packs records")? {
+            if known.contains(&o.key) {
+                continue;
+            }
+            let bytes = self.store.get(&o.key).with_context(|| format!("read {}", o.key))?;
+            // A record that does not parse cannot be applied, and ignoring it could let a
+            // backup deduplicate against a deleted pack: refuse to go on.
+            let d = DeletedPacks::decode(&bytes).with_context(|| {
+                format!("{} is damaged; the vault wrote it to say which packs it deleted: ask the vault's operator", o.key)
+            })?;
+            records.push((o.key, d.packs));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.cache.apply_deleted_packs(&records)? {
+            tracing::info!("the vault deleted packs this cache indexed: rebuilding the local index");
+        }
+        Ok(())
+    }
+
+    /// Whether a vault deleted this pack (it stays listed in index files written before).
+    pub fn is_pack_deleted(&self, id: &PackId) -> Result<bool> {
+        self.cache.is_pack_deleted(id)
     }
 
     fn load_index_files(&self, ids: &std::collections::HashSet<IndexId>) -> Result<()> {
@@ -306,6 +341,50 @@ impl Repository {
     /// Stores a recovery point (the commit point of a backup).
     pub fn save_recovery_point(&self, rp: &RecoveryPoint) -> Result<RecoveryPointId> {
         let (id, bytes) = rp.seal(&self.master);
+        self.store.put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store recovery point")?;
+        Ok(id)
+    }
+
+    /// Every pack that holds a blob of the tree `root` or below: a recovery point's pack list.
+    pub fn packs_of_tree(&self, root: &BlobId) -> Result<Vec<PackId>> {
+        fn locate(cache: &LocalCache, packs: &mut HashSet<PackId>, kind: BlobKind, id: &BlobId) -> Result<()> {
+            let loc = cache.lookup(kind, id)?.with_context(|| format!("{kind:?} blob {} is not indexed", id.short()))?;
+            packs.insert(loc.pack);
+            Ok(())
+        }
+        let mut packs = HashSet::new();
+        let mut seen_trees = HashSet::from([*root]);
+        locate(&self.cache, &mut packs, BlobKind::Tree, root)?;
+        crate::walk::walk(self, root, &mut |_, n| {
+            for c in &n.content {
+                locate(&self.cache, &mut packs, BlobKind::Data, c)?;
+            }
+            match n.subtree {
+                Some(s) if n.kind == NodeKind::Dir => {
+                    locate(&self.cache, &mut packs, BlobKind::Tree, &s)?;
+                    Ok(seen_trees.insert(s))
+                }
+                _ => Ok(false),
+            }
+        })?;
+        Ok(packs.into_iter().collect())
+    }
+
+    /// Stores a recovery point and, before it, its pack list (`packlists/<id>`), from which a
+    /// vault enforces retention without the key. `rp`'s tree must be indexed.
+    pub fn save_recovery_point_with_pack_list(&self, rp: &RecoveryPoint) -> Result<RecoveryPointId> {
+        let (id, bytes) = rp.seal(&self.master);
+        // Domain-separated keyed hash: the vault can group without learning host or paths.
+        let mut g = b"ferry retention group v1\0".to_vec();
+        g.extend_from_slice(rp.host.as_bytes());
+        for p in &rp.paths {
+            g.push(0);
+            g.extend_from_slice(p.as_bytes());
+        }
+        let group = self.blob_id(&g).to_hex();
+        let packs = self.packs_of_tree(&rp.tree).context("list the packs of the new recovery point")?;
+        let list = PackList::new(id, rp.time.clone(), group, packs);
+        self.store.put_if_absent(&PackList::object_key(&id), Bytes::from(list.encode())).context("store the recovery point's pack list")?;
         self.store.put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store recovery point")?;
         Ok(id)
     }

@@ -182,7 +182,7 @@ impl Store for ObjectStoreBackend {
             .map_err(|e: object_store::Error| StoreError::from_object_store("list", prefix, e))?;
         Ok(metas
             .into_iter()
-            .map(|m| ObjectInfo { key: m.location.as_ref().to_string(), size: m.size })
+            .map(|m| ObjectInfo { key: m.location.as_ref().to_string(), size: m.size, modified: Some(m.last_modified.timestamp()) })
             .filter(|info| info.key.starts_with(prefix))
             .collect())
     }

@@ -78,7 +78,7 @@ impl Store for MemoryStore {
             .lock()
             .iter()
             .filter(|(key, _)| key.starts_with(prefix))
-            .map(|(key, data)| ObjectInfo { key: key.clone(), size: data.len() as u64 })
+            .map(|(key, data)| ObjectInfo { key: key.clone(), size: data.len() as u64, modified: None })
             .collect())
     }
 

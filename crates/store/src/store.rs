@@ -13,6 +13,8 @@ pub struct ObjectInfo {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written (Unix seconds), where the store says.
+    pub modified: Option<i64>,
 }
 
 /// A place that keeps byte objects under string keys: a local folder, an Azure Blob container,

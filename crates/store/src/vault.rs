@@ -276,7 +276,15 @@ impl Store for VaultStore {
         let bytes = self.client.send("list", prefix, req)?;
         let v: Vec<serde_json::Value> =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("list", prefix, format!("vault answer: {e}")))?;
-        Ok(v.iter().filter_map(|o| Some(ObjectInfo { key: o.get("key")?.as_str()?.to_string(), size: o.get("size")?.as_u64()? })).collect())
+        Ok(v.iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.get("key")?.as_str()?.to_string(),
+                    size: o.get("size")?.as_u64()?,
+                    modified: o.get("modified").and_then(|m| m.as_i64()),
+                })
+            })
+            .collect())
     }
 
     fn delete(&self, key: &str) -> Result<()> {

@@ -400,7 +400,8 @@ async fn list_objects(
     let full = format!("{base}{prefix}");
     let store = state.store.clone();
     let found = blocking(move || store.list(&full)).await?;
-    let list: Vec<_> = found.iter().filter_map(|o| o.key.strip_prefix(&base).map(|k| json!({"key": k, "size": o.size}))).collect();
+    let list: Vec<_> =
+        found.iter().filter_map(|o| o.key.strip_prefix(&base).map(|k| json!({"key": k, "size": o.size, "modified": o.modified}))).collect();
     Ok(Json(json!(list)))
 }
 

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod db;
+pub mod retention;
 pub mod tls;
 pub mod verify;
 

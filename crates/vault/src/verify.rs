@@ -48,6 +48,12 @@ pub fn check_upload(key: &str, bytes: &[u8]) -> Result<Write, String> {
             }
             named(name).map(|_| Write::Once)
         }
+        ["packlists", name] if is_id(name) => {
+            // The vault acts on pack lists (retention), so it reads every one it accepts.
+            let id = ferry_format::RecoveryPointId::from_hex(name).ok_or("bad recovery point ID")?;
+            ferry_format::packlist::PackList::decode(bytes, &id).map_err(|e| e.to_string())?;
+            Ok(Write::Once)
+        }
         ["config"] | ["keys", _] | ["gc", _] => small(bytes).map(|_| Write::Once),
         ["locks", _] => small(bytes).map(|_| Write::Replace),
         _ => Err(format!("{key:?} is not an object a Ferry repository has")),
@@ -83,6 +89,21 @@ mod tests {
         assert!(check_upload(&format!("data/{}/{nid}", &nid[..2]), &not_a_pack).unwrap_err().contains("magic"));
         assert_eq!(check_upload(&format!("index/{nid}"), &not_a_pack), Ok(Write::Once));
         assert!(check_upload(&format!("recovery-points/{id}"), &not_a_pack).is_err());
+    }
+
+    #[test]
+    fn pack_lists_must_parse_and_name_their_recovery_point() {
+        use ferry_format::packlist::PackList;
+        use ferry_format::RecoveryPointId;
+        let rp = RecoveryPointId::from_bytes([7; 32]);
+        let list = PackList::new(rp, "2026-11-30T10:00:00Z".into(), "g".into(), vec![]).encode();
+        assert_eq!(check_upload(&format!("packlists/{}", rp.to_hex()), &list), Ok(Write::Once));
+        let other = RecoveryPointId::from_bytes([8; 32]);
+        assert!(check_upload(&format!("packlists/{}", other.to_hex()), &list).is_err(), "named for another recovery point");
+        assert!(check_upload(&format!("packlists/{}", rp.to_hex()), b"{}").is_err());
+        for vault_only in ["deleted-packs/abc", "deleted/recovery-points/abc", "holds/abc"] {
+            assert!(check_upload(vault_only, &list).is_err(), "{vault_only} is written by the vault alone");
+        }
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct BackupOptions {
     pub scan: bool,
     pub readers: usize,
     pub hashers: usize,
+    /// Write the recovery point's pack list (`packlists/`) too, for a vault that enforces
+    /// retention (see `ferry_format::packlist`).
+    pub pack_list: bool,
 }
 
 impl BackupOptions {
@@ -67,6 +70,7 @@ impl BackupOptions {
             scan: false,
             readers: 2,
             hashers: cores.max(2),
+            pack_list: false,
         }
     }
 }
@@ -264,7 +268,7 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
         rp.summary.bytes_added = total;
     }
     // MUST come after the index files: the recovery point is the commit point.
-    let id = repo.save_recovery_point(&rp)?;
+    let id = if opts.pack_list { repo.save_recovery_point_with_pack_list(&rp)? } else { repo.save_recovery_point(&rp)? };
     lock.release();
     Ok(BackupOutcome { recovery_point: id, summary: rp.summary, errors })
 }
