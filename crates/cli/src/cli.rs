@@ -113,6 +113,18 @@ pub enum VaultCommand {
     /// Set or show a machine's policy: what to back up, when, what to keep
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Enforce a machine's retention now (the vault also does so every hour): recovery points
+    /// the policy does not keep are soft-deleted, those soft-deleted for 14 days are purged,
+    /// and packs no remaining recovery point uses are deleted
+    Retention { machine_name: String },
+    /// List a machine's soft-deleted recovery points (restorable until they expire)
+    Deleted { machine_name: String },
+    /// Put a soft-deleted recovery point back (it is then exempt from retention for 14 days)
+    Undelete {
+        machine_name: String,
+        /// The recovery point's ID, or a unique prefix of it (see `ferry vault deleted`)
+        recovery_point: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

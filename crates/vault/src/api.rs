@@ -95,6 +95,9 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/machines/{m}/objects/{*key}", get(get_object).put(put_object).delete(delete_object))
         .route("/v1/machines/{m}/head/{*key}", get(head_object))
         .route("/v1/machines/{m}/list", get(list_objects))
+        .route("/v1/machines/{m}/retention", post(run_retention))
+        .route("/v1/machines/{m}/deleted", get(list_deleted))
+        .route("/v1/machines/{m}/deleted/{rp}/undelete", post(undelete))
         .layer(DefaultBodyLimit::max(verify::MAX_OBJECT + 1024))
         .with_state(state)
 }
@@ -403,6 +406,53 @@ async fn list_objects(
     let list: Vec<_> =
         found.iter().filter_map(|o| o.key.strip_prefix(&base).map(|k| json!({"key": k, "size": o.size, "modified": o.modified}))).collect();
     Ok(Json(json!(list)))
+}
+
+/// A user of one of `roles`, and `m` a registered machine.
+async fn user_for_machine(state: &State, headers: &HeaderMap, m: &str, roles: &[Role], what: &str) -> ApiResult<()> {
+    match principal(state, headers).await? {
+        Principal::User { role, .. } if roles.contains(&role) => {}
+        _ => return Err(ApiError(StatusCode::FORBIDDEN, format!("this token may not {what}"))),
+    }
+    if !state.db.machines().await?.iter().any(|(id, _, _)| id == m) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no machine {m}")));
+    }
+    Ok(())
+}
+
+/// Enforces the machine's retention now (owners and contributors).
+async fn run_retention(AxState(state): St, headers: HeaderMap, Path(m): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    user_for_machine(&state, &headers, &m, &[Role::Owner, Role::Contributor], "run retention").await?;
+    match state.enforce_retention(&m).await? {
+        Some(r) => Ok(Json(json!(r))),
+        None => Err(ApiError(StatusCode::CONFLICT, format!("retention of machine {m} is running already; try again when it has finished"))),
+    }
+}
+
+/// The machine's soft-deleted recovery points.
+async fn list_deleted(AxState(state): St, headers: HeaderMap, Path(m): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let roles = [Role::Owner, Role::Contributor, Role::BackupOperator, Role::Reader];
+    user_for_machine(&state, &headers, &m, &roles, "list soft-deleted recovery points").await?;
+    let repo = crate::retention::MachineRepo::new(state.store.clone(), &m);
+    let timing = crate::retention::Timing::from_env();
+    let list = tokio::task::spawn_blocking(move || repo.soft_deleted(timing)).await.map_err(anyhow::Error::from)??;
+    Ok(Json(json!(list)))
+}
+
+/// Puts a soft-deleted recovery point back (a restore-side operation: backup operators too).
+async fn undelete(AxState(state): St, headers: HeaderMap, Path((m, rp)): Path<(String, String)>) -> ApiResult<Json<serde_json::Value>> {
+    let roles = [Role::Owner, Role::Contributor, Role::BackupOperator];
+    user_for_machine(&state, &headers, &m, &roles, "undelete recovery points").await?;
+    let id = ferry_format::RecoveryPointId::from_hex(&rp)
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("{rp:?} is not a recovery point ID (64 hex digits)")))?;
+    let repo = crate::retention::MachineRepo::new(state.store.clone(), &m);
+    if !tokio::task::spawn_blocking(move || repo.undelete(&id)).await.map_err(anyhow::Error::from)?? {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("machine {m} has no soft-deleted recovery point {rp} (purged, or never deleted)"),
+        ));
+    }
+    Ok(Json(json!({"undeleted": rp})))
 }
 
 #[cfg(test)]

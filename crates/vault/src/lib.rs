@@ -68,7 +68,8 @@ pub struct Policy {
     /// Days of the week (`mon` .. `sun`) the times apply to; empty = every day.
     #[serde(default)]
     pub days: Vec<String>,
-    /// Recovery points kept: daily, weekly, monthly, yearly (enforced by the vault: not built yet).
+    /// Recovery points kept: daily, weekly, monthly, yearly; enforced by the vault
+    /// (`retention`). All zero: everything is kept.
     #[serde(default)]
     pub keep: Keep,
     /// Transfer limits between the machine and the vault.
@@ -174,6 +175,57 @@ pub const DB_FILE: &str = "vault.db";
 pub(crate) struct State {
     pub db: Db,
     pub store: Arc<dyn Store>,
+    /// Machines whose retention runs now on this server (one run per machine at a time).
+    pub retaining: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl State {
+    /// Enforces `machine`'s policy now, recorded as a `retention` job (and a `gc` job when
+    /// garbage was collected). `Ok(None)` when a run for the machine is already going on here.
+    pub(crate) async fn enforce_retention(self: &Arc<Self>, machine: &str) -> Result<Option<retention::Report>> {
+        struct Running<'a>(&'a State, String);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.retaining.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+            }
+        }
+        if !self.retaining.lock().unwrap_or_else(|p| p.into_inner()).insert(machine.to_string()) {
+            return Ok(None);
+        }
+        let _running = Running(self, machine.to_string());
+        let keep = match self.db.policy(machine).await? {
+            Some(v) => serde_json::from_value::<Policy>(v).map(|p| p.keep).unwrap_or_default(),
+            None => Keep::default(),
+        };
+        let now = chrono::Utc::now().timestamp();
+        let job = self.db.create_job(machine, "retention", now).await?;
+        let repo = retention::MachineRepo::new(self.store.clone(), machine);
+        let timing = retention::Timing::from_env();
+        let outcome = tokio::task::spawn_blocking(move || repo.enforce(&keep, timing, now)).await.context("retention task")?;
+        let end = chrono::Utc::now().timestamp();
+        let update = |state: &str, bytes: u64, files: u64, errors: Vec<String>| db::JobUpdate { state: state.into(), bytes, files, errors };
+        match outcome {
+            Ok(r) => {
+                let notes = r.gc_skipped.iter().map(|why| format!("garbage collection skipped: {why}")).collect();
+                let removed = (r.soft_deleted.len() + r.purged.len()) as u64;
+                self.db.update_job(job, machine, &update("completed", 0, removed, notes), end).await?;
+                if r.gc_skipped.is_none() {
+                    let gc = self.db.create_job(machine, "gc", now).await?;
+                    self.db.update_job(gc, machine, &update("completed", r.bytes_deleted, r.packs_deleted, vec![]), end).await?;
+                }
+                Ok(Some(r))
+            }
+            Err(e) => {
+                self.db.update_job(job, machine, &update("failed", 0, 0, vec![format!("{e:#}")]), end).await?;
+                Err(e.context(format!("retention of machine {machine}")))
+            }
+        }
+    }
+}
+
+/// How often the vault enforces every machine's retention (`FERRY_VAULT_RETENTION_EVERY_S`).
+fn retention_every() -> std::time::Duration {
+    std::time::Duration::from_secs(std::env::var("FERRY_VAULT_RETENTION_EVERY_S").ok().and_then(|v| v.parse().ok()).unwrap_or(3600))
 }
 
 /// Sets the vault up in `opts.data` (database, store, certificate, owner token: each made if
@@ -214,7 +266,26 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(SocketAddr, &str, O
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     on_ready(addr, &fingerprint, new_owner.as_deref());
-    let state = Arc::new(State { db, store });
+    let state = Arc::new(State { db, store, retaining: Default::default() });
+    // Retention of every machine with a policy, on a timer.
+    let retainer = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(retention_every()).await;
+            let machines = match retainer.db.machines().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("retention: list machines: {e:#}");
+                    continue;
+                }
+            };
+            for (id, name, _) in machines {
+                if let Err(e) = retainer.enforce_retention(&id).await {
+                    tracing::warn!("retention of {name}: {e:#}");
+                }
+            }
+        }
+    });
     // Jobs whose agent went silent are marked failed even when nobody lists them.
     let reaper = state.clone();
     tokio::spawn(async move {

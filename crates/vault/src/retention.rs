@@ -117,12 +117,17 @@ impl MachineRepo {
     }
 
     /// Moves an object to another key (copy, then delete: a crash between leaves both, which
-    /// the next run sorts out).
-    fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let bytes = self.store.get(&self.key(from)).with_context(|| format!("read {from}"))?;
+    /// the next run sorts out). False if there is no object at `from` (another vault server
+    /// moved it meanwhile).
+    fn rename(&self, from: &str, to: &str) -> Result<bool> {
+        let bytes = match self.store.get(&self.key(from)) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("read {from}")),
+        };
         self.store.put(&self.key(to), bytes).with_context(|| format!("write {to}"))?;
         self.store.delete(&self.key(from)).with_context(|| format!("delete {from}"))?;
-        Ok(())
+        Ok(true)
     }
 
     /// The soft-deleted recovery points.
@@ -135,9 +140,13 @@ impl MachineRepo {
     }
 
     /// Puts a soft-deleted recovery point back, exempt from retention for one soft-delete
-    /// period. Err if there is no such soft-deleted recovery point.
-    pub fn undelete(&self, id: &RecoveryPointId) -> Result<()> {
+    /// period. False if there is no such soft-deleted recovery point.
+    pub fn undelete(&self, id: &RecoveryPointId) -> Result<bool> {
         let from = format!("{SOFT_DELETED}{}", id.to_hex());
+        if self.store.head(&self.key(&from)).context("look up the soft-deleted recovery point")?.is_none() {
+            return Ok(false);
+        }
+        // The hold first: the recovery point must not be deleted again as soon as it is back.
         let hold = format!("{HOLDS}{}", id.to_hex());
         self.store.put(&self.key(&hold), Bytes::new()).context("record the hold")?;
         self.rename(&from, &id.object_key())
@@ -181,8 +190,7 @@ impl MachineRepo {
                 .map(|p| Candidate { id: p.recovery_point, group: p.group.clone(), time: p.time.clone() })
                 .collect();
             for d in retention::apply(&policy, &candidates) {
-                if !d.keep {
-                    self.rename(&d.id.object_key(), &format!("{SOFT_DELETED}{}", d.id.to_hex()))?;
+                if !d.keep && self.rename(&d.id.object_key(), &format!("{SOFT_DELETED}{}", d.id.to_hex()))? {
                     tracing::info!("{}: soft-deleted recovery point {} of {}", self.base, d.id.short(), d.time);
                     report.soft_deleted.push(d.id);
                 }
@@ -401,11 +409,11 @@ mod tests {
         assert_eq!(f.repo.soft_deleted(long).unwrap().len(), 2);
 
         // Undeleted: back, and exempt from the policy for a while.
-        f.repo.undelete(&r1).unwrap();
+        assert!(f.repo.undelete(&r1).unwrap());
         assert!(f.exists(&r1.object_key()));
         let r = f.repo.enforce(&keep, long, now()).unwrap();
         assert!(r.soft_deleted.is_empty(), "{r:?}");
-        assert!(f.repo.undelete(&r1).is_err(), "not soft-deleted any more");
+        assert!(!f.repo.undelete(&r1).unwrap(), "not soft-deleted any more");
 
         // The period over (zero here): r1's hold has expired too, so both go for good in one
         // run, with the packs only they used.

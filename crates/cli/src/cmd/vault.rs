@@ -45,6 +45,74 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
             common::print_json(&client.get_json(&format!("/v1/machines/{id}/policy"))?)?;
             Ok(Outcome::Success)
         }
+        VaultCommand::Retention { machine_name } => {
+            let client = common::admin_client(g)?;
+            let id = machine_id(&client, machine_name)?;
+            let r = client.post_json(&format!("/v1/machines/{id}/retention"), &serde_json::json!({}))?;
+            if g.json {
+                common::print_json(&r)?;
+            } else {
+                let count = |k: &str| r[k].as_array().map_or(0, Vec::len);
+                println!(
+                    "{machine_name}: {} recovery points, {} kept, {} soft-deleted, {} purged; {} packs ({}) deleted",
+                    r["recovery_points"],
+                    r["kept"],
+                    count("soft_deleted"),
+                    count("purged"),
+                    r["packs_deleted"],
+                    common::size(r["bytes_deleted"].as_u64().unwrap_or(0))
+                );
+                if let Some(why) = r["gc_skipped"].as_str() {
+                    println!("garbage collection skipped: {why}");
+                }
+            }
+            Ok(Outcome::Success)
+        }
+        VaultCommand::Deleted { machine_name } => {
+            let client = common::admin_client(g)?;
+            let id = machine_id(&client, machine_name)?;
+            let list = client.get_json(&format!("/v1/machines/{id}/deleted"))?;
+            if g.json {
+                common::print_json(&list)?;
+            } else {
+                let when = |v: &serde_json::Value| {
+                    v.as_i64().and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map_or("unknown".into(), |t| t.to_rfc3339())
+                };
+                for d in list.as_array().into_iter().flatten() {
+                    println!(
+                        "{}  deleted {}  expires {}",
+                        d["id"].as_str().unwrap_or_default(),
+                        when(&d["deleted_at"]),
+                        when(&d["expires_at"])
+                    );
+                }
+            }
+            Ok(Outcome::Success)
+        }
+        VaultCommand::Undelete { machine_name, recovery_point } => {
+            let client = common::admin_client(g)?;
+            let id = machine_id(&client, machine_name)?;
+            let list = client.get_json(&format!("/v1/machines/{id}/deleted"))?;
+            let found: Vec<&str> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["id"].as_str())
+                .filter(|rp| rp.starts_with(recovery_point.as_str()))
+                .collect();
+            let rp = match found.as_slice() {
+                [one] => *one,
+                [] => {
+                    bail!("{machine_name} has no soft-deleted recovery point {recovery_point} (see `ferry vault deleted {machine_name}`)")
+                }
+                _ => bail!("{recovery_point} matches {} soft-deleted recovery points of {machine_name}: give more digits", found.len()),
+            };
+            client.post_json(&format!("/v1/machines/{id}/deleted/{rp}/undelete"), &serde_json::json!({}))?;
+            if !g.json {
+                println!("recovery point {rp} of {machine_name} is back, exempt from retention for the soft-delete period");
+            }
+            Ok(Outcome::Success)
+        }
         VaultCommand::User(UserCommand::Add(a)) => {
             let v = common::admin_client(g)?.post_json("/v1/users", &serde_json::json!({"name": a.name, "role": a.role}))?;
             let token = v["token"].as_str().unwrap_or_default();

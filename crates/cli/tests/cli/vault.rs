@@ -491,3 +491,84 @@ fn the_agent_keeps_to_the_policy_bandwidth_limit() {
     );
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// Total size of the packs under a vault's store folder.
+fn pack_bytes(vault: &Vault) -> u64 {
+    walkdir(std::path::Path::new(&vault.data("store")))
+        .iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "data") && p.is_file())
+        .map(|p| p.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn the_vault_enforces_retention_soft_deletes_and_reclaims_space() {
+    // Soft-deleted recovery points expire after 3 s here (14 days by default); unused packs
+    // go at once (a day by default).
+    let vault = Vault::start_in(tempfile::tempdir().unwrap(), &[("FERRY_VAULT_SOFT_DELETE_S", "3"), ("FERRY_VAULT_GC_GRACE_S", "0")]);
+    let admin = machine();
+    let m = machine();
+    vault.register(&admin, &m, "m");
+    let src = m.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("a.bin");
+    let mut ids = Vec::new();
+    for seed in 1..=3 {
+        std::fs::write(&file, noise(3 << 20, seed)).unwrap();
+        ids.push(m.backup(&src)["recovery_point"].as_str().unwrap().to_string());
+    }
+    let src_s = src.to_str().unwrap();
+    vault.admin(&admin, &["vault", "policy", "set", "m", "--path", src_s, "--at", "03:00", "--keep-daily", "1"]);
+    let points = |env: &Env| env.json(&["recovery-points"]).as_array().unwrap().len();
+    let full = pack_bytes(&vault);
+
+    // All three are of today: the policy keeps the newest; the others are soft-deleted only.
+    let r: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "retention", "m", "--json"])).unwrap();
+    assert_eq!(r["soft_deleted"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["packs_deleted"], 0, "soft-deleted recovery points keep their data: {r}");
+    assert_eq!(points(&m), 1);
+    let deleted: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "deleted", "m", "--json"])).unwrap();
+    assert_eq!(deleted.as_array().unwrap().len(), 2, "{deleted}");
+
+    // Undeleted by a prefix of its ID, the first is restorable again.
+    vault.admin(&admin, &["vault", "undelete", "m", &ids[0][..12]]);
+    assert_eq!(points(&m), 2);
+    let target = m.path("restore1");
+    m.ok(&["restore", &ids[0][..12], "--target", target.to_str().unwrap()]);
+    assert_eq!(std::fs::read(restored(&target, &file)).unwrap(), noise(3 << 20, 1));
+    // A machine cannot undelete or run retention.
+    let own = registration(&m);
+    let store = vault.store(own["token"].as_str().unwrap(), own["machine"].as_str().unwrap());
+    use ferry_store::Store;
+    assert!(store.put("deleted-packs/x", bytes::Bytes::from_static(b"{}")).is_err(), "only the vault writes deleted-packs records");
+
+    // After the soft-delete period the second goes for good, with its pack; the first's hold
+    // has ended too, so it is soft-deleted again.
+    std::thread::sleep(Duration::from_millis(3200));
+    let r: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "retention", "m", "--json"])).unwrap();
+    assert_eq!(r["purged"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["soft_deleted"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 1, "{r}");
+    std::thread::sleep(Duration::from_millis(3200));
+    let r: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "retention", "m", "--json"])).unwrap();
+    assert_eq!(r["purged"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(points(&m), 1);
+    let left = pack_bytes(&vault);
+    assert!(left < full - (5 << 20), "two 3 MiB files' packs reclaimed: {full} -> {left}");
+    m.ok(&["check", "--read-data"]);
+
+    // The first file's content again: its blobs went with their packs, so the backup must
+    // store them anew rather than deduplicate against the machine's stale local index.
+    std::fs::write(&file, noise(3 << 20, 1)).unwrap();
+    let s = m.backup(&src);
+    assert!(s["bytes_added"].as_u64().unwrap() > 3 << 20, "{s}");
+    let target = m.path("restore2");
+    m.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(std::fs::read(restored(&target, &file)).unwrap(), noise(3 << 20, 1));
+    m.ok(&["check", "--read-data"]);
+
+    let jobs: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "jobs", "--machine", "m", "--json"])).unwrap();
+    let kinds: Vec<&str> =
+        jobs.as_array().unwrap().iter().filter(|j| j["state"] == "completed").filter_map(|j| j["kind"].as_str()).collect();
+    assert!(kinds.contains(&"retention") && kinds.contains(&"gc"), "{jobs}");
+}
