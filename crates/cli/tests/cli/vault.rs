@@ -218,6 +218,32 @@ fn every_role_against_every_operation() {
             assert!(e.message.contains("may not"), "{who}: {e}");
         }
     }
+    // The vault's own operations on machine a's repository, by the same principals:
+    // (run retention, list soft-deleted, undelete, set the policy).
+    let expected = [
+        ("owner", [true, true, true, true]),
+        ("contributor", [true, true, true, true]),
+        ("backup-operator", [false, true, true, false]),
+        ("reader", [false, true, false, false]),
+        ("import-operator", [false; 4]),
+        ("machine a", [false; 4]),
+        ("machine b", [false; 4]),
+    ];
+    let no_body = serde_json::json!({});
+    for ((who, token, ..), (name, allowed)) in cases.iter().zip(expected) {
+        assert_eq!(who, name);
+        let c = ferry_store::VaultClient::new(&vault.url, &vault.fingerprint(), token).unwrap();
+        let r = c.post_json(&format!("/v1/machines/{machine_a}/retention"), &no_body);
+        assert_eq!(r.is_ok(), allowed[0], "{who}: retention {r:?}");
+        let r = c.get_json(&format!("/v1/machines/{machine_a}/deleted"));
+        assert_eq!(r.is_ok(), allowed[1], "{who}: list soft-deleted {r:?}");
+        // Nothing is soft-deleted: whoever may undelete hears 404, the others 403.
+        let r = c.post_json(&format!("/v1/machines/{machine_a}/deleted/{}/undelete", "0".repeat(64)), &no_body);
+        assert_eq!(r.as_ref().err().map(|e| e.is_not_found()), Some(allowed[2]), "{who}: undelete {r:?}");
+        let policy = serde_json::json!({"paths": ["/x"], "times": ["01:00"]});
+        let r = c.put_json(&format!("/v1/machines/{machine_a}/policy"), &policy);
+        assert_eq!(r.is_ok(), allowed[3], "{who}: set policy {r:?}");
+    }
     // Only an owner adds users and makes credentials.
     let reader = &cases[3].1;
     let reader_file = admin.path("reader.token");
