@@ -95,6 +95,7 @@ mod vault;
 pub mod conformance;
 
 use std::sync::{Arc, Once};
+use std::time::Duration;
 
 pub use backend::ObjectStoreBackend;
 pub use error::{ErrorKind, Result, StoreError};
@@ -110,7 +111,10 @@ pub fn open_vault(client: VaultClient, machine: &str) -> Result<Arc<dyn Store>> 
     if let Some((rate, seed)) = fault_injection(machine)? {
         store = Arc::new(FaultStore::new(store, rate, seed));
     }
-    Ok(Arc::new(RetryStore::new(store)))
+    // Across a network, a dropped connection or a vault restart takes seconds to mend, not
+    // milliseconds: 8 tries over about 20 s before a backup gives up (and its next run resumes).
+    let patient = RetryPolicy { max_tries: 8, min_delay: Duration::from_millis(250), max_delay: Duration::from_secs(10) };
+    Ok(Arc::new(RetryStore::with_policy(store, patient)))
 }
 
 /// Open a location as a store: a folder path or `file://PATH` (created if missing),

@@ -64,8 +64,7 @@ fn backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
 }
 
 pub fn run(g: &Global, a: &AgentRunArgs) -> Result<Outcome> {
-    let dir = common::config_dir(g);
-    let Some(reg) = Registration::load(&dir)? else {
+    let Some(reg) = Registration::for_commands(g)? else {
         bail!("this machine is not registered with a vault: run `ferry register --vault-credentials FILE` first");
     };
     if a.once {

@@ -392,6 +392,88 @@ fn twenty_machines_back_up_at_once() {
         m.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
         assert_same_tree(src, &restored(&target, src));
     }
+    // Bounded: the vault holds at most the uploads in flight (a generous bound; bench/vault.sh
+    // records the figure).
+    let hwm_kb = vault.peak_rss_kb();
+    assert!(hwm_kb < 512 * 1024, "vault peak RSS {hwm_kb} KiB after 20 concurrent backups");
+}
+
+impl Vault {
+    /// The vault process's peak resident memory (VmHWM), KiB.
+    fn peak_rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// A TCP relay to `to` that cuts every other connection after it has carried a random number
+/// of bytes (either way) below `cut_within`: a network that keeps dropping. Returns its port
+/// and the count of connections cut; it relays until the process ends.
+fn flaky_relay(to: std::net::SocketAddr, cut_within: u64) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cuts = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = cuts.clone();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(to) else { continue };
+            // Deterministic "random": a multiplicative hash of the connection's number.
+            let cut_after = if n % 2 == 0 { (n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) % cut_within } else { u64::MAX };
+            let carried = std::sync::Arc::new(AtomicU64::new(0));
+            for (mut from, mut into) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                let (carried, cuts) = (carried.clone(), counted.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if carried.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > cut_after {
+                            cuts.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        if into.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (port, cuts)
+}
+
+#[test]
+fn backups_complete_over_a_network_that_keeps_dropping_connections() {
+    let vault = Vault::start();
+    let admin = machine();
+    let m = machine();
+    vault.register(&admin, &m, "m");
+    let vault_addr: std::net::SocketAddr = vault.url.trim_start_matches("https://").parse().unwrap();
+    // Half the connections are cut within their first 12 MiB: many uploads are cut mid-body.
+    let (port, cuts) = flaky_relay(vault_addr, 12 << 20);
+    let via = format!("https://127.0.0.1:{port}");
+    let src = m.path("src");
+    make_tree(&src);
+    std::fs::write(src.join("big.bin"), noise(40 << 20, 9)).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&m.ok(&["backup", "--json", "--vault", &via, src.to_str().unwrap()])).unwrap();
+    assert!(cuts.load(std::sync::atomic::Ordering::Relaxed) > 0, "the relay cut no connection");
+    assert!(s["bytes_added"].as_u64().unwrap() > 40 << 20, "{s}");
+    // Nothing lost or damaged: checked and restored directly, without the relay.
+    m.ok(&["check", "--read-data"]);
+    let target = m.path("r");
+    m.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--vault", &via]);
+    assert_same_tree(&src, &restored(&target, &src));
+    // The same data again sends almost nothing.
+    let again: serde_json::Value = serde_json::from_str(&m.ok(&["backup", "--json", "--vault", &via, src.to_str().unwrap()])).unwrap();
+    assert!(again["bytes_added"].as_u64().unwrap() < 64 << 10, "{again}");
 }
 
 #[test]
