@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{Datelike, Local, NaiveTime, TimeZone, Timelike};
 
 use crate::cli::{AgentRunArgs, BackupArgs, Global};
-use crate::common::{self, Registration};
+use crate::common::Registration;
 use crate::Outcome;
 
 /// How often the daemon looks at the vault for a changed policy while it waits.
@@ -42,15 +42,42 @@ pub fn next_run(p: &ferry_vault::Policy, now: chrono::DateTime<Local>) -> Option
     best
 }
 
-fn backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
-    // The limit of the moment the backup starts holds for the whole backup.
+/// The policy's transfer limit now, bytes per second (0 = none).
+fn limit_now(p: &ferry_vault::Policy) -> u64 {
     let now = Local::now();
     let weekday = ferry_vault::DAYS[now.weekday().num_days_from_monday() as usize];
-    let limit = p.bandwidth.limit_at(weekday, now.hour() * 60 + now.minute());
+    p.bandwidth.limit_at(weekday, now.hour() * 60 + now.minute())
+}
+
+fn backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
+    let limit = limit_now(p);
     ferry_store::set_rate_limit(limit);
     if limit > 0 {
         eprintln!("agent: transfers limited to {} KiB/s", limit / 1024);
     }
+    // A backup that runs into or out of work hours changes limit with them: looked at every
+    // 30 s while the backup runs.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let policy = p.clone();
+    let follower = std::thread::spawn(move || {
+        let mut current = limit;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(Duration::from_secs(30)) {
+            let l = limit_now(&policy);
+            if l != current {
+                ferry_store::set_rate_limit(l);
+                eprintln!("agent: transfer limit now {}", if l == 0 { "none".to_string() } else { format!("{} KiB/s", l / 1024) });
+                current = l;
+            }
+        }
+    });
+    let outcome = run_policy_backup(g, p);
+    drop(stop_tx);
+    let _ = follower.join();
+    ferry_store::set_rate_limit(0);
+    outcome
+}
+
+fn run_policy_backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
     let args = BackupArgs {
         paths: p.paths.iter().map(Into::into).collect(),
         exclude: p.excludes.clone(),
