@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{Datelike, Local, NaiveTime, TimeZone, Timelike};
 
 use crate::cli::{AgentRunArgs, BackupArgs, Global};
-use crate::common::{self, Registration};
+use crate::common::Registration;
 use crate::Outcome;
 
 /// How often the daemon looks at the vault for a changed policy while it waits.
@@ -64,8 +64,7 @@ fn backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
 }
 
 pub fn run(g: &Global, a: &AgentRunArgs) -> Result<Outcome> {
-    let dir = common::config_dir(g);
-    let Some(reg) = Registration::load(&dir)? else {
+    let Some(reg) = Registration::load_for(g)? else {
         bail!("this machine is not registered with a vault: run `ferry register --vault-credentials FILE` first");
     };
     if a.once {
