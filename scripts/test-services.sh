@@ -24,7 +24,8 @@
 # system user (made by Debian's package) with runuser; as another user, by that user. Its data
 # folder is .ci/cache/postgres/ when that user can write there, else a folder under /tmp. It
 # listens on 127.0.0.1 only; `start` creates the role `ferry` (password `ferry`, may create
-# databases) and the database `ferry`; the tests create a fresh database each from there.
+# databases and roles) and the database `ferry`; each test creates its own role and database
+# from there.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -272,7 +273,8 @@ start_postgres() {
     fi
     # The tests' role and database (idempotent).
     pg_psql <<'SQL'
-SELECT 'CREATE ROLE ferry LOGIN CREATEDB PASSWORD ''ferry''' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferry')\gexec
+SELECT 'CREATE ROLE ferry LOGIN PASSWORD ''ferry''' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ferry')\gexec
+ALTER ROLE ferry CREATEDB CREATEROLE;
 SELECT 'CREATE DATABASE ferry OWNER ferry' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'ferry')\gexec
 SQL
     say "postgres answers on $HOST:$PG_PORT ($PG_URL)"

@@ -424,17 +424,25 @@ async fn open_sqlite(location: &str) -> Result<(AnyPool, String)> {
 
 async fn open_postgres(url: &str) -> Result<(AnyPool, String)> {
     let shown = redact(url);
+    let failed = |e: String| {
+        anyhow!(
+            "cannot connect to PostgreSQL at {shown}: {} — is it running, and are the host, port, user, password and database name right?",
+            scrub(e, url)
+        )
+    };
+    // One connection first, for the driver's own error (refused, unknown host, authentication):
+    // the pool would retry such errors until its timeout and then report only the timeout.
+    let first = tokio::time::timeout(Duration::from_secs(20), sqlx::AnyConnection::connect(url))
+        .await
+        .map_err(|_| failed("no answer within 20 s".into()))?
+        .map_err(|e| failed(e.to_string()))?;
+    first.close().await.ok();
     let pool = AnyPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(20))
         .connect(url)
         .await
-        .map_err(|e| {
-            anyhow!(
-                "cannot connect to PostgreSQL at {shown}: {} — is it running, and are the host, port, user, password and database name right?",
-                scrub(e.to_string(), url)
-            )
-        })?;
+        .map_err(|e| failed(e.to_string()))?;
     Ok((pool, format!("PostgreSQL {shown}")))
 }
 

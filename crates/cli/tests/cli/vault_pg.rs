@@ -57,7 +57,8 @@ impl Database {
             .to_string();
         let name = format!("ferry_test_{}", unique());
         let password = format!("pw-{}", unique());
-        admin_sql(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'")).unwrap();
+        // Membership lets the admin role make the database owned by the new one.
+        admin_sql(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'; GRANT {name} TO CURRENT_USER")).unwrap();
         admin_sql(&format!("CREATE DATABASE {name} OWNER {name}")).unwrap();
         let url = format!("postgres://{name}:{password}@{host_port}/{name}");
         Database { name, password, url }
@@ -134,6 +135,12 @@ impl Server {
         server
     }
 
+    /// Kills the process; its folder (certificate, owner token) stays until the drop.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
@@ -153,8 +160,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -171,7 +177,7 @@ fn machine() -> Env {
 fn two_servers_serve_one_vault_from_one_database_and_one_store() {
     let db = Database::create();
     let store = azure_store();
-    let a = Server::start(&Start { database: &db.url, database_in_env: false, store: &store, tls: None });
+    let mut a = Server::start(&Start { database: &db.url, database_in_env: false, store: &store, tls: None });
     let (cert, key) = (a.data("vault-cert.pem"), a.data("vault-key.pem"));
     let b = Server::start(&Start { database: &db.url, database_in_env: true, store: &store, tls: Some((cert.clone(), key)) });
     // A made the owner; B found it and wrote no token.
@@ -256,7 +262,7 @@ fn two_servers_serve_one_vault_from_one_database_and_one_store() {
 
     // A stops. The machine reaches its repository through B with --vault: the same recovery
     // point, restored and checked byte for byte.
-    drop(a);
+    a.stop();
     let via_b = |args: &[&str]| -> String {
         let mut v = args.to_vec();
         v.extend(["--vault", &b.url]);
