@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::AnyPool;
 use sqlx::{ConnectOptions, Connection, Row};
 
 use crate::Role;
@@ -110,7 +110,7 @@ fn scrub(text: String, url: &str) -> String {
 
 /// A fixed key for PostgreSQL's advisory lock around table creation (any 64-bit number that no
 /// other program on the database uses; this one is "ferry" in ASCII).
-const SCHEMA_LOCK: i64 = 0x6665_7272_79;
+const SCHEMA_LOCK: i64 = 0x0066_6572_7279;
 
 const SQLITE_TABLES: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",

@@ -69,7 +69,8 @@ impl Drop for Database {
     fn drop(&mut self) {
         // Best effort, never a panic: a failed test must still report its own failure.
         let name = &self.name;
-        let dropped = admin_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).and_then(|_| admin_sql(&format!("DROP ROLE IF EXISTS {name}")));
+        let dropped = admin_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .and_then(|_| admin_sql(&format!("DROP ROLE IF EXISTS {name}")));
         if let Err(e) = dropped {
             eprintln!("could not drop the test database {name}: {e}");
         }
@@ -209,7 +210,10 @@ fn two_servers_serve_one_vault_from_one_database_and_one_store() {
     let jobs: serde_json::Value = serde_json::from_str(&on(&b, &["vault", "jobs", "--json"])).unwrap();
     let jobs = jobs.as_array().unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert_eq!((jobs[0]["machine"].as_str(), jobs[0]["kind"].as_str(), jobs[0]["state"].as_str()), (Some("m1"), Some("backup"), Some("completed")));
+    assert_eq!(
+        (jobs[0]["machine"].as_str(), jobs[0]["kind"].as_str(), jobs[0]["state"].as_str()),
+        (Some("m1"), Some("backup"), Some("completed"))
+    );
 
     // A user added through A authenticates on B.
     let reader = on(&a, &["vault", "user", "add", "reader1", "--role", "reader"]);
@@ -315,7 +319,18 @@ fn a_database_that_cannot_be_reached_is_named_without_its_password() {
     for (url, secret) in [(&wrong, "not-the-password-42"), (&closed, "secret-pw-99")] {
         let dir = tempfile::tempdir().unwrap();
         let o = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["vault", "serve", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0", "--store", &store, "--database", url])
+            .args([
+                "vault",
+                "serve",
+                "--data",
+                dir.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                &store,
+                "--database",
+                url,
+            ])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
