@@ -195,9 +195,10 @@ stop_one() {
 
 # --- PostgreSQL -----------------------------------------------------------------------------
 
-# Runs a command as the user that owns the cluster: `postgres` when we are root, else ourselves.
+# Runs a command as the user that owns the cluster: `postgres` when we are root (from /, since
+# it may not enter the current folder), else ourselves.
 as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # The cluster's folder (data/, the socket in run/): .ci/cache/postgres if the cluster's user can
@@ -208,6 +209,11 @@ pg_dir() {
     [ -n "$PG_DIR" ] && return
     if [ -f "$CACHE/postgres.dir" ]; then
         PG_DIR=$(cat "$CACHE/postgres.dir")
+        # A folder under /tmp may have been cleaned away since.
+        if [ "${1:-}" = create ] && [ ! -d "$PG_DIR" ]; then
+            mkdir -p "$PG_DIR"
+            [ "$(id -u)" -ne 0 ] || chown postgres: "$PG_DIR"
+        fi
         return
     fi
     [ "${1:-}" = create ] || return 0
