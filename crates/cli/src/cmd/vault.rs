@@ -60,9 +60,16 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
 }
 
 fn serve(a: &ServeArgs) -> Result<Outcome> {
-    if let Some(db) = &a.database {
+    let shared = match &a.database {
         // Refused before anything starts, without echoing the value (it may hold a password).
-        ferry_vault::db::Backend::of(db)?;
+        Some(db) => ferry_vault::db::Backend::of(db)? == ferry_vault::db::Backend::Postgres,
+        None => false,
+    };
+    if shared && a.store.is_none() {
+        eprintln!(
+            "vault: note: the store is the folder {}; other servers on this database must use the same store (--store)",
+            a.data.join("store").display()
+        );
     }
     ferry_store::init_tls();
     let opts = ferry_vault::ServeOptions {
@@ -79,7 +86,7 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
         eprintln!("vault: database {}", r.database);
         match r.new_owner {
             Some(p) => eprintln!("vault: first start; the owner token is in {} (keep it secret: it is shown nowhere else)", p.display()),
-            None if a.database.as_deref().is_some_and(|d| !d.starts_with("sqlite:")) => eprintln!(
+            None if shared => eprintln!(
                 "vault: the owner exists already in this database (its token is in the owner.token of the server that started first)"
             ),
             None => {}
