@@ -3,13 +3,13 @@
 #
 #   bash scripts/test.sh [EXTRA ARGS for the test runner]
 #
-# 1. starts Azurite (Azure Blob) and moto (S3) with scripts/test-services.sh (which installs
-#    them on first use) and exports their environment;
+# 1. starts Azurite (Azure Blob), moto (S3) and PostgreSQL with scripts/test-services.sh (which
+#    installs them on first use) and exports their environment;
 # 2. runs `cargo nextest run --workspace --no-fail-fast` when cargo-nextest is installed (then
 #    also the doc tests, which nextest does not run), otherwise `cargo test --workspace
 #    --no-fail-fast`; the CLI integration tests build and use the real `ferry` binary;
-# 3. stops the services again, whatever happened (unless both were already running before this
-#    script started: then they are left running, as found);
+# 3. stops the services again, whatever happened (unless all three were already running before
+#    this script started: then they are left running, as found);
 # 4. exits with the tests' status (non-zero if any test failed).
 set -euo pipefail
 
@@ -22,10 +22,10 @@ say() { echo "test.sh: $*" >&2; }
 # Were the services already running (someone else's session)? Then leave them as found.
 running_before=$("$SERVICES" status 2>/dev/null | grep -c 'running, pid' || true)
 stop_services() {
-    if [ "$running_before" -ge 2 ]; then
-        say "leaving the storage emulators running (they were running before this script)"
+    if [ "$running_before" -ge 3 ]; then
+        say "leaving the test services running (they were running before this script)"
     else
-        "$SERVICES" stop || say "warning: could not stop the storage emulators"
+        "$SERVICES" stop || say "warning: could not stop the test services"
     fi
 }
 trap stop_services EXIT

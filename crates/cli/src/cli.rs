@@ -33,7 +33,8 @@ pub struct Global {
     /// More log output on stderr (repeat for more)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// A running vault, e.g. https://127.0.0.1:8450 (administration, --machine)
+    /// A running vault, e.g. https://127.0.0.1:8450 (administration, --machine); on a
+    /// registered machine, another server of its vault to use instead of the registered one
     #[arg(long, global = true, env = "FERRY_VAULT", value_name = "URL")]
     pub vault: Option<String>,
     /// File holding your vault user token (the owner's is DIR/owner.token on the vault)
@@ -197,8 +198,10 @@ pub struct ServeArgs {
     /// Object store for the machines' repositories [default: DIR/store]
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
-    /// Control-plane database [default: SQLite in DIR]
-    #[arg(long, value_name = "URL")]
+    /// Control-plane database: sqlite:PATH, or postgres://USER:PASSWORD@HOST:PORT/DATABASE to
+    /// run several servers on one vault (same database, --store and certificate)
+    /// [default: SQLite in DIR/vault.db]
+    #[arg(long, value_name = "URL", env = "FERRY_VAULT_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
     /// Certificate (PEM) to serve instead of the self-signed one
     #[arg(long, value_name = "FILE", requires = "tls_key")]

@@ -94,7 +94,7 @@ pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> 
         let id = crate::cmd::machine_id(&client, name)?;
         return Ok(ferry_store::open_vault(client, &id)?);
     }
-    match Registration::for_commands(g)? {
+    match Registration::load_for(g)? {
         Some(r) => r.store(),
         None => location(g).map(|_| unreachable!("location fails without --repo")),
     }
@@ -116,7 +116,7 @@ impl Job {
         if g.repo.as_deref().is_some_and(|r| !r.is_empty()) || g.machine.is_some() {
             return None;
         }
-        let reg = Registration::for_commands(g).ok().flatten()?;
+        let reg = Registration::load_for(g).ok().flatten()?;
         let client = ferry_store::VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token).ok()?;
         let opened = client.post_json(&format!("/v1/machines/{}/jobs", reg.machine), &serde_json::json!({"kind": kind}));
         let id = match opened.map(|v| v["id"].as_i64()) {
@@ -219,19 +219,25 @@ impl Registration {
         }
     }
 
+    /// This machine's registration as the command should use it: `--vault URL` (or
+    /// `FERRY_VAULT`) reaches the same vault through another of its servers (servers of one
+    /// vault share the database, the store and the certificate, so the pinned fingerprint and
+    /// the machine's token hold there too; a server with another certificate is refused).
+    /// `--vault-cert FILE` pins that certificate instead.
+    pub fn load_for(g: &Global) -> Result<Option<Registration>> {
+        let Some(mut r) = Self::load(&config_dir(g))? else { return Ok(None) };
+        if let Some(url) = &g.vault {
+            r.vault = url.clone();
+        }
+        if let Some(cert) = &g.vault_cert {
+            r.cert_sha256 = ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(cert)?);
+        }
+        Ok(Some(r))
+    }
+
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         ferry_vault::tls::write_private(&dir.join(Self::FILE), &serde_json::to_vec_pretty(self)?)
-    }
-
-    /// This machine's registration, with the vault's address replaced by `--vault` when given
-    /// (the vault moved, or another server of it; the certificate pin stays).
-    pub fn for_commands(g: &Global) -> Result<Option<Registration>> {
-        let mut reg = Registration::load(&config_dir(g))?;
-        if let (Some(r), Some(url)) = (reg.as_mut(), g.vault.as_ref()) {
-            r.vault = url.clone();
-        }
-        Ok(reg)
     }
 
     pub fn store(&self) -> Result<std::sync::Arc<dyn ferry_store::Store>> {

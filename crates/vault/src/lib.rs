@@ -163,6 +163,25 @@ pub struct ServeOptions {
     pub store: Option<String>,
     /// Certificate and key (PEM); `None` = a self-signed one in `DATA`, made on first start.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The control plane: `sqlite:PATH` or `postgres://USER:PASSWORD@HOST:PORT/DATABASE`;
+    /// `None` = SQLite in `DATA/vault.db`. Several servers may share one PostgreSQL database
+    /// (and then the same store and certificate): see docs/design/vault.md.
+    pub database: Option<String>,
+}
+
+/// What [`serve`] tells its caller once it listens.
+#[derive(Debug)]
+pub struct Ready<'a> {
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    /// SHA-256 of the certificate served (hex).
+    pub fingerprint: &'a str,
+    /// The owner token's file, when this start created the owner (the first start of the
+    /// first server on a database); `None` when the owner existed already.
+    pub new_owner: Option<&'a Path>,
+    /// The database, for the log: `SQLite PATH` or `PostgreSQL USER@HOST:PORT/DB` (never the
+    /// password).
+    pub database: &'a str,
 }
 
 /// Files the vault keeps in its data folder.
@@ -229,11 +248,19 @@ fn retention_every() -> std::time::Duration {
 }
 
 /// Sets the vault up in `opts.data` (database, store, certificate, owner token: each made if
-/// missing) and serves until the process ends. `on_ready` gets the address actually bound, the
-/// certificate's fingerprint and, on first start only, the owner token's path.
-pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(SocketAddr, &str, Option<&Path>)) -> Result<()> {
+/// missing) and serves until the process ends. `on_ready` is called once it listens.
+///
+/// Several servers may serve one vault side by side: the same PostgreSQL database, the same
+/// object store and the same certificate. The first of them to start on an empty database makes
+/// the owner and writes `owner.token` into its own data folder; the others find the owner and
+/// write no token. Repository writers are coordinated by the locks in the store, as with one
+/// server.
+pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Result<()> {
     std::fs::create_dir_all(&opts.data).with_context(|| format!("create the vault folder {}", opts.data.display()))?;
-    let db = Db::open(&opts.data.join(DB_FILE)).await?;
+    let db = match &opts.database {
+        Some(location) => Db::open(location).await?,
+        None => Db::open_file(&opts.data.join(DB_FILE)).await?,
+    };
     let store_location = match &opts.store {
         Some(s) => s.clone(),
         None => opts.data.join("store").to_string_lossy().into_owned(),
@@ -256,8 +283,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(SocketAddr, &str, O
     };
     let fingerprint = tls::fingerprint(&tls::load_cert(&cert_path)?);
     let mut new_owner = None;
-    if !db.has_owner().await? {
-        let token = db.add_user("owner", Role::Owner).await?;
+    if let Some(token) = db.create_owner_if_none().await? {
         let path = opts.data.join(OWNER_TOKEN_FILE);
         tls::write_private(&path, format!("{token}\n").as_bytes())?;
         new_owner = Some(path);
@@ -265,7 +291,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(SocketAddr, &str, O
     let config = tls::server_config(&cert_path, &key_path)?;
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    on_ready(addr, &fingerprint, new_owner.as_deref());
+    on_ready(Ready { addr, fingerprint: &fingerprint, new_owner: new_owner.as_deref(), database: db.describe() });
     let state = Arc::new(State { db, store, retaining: Default::default() });
     // Retention of every machine with a policy, on a timer.
     let retainer = state.clone();

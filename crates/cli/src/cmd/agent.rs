@@ -91,7 +91,7 @@ fn run_policy_backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
 }
 
 pub fn run(g: &Global, a: &AgentRunArgs) -> Result<Outcome> {
-    let Some(reg) = Registration::for_commands(g)? else {
+    let Some(reg) = Registration::load_for(g)? else {
         bail!("this machine is not registered with a vault: run `ferry register --vault-credentials FILE` first");
     };
     if a.once {

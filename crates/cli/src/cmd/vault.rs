@@ -128,8 +128,16 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
 }
 
 fn serve(a: &ServeArgs) -> Result<Outcome> {
-    if let Some(db) = a.database.as_deref().filter(|d| !d.starts_with("sqlite:")) {
-        bail!("--database {db:?}: this vault speaks SQLite only so far (PostgreSQL is issue #3's next step); leave --database out");
+    let shared = match &a.database {
+        // Refused before anything starts, without echoing the value (it may hold a password).
+        Some(db) => ferry_vault::db::Backend::of(db)? == ferry_vault::db::Backend::Postgres,
+        None => false,
+    };
+    if shared && a.store.is_none() {
+        eprintln!(
+            "vault: note: the store is the folder {}; other servers on this database must use the same store (--store)",
+            a.data.join("store").display()
+        );
     }
     ferry_store::init_tls();
     let opts = ferry_vault::ServeOptions {
@@ -137,13 +145,19 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
         listen: a.listen,
         store: a.store.clone(),
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
+        database: a.database.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the vault's runtime")?;
-    rt.block_on(ferry_vault::serve(opts, |addr, fingerprint, new_owner| {
-        eprintln!("vault: listening on https://{addr}");
-        eprintln!("vault: certificate SHA-256 {fingerprint}");
-        if let Some(p) = new_owner {
-            eprintln!("vault: first start; the owner token is in {} (keep it secret: it is shown nowhere else)", p.display());
+    rt.block_on(ferry_vault::serve(opts, |r| {
+        eprintln!("vault: listening on https://{}", r.addr);
+        eprintln!("vault: certificate SHA-256 {}", r.fingerprint);
+        eprintln!("vault: database {}", r.database);
+        match r.new_owner {
+            Some(p) => eprintln!("vault: first start; the owner token is in {} (keep it secret: it is shown nowhere else)", p.display()),
+            None if shared => eprintln!(
+                "vault: the owner exists already in this database (its token is in the owner.token of the server that started first)"
+            ),
+            None => {}
         }
     }))?;
     Ok(Outcome::Success)

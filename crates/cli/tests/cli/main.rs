@@ -10,3 +10,4 @@ mod kill;
 mod retention;
 mod stores;
 mod vault;
+mod vault_pg;
