@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use ferry_format::index::{IndexFile, IndexPack};
 use ferry_format::pack::{FinishedPack, PackWriter};
-use ferry_format::{blob, BlobId, BlobKind};
+use ferry_format::{blob, BlobId, BlobKind, PackId};
 
 use crate::cache::FileEntry;
 use crate::Repository;
@@ -100,6 +100,8 @@ pub(crate) struct PackSink<'r> {
     failed: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
     bytes_added: AtomicU64,
+    /// Every pack this sink stored.
+    stored: Mutex<Vec<PackId>>,
     level: i32,
     bundle_level: i32,
     pack_size: usize,
@@ -120,6 +122,7 @@ impl<'r> PackSink<'r> {
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
             bytes_added: AtomicU64::new(0),
+            stored: Mutex::new(Vec::new()),
             level: repo.config().compression_level,
             bundle_level: repo.config().bundle_compression_level,
             pack_size: repo.config().pack_size as usize,
@@ -178,6 +181,7 @@ impl<'r> PackSink<'r> {
         self.repo.store().put_if_absent(&key, Bytes::from(p.bytes)).with_context(|| format!("store pack {}", p.id.short()))?;
         tracing::debug!("stored pack {} ({size} bytes) in {:?}", p.id.short(), t.elapsed());
         self.bytes_added.fetch_add(size, Ordering::Relaxed);
+        self.stored.lock().unwrap_or_else(|e| e.into_inner()).push(p.id);
         // Its blobs stay in `inflight` (deduplicated in memory) until an index file lists the pack.
         pending.push(IndexPack { id: p.id, salt: p.salt, size, blobs: p.entries });
         if pending.len() >= PACKS_PER_INDEX_FILE {
@@ -326,6 +330,11 @@ impl<'r> PackSink<'r> {
         self.checkpoint(files)?;
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(())
+    }
+
+    /// The packs this sink stored (so far).
+    pub(crate) fn stored_packs(&self) -> Vec<PackId> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn stats(&self) -> StoredStats {

@@ -136,6 +136,14 @@ fn list_points(repo: &Repository) -> Result<Vec<RecoveryPointId>> {
 
 /// Runs prune (mark, then sweep of every record that is safe to sweep).
 pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    // A vault keeps packs by the pack lists of recovery points: repacking would move blobs into
+    // packs no pack list names, which the vault would then delete.
+    if !repo.store().list("packlists/").context("list pack lists")?.is_empty() {
+        bail!(
+            "this repository's retention is enforced by its vault (its recovery points have pack lists): \
+             prune would move data out of the packs the vault keeps for them. Use `ferry vault retention MACHINE`"
+        );
+    }
     let lock = RepoLock::acquire(repo, false, "prune")?;
     let others: Vec<_> = live_locks(repo)?.into_iter().filter(|(k, _)| k != lock.key()).collect();
     if others.iter().any(|(_, l)| l.purpose == "prune") {

@@ -345,7 +345,8 @@ impl Repository {
         Ok(id)
     }
 
-    /// Every pack that holds a blob of the tree `root` or below: a recovery point's pack list.
+    /// Every pack that holds a blob of the tree `root` or below (what a recovery point's pack
+    /// list must name; reads every tree).
     pub fn packs_of_tree(&self, root: &BlobId) -> Result<Vec<PackId>> {
         fn locate(cache: &LocalCache, packs: &mut HashSet<PackId>, kind: BlobKind, id: &BlobId) -> Result<()> {
             let loc = cache.lookup(kind, id)?.with_context(|| format!("{kind:?} blob {} is not indexed", id.short()))?;
@@ -370,9 +371,9 @@ impl Repository {
         Ok(packs.into_iter().collect())
     }
 
-    /// Stores a recovery point and, before it, its pack list (`packlists/<id>`), from which a
-    /// vault enforces retention without the key. `rp`'s tree must be indexed.
-    pub fn save_recovery_point_with_pack_list(&self, rp: &RecoveryPoint) -> Result<RecoveryPointId> {
+    /// Stores a recovery point and, before it, its pack list (`packlists/<id>`: `packs`, every
+    /// pack holding a blob of it), from which a vault enforces retention without the key.
+    pub fn save_recovery_point_with_pack_list(&self, rp: &RecoveryPoint, packs: Vec<PackId>) -> Result<RecoveryPointId> {
         let (id, bytes) = rp.seal(&self.master);
         // Domain-separated keyed hash: the vault can group without learning host or paths.
         let mut g = b"ferry retention group v1\0".to_vec();
@@ -382,7 +383,6 @@ impl Repository {
             g.extend_from_slice(p.as_bytes());
         }
         let group = self.blob_id(&g).to_hex();
-        let packs = self.packs_of_tree(&rp.tree).context("list the packs of the new recovery point")?;
         let list = PackList::new(id, rp.time.clone(), group, packs);
         self.store.put_if_absent(&PackList::object_key(&id), Bytes::from(list.encode())).context("store the recovery point's pack list")?;
         self.store.put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store recovery point")?;

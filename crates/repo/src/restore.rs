@@ -429,6 +429,15 @@ fn restore_pack(
                             .open(&f.path)
                             .and_then(|file| write_sparse(&file, data, *off));
                         if let Err(e) = r {
+                            // A full disk fails every write after it: one clear error, not one
+                            // per chunk, and the restore stops.
+                            if e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded {
+                                bail!(
+                                    "writing {}: {e}: free space on the target (or restore to another one) and run the \
+                                     restore again; files restored completely are kept",
+                                    f.path.display()
+                                );
+                            }
                             err(errors, &f.path, format!("write failed: {e}"));
                         }
                     }

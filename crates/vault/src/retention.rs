@@ -17,8 +17,8 @@
 //!    any other lock is live (a backup running), and nothing at all while a recovery point
 //!    without a pack list exists (it might use any pack).
 //!
-//! Packs are the unit: a pack still partly used stays whole. The machine's own `ferry prune`
-//! (which has the key) can repack those.
+//! Packs are the unit: a pack still partly used stays whole (`ferry prune`, which could repack
+//! with the key, refuses repositories with pack lists).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -157,12 +157,14 @@ impl MachineRepo {
         let mut report = Report::default();
         let live = self.ids("recovery-points/")?;
         report.recovery_points = live.len() as u64;
-        let holds: HashSet<String> = self
-            .list(HOLDS)?
-            .into_iter()
-            .filter(|(_, _, at)| at.is_none_or(|t| now - t < timing.soft_delete_s))
-            .map(|(k, _, _)| k[HOLDS.len()..].to_string())
-            .collect();
+        let mut holds = HashSet::new();
+        for (key, _, at) in self.list(HOLDS)? {
+            if at.is_none_or(|t| now - t < timing.soft_delete_s) {
+                holds.insert(key[HOLDS.len()..].to_string());
+            } else {
+                self.store.delete(&self.key(&key)).context("remove an expired hold")?;
+            }
+        }
 
         // 1. Keep counts -> soft deletes.
         let mut lists = std::collections::HashMap::new();

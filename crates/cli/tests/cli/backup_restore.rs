@@ -221,3 +221,43 @@ fn one_file_system_does_not_cross_mount_points() {
     assert!(ls(&rp, marker_dir.to_str().unwrap()).iter().any(|p| p == marker.to_str().unwrap()));
     std::fs::remove_dir_all(&marker_dir).unwrap();
 }
+
+/// A small tmpfs mounted for one test; unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", at.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "this test mounts a small tmpfs and needs root: {}", String::from_utf8_lossy(&o.stderr));
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_target_disk_stops_the_restore_with_one_clear_error() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        std::fs::write(src.join(format!("big{i}.bin")), noise(2 << 20, i)).unwrap();
+    }
+    env.backup(&src);
+    let target = env.path("small");
+    let _disk = SmallDisk::mount(&target, "3m");
+    let o = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("free space on the target"), "{err}");
+    assert_eq!(err.matches("No space left").count(), 1, "one error, not one per chunk: {err}");
+}

@@ -675,6 +675,12 @@ fn the_vault_enforces_retention_soft_deletes_and_reclaims_space() {
     assert_eq!(std::fs::read(restored(&target, &file)).unwrap(), noise(3 << 20, 1));
     m.ok(&["check", "--read-data"]);
 
+    // An owner with the passphrase cannot prune behind the vault's back (repacking would move
+    // data out of the packs the vault keeps).
+    let o = vault.admin_run(&admin, &["prune", "--machine", "m"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("enforced by its vault"), "{}", String::from_utf8_lossy(&o.stderr));
+
     let jobs: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "jobs", "--machine", "m", "--json"])).unwrap();
     let kinds: Vec<&str> =
         jobs.as_array().unwrap().iter().filter(|j| j["state"] == "completed").filter_map(|j| j["kind"].as_str()).collect();

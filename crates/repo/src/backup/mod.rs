@@ -14,7 +14,7 @@
 mod excludes;
 mod fsmeta;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::Read;
@@ -29,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use ferry_format::recovery_point::{RecoveryPoint, Summary};
 use ferry_format::tree::{Node, NodeKind, Tree};
-use ferry_format::{BlobId, BlobKind, RecoveryPointId};
+use ferry_format::{BlobId, BlobKind, PackId, RecoveryPointId};
 
 pub use excludes::Excludes;
 
@@ -155,6 +155,9 @@ struct Shared<'r> {
     /// No files cache entry exists: skip the per-file lookups (a first backup).
     files_cache_empty: bool,
     in_flight: InFlight,
+    /// With `pack_list`: the packs, already indexed when the backup started, that hold blobs
+    /// the new trees use (the packs this backup stores are added at the end).
+    old_packs: Option<Mutex<HashSet<PackId>>>,
 }
 
 impl Shared<'_> {
@@ -179,7 +182,17 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     let files_cache_empty = repo.cache().files_is_empty()?;
     // Two maximal chunks in flight keep both hashers busy.
     let in_flight = InFlight::new(2 * repo.chunker().params().max_size as usize);
-    let sh = Shared { repo, sink, errors: Mutex::new(Vec::new()), counters: Counters::default(), progress, files_cache_empty, in_flight };
+    let old_packs = opts.pack_list.then(|| Mutex::new(HashSet::new()));
+    let sh = Shared {
+        repo,
+        sink,
+        errors: Mutex::new(Vec::new()),
+        counters: Counters::default(),
+        progress,
+        files_cache_empty,
+        in_flight,
+        old_packs,
+    };
     let root = std::thread::scope(|scope| -> Result<BlobId> {
         let sh = &sh;
         let uploader =
@@ -268,7 +281,17 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
         rp.summary.bytes_added = total;
     }
     // MUST come after the index files: the recovery point is the commit point.
-    let id = if opts.pack_list { repo.save_recovery_point_with_pack_list(&rp)? } else { repo.save_recovery_point(&rp)? };
+    let id = match sh.old_packs {
+        Some(old) => {
+            // Every blob the trees name is in a pack indexed before (noted as each tree was
+            // stored) or in one this backup stored; the root tree may be either.
+            let mut packs = old.into_inner().unwrap_or_else(|p| p.into_inner());
+            packs.extend(sh.sink.stored_packs());
+            packs.extend(repo.cache().lookup(BlobKind::Tree, &rp.tree)?.map(|l| l.pack));
+            repo.save_recovery_point_with_pack_list(&rp, packs.into_iter().collect())?
+        }
+        None => repo.save_recovery_point(&rp)?,
+    };
     lock.release();
     Ok(BackupOutcome { recovery_point: id, summary: rp.summary, errors })
 }
@@ -676,6 +699,20 @@ fn finish_entry(
 }
 
 fn store_tree(sh: &Shared<'_>, tree: &mut Tree) -> Result<BlobId> {
+    if let Some(old) = &sh.old_packs {
+        // A blob not indexed yet is in one of this backup's own packs (stored, or still being
+        // filled): the sink stores only what the index lacks.
+        let mut found = Vec::new();
+        for n in &tree.nodes {
+            for c in &n.content {
+                found.extend(sh.repo.cache().lookup(BlobKind::Data, c)?.map(|l| l.pack));
+            }
+            if let Some(s) = &n.subtree {
+                found.extend(sh.repo.cache().lookup(BlobKind::Tree, s)?.map(|l| l.pack));
+            }
+        }
+        old.lock().unwrap_or_else(|p| p.into_inner()).extend(found);
+    }
     let bytes = tree.encode();
     let id = sh.repo.blob_id(&bytes);
     sh.sink.add(BlobKind::Tree, id, &bytes)?;
