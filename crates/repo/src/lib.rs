@@ -32,7 +32,7 @@ mod repository;
 pub mod restore;
 pub mod walk;
 
-pub use lock::RepoLock;
+pub use lock::{Locked, RepoLock};
 pub use progress::Progress;
 pub use repository::{InitOptions, Repository, UnitDecoder};
 

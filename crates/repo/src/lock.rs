@@ -6,11 +6,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use ferry_format::lock::{Lock, MAGIC, REFRESH_EVERY_S, STALE_AFTER_S, VERSION};
 
 use crate::Repository;
+
+/// Another process holds a lock that excludes the one asked for.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the repository is locked by {holder}; try again when it has finished (a lock of a dead process expires {} minutes after its last refresh)",
+    STALE_AFTER_S / 60
+)]
+pub struct Locked {
+    pub holder: String,
+}
 
 /// A lock held by this process; refreshed by a timer thread while held, deleted on release
 /// or drop.
@@ -80,11 +90,7 @@ impl RepoLock {
                     continue;
                 }
                 if l.exclusive || exclusive {
-                    bail!(
-                        "the repository is locked by {}; try again when it has finished (a lock of a dead process expires {} minutes after its last refresh)",
-                        describe(&l),
-                        STALE_AFTER_S / 60
-                    );
+                    return Err(Locked { holder: describe(&l) }.into());
                 }
             }
             Ok(())
@@ -132,6 +138,27 @@ impl RepoLock {
         // Two processes may have written at once: look again now that ours is visible.
         check(Some(&held.inner.key))?;
         Ok(held)
+    }
+
+    /// Like [`RepoLock::acquire`], but while another process's lock excludes this one, tries
+    /// again every 5 s for up to `wait` (a vault's garbage collection holds an exclusive lock
+    /// for seconds to minutes; a scheduled backup should wait for it, not fail).
+    pub fn acquire_patiently(repo: &Repository, exclusive: bool, purpose: &str, wait: Duration) -> Result<RepoLock> {
+        let start = std::time::Instant::now();
+        loop {
+            match Self::acquire(repo, exclusive, purpose) {
+                Err(e) if start.elapsed() < wait => match e.downcast_ref::<Locked>() {
+                    Some(l) => {
+                        tracing::info!("waiting for the repository: locked by {}", l.holder);
+                        std::thread::sleep(
+                            Duration::from_secs(5).min(wait.saturating_sub(start.elapsed()).max(Duration::from_millis(100))),
+                        );
+                    }
+                    None => return Err(e),
+                },
+                r => return r,
+            }
+        }
     }
 
     /// When the lock was taken (RFC 3339).

@@ -152,6 +152,10 @@ impl VaultClient {
     /// POSTs JSON and returns the JSON answer.
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
         let bytes = self.send("post", path, self.request(reqwest::Method::POST, path).json(body))?;
+        // Some calls answer 204 without a body (a job report).
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
         serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("post", path, format!("vault answer is not JSON: {e}")))
     }
 

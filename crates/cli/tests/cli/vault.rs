@@ -486,8 +486,11 @@ fn backups_and_restores_are_jobs_and_silent_agents_fail() {
     make_tree(&src);
     let b = m.cmd(&["backup", "--json", src.to_str().unwrap()]).env("FERRY_JOB_HEARTBEAT_S", "1").output().unwrap();
     assert_eq!(b.status.code(), Some(0), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(!String::from_utf8_lossy(&b.stderr).contains("WARN"), "reports reached the vault: {}", String::from_utf8_lossy(&b.stderr));
     let target = m.path("r");
-    m.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let r = m.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]).output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("WARN"), "reports reached the vault: {}", String::from_utf8_lossy(&r.stderr));
     let jobs = |args: &[&str]| -> Vec<serde_json::Value> {
         let mut a = vec!["vault", "jobs", "--json"];
         a.extend(args);

@@ -166,6 +166,9 @@ impl Shared<'_> {
     }
 }
 
+/// How long a backup waits for an exclusive lock (a vault's garbage collection) to go.
+const LOCK_WAIT: Duration = Duration::from_secs(15 * 60);
+
 /// Runs a backup and writes its recovery point.
 pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
     let started = Instant::now();
@@ -174,7 +177,7 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     let excludes = Excludes::new(&opts.excludes)?;
     // The lock MUST be taken before the index is read, so prune can tell which backups might
     // still reference what it is about to remove.
-    let lock = RepoLock::acquire(repo, false, "backup")?;
+    let lock = RepoLock::acquire_patiently(repo, false, "backup", LOCK_WAIT)?;
     repo.sync_index()?;
     seed_files_cache(repo, &paths)?;
 
