@@ -72,11 +72,10 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         indexed.iter().flat_map(|(p, (_, bs))| bs.iter().map(move |b| ((b.kind, b.id), *p))).collect();
     // Packs in the store.
     let mut stored: HashMap<PackId, u64> = HashMap::new();
-    for o in repo.store().list("data/")? {
-        if let Some(id) = o.key.rsplit('/').next().and_then(PackId::from_hex) {
-            stored.insert(id, o.size);
-        }
-    }
+    repo.for_each_stored_pack(|id, size| {
+        stored.insert(id, size);
+        Ok(())
+    })?;
     report.packs = indexed.len() as u64;
     report.unindexed_packs = stored.keys().filter(|p| !indexed.contains_key(p)).count() as u64;
     let mut bad_blobs: HashMap<(BlobKind, BlobId), String> = HashMap::new();

@@ -3,8 +3,8 @@
 //!
 //! **Mark.** Find every blob any recovery point uses (walking all trees). Packs with no used
 //! blob become *candidates*; packs that are mostly unused have their used blobs copied into
-//! new packs and become candidates too. A new index file listing every kept pack replaces
-//! the index files read (order: new packs, then the new index file, then deletion of the old
+//! new packs and become candidates too. New index files (of bounded size) listing every kept
+//! pack replace the index files read (order: new packs, then the new index files, then deletion of the old
 //! index files), so no new backup will deduplicate against a candidate. Packs in the store
 //! that no index lists (left by an interrupted backup, or still being written by a running
 //! one) become candidates as well. The candidates are recorded in `gc/<id>` with the time.
@@ -207,14 +207,13 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     let indexed: HashSet<PackId> = keep.iter().map(|p| p.id).chain(repack.iter().map(|p| p.id)).chain(candidates.iter().copied()).collect();
-    for o in repo.store().list("data/")? {
-        if let Some(id) = o.key.rsplit('/').next().and_then(PackId::from_hex) {
-            if !indexed.contains(&id) {
-                report.packs_unindexed += 1;
-                candidates.push(id);
-            }
+    repo.for_each_stored_pack(|id, _| {
+        if !indexed.contains(&id) {
+            report.packs_unindexed += 1;
+            candidates.push(id);
         }
-    }
+        Ok(())
+    })?;
     if opts.dry_run {
         return Ok(report);
     }
@@ -254,10 +253,8 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             }
             candidates.push(p.id);
         }
-        let file = IndexFile { packs: keep, supersedes: index_ids.clone() };
-        let (new_id, bytes) = file.seal(repo.master());
-        repo.store().put_if_absent(&new_id.object_key(), Bytes::from(bytes)).context("store the new index file")?;
-        // MUST come after the new index file is stored.
+        store_index_files(repo, keep, &index_ids, BLOBS_PER_INDEX_FILE)?;
+        // MUST come after the new index files are stored.
         for id in &index_ids {
             repo.store().delete(&id.object_key()).with_context(|| format!("delete superseded index file {}", id.short()))?;
         }
@@ -273,6 +270,34 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     sweep(repo, &lock, &mut points_seen, &mut used, &mut seen_trees, &mut report)?;
     lock.release();
     Ok(report)
+}
+
+/// Blob entries per index file prune writes (about 6 MiB sealed): the index it keeps goes out
+/// in files of bounded size, never as one file of the whole repository.
+const BLOBS_PER_INDEX_FILE: usize = 100_000;
+
+/// Stores `keep` as index files of at most about `per_file` blob entries; the last
+/// one names the index files they replace (informational: readers take the union of all index
+/// files, so a crash before the old ones are deleted only lists packs twice). At least one file
+/// is written, so the replaced files are always named.
+fn store_index_files(repo: &Repository, keep: Vec<IndexPack>, replaced: &[IndexId], per_file: usize) -> Result<()> {
+    let mut rest = keep.into_iter().peekable();
+    loop {
+        let mut packs = Vec::new();
+        let mut blobs = 0;
+        while blobs < per_file {
+            let Some(p) = rest.next() else { break };
+            blobs += p.blobs.len();
+            packs.push(p);
+        }
+        let last = rest.peek().is_none();
+        let supersedes = if last { replaced.to_vec() } else { Vec::new() };
+        let (id, bytes) = IndexFile { packs, supersedes }.seal(repo.master());
+        repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store a new index file")?;
+        if last {
+            return Ok(());
+        }
+    }
 }
 
 fn store_pack(repo: &Repository, w: PackWriter) -> Result<IndexPack> {
@@ -366,4 +391,56 @@ fn read_header(repo: &Repository, id: &PackId) -> Result<Option<IndexPack>> {
     let sealed = repo.store().get_range(&key, size - t - hlen..size - t)?;
     let blobs = pack::open_header(repo.master(), &salt, &sealed, size)?;
     Ok(Some(IndexPack { id: *id, salt, size, blobs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_format::pack::PackEntry;
+
+    #[test]
+    fn the_kept_index_goes_out_in_bounded_files_the_last_naming_the_replaced_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ferry_store::open(dir.path().join("repo").to_str().unwrap()).unwrap();
+        let opts = crate::InitOptions {
+            kdf: ferry_crypto::keyfile::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
+            ..Default::default()
+        };
+        let repo = Repository::init(store, b"prune test passphrase", &opts, &dir.path().join("cache")).unwrap();
+        let pack = |n: u8, blobs: u8| IndexPack {
+            id: PackId::from_bytes([n; 32]),
+            salt: [n; 16],
+            size: 1000,
+            blobs: (0..blobs)
+                .map(|b| PackEntry {
+                    kind: BlobKind::Data,
+                    id: BlobId::from_bytes([n.wrapping_mul(16).wrapping_add(b); 32]),
+                    offset: 24 + 40 * b as u32,
+                    length: 40,
+                    raw_len: 10,
+                    compressed: false,
+                    unit_start: 0,
+                    unit_len: 10,
+                })
+                .collect(),
+        };
+        let keep: Vec<IndexPack> = (1..=7).map(|n| pack(n, 2)).collect();
+        let replaced = vec![IndexId::from_bytes([0xaa; 32])];
+        store_index_files(&repo, keep.clone(), &replaced, 5).unwrap();
+        let files: Vec<IndexFile> = repo.list_index_files().unwrap().iter().map(|id| repo.read_index_file(id).unwrap()).collect();
+        assert_eq!(files.len(), 3, "6 + 6 + 2 entries");
+        assert!(files.iter().all(|f| f.packs.iter().map(|p| p.blobs.len()).sum::<usize>() <= 6));
+        assert_eq!(files.iter().filter(|f| f.supersedes == replaced).count(), 1);
+        let mut listed: Vec<PackId> = files.iter().flat_map(|f| f.packs.iter().map(|p| p.id)).collect();
+        listed.sort();
+        assert_eq!(listed, keep.iter().map(|p| p.id).collect::<Vec<_>>());
+        // Nothing kept: one empty file still names what it replaces.
+        let dir2 = tempfile::tempdir().unwrap();
+        let store = ferry_store::open(dir2.path().join("repo").to_str().unwrap()).unwrap();
+        let repo = Repository::init(store, b"prune test passphrase", &opts, &dir2.path().join("cache")).unwrap();
+        store_index_files(&repo, Vec::new(), &replaced, 5).unwrap();
+        let files = repo.list_index_files().unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(repo.read_index_file(&files[0]).unwrap().supersedes, replaced);
+    }
 }

@@ -272,6 +272,20 @@ impl Repository {
         IndexFile::open(&self.master, id, &bytes).with_context(|| format!("open index file {}", id.short()))
     }
 
+    /// Calls `f` with every pack in the store (ID, size), one `data/XX/` folder at a time, so a
+    /// repository of millions of packs is never listed into memory at once.
+    pub fn for_each_stored_pack(&self, mut f: impl FnMut(PackId, u64) -> Result<()>) -> Result<()> {
+        for dir in 0..=255u8 {
+            let prefix = format!("data/{dir:02x}/");
+            for o in self.store.list(&prefix).with_context(|| format!("list {prefix}"))? {
+                if let Some(id) = o.key.rsplit('/').next().and_then(PackId::from_hex) {
+                    f(id, o.size)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// All index file IDs in the repository.
     pub fn list_index_files(&self) -> Result<Vec<IndexId>> {
         Ok(self.store.list("index/")?.iter().filter_map(|o| IndexId::from_hex(o.key.trim_start_matches("index/"))).collect())
