@@ -20,6 +20,7 @@
 //! ```
 
 pub mod backup;
+pub mod blobset;
 pub mod cache;
 pub mod check;
 pub mod diff;

@@ -26,6 +26,7 @@ use ferry_format::tree::NodeKind;
 use ferry_format::{BlobId, BlobKind, IndexId, PackId, RecoveryPointId};
 use serde::{Deserialize, Serialize};
 
+use crate::blobset::BlobSet;
 use crate::lock::live_locks;
 use crate::{walk, RepoLock, Repository, UnitDecoder};
 
@@ -37,12 +38,17 @@ const REPACK_UNUSED_FRACTION: f64 = 0.25;
 /// Stored bytes of a pack's blobs that are still used, and of all its blobs (at least 1). A
 /// bundle counts in proportion to the plaintext of its used members. The used bytes are 0 only
 /// when no blob of the pack is used.
-fn used_and_total_bytes(p: &IndexPack, used: &Used) -> (u64, u64) {
+fn used_and_total_bytes(p: &IndexPack, used: &Used) -> Result<(u64, u64)> {
     let (mut used_bytes, mut total) = (0u64, 0u64);
     for unit in p.blobs.chunk_by(|a, b| a.offset == b.offset) {
         let length = unit[0].length as u64;
         total += length;
-        let live: Vec<_> = unit.iter().filter(|b| used.contains(&(b.kind, b.id))).collect();
+        let mut live = Vec::new();
+        for b in unit {
+            if used.contains(b.kind, &b.id)? {
+                live.push(b);
+            }
+        }
         if live.is_empty() {
             continue;
         }
@@ -51,7 +57,7 @@ fn used_and_total_bytes(p: &IndexPack, used: &Used) -> (u64, u64) {
         // At least 1 byte when anything in the unit is used: a pack counting 0 is deleted.
         used_bytes += (length * used_raw.min(unit_len) / unit_len).max(1);
     }
-    (used_bytes, total.max(1))
+    Ok((used_bytes, total.max(1)))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -86,8 +92,12 @@ struct GcRecord {
 
 const GC_MAGIC: &str = "ferry-gc";
 
-type Used = HashSet<(BlobKind, BlobId)>;
+/// The blobs recovery points use: on disk, so prune's memory does not grow with the repository
+/// (docs/design/prune-at-scale.md).
+type Used = BlobSet;
 
+/// Adds the blobs of `points` to `used` (and flushes it); `seen_trees` holds the trees walked
+/// already, which are not walked again.
 fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, seen_trees: &mut HashSet<BlobId>) -> Result<()> {
     for id in points {
         let bytes = match repo.store().get(&id.object_key()) {
@@ -101,14 +111,14 @@ fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, se
         if !seen_trees.insert(rp.tree) {
             continue;
         }
-        used.insert((BlobKind::Tree, rp.tree));
+        used.insert(BlobKind::Tree, &rp.tree)?;
         walk::walk(repo, &rp.tree, &mut |_, n| {
             for c in &n.content {
-                used.insert((BlobKind::Data, *c));
+                used.insert(BlobKind::Data, c)?;
             }
             if n.kind == NodeKind::Dir {
                 if let Some(s) = n.subtree {
-                    used.insert((BlobKind::Tree, s));
+                    used.insert(BlobKind::Tree, &s)?;
                     return Ok(seen_trees.insert(s));
                 }
             }
@@ -116,7 +126,7 @@ fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, se
         })
         .with_context(|| format!("read the trees of recovery point {} (prune stops rather than risk deleting data)", id.short()))?;
     }
-    Ok(())
+    used.flush()
 }
 
 /// Where a vault keeps soft-deleted recovery points (`deleted/recovery-points/<id>`) until they
@@ -157,7 +167,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         // index. Only sweep what earlier marks made safe; mark again when nothing runs.
         report.mark_deferred = true;
         let mut points_seen: HashSet<RecoveryPointId> = list_points(repo)?.into_iter().collect();
-        let (mut used, mut seen_trees) = (Used::new(), HashSet::new());
+        let (mut used, mut seen_trees) = (Used::new_in(repo.cache_dir())?, HashSet::new());
         used_blobs(repo, &points_seen.iter().copied().collect::<Vec<_>>(), &mut used, &mut seen_trees)?;
         if !opts.dry_run {
             sweep(repo, &lock, &mut points_seen, &mut used, &mut seen_trees, &mut report)?;
@@ -179,20 +189,23 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     report.packs_total = packs.len() as u64;
     let mut points_seen: HashSet<RecoveryPointId> = list_points(repo)?.into_iter().collect();
-    let mut used = Used::new();
+    let mut used = Used::new_in(repo.cache_dir())?;
     let mut seen_trees = HashSet::new();
     used_blobs(repo, &points_seen.iter().copied().collect::<Vec<_>>(), &mut used, &mut seen_trees)?;
-    report.blobs_used = used.len() as u64;
+    report.blobs_used = used.len()?;
 
     let mut keep: Vec<IndexPack> = Vec::new();
     let mut candidates: Vec<PackId> = Vec::new();
     let mut repack: Vec<IndexPack> = Vec::new();
-    let mut placed: HashSet<(BlobKind, BlobId)> = HashSet::new();
+    // Blobs of kept packs (on disk too), then those copied by the repack (few, in memory): a blob
+    // stored twice is kept once.
+    let mut placed = BlobSet::new_in(repo.cache_dir())?;
+    let mut repacked: HashSet<(BlobKind, BlobId)> = HashSet::new();
     let mut ids: Vec<PackId> = packs.keys().copied().collect();
     ids.sort();
     for id in ids {
         let p = packs.remove(&id).expect("listed");
-        let (used_bytes, total) = used_and_total_bytes(&p, &used);
+        let (used_bytes, total) = used_and_total_bytes(&p, &used)?;
         if used_bytes == 0 {
             report.packs_unused += 1;
             candidates.push(id);
@@ -201,11 +214,12 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             repack.push(p);
         } else {
             for b in &p.blobs {
-                placed.insert((b.kind, b.id));
+                placed.insert(b.kind, &b.id)?;
             }
             keep.push(p);
         }
     }
+    placed.flush()?;
     let indexed: HashSet<PackId> = keep.iter().map(|p| p.id).chain(repack.iter().map(|p| p.id)).chain(candidates.iter().copied()).collect();
     repo.for_each_stored_pack(|id, _| {
         if !indexed.contains(&id) {
@@ -231,7 +245,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 let mut members = Vec::new();
                 let mut plain = Vec::new();
                 for b in unit {
-                    if !used.contains(&(b.kind, b.id)) || !placed.insert((b.kind, b.id)) {
+                    if !used.contains(b.kind, &b.id)? || placed.contains(b.kind, &b.id)? || !repacked.insert((b.kind, b.id)) {
                         continue;
                     }
                     let loc = crate::cache::BlobLocation::of(p.id, b);
@@ -349,8 +363,13 @@ fn sweep(
             match read_header(repo, p)? {
                 None => continue, // already gone
                 Some(ip) => {
-                    let needed =
-                        ip.blobs.iter().any(|b| used.contains(&(b.kind, b.id)) && !repo.cache().contains(b.kind, &b.id).unwrap_or(false));
+                    let mut needed = false;
+                    for b in &ip.blobs {
+                        if used.contains(b.kind, &b.id)? && !repo.cache().contains(b.kind, &b.id)? {
+                            needed = true;
+                            break;
+                        }
+                    }
                     if needed {
                         resurrect.push(ip);
                     } else {

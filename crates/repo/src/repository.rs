@@ -37,6 +37,8 @@ pub struct Repository {
     chunker: Chunker,
     cache: LocalCache,
     key_id: KeyId,
+    /// This repository's folder in the cache directory (scratch space for prune and check).
+    cache_dir: PathBuf,
     // Keeps a temporary cache folder alive when the shared one is in use by another process.
     _temp_cache: Option<tempfile::TempDir>,
 }
@@ -195,7 +197,8 @@ impl Repository {
             }
         };
         let chunker = Chunker::new(config.chunker, master.chunker_seed());
-        let repo = Repository { id_key: master.id_key(), store, config, master, chunker, cache, key_id, _temp_cache: temp };
+        let cache_dir = temp.as_ref().map_or(dir, |t| t.path().to_path_buf());
+        let repo = Repository { id_key: master.id_key(), store, config, master, chunker, cache, key_id, cache_dir, _temp_cache: temp };
         repo.sync_index()?;
         Ok(repo)
     }
@@ -306,6 +309,11 @@ impl Repository {
     pub fn chunker(&self) -> &Chunker {
         &self.chunker
     }
+    /// This repository's folder in the cache directory.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
     pub fn cache(&self) -> &LocalCache {
         &self.cache
     }
