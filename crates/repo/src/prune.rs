@@ -16,7 +16,7 @@
 //! instead. Then the packs are deleted, then the record. With no backup running, one `prune`
 //! does both phases.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -178,49 +178,42 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // ---- mark
     let index_ids = repo.list_index_files()?;
-    let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
-    for id in &index_ids {
-        for p in repo.read_index_file(id)?.packs {
-            // Deleted by the vault: it leaves the index now.
-            if !repo.is_pack_deleted(&p.id)? {
-                packs.insert(p.id, p);
-            }
-        }
-    }
-    report.packs_total = packs.len() as u64;
     let mut points_seen: HashSet<RecoveryPointId> = list_points(repo)?.into_iter().collect();
     let mut used = Used::new_in(repo.cache_dir())?;
     let mut seen_trees = HashSet::new();
     used_blobs(repo, &points_seen.iter().copied().collect::<Vec<_>>(), &mut used, &mut seen_trees)?;
     report.blobs_used = used.len()?;
 
-    let mut keep: Vec<IndexPack> = Vec::new();
+    // Pass 1 over the index, one file at a time: classify every pack. Only the unused and the
+    // repacked ones are remembered (and every pack's ID).
     let mut candidates: Vec<PackId> = Vec::new();
     let mut repack: Vec<IndexPack> = Vec::new();
     // Blobs of kept packs (on disk too), then those copied by the repack (few, in memory): a blob
     // stored twice is kept once.
     let mut placed = BlobSet::new_in(repo.cache_dir())?;
     let mut repacked: HashSet<(BlobKind, BlobId)> = HashSet::new();
-    let mut ids: Vec<PackId> = packs.keys().copied().collect();
-    ids.sort();
-    for id in ids {
-        let p = packs.remove(&id).expect("listed");
-        let (used_bytes, total) = used_and_total_bytes(&p, &used)?;
-        if used_bytes == 0 {
-            report.packs_unused += 1;
-            candidates.push(id);
-        } else if (total - used_bytes) as f64 / total as f64 >= REPACK_UNUSED_FRACTION {
-            report.packs_repacked += 1;
-            repack.push(p);
-        } else {
-            for b in &p.blobs {
-                placed.insert(b.kind, &b.id)?;
+    let mut indexed: HashSet<PackId> = HashSet::new();
+    for_each_indexed_pack(repo, &index_ids, |p| {
+        report.packs_total += 1;
+        indexed.insert(p.id);
+        match classify(&p, &used)? {
+            Class::Unused => {
+                report.packs_unused += 1;
+                candidates.push(p.id);
             }
-            keep.push(p);
+            Class::Repack => {
+                report.packs_repacked += 1;
+                repack.push(p);
+            }
+            Class::Keep => {
+                for b in &p.blobs {
+                    placed.insert(b.kind, &b.id)?;
+                }
+            }
         }
-    }
+        Ok(())
+    })?;
     placed.flush()?;
-    let indexed: HashSet<PackId> = keep.iter().map(|p| p.id).chain(repack.iter().map(|p| p.id)).chain(candidates.iter().copied()).collect();
     repo.for_each_stored_pack(|id, _| {
         if !indexed.contains(&id) {
             report.packs_unindexed += 1;
@@ -228,10 +221,12 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
         Ok(())
     })?;
+    drop(indexed);
     if opts.dry_run {
         return Ok(report);
     }
     let changed = !candidates.is_empty() || !repack.is_empty();
+    let mut keep: Vec<IndexPack> = Vec::new();
     if changed {
         // Repack: copy used blobs of mostly-unused packs into new packs (stored before the index names them).
         for p in &repack {
@@ -267,7 +262,17 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             }
             candidates.push(p.id);
         }
-        store_index_files(repo, keep, &index_ids, BLOBS_PER_INDEX_FILE)?;
+        // Pass 2: the kept packs again (the same immutable index files, the same decisions),
+        // straight into new index files of bounded size, then the repacked ones.
+        let mut out = IndexWriter::new(repo, BLOBS_PER_INDEX_FILE);
+        for_each_indexed_pack(repo, &index_ids, |p| match classify(&p, &used)? {
+            Class::Keep => out.add(p),
+            Class::Unused | Class::Repack => Ok(()),
+        })?;
+        for p in keep {
+            out.add(p)?;
+        }
+        out.finish(&index_ids)?;
         // MUST come after the new index files are stored.
         for id in &index_ids {
             repo.store().delete(&id.object_key()).with_context(|| format!("delete superseded index file {}", id.short()))?;
@@ -290,27 +295,74 @@ pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 /// in files of bounded size, never as one file of the whole repository.
 const BLOBS_PER_INDEX_FILE: usize = 100_000;
 
-/// Stores `keep` as index files of at most about `per_file` blob entries; the last
-/// one names the index files they replace (informational: readers take the union of all index
+/// What prune does with an indexed pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Keep,
+    Repack,
+    Unused,
+}
+
+fn classify(p: &IndexPack, used: &Used) -> Result<Class> {
+    let (used_bytes, total) = used_and_total_bytes(p, used)?;
+    Ok(if used_bytes == 0 {
+        Class::Unused
+    } else if (total - used_bytes) as f64 / total as f64 >= REPACK_UNUSED_FRACTION {
+        Class::Repack
+    } else {
+        Class::Keep
+    })
+}
+
+/// Calls `f` with every pack the index files `ids` list, reading one file at a time; a pack
+/// listed twice (after an interrupted prune) once; packs a vault deleted not at all.
+fn for_each_indexed_pack(repo: &Repository, ids: &[IndexId], mut f: impl FnMut(IndexPack) -> Result<()>) -> Result<()> {
+    let mut seen: HashSet<PackId> = HashSet::new();
+    for id in ids {
+        for p in repo.read_index_file(id)?.packs {
+            if seen.insert(p.id) && !repo.is_pack_deleted(&p.id)? {
+                f(p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the index prune keeps as files of at most about `per_file` blob entries; the last one
+/// names the index files they replace (informational: readers take the union of all index
 /// files, so a crash before the old ones are deleted only lists packs twice). At least one file
 /// is written, so the replaced files are always named.
-fn store_index_files(repo: &Repository, keep: Vec<IndexPack>, replaced: &[IndexId], per_file: usize) -> Result<()> {
-    let mut rest = keep.into_iter().peekable();
-    loop {
-        let mut packs = Vec::new();
-        let mut blobs = 0;
-        while blobs < per_file {
-            let Some(p) = rest.next() else { break };
-            blobs += p.blobs.len();
-            packs.push(p);
+struct IndexWriter<'r> {
+    repo: &'r Repository,
+    per_file: usize,
+    packs: Vec<IndexPack>,
+    blobs: usize,
+}
+
+impl<'r> IndexWriter<'r> {
+    fn new(repo: &'r Repository, per_file: usize) -> Self {
+        IndexWriter { repo, per_file, packs: Vec::new(), blobs: 0 }
+    }
+
+    fn add(&mut self, p: IndexPack) -> Result<()> {
+        self.blobs += p.blobs.len();
+        self.packs.push(p);
+        if self.blobs >= self.per_file {
+            self.store(Vec::new())?;
         }
-        let last = rest.peek().is_none();
-        let supersedes = if last { replaced.to_vec() } else { Vec::new() };
-        let (id, bytes) = IndexFile { packs, supersedes }.seal(repo.master());
-        repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store a new index file")?;
-        if last {
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    fn store(&mut self, supersedes: Vec<IndexId>) -> Result<()> {
+        let packs = std::mem::take(&mut self.packs);
+        self.blobs = 0;
+        let (id, bytes) = IndexFile { packs, supersedes }.seal(self.repo.master());
+        self.repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store a new index file")?;
+        Ok(())
+    }
+
+    fn finish(mut self, replaced: &[IndexId]) -> Result<()> {
+        self.store(replaced.to_vec())
     }
 }
 
@@ -445,9 +497,13 @@ mod tests {
         };
         let keep: Vec<IndexPack> = (1..=7).map(|n| pack(n, 2)).collect();
         let replaced = vec![IndexId::from_bytes([0xaa; 32])];
-        store_index_files(&repo, keep.clone(), &replaced, 5).unwrap();
+        let mut out = IndexWriter::new(&repo, 5);
+        for p in keep.clone() {
+            out.add(p).unwrap();
+        }
+        out.finish(&replaced).unwrap();
         let files: Vec<IndexFile> = repo.list_index_files().unwrap().iter().map(|id| repo.read_index_file(id).unwrap()).collect();
-        assert_eq!(files.len(), 3, "6 + 6 + 2 entries");
+        assert_eq!(files.len(), 3, "6 + 6 + 2 entries, the last file naming the replaced ones");
         assert!(files.iter().all(|f| f.packs.iter().map(|p| p.blobs.len()).sum::<usize>() <= 6));
         assert_eq!(files.iter().filter(|f| f.supersedes == replaced).count(), 1);
         let mut listed: Vec<PackId> = files.iter().flat_map(|f| f.packs.iter().map(|p| p.id)).collect();
@@ -457,7 +513,7 @@ mod tests {
         let dir2 = tempfile::tempdir().unwrap();
         let store = ferry_store::open(dir2.path().join("repo").to_str().unwrap()).unwrap();
         let repo = Repository::init(store, b"prune test passphrase", &opts, &dir2.path().join("cache")).unwrap();
-        store_index_files(&repo, Vec::new(), &replaced, 5).unwrap();
+        IndexWriter::new(&repo, 5).finish(&replaced).unwrap();
         let files = repo.list_index_files().unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(repo.read_index_file(&files[0]).unwrap().supersedes, replaced);
