@@ -114,6 +114,17 @@ fn decode_loc(kind: BlobKind, id: BlobId, v: &[u8; LOC_LEN]) -> BlobLocation {
     }
 }
 
+/// Empties the index tables (not the files cache, nor the record of deleted packs).
+fn drop_index_tables(w: &redb::WriteTransaction) -> Result<()> {
+    w.delete_table(BLOBS)?;
+    w.delete_table(PACKS)?;
+    w.delete_table(INDEX_FILES)?;
+    w.open_table(BLOBS)?;
+    w.open_table(PACKS)?;
+    w.open_table(INDEX_FILES)?;
+    Ok(())
+}
+
 type BlobTable = redb::ReadOnlyTable<[u8; 33], [u8; LOC_LEN]>;
 
 /// The local cache database of one repository.
@@ -266,15 +277,7 @@ impl LocalCache {
 
     /// Drops the index (not the files cache), before a rebuild.
     pub fn clear_index(&self) -> Result<()> {
-        self.write(Durability::Immediate, |w| {
-            w.delete_table(BLOBS)?;
-            w.delete_table(PACKS)?;
-            w.delete_table(INDEX_FILES)?;
-            w.open_table(BLOBS)?;
-            w.open_table(PACKS)?;
-            w.open_table(INDEX_FILES)?;
-            Ok(())
-        })
+        self.write(Durability::Immediate, drop_index_tables)
     }
 
     /// Whether the vault deleted this pack.
@@ -314,12 +317,7 @@ impl LocalCache {
                 }
             }
             if indexed {
-                w.delete_table(BLOBS)?;
-                w.delete_table(PACKS)?;
-                w.delete_table(INDEX_FILES)?;
-                w.open_table(BLOBS)?;
-                w.open_table(PACKS)?;
-                w.open_table(INDEX_FILES)?;
+                drop_index_tables(w)?;
                 cleared = true;
             }
             Ok(())
@@ -397,6 +395,28 @@ mod tests {
         c.clear_index().unwrap();
         assert_eq!(c.blob_count().unwrap(), 0);
         assert!(c.index_files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn deleted_packs_leave_the_index_and_never_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = LocalCache::open(&dir.path().join("c.redb"), 1 << 20).unwrap();
+        let gone = IndexPack { id: PackId::from_bytes([9; 32]), salt: [1; 16], size: 1000, blobs: vec![entry(1, 24)] };
+        let kept = IndexPack { id: PackId::from_bytes([8; 32]), salt: [1; 16], size: 1000, blobs: vec![entry(2, 24)] };
+        c.add_packs(&[gone.clone(), kept.clone()], Some(&IndexId::from_bytes([5; 32])), true).unwrap();
+        // A record naming a pack not indexed here changes nothing in the index.
+        assert!(!c.apply_deleted_packs(&[("deleted-packs/a".into(), vec![PackId::from_bytes([7; 32])])]).unwrap());
+        assert_eq!(c.blob_count().unwrap(), 2);
+        // One naming an indexed pack drops the index (the caller rebuilds it from the index files).
+        assert!(c.apply_deleted_packs(&[("deleted-packs/b".into(), vec![gone.id])]).unwrap());
+        assert_eq!(c.blob_count().unwrap(), 0);
+        assert!(c.index_files().unwrap().is_empty());
+        c.add_packs(&[gone.clone(), kept], None, true).unwrap();
+        assert!(c.lookup(BlobKind::Data, &BlobId::from_bytes([1; 32])).unwrap().is_none(), "a deleted pack is never indexed again");
+        assert!(c.lookup(BlobKind::Data, &BlobId::from_bytes([2; 32])).unwrap().is_some());
+        assert!(c.is_pack_deleted(&gone.id).unwrap());
+        let records = c.deleted_records().unwrap();
+        assert!(records.contains("deleted-packs/a") && records.contains("deleted-packs/b"));
     }
 
     #[test]
