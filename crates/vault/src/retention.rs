@@ -166,14 +166,14 @@ impl MachineRepo {
             }
         }
 
-        // 1. Keep counts -> soft deletes.
-        let mut lists = std::collections::HashMap::new();
+        // 1. Keep counts -> soft deletes. Pack lists are read one at a time; only their times
+        // and groups are kept (a pack list can name millions of packs).
+        let mut candidates = Vec::new();
         let mut unlisted = 0u64;
         for (id, _) in &live {
             match self.pack_list(id)? {
-                Some(p) => {
-                    lists.insert(*id, p);
-                }
+                Some(p) if !holds.contains(&id.to_hex()) => candidates.push(Candidate { id: *id, group: p.group, time: p.time }),
+                Some(_) => {} // held: kept, and not counted against the policy
                 None => unlisted += 1,
             }
         }
@@ -185,12 +185,6 @@ impl MachineRepo {
             yearly: (keep.yearly > 0).then_some(keep.yearly as usize),
         };
         if !policy.is_empty() {
-            // Held recovery points are kept and do not count against the policy.
-            let candidates: Vec<Candidate> = lists
-                .values()
-                .filter(|p| !holds.contains(&p.recovery_point.to_hex()))
-                .map(|p| Candidate { id: p.recovery_point, group: p.group.clone(), time: p.time.clone() })
-                .collect();
             for d in retention::apply(&policy, &candidates) {
                 if !d.keep && self.rename(&d.id.object_key(), &format!("{SOFT_DELETED}{}", d.id.to_hex()))? {
                     tracing::info!("{}: soft-deleted recovery point {} of {}", self.base, d.id.short(), d.time);
@@ -201,64 +195,42 @@ impl MachineRepo {
         report.kept = report.recovery_points - report.soft_deleted.len() as u64;
 
         // 2. Purge what has been soft-deleted for the whole period.
-        let mut deleted = Vec::new();
         for (id, at) in self.ids(SOFT_DELETED)? {
             // A store that does not say when counts the object as deleted now.
             if at.is_some_and(|t| now - t >= timing.soft_delete_s) {
                 self.store.delete(&self.key(&format!("{SOFT_DELETED}{}", id.to_hex()))).context("purge a soft-deleted recovery point")?;
                 self.store.delete(&self.key(&PackList::object_key(&id))).context("delete a pack list")?;
-                lists.remove(&id);
                 tracing::info!("{}: purged recovery point {}", self.base, id.short());
                 report.purged.push(id);
-            } else {
-                deleted.push(id);
             }
         }
 
         // 3. Garbage.
-        report.gc_skipped = self.collect_garbage(&deleted, &mut lists, unlisted, timing, now, &mut report)?;
+        report.gc_skipped = self.collect_garbage(unlisted, timing, now, &mut report)?;
         Ok(report)
     }
 
-    fn collect_garbage(
-        &self,
-        soft_deleted: &[RecoveryPointId],
-        lists: &mut std::collections::HashMap<RecoveryPointId, PackList>,
-        unlisted: u64,
-        timing: Timing,
-        now: i64,
-        report: &mut Report,
-    ) -> Result<Option<String>> {
+    fn collect_garbage(&self, unlisted: u64, timing: Timing, now: i64, report: &mut Report) -> Result<Option<String>> {
         if unlisted > 0 {
             return Ok(Some(format!(
                 "{unlisted} recovery point(s) have no pack list (written without the vault, or by an older Ferry): they may use any pack"
             )));
         }
-        for id in soft_deleted {
-            match self.pack_list(id)? {
-                Some(p) => {
-                    lists.insert(*id, p);
-                }
-                None => return Ok(Some(format!("soft-deleted recovery point {} has no pack list", id.short()))),
-            }
-        }
         let Some(lock) = self.lock(now)? else {
             return Ok(Some("a backup or another repository operation holds a lock; garbage is collected on a later run".into()));
         };
-        let result = (|| -> Result<()> {
-            // Listed again under the lock: a backup that finished meanwhile added its list.
-            let live_now = self.ids("recovery-points/")?;
-            for (id, _) in &live_now {
-                if !lists.contains_key(id) {
-                    match self.pack_list(id)? {
-                        Some(p) => {
-                            lists.insert(*id, p);
-                        }
-                        None => anyhow::bail!("recovery point {} appeared without a pack list", id.short()),
+        let result = (|| -> Result<Option<String>> {
+            // The packs of every recovery point, live or soft-deleted, listed under the lock (a
+            // backup that finished meanwhile counts too), one pack list at a time.
+            let mut used: HashSet<PackId> = HashSet::new();
+            for prefix in ["recovery-points/", SOFT_DELETED] {
+                for (id, _) in self.ids(prefix)? {
+                    match self.pack_list(&id)? {
+                        Some(p) => used.extend(p.packs),
+                        None => return Ok(Some(format!("recovery point {} has no pack list: it may use any pack", id.short()))),
                     }
                 }
             }
-            let used: HashSet<PackId> = lists.values().flat_map(|p| p.packs.iter().copied()).collect();
             let mut doomed = Vec::new();
             for (key, size, modified) in self.list("data/")? {
                 let Some(id) = key.rsplit('/').next().and_then(PackId::from_hex) else { continue };
@@ -268,7 +240,7 @@ impl MachineRepo {
                 }
             }
             if doomed.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
             // The record MUST be stored before any pack goes (agents read it to forget them).
             let record = DeletedPacks::new(rfc3339(now), doomed.iter().map(|(id, _, _)| *id).collect());
@@ -281,12 +253,12 @@ impl MachineRepo {
                 self.refresh_lock(&lock)?;
             }
             tracing::info!("{}: deleted {} packs, {} bytes", self.base, report.packs_deleted, report.bytes_deleted);
-            Ok(())
+            Ok(None)
         })();
         let released = self.store.delete(&self.key(&lock.0)).context("release the vault's lock");
-        result?;
+        let skipped = result?;
         released?;
-        Ok(None)
+        Ok(skipped)
     }
 
     /// Takes an exclusive repository lock, the same kind agents take (`ferry_format::lock`);
