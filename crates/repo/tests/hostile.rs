@@ -1,6 +1,8 @@
 //! A repository written by an attacker (who has the key, e.g. a compromised machine sharing it)
 //! must not make restore write outside its target.
 
+mod common;
+
 use std::path::Path;
 
 use bytes::Bytes;
@@ -66,12 +68,7 @@ fn commit(repo: &Repository, blobs: Vec<(BlobKind, Vec<u8>)>, root: BlobId) -> R
 
 fn setup() -> (tempfile::TempDir, Repository) {
     let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(dir.path().join("repo").to_str().unwrap()).unwrap();
-    let opts = ferry_repo::InitOptions {
-        kdf: ferry_crypto::keyfile::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
-        ..Default::default()
-    };
-    let repo = Repository::init(store, b"hostile test passphrase", &opts, &dir.path().join("cache")).unwrap();
+    let repo = common::scratch_repo(dir.path(), b"hostile test passphrase", Default::default());
     (dir, repo)
 }
 

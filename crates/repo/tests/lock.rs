@@ -3,17 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_repo::{RepoLock, Repository};
+mod common;
+
+use ferry_repo::RepoLock;
 
 #[test]
 fn a_lock_released_at_once_does_not_wait_for_its_refresher() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(dir.path().join("repo").to_str().unwrap()).unwrap();
-    let opts = ferry_repo::InitOptions {
-        kdf: ferry_crypto::keyfile::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
-        ..Default::default()
-    };
-    let repo = Repository::init(store, b"lock test passphrase", &opts, &dir.path().join("cache")).unwrap();
+    let repo = common::scratch_repo(dir.path(), b"lock test passphrase", Default::default());
     let start = Instant::now();
     for _ in 0..50 {
         let lock = RepoLock::acquire(&repo, false, "test").unwrap();
@@ -26,12 +23,7 @@ fn a_lock_released_at_once_does_not_wait_for_its_refresher() {
 #[test]
 fn a_backup_lock_waits_for_an_exclusive_lock_to_go() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(dir.path().join("repo").to_str().unwrap()).unwrap();
-    let opts = ferry_repo::InitOptions {
-        kdf: ferry_crypto::keyfile::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
-        ..Default::default()
-    };
-    let repo = Repository::init(store, b"lock test passphrase", &opts, &dir.path().join("cache")).unwrap();
+    let repo = common::scratch_repo(dir.path(), b"lock test passphrase", Default::default());
     // A vault's garbage collection holds an exclusive lock.
     let now = chrono::Utc::now().timestamp();
     let lock = serde_json::json!({"magic": "ferry-lock", "version": 1, "exclusive": true, "started": "2026-11-30T10:00:00Z",

@@ -3,6 +3,8 @@
 //! backup, an incremental one (unchanged files, a changed one, a new one) and one after a
 //! deletion.
 
+mod common;
+
 use ferry_format::packlist::PackList;
 use ferry_repo::backup::{self, BackupOptions};
 use ferry_repo::{Progress, Repository};
@@ -10,14 +12,9 @@ use ferry_repo::{Progress, Repository};
 #[test]
 fn the_pack_list_names_exactly_the_packs_of_the_recovery_point() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(dir.path().join("repo").to_str().unwrap()).unwrap();
-    let opts = ferry_repo::InitOptions {
-        kdf: ferry_crypto::keyfile::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 },
-        // Small packs: several of each kind.
-        pack_size: Some(256 << 10),
-        ..Default::default()
-    };
-    let repo = Repository::init(store, b"pack list test passphrase", &opts, &dir.path().join("cache")).unwrap();
+    // Small packs: several of each kind.
+    let opts = ferry_repo::InitOptions { pack_size: Some(256 << 10), ..Default::default() };
+    let repo = common::scratch_repo(dir.path(), b"pack list test passphrase", opts);
     let src = dir.path().join("src");
     std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
     let mut seed = 1u64;
