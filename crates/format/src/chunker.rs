@@ -135,23 +135,35 @@ impl<R: Read> Chunks<'_, R> {
     }
 }
 
+impl<R: Read> Chunks<'_, R> {
+    /// Puts the next chunk into `out` (replacing what it held; a caller that reuses its
+    /// buffers saves an allocation and its page faults per chunk). `Ok(false)` at the end.
+    pub fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        if self.buf.len() - self.start < self.chunker.params.max_size as usize && !self.eof {
+            self.fill()?;
+        }
+        let rest = &self.buf[self.start..];
+        out.clear();
+        if rest.is_empty() {
+            return Ok(false);
+        }
+        let n = self.chunker.cut(rest);
+        out.extend_from_slice(&rest[..n]);
+        self.start += n;
+        Ok(true)
+    }
+}
+
 impl<R: Read> Iterator for Chunks<'_, R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.len() - self.start < self.chunker.params.max_size as usize && !self.eof {
-            if let Err(e) = self.fill() {
-                return Some(Err(e));
-            }
+        let mut chunk = Vec::new();
+        match self.next_into(&mut chunk) {
+            Ok(true) => Some(Ok(chunk)),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
         }
-        let rest = &self.buf[self.start..];
-        if rest.is_empty() {
-            return None;
-        }
-        let n = self.chunker.cut(rest);
-        let chunk = rest[..n].to_vec();
-        self.start += n;
-        Some(Ok(chunk))
     }
 }
 

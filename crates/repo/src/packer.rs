@@ -49,26 +49,39 @@ fn zstd_bound(n: usize) -> usize {
     n + n / 128 + 1024
 }
 
-/// Spare buffers, handed back after use and handed out again (their pages stay mapped).
-struct BufferPool {
+/// Spare buffers, handed back after use and handed out again: their pages stay mapped, where a
+/// new buffer of a megabyte or more is a fresh mapping whose every page faults in (and is
+/// zeroed) on first touch. Measured on 3 GiB of large files: about a million page faults, a
+/// quarter of a backup's system time, before chunks and packs were recycled.
+pub(crate) struct BufferPool {
     spare: Mutex<Vec<Vec<u8>>>,
     keep: usize,
+    max_capacity: usize,
 }
 
 impl BufferPool {
-    fn new(keep: usize) -> Self {
-        BufferPool { spare: Mutex::new(Vec::new()), keep }
+    /// A pool that keeps at most `keep` spare buffers of at most `max_capacity` bytes each.
+    pub(crate) fn new(keep: usize, max_capacity: usize) -> Self {
+        BufferPool { spare: Mutex::new(Vec::new()), keep, max_capacity }
     }
 
     /// An empty buffer: a spare one if there is one.
-    fn take(&self) -> Vec<u8> {
+    pub(crate) fn take(&self) -> Vec<u8> {
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
     }
 
-    fn give(&self, mut buf: Vec<u8>) {
+    /// Frees the spare buffers (when no more are needed soon).
+    pub(crate) fn clear(&self) {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    pub(crate) fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > self.max_capacity {
+            return;
+        }
         buf.clear();
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        if spare.len() < self.keep && buf.capacity() > 0 {
+        if spare.len() < self.keep {
             spare.push(buf);
         }
     }
@@ -110,14 +123,14 @@ pub(crate) struct PackSink<'r> {
 impl<'r> PackSink<'r> {
     /// A sink and the receiving end its uploader reads (see [`PackSink::run_uploader`]).
     pub(crate) fn new(repo: &'r Repository) -> (PackSink<'r>, Receiver<Msg>) {
-        let (tx, rx) = bounded::<Msg>(1);
+        let (tx, rx) = bounded::<Msg>(0);
         let sink = PackSink {
             repo,
             data: Mutex::new(None),
             tree: Mutex::new(None),
             inflight: Mutex::new(HashSet::new()),
             bundle: Mutex::new(Bundle::default()),
-            bundle_bufs: BufferPool::new(2),
+            bundle_bufs: BufferPool::new(2, usize::MAX),
             tx: Mutex::new(Some(tx)),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -328,6 +341,7 @@ impl<'r> PackSink<'r> {
     /// Final checkpoint, then closes the uploader's channel. The caller joins the uploader thread.
     pub(crate) fn close(&self, files: Vec<(Vec<u8>, FileEntry)>) -> Result<()> {
         self.checkpoint(files)?;
+        self.bundle_bufs.clear();
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(())
     }

@@ -127,12 +127,11 @@ pub fn open_vault(client: VaultClient, machine: &str) -> Result<Arc<dyn Store>> 
 /// unreachable endpoint.
 pub fn open(location: &str) -> Result<Arc<dyn Store>> {
     init_tls();
-    let backend = match location::parse(location)? {
-        location::Location::Local(path) => local::open(&path)?,
-        location::Location::Azure { container, prefix } => azure::open(&container, prefix.as_deref())?,
-        location::Location::S3 { bucket, prefix } => s3::open(&bucket, prefix.as_deref())?,
+    let mut store: Arc<dyn Store> = match location::parse(location)? {
+        location::Location::Local(path) => Arc::new(local::open(&path)?),
+        location::Location::Azure { container, prefix } => Arc::new(azure::open(&container, prefix.as_deref())?),
+        location::Location::S3 { bucket, prefix } => Arc::new(s3::open(&bucket, prefix.as_deref())?),
     };
-    let mut store: Arc<dyn Store> = Arc::new(backend);
     if let Some((rate, seed)) = fault_injection(location)? {
         tracing::warn!(rate, seed, "{FAULT_INJECT_ENV} is set: injecting store faults");
         store = Arc::new(FaultStore::new(store, rate, seed));
