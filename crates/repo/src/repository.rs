@@ -98,26 +98,29 @@ const OLD_CACHE_FILES: &[&str] = &["index.redb"];
 /// its blobs (a bundle's) are asked for one after another.
 pub struct UnitDecoder<'r> {
     repo: &'r Repository,
-    /// The last unit decoded: its pack, its offset and its plaintext.
-    last: Option<(PackId, u32, Vec<u8>)>,
+    /// The last unit decoded: its pack and offset; its plaintext is in `plain`.
+    last: Option<(PackId, u32)>,
+    plain: Vec<u8>,
+    /// The decrypted, still compressed payload (kept, like `plain`, for the next unit).
+    scratch: Vec<u8>,
 }
 
 impl<'r> UnitDecoder<'r> {
     pub fn new(repo: &'r Repository) -> Self {
-        UnitDecoder { repo, last: None }
+        UnitDecoder { repo, last: None, plain: Vec::new(), scratch: Vec::new() }
     }
 
     /// The plaintext of the blob at `loc`, checked against its ID; `stored` is the bytes of
     /// its unit (`loc.offset .. loc.offset + loc.length` of the pack).
     pub fn blob(&mut self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> Result<&[u8]> {
-        let cached = matches!(&self.last, Some((p, o, _)) if *p == loc.pack && *o == loc.offset);
-        if !cached {
+        if self.last != Some((loc.pack, loc.offset)) {
             self.last = None;
-            let unit = self.repo.open_unit(loc, salt, stored)?;
-            self.last = Some((loc.pack, loc.offset, unit));
+            let key = self.repo.master.pack_key(salt);
+            blob::open_unit_into(&key, loc.kind, &loc.unit_aad_id(), stored, loc.compressed, loc.unit_len, &mut self.scratch, &mut self.plain)
+                .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))?;
+            self.last = Some((loc.pack, loc.offset));
         }
-        let unit = &self.last.as_ref().expect("decoded above").2;
-        blob::member(&self.repo.id_key, &loc.id, unit, loc.unit_start, loc.raw_len)
+        blob::member(&self.repo.id_key, &loc.id, &self.plain, loc.unit_start, loc.raw_len)
             .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))
     }
 }
@@ -340,13 +343,6 @@ impl Repository {
             .get_range(&loc.pack.object_key(), loc.offset as u64..loc.offset as u64 + loc.length as u64)
             .with_context(|| format!("read blob {} from pack {}", loc.id.short(), loc.pack.short()))?;
         Ok(UnitDecoder::new(self).blob(loc, &salt, &stored)?.to_vec())
-    }
-
-    /// Decrypts and decompresses the stored unit holding the blob at `loc` (`stored` is the
-    /// unit's bytes, read from the pack).
-    fn open_unit(&self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> Result<Vec<u8>> {
-        blob::open_unit(&self.master.pack_key(salt), loc.kind, &loc.unit_aad_id(), stored, loc.compressed, loc.unit_len)
-            .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))
     }
 
     /// Reads and decodes a tree.
