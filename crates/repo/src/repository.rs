@@ -116,8 +116,17 @@ impl<'r> UnitDecoder<'r> {
         if self.last != Some((loc.pack, loc.offset)) {
             self.last = None;
             let key = self.repo.master.pack_key(salt);
-            blob::open_unit_into(&key, loc.kind, &loc.unit_aad_id(), stored, loc.compressed, loc.unit_len, &mut self.scratch, &mut self.plain)
-                .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))?;
+            blob::open_unit_into(
+                &key,
+                loc.kind,
+                &loc.unit_aad_id(),
+                stored,
+                loc.compressed,
+                loc.unit_len,
+                &mut self.scratch,
+                &mut self.plain,
+            )
+            .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))?;
             self.last = Some((loc.pack, loc.offset));
         }
         blob::member(&self.repo.id_key, &loc.id, &self.plain, loc.unit_start, loc.raw_len)

@@ -15,12 +15,12 @@
 //! has the recorded size and modification time is left alone (times are set last, so a file
 //! cut short by a crash never qualifies).
 
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -408,14 +408,18 @@ fn write_data(repo: &Repository, plan: &Plan, threads: usize, errors: &Mutex<Vec
     let fatal: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| loop {
-                let next = work.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let Some((pack, mut blobs)) = next else { break };
-                blobs.sort_by_key(|(l, _)| l.offset);
-                if let Err(e) = restore_pack(repo, plan, &pack, &blobs, errors, progress) {
-                    let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
-                    f.get_or_insert(e);
-                    work.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            s.spawn(|| {
+                // Each thread reads its packs' ranges into one buffer, reused.
+                let mut range_buf = Vec::new();
+                loop {
+                    let next = work.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some((pack, mut blobs)) = next else { break };
+                    blobs.sort_by_key(|(l, _)| l.offset);
+                    if let Err(e) = restore_pack(repo, plan, &pack, &blobs, &mut range_buf, errors, progress) {
+                        let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
+                        f.get_or_insert(e);
+                        work.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                    }
                 }
             });
         }
@@ -436,6 +440,7 @@ fn restore_pack(
     plan: &Plan,
     pack: &PackId,
     blobs: &[(BlobLocation, &Places)],
+    range_buf: &mut Vec<u8>,
     errors: &Mutex<Vec<FileError>>,
     progress: &Progress,
 ) -> Result<()> {
@@ -450,7 +455,7 @@ fn restore_pack(
             end = end.max(blobs[j].0.offset as u64 + blobs[j].0.length as u64);
             j += 1;
         }
-        let range = repo.store().get_range(&pack.object_key(), start..end);
+        let range = repo.store().get_range_into(&pack.object_key(), start..end, range_buf).map(|()| &range_buf[..]);
         for (loc, places) in &blobs[i..j] {
             let plain = match &range {
                 Ok(bytes) => {
@@ -461,7 +466,7 @@ fn restore_pack(
             };
             match plain {
                 Ok(data) => {
-                    let zero = data.iter().all(|&b| b == 0);
+                    let zero = all_zero(data);
                     for (fi, off) in places.iter() {
                         let f = &plan.files[*fi];
                         progress.add_done(0, data.len() as u64);
@@ -525,6 +530,12 @@ fn is_root() -> bool {
 /// Sparse-file granularity: aligned blocks of zeros inside a chunk are skipped.
 const HOLE_BLOCK: u64 = 4096;
 
+/// Whether `b` holds only zeros (a branch-free OR over the block, which vectorizes, rather
+/// than a byte-by-byte search that stops early).
+fn all_zero(b: &[u8]) -> bool {
+    b.chunks(HOLE_BLOCK as usize).all(|c| c.iter().fold(0u8, |acc, &x| acc | x) == 0)
+}
+
 /// Writes `data` at `off`, skipping aligned all-zero blocks so they stay holes (the file was
 /// created empty, so skipped ranges read as zeros).
 fn write_sparse(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
@@ -534,7 +545,7 @@ fn write_sparse(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
         // Block boundaries are aligned to the file offset, as the file system's are.
         let block_end = (((off + pos as u64) / HOLE_BLOCK + 1) * HOLE_BLOCK - off) as usize;
         let end = block_end.min(data.len());
-        let zero = data[pos..end].iter().all(|&b| b == 0);
+        let zero = all_zero(&data[pos..end]);
         match (zero, run_start) {
             (false, None) => run_start = Some(pos),
             (true, Some(s)) => {

@@ -111,6 +111,13 @@ fn round_trips_in(store: &dyn Store, p: &str) {
     #[allow(clippy::reversed_empty_ranges)]
     let reversed = 6..4;
     err_kind(store.get_range(&digits, reversed), ErrorKind::Permanent, "reversed range");
+    // The same into a reused buffer.
+    let mut buf = b"stale".to_vec();
+    ok(store.get_range_into(&digits, 2..5, &mut buf), "range into a buffer");
+    assert_eq!(buf, b"234", "range into a buffer");
+    ok(store.get_range_into(&digits, 10..10, &mut buf), "empty range into a buffer");
+    assert!(buf.is_empty(), "empty range into a buffer");
+    err_kind(store.get_range_into(&digits, 5..11, &mut buf), ErrorKind::Permanent, "range into a buffer past end");
 
     // A large object, whole and in parts.
     let big = format!("{p}rt/big");
@@ -120,10 +127,18 @@ fn round_trips_in(store: &dyn Store, p: &str) {
     assert!(ok(store.get(&big), "get big") == data, "20 MiB round trip differs");
     let mid = 7 * 1024 * 1024 + 3..9 * 1024 * 1024 + 7;
     let got = ok(store.get_range(&big, mid.start as u64..mid.end as u64), "range of big");
-    assert!(got == data.slice(mid), "middle range of big differs");
+    assert!(got == data.slice(mid.clone()), "middle range of big differs");
+    let mut buf = vec![1u8; 100];
+    ok(store.get_range_into(&big, mid.start as u64..mid.end as u64, &mut buf), "range of big into a buffer");
+    assert!(buf[..] == data[mid], "middle range of big into a buffer differs");
     let tail = BIG_OBJECT - 100..BIG_OBJECT;
     let got = ok(store.get_range(&big, tail.start as u64..tail.end as u64), "tail of big");
     assert!(got == data.slice(tail), "tail range of big differs");
+
+    // A large object created once, as packs are (the local folder writes these directly).
+    let big_new = format!("{p}rt/big-new");
+    ok(store.put_if_absent(&big_new, data.clone()), "put_if_absent 20 MiB");
+    assert!(ok(store.get(&big_new), "get big-new") == data, "20 MiB put_if_absent round trip differs");
 
     // Keys with every allowed punctuation character.
     let odd = format!("{p}rt/odd/a=b+c,d@e:f~g_h-i.j");
@@ -183,6 +198,7 @@ fn not_found_checks(store: &dyn Store, p: &str) {
     let missing = format!("{p}nf/missing");
     err_kind(store.get(&missing), ErrorKind::NotFound, "get of a missing key");
     err_kind(store.get_range(&missing, 0..1), ErrorKind::NotFound, "get_range of a missing key");
+    err_kind(store.get_range_into(&missing, 0..1, &mut Vec::new()), ErrorKind::NotFound, "get_range_into of a missing key");
     assert_eq!(ok(store.head(&missing), "head of a missing key"), None);
     ok(store.delete(&missing), "delete of a missing key");
     let e = store.get(&missing).err().map(|e| e.to_string()).unwrap_or_default();

@@ -25,7 +25,7 @@ use object_store::local::LocalFileSystem;
 
 use crate::backend::ObjectStoreBackend;
 use crate::error::{Result, StoreError};
-use crate::store::{validate_key, ObjectInfo, Store};
+use crate::store::{check_range, validate_key, ObjectInfo, Store};
 
 /// Objects at least this large are written with `O_DIRECT`.
 pub const DIRECT_MIN: usize = 1 << 20;
@@ -207,6 +207,29 @@ impl Store for LocalStore {
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         self.inner.get_range(key, range)
+    }
+
+    /// Read straight from the file into `buf` (no runtime hop, no new buffer).
+    fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        const OP: &str = "get_range";
+        validate_key(OP, key)?;
+        let io_err = |e: std::io::Error| match e.kind() {
+            IoKind::NotFound => StoreError::new(crate::ErrorKind::NotFound, OP, key, "not found"),
+            _ => StoreError::permanent(OP, key, e.to_string()),
+        };
+        let mut file = File::open(self.root.join(key)).map_err(io_err)?;
+        let size = file.metadata().map_err(io_err)?.len();
+        check_range(key, &range, size)?;
+        buf.clear();
+        let want = range.end - range.start;
+        buf.reserve(want as usize);
+        file.seek(SeekFrom::Start(range.start)).map_err(io_err)?;
+        file.take(want).read_to_end(buf).map_err(io_err)?;
+        if buf.len() as u64 != want {
+            return Err(StoreError::transient(OP, key, format!("read {} bytes, expected {want}", buf.len())));
+        }
+        Ok(())
     }
 
     fn head(&self, key: &str) -> Result<Option<u64>> {

@@ -99,6 +99,10 @@ impl Store for RetryStore {
         self.policy.run(|| self.inner.get_range(key, range.clone()))
     }
 
+    fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        self.policy.run(|| self.inner.get_range_into(key, range.clone(), buf))
+    }
+
     fn head(&self, key: &str) -> Result<Option<u64>> {
         self.policy.run(|| self.inner.head(key))
     }

@@ -69,6 +69,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// object gives empty bytes.
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
 
+    /// Like [`get_range`](Store::get_range), into `buf` (replacing its content), for callers
+    /// that reuse one buffer for many reads (a restore reads gigabytes of ranges: a new buffer
+    /// for each is a fresh mapping whose every page faults in). Wrappers must forward it.
+    fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<()> {
+        let data = self.get_range(key, range)?;
+        buf.clear();
+        buf.extend_from_slice(&data);
+        Ok(())
+    }
+
     /// Size of the object, or `None` if there is none.
     fn head(&self, key: &str) -> Result<Option<u64>>;
 
