@@ -35,7 +35,9 @@
 //!   at its key. A write goes to a staging file `KEY#N`, is fsynced, then published atomically:
 //!   `put` renames it over the key, `put_if_absent` hard-links it (failing if the key exists),
 //!   and the parent folder is fsynced. A crash can leave a stray `KEY#N` (never listed), never
-//!   a half-written object at `KEY`.
+//!   a half-written object at `KEY`. New objects of 1 MiB or more (packs) are staged with
+//!   `O_DIRECT`, bypassing the page cache, and ranges can be read into a caller's buffer
+//!   (`local.rs`).
 //! - **Azure Blob**: `put_if_absent` is `Put Blob` with `If-None-Match: *` (Azure answers 412,
 //!   Azurite 409). A missing container is created with `Create Container`.
 //! - **S3**: `put_if_absent` is `PutObject` with `If-None-Match: *` (AWS, moto, MinIO and R2
