@@ -1,9 +1,10 @@
-//! Prune memory benchmark: does prune's memory stay flat as the repository grows? (issue #2's
-//! 80 TB design target; docs/design/prune-at-scale.md, step 6.)
+//! Prune and check memory benchmark: does their memory stay flat as the repository grows?
+//! (issue #2's 80 TB design target; docs/design/prune-at-scale.md, steps 5 and 6.)
 //!
 //! ```text
-//! cargo run -p ferry-repo --release --example prune_bench -- setup DIR [--entries N]
+//! cargo run -p ferry-repo --release --example prune_bench -- setup DIR [--entries N] [--packs]
 //! cargo run -p ferry-repo --release --example prune_bench -- prune DIR
+//! cargo run -p ferry-repo --release --example prune_bench -- check DIR
 //! ```
 //! `setup` makes a repository in `DIR/repo` whose index lists `N` data blobs (default 10
 //! million) in packs of 500, and one recovery point whose trees (real tree blobs in real packs)
@@ -13,6 +14,11 @@
 //! `prune` opens it and runs `ferry_repo::prune::run`, printing the report, the time and the
 //! peak resident memory (VmHWM). Run the two as separate processes (bench/prune_memory.sh does,
 //! under /usr/bin/time -v) so the peak is prune's own.
+//!
+//! For `check`, run `setup` with `--packs`: it then also writes every data pack as a sparse file
+//! of its indexed size (check's structure pass compares sizes and does not read them), so that
+//! check finds the repository whole. `check` runs `ferry_repo::check::run` without reading data
+//! and fails unless it reports no damage.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -78,7 +84,7 @@ fn node(name: String, kind: NodeKind, content: Vec<BlobId>, subtree: Option<Blob
     }
 }
 
-fn setup(dir: &Path, entries: u64) -> Result<()> {
+fn setup(dir: &Path, entries: u64, with_packs: bool) -> Result<()> {
     let start = Instant::now();
     let store = ferry_store::open(dir.join("repo").to_str().context("path")?)?;
     let opts =
@@ -102,7 +108,14 @@ fn setup(dir: &Path, entries: u64) -> Result<()> {
             })
             .collect::<Vec<_>>();
         let size = 24 + 1040 * blobs.len() as u64 + 64;
-        file.push(IndexPack { id: PackId::from_bytes(id_bytes(2, p)), salt: [0; 16], size, blobs });
+        let pack = PackId::from_bytes(id_bytes(2, p));
+        if with_packs {
+            // Straight into the folder (the local store's layout): a sparse file of the size.
+            let path = dir.join("repo").join(pack.object_key());
+            std::fs::create_dir_all(path.parent().context("pack folder")?)?;
+            std::fs::File::create(&path)?.set_len(size)?;
+        }
+        file.push(IndexPack { id: pack, salt: [0; 16], size, blobs });
         if file.len() as u64 == PACKS_PER_INDEX_FILE || p + 1 == packs {
             let (id, bytes) = IndexFile { packs: std::mem::take(&mut file), supersedes: vec![] }.seal(repo.master());
             repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes))?;
@@ -181,18 +194,42 @@ fn prune(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+fn check(dir: &Path) -> Result<()> {
+    let store = ferry_store::open(dir.join("repo").to_str().context("path")?)?;
+    let start = Instant::now();
+    let repo = Repository::open(store, PASSPHRASE, &dir.join("cache"))?;
+    let opened = start.elapsed().as_secs_f64();
+    let rss_open = peak_rss_kib();
+    let report = ferry_repo::check::run(&repo, &ferry_repo::check::CheckOptions::default())?;
+    if !report.is_ok() {
+        bail!("check found damage (was setup run with --packs?): {:?}", report.damage.first());
+    }
+    println!(
+        "check: {} packs, {} index files, {} trees; open (index sync) {opened:.1} s, peak RSS after open {rss_open} KiB; check {:.1} s; peak RSS {} KiB",
+        report.packs,
+        report.index_files,
+        report.trees,
+        start.elapsed().as_secs_f64() - opened,
+        peak_rss_kib()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["setup", dir, rest @ ..] => {
-            let entries = match rest {
+            let with_packs = rest.contains(&"--packs");
+            let rest: Vec<&str> = rest.iter().copied().filter(|a| *a != "--packs").collect();
+            let entries = match rest.as_slice() {
                 [] => 10_000_000,
                 ["--entries", n] => n.parse().context("--entries N")?,
-                _ => bail!("usage: prune_bench setup DIR [--entries N]"),
+                _ => bail!("usage: prune_bench setup DIR [--entries N] [--packs]"),
             };
-            setup(&PathBuf::from(dir), entries)
+            setup(&PathBuf::from(dir), entries, with_packs)
         }
         ["prune", dir] => prune(&PathBuf::from(dir)),
-        _ => bail!("usage: prune_bench setup DIR [--entries N] | prune DIR"),
+        ["check", dir] => check(&PathBuf::from(dir)),
+        _ => bail!("usage: prune_bench setup DIR [--entries N] [--packs] | prune DIR | check DIR"),
     }
 }

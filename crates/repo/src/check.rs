@@ -5,14 +5,17 @@
 //! file names is indexed. With `read_data`, every (or a subset of) pack is downloaded, its
 //! name (BLAKE3 of its bytes) verified, its header decrypted and every blob decrypted and
 //! checked against its ID. Each damaged object is named with the files it affects.
+//!
+//! Memory is bounded as prune's is (docs/design/prune-at-scale.md, step 5): see [`run`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 use ferry_format::pack;
 use ferry_format::tree::NodeKind;
 use ferry_format::{BlobId, BlobKind, PackId};
 
+use crate::blobset::BlobSet;
 use crate::{walk, Repository, UnitDecoder};
 
 #[derive(Debug, Clone, Default)]
@@ -49,68 +52,103 @@ impl CheckReport {
     }
 }
 
+/// What check knows of one indexed pack (kept in memory: about 50 bytes a pack; the blobs, tens
+/// of millions at the design scale, go to an on-disk set).
+struct IndexedPack {
+    size: u64,
+    in_store: bool,
+    read: bool,
+}
+
 /// Runs the check.
+///
+/// Memory grows with the number of packs, not of blobs: the index files are read one at a
+/// time, twice when a pack must be read or is damaged (its blobs come from the second pass),
+/// and the set of indexed blobs is a scratch database in the cache folder (`BlobSet`).
 pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    // Index files: each must open. Build the pack -> blobs view from them (not from the cache).
-    let mut indexed: HashMap<PackId, (u64, Vec<pack::PackEntry>)> = HashMap::new();
-    for id in repo.list_index_files()? {
+    // Index files: each must open. The packs and blobs they list (not the cache's view).
+    let mut indexed_blobs = BlobSet::new_in(repo.cache_dir())?;
+    let mut packs: HashMap<PackId, IndexedPack> = HashMap::new();
+    let index_files = repo.list_index_files()?;
+    for id in &index_files {
         report.index_files += 1;
-        match repo.read_index_file(&id) {
+        match repo.read_index_file(id) {
             Ok(f) => {
                 for p in f.packs {
                     // A pack a vault deleted (no kept recovery point used it) is not missing.
-                    if !repo.is_pack_deleted(&p.id)? {
-                        indexed.insert(p.id, (p.size, p.blobs));
+                    if repo.is_pack_deleted(&p.id)? {
+                        continue;
                     }
+                    for b in &p.blobs {
+                        indexed_blobs.insert(b.kind, &b.id)?;
+                    }
+                    packs.insert(p.id, IndexedPack { size: p.size, in_store: false, read: false });
                 }
             }
             Err(e) => report.damage.push(Damage { object: format!("index file {}", id), problem: format!("{e:#}"), affected: vec![] }),
         }
     }
-    let blob_pack: HashMap<(BlobKind, BlobId), PackId> =
-        indexed.iter().flat_map(|(p, (_, bs))| bs.iter().map(move |b| ((b.kind, b.id), *p))).collect();
-    // Packs in the store.
-    let mut stored: HashMap<PackId, u64> = HashMap::new();
+    indexed_blobs.flush()?;
+    // Packs in the store, against the index.
+    let mut bad_packs: HashMap<PackId, String> = HashMap::new();
     repo.for_each_stored_pack(|id, size| {
-        stored.insert(id, size);
+        match packs.get_mut(&id) {
+            None => report.unindexed_packs += 1,
+            Some(p) => {
+                p.in_store = true;
+                if p.size != size {
+                    bad_packs.insert(id, format!("size {size} differs from the indexed {}", p.size));
+                }
+            }
+        }
         Ok(())
     })?;
-    report.packs = indexed.len() as u64;
-    report.unindexed_packs = stored.keys().filter(|p| !indexed.contains_key(p)).count() as u64;
-    let mut bad_blobs: HashMap<(BlobKind, BlobId), String> = HashMap::new();
-    let mut bad_packs: BTreeSet<PackId> = BTreeSet::new();
-    for (id, (size, blobs)) in &indexed {
-        let problem = match stored.get(id) {
-            None => Some("missing from the store".to_string()),
-            Some(s) if s != size => Some(format!("size {s} differs from the indexed {size}")),
-            _ => None,
-        };
-        if let Some(p) = problem {
-            bad_packs.insert(*id);
-            for b in blobs {
-                bad_blobs.insert((b.kind, b.id), format!("pack {} {p}", id.short()));
-            }
-            report.damage.push(Damage { object: format!("pack {id}"), problem: p, affected: vec![] });
+    for (id, p) in &packs {
+        if !p.in_store {
+            bad_packs.insert(*id, "missing from the store".to_string());
         }
     }
-    // Read data.
+    report.packs = packs.len() as u64;
+    let mut ordered_bad: Vec<(&PackId, &String)> = bad_packs.iter().collect();
+    ordered_bad.sort();
+    for (id, problem) in ordered_bad {
+        report.damage.push(Damage { object: format!("pack {id}"), problem: problem.clone(), affected: vec![] });
+    }
+    // The packs to read in full.
+    let mut to_read: Vec<PackId> = Vec::new();
     if opts.read_data_percent > 0.0 {
-        let mut ids: Vec<&PackId> = indexed.keys().filter(|p| !bad_packs.contains(p)).collect();
-        ids.sort();
-        let take = ((ids.len() as f64) * opts.read_data_percent.min(100.0) / 100.0).ceil() as usize;
-        if take < ids.len() {
+        to_read = packs.keys().filter(|p| !bad_packs.contains_key(p)).copied().collect();
+        to_read.sort();
+        let take = ((to_read.len() as f64) * opts.read_data_percent.min(100.0) / 100.0).ceil() as usize;
+        if take < to_read.len() {
             // A random subset, so repeated partial checks cover everything over time.
-            let start = (u64::from_le_bytes(ferry_crypto::random_bytes()) % ids.len() as u64) as usize;
-            ids.rotate_left(start);
-            ids.truncate(take);
+            let start = (u64::from_le_bytes(ferry_crypto::random_bytes()) % to_read.len() as u64) as usize;
+            to_read.rotate_left(start);
+            to_read.truncate(take);
         }
-        for id in ids {
-            report.packs_read += 1;
-            if let Some(p) = read_pack(repo, id, &indexed[id].1) {
-                report.damage.push(Damage { object: format!("pack {id}"), problem: p.0.clone(), affected: vec![] });
-                for b in p.1 {
-                    bad_blobs.insert(b, format!("pack {} {}", id.short(), p.0));
+    }
+    let to_read: HashSet<PackId> = to_read.into_iter().collect();
+    // Second pass over the index, for the blobs of the damaged packs and of those to read.
+    let mut bad_blobs: HashMap<(BlobKind, BlobId), String> = HashMap::new();
+    if !bad_packs.is_empty() || !to_read.is_empty() {
+        for id in &index_files {
+            let Ok(f) = repo.read_index_file(id) else { continue }; // reported above
+            for p in f.packs {
+                if let Some(problem) = bad_packs.get(&p.id) {
+                    for b in &p.blobs {
+                        bad_blobs.insert((b.kind, b.id), format!("pack {} {problem}", p.id.short()));
+                    }
+                    continue;
+                }
+                let Some(state) = packs.get_mut(&p.id).filter(|s| !s.read && to_read.contains(&p.id)) else { continue };
+                state.read = true;
+                report.packs_read += 1;
+                if let Some((problem, blobs)) = read_pack(repo, &p.id, &p.blobs) {
+                    report.damage.push(Damage { object: format!("pack {}", p.id), problem: problem.clone(), affected: vec![] });
+                    for b in blobs {
+                        bad_blobs.insert(b, format!("pack {} {problem}", p.id.short()));
+                    }
                 }
             }
         }
@@ -129,7 +167,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     }
     for (rp_id, rp) in &points {
         let short = rp_id.short();
-        let root_ok = check_tree(repo, &rp.tree, &blob_pack, &bad_blobs, &mut report, &format!("recovery point {short}"));
+        let root_ok = check_tree(repo, &rp.tree, &indexed_blobs, &bad_blobs, &mut report, &format!("recovery point {short}"))?;
         if !root_ok {
             continue;
         }
@@ -140,7 +178,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 };
                 let first = seen_trees.insert(sub);
                 let ok = if first {
-                    check_tree(repo, &sub, &blob_pack, &bad_blobs, &mut report, &format!("{short}:{}", path.display()))
+                    check_tree(repo, &sub, &indexed_blobs, &bad_blobs, &mut report, &format!("{short}:{}", path.display()))?
                 } else {
                     true
                 };
@@ -150,7 +188,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 let key = (BlobKind::Data, *c);
                 let problem = if let Some(p) = bad_blobs.get(&key) {
                     Some(p.clone())
-                } else if !blob_pack.contains_key(&key) {
+                } else if !indexed_blobs.contains(key.0, &key.1)? {
                     Some("not in any index".to_string())
                 } else {
                     None
@@ -182,14 +220,14 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 fn check_tree(
     repo: &Repository,
     id: &BlobId,
-    blob_pack: &HashMap<(BlobKind, BlobId), PackId>,
+    indexed: &BlobSet,
     bad: &HashMap<(BlobKind, BlobId), String>,
     report: &mut CheckReport,
     context: &str,
-) -> bool {
+) -> Result<bool> {
     let problem = if let Some(p) = bad.get(&(BlobKind::Tree, *id)) {
         Some(p.clone())
-    } else if !blob_pack.contains_key(&(BlobKind::Tree, *id)) {
+    } else if !indexed.contains(BlobKind::Tree, id)? {
         Some("not in any index".into())
     } else {
         repo.load_tree(id).err().map(|e| format!("{e:#}"))
@@ -201,9 +239,9 @@ fn check_tree(
                 problem: p,
                 affected: vec![format!("{context} and everything below it")],
             });
-            false
+            Ok(false)
         }
-        None => true,
+        None => Ok(true),
     }
 }
 
