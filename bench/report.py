@@ -165,7 +165,7 @@ def main():
               "borg", "kernel source", "kernel data", "large data"):
         if k in meta:
             w(f"- {k.capitalize()}: {meta[k]}")
-    w("- Page cache: warm (the source is read once before every backup: borg evicts what it reads from the cache, so without this the tool after borg would read from disk).")
+    w("- Page cache: warm (the source is read once before every backup: borg evicts what it reads from the cache, so without this the tool after borg would read from disk; the repository is read once before every restore: ferry writes its packs around the page cache, restic and borg through it).")
     w("- Units: seconds of wall time; MB = 10^6 bytes (RSS: peak resident set of the command, "
       "from GNU time; sizes: `du -sb` of the repository).")
     w("")

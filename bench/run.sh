@@ -340,6 +340,10 @@ do_restore() {
     discard "$target"
     mkdir -p "$target"
     "${tool}_restore" "$repo" "$name" "$target"
+    # Every restore starts with its repository in the page cache, as every backup starts with
+    # its source there: ferry writes packs with O_DIRECT (not through the cache), restic and
+    # borg through it, so without this ferry alone would read its repository from disk.
+    warm_cache "$repo"
     run_measured "$run" "$set" "$scen" "$tool"
     verify=$(verify_tree "$src" "$target$src" "$LOGS/run$run/$set-$scen-$tool.diff")
     log "  verification: $verify"

@@ -51,9 +51,11 @@ fn zstd_bound(n: usize) -> usize {
 
 /// Spare buffers, handed back after use and handed out again: their pages stay mapped, where a
 /// new buffer of a megabyte or more is a fresh mapping whose every page faults in (and is
-/// zeroed) on first touch. Measured on 3 GiB of large files: about a million page faults, a
-/// quarter of a backup's system time, before chunks and packs were recycled.
-pub(crate) struct BufferPool {
+/// zeroed) on first touch. Used for bundles. (Chunks and packs were pooled too, for a third
+/// fewer page faults on 3 GiB of large files, but spare pack buffers and chunk buffers that keep
+/// the pages of the largest chunk they held pushed the kernel-tree backup's peak memory over
+/// 100 MB.)
+struct BufferPool {
     spare: Mutex<Vec<Vec<u8>>>,
     keep: usize,
     max_capacity: usize,
@@ -61,21 +63,21 @@ pub(crate) struct BufferPool {
 
 impl BufferPool {
     /// A pool that keeps at most `keep` spare buffers of at most `max_capacity` bytes each.
-    pub(crate) fn new(keep: usize, max_capacity: usize) -> Self {
+    fn new(keep: usize, max_capacity: usize) -> Self {
         BufferPool { spare: Mutex::new(Vec::new()), keep, max_capacity }
     }
 
     /// An empty buffer: a spare one if there is one.
-    pub(crate) fn take(&self) -> Vec<u8> {
+    fn take(&self) -> Vec<u8> {
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
     }
 
     /// Frees the spare buffers (when no more are needed soon).
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    pub(crate) fn give(&self, mut buf: Vec<u8>) {
+    fn give(&self, mut buf: Vec<u8>) {
         if buf.capacity() == 0 || buf.capacity() > self.max_capacity {
             return;
         }
