@@ -18,7 +18,7 @@
 //! For `check`, run `setup` with `--packs`: it then also writes every data pack as a sparse file
 //! of its indexed size (check's structure pass compares sizes and does not read them), so that
 //! check finds the repository whole. `check` runs `ferry_repo::check::run` without reading data
-//! and fails unless it reports no damage.
+//! and fails unless it reports no damage. (Not for `prune`: it would try to read those packs.)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -176,12 +176,17 @@ fn setup(dir: &Path, entries: u64, with_packs: bool) -> Result<()> {
     Ok(())
 }
 
-fn prune(dir: &Path) -> Result<()> {
+/// Opens the repository (which rebuilds the cache from the index): the repository, when the
+/// opening started, how long it took, and the peak memory so far.
+fn open_timed(dir: &Path) -> Result<(Repository, Instant, f64, u64)> {
     let store = ferry_store::open(dir.join("repo").to_str().context("path")?)?;
     let start = Instant::now();
     let repo = Repository::open(store, PASSPHRASE, &dir.join("cache"))?;
-    let opened = start.elapsed().as_secs_f64();
-    let rss_open = peak_rss_kib();
+    Ok((repo, start, start.elapsed().as_secs_f64(), peak_rss_kib()))
+}
+
+fn prune(dir: &Path) -> Result<()> {
+    let (repo, start, opened, rss_open) = open_timed(dir)?;
     let report = ferry_repo::prune::run(&repo, &ferry_repo::prune::PruneOptions::default())?;
     println!(
         "prune: {} packs, {} unused, {} blobs used; open (index sync) {opened:.1} s, peak RSS after open {rss_open} KiB; prune {:.1} s; peak RSS {} KiB",
@@ -195,11 +200,7 @@ fn prune(dir: &Path) -> Result<()> {
 }
 
 fn check(dir: &Path) -> Result<()> {
-    let store = ferry_store::open(dir.join("repo").to_str().context("path")?)?;
-    let start = Instant::now();
-    let repo = Repository::open(store, PASSPHRASE, &dir.join("cache"))?;
-    let opened = start.elapsed().as_secs_f64();
-    let rss_open = peak_rss_kib();
+    let (repo, start, opened, rss_open) = open_timed(dir)?;
     let report = ferry_repo::check::run(&repo, &ferry_repo::check::CheckOptions::default())?;
     if !report.is_ok() {
         bail!("check found damage (was setup run with --packs?): {:?}", report.damage.first());
