@@ -498,7 +498,13 @@ fn restore_pack(
                 }
                 Err(e) => {
                     for (fi, _) in places.iter() {
-                        err(errors, &plan.files[*fi].path, format!("{e:#}"));
+                        let f = &plan.files[*fi];
+                        if f.one_shot && f.fresh {
+                            // Never created: nothing for the last phase to finish (it would
+                            // only add a second error for the same file).
+                            f.done.store(true, Ordering::Relaxed);
+                        }
+                        err(errors, &f.path, format!("{e:#}"));
                     }
                 }
             }

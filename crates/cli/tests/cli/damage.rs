@@ -62,6 +62,33 @@ fn damaged_pack_is_named_with_affected_files_and_the_rest_restores() {
     assert_eq!(std::fs::read(restored(&target, &src).join("safe.txt")).unwrap(), b"unaffected");
 }
 
+/// A small file (one chunk: restored in one go) whose data is damaged is reported once, and is
+/// not left behind half made.
+#[test]
+fn a_damaged_small_file_is_reported_once() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/victim.txt"), noise(100 << 10, 6)).unwrap();
+    env.backup(&src);
+    std::fs::write(src.join("safe.txt"), b"unaffected").unwrap();
+    env.backup(&src);
+    let mut ps = packs(&env.repo);
+    ps.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let victim_pack = ps.last().unwrap().clone();
+    let mut bytes = std::fs::read(&victim_pack).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim_pack, &bytes).unwrap();
+    let target = env.path("r");
+    let o = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().filter(|l| l.contains("victim.txt")).count(), 1, "{err}");
+    assert!(!restored(&target, &src).join("sub/victim.txt").exists());
+    assert_eq!(std::fs::read(restored(&target, &src).join("safe.txt")).unwrap(), b"unaffected");
+}
+
 #[test]
 fn missing_pack_and_truncated_index_are_found() {
     let (env, src) = Env::with_tree();
