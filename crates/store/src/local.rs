@@ -145,11 +145,11 @@ fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
 }
 
 impl LocalStore {
-    /// `put_if_absent` through `O_DIRECT`: `Ok(Err(Unsupported))` when the file system does
-    /// not take it (nothing is left behind then).
+    /// `put_if_absent` through `O_DIRECT`: `Err(DirectError::Unsupported)` when the file system
+    /// does not take it (nothing is left behind then).
     fn put_if_absent_direct(&self, dest: &Path, data: &[u8]) -> std::result::Result<bool, DirectError> {
         let parent = dest.parent().ok_or(DirectError::Unsupported)?;
-        let mut n = 1u32;
+        let (mut n, mut made_dirs) = (1u32, false);
         let (file, staging) = loop {
             let mut name = dest.as_os_str().to_owned();
             name.push(format!("#{n}"));
@@ -162,7 +162,10 @@ impl LocalStore {
             match opened {
                 Ok(f) => break (f, staging),
                 Err(e) if e.kind() == IoKind::AlreadyExists => n += 1,
-                Err(e) if e.kind() == IoKind::NotFound => create_dirs_durably(parent)?,
+                Err(e) if e.kind() == IoKind::NotFound && !made_dirs => {
+                    create_dirs_durably(parent)?;
+                    made_dirs = true;
+                }
                 Err(e) if e.raw_os_error() == Some(libc_einval()) => return Err(DirectError::Unsupported),
                 Err(e) => return Err(e.into()),
             }
