@@ -40,12 +40,7 @@ fn damaged_pack_is_named_with_affected_files_and_the_rest_restores() {
     env.backup(&src);
     env.ok(&["check", "--read-data"]);
     // Damage the biggest pack (victim.bin's data).
-    let mut ps = packs(&env.repo);
-    ps.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let victim_pack = ps.last().unwrap().clone();
-    let mut bytes = std::fs::read(&victim_pack).unwrap();
-    bytes[100] ^= 0xff;
-    std::fs::write(&victim_pack, &bytes).unwrap();
+    let victim_pack = flip_a_byte_of_the_biggest_pack(&env);
     // Structure check passes (sizes match); reading data finds it.
     let o = env.run(&["check", "--read-data"]);
     assert_eq!(o.status.code(), Some(1));
@@ -62,6 +57,17 @@ fn damaged_pack_is_named_with_affected_files_and_the_rest_restores() {
     assert_eq!(std::fs::read(restored(&target, &src).join("safe.txt")).unwrap(), b"unaffected");
 }
 
+/// Flips byte 100 (inside its first stored unit) of the repository's biggest pack; returns it.
+fn flip_a_byte_of_the_biggest_pack(env: &Env) -> std::path::PathBuf {
+    let mut ps = packs(&env.repo);
+    ps.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let victim = ps.last().unwrap().clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    victim
+}
+
 /// A small file (one chunk: restored in one go) whose data is damaged is reported once, and is
 /// not left behind half made.
 #[test]
@@ -74,12 +80,7 @@ fn a_damaged_small_file_is_reported_once() {
     env.backup(&src);
     std::fs::write(src.join("safe.txt"), b"unaffected").unwrap();
     env.backup(&src);
-    let mut ps = packs(&env.repo);
-    ps.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let victim_pack = ps.last().unwrap().clone();
-    let mut bytes = std::fs::read(&victim_pack).unwrap();
-    bytes[100] ^= 0xff;
-    std::fs::write(&victim_pack, &bytes).unwrap();
+    flip_a_byte_of_the_biggest_pack(&env);
     let target = env.path("r");
     let o = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
