@@ -138,7 +138,7 @@ impl<R: Read> Chunks<'_, R> {
     /// maximal chunk and the cut looked for again (the cut points are the same either way: the
     /// first one after the minimum). Keeping 1.5 maximal chunks ahead instead cost 12 MiB per
     /// reader, and moved two bytes to the buffer's front for every byte consumed.
-    pub fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+    fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
         let max = self.chunker.params.max_size as usize;
         if self.buf.len() - self.start < REFILL_BELOW.min(max) && !self.eof {
             self.fill(READ_AHEAD.min(max))?;

@@ -58,13 +58,12 @@ fn zstd_bound(n: usize) -> usize {
 struct BufferPool {
     spare: Mutex<Vec<Vec<u8>>>,
     keep: usize,
-    max_capacity: usize,
 }
 
 impl BufferPool {
-    /// A pool that keeps at most `keep` spare buffers of at most `max_capacity` bytes each.
-    fn new(keep: usize, max_capacity: usize) -> Self {
-        BufferPool { spare: Mutex::new(Vec::new()), keep, max_capacity }
+    /// A pool that keeps at most `keep` spare buffers.
+    fn new(keep: usize) -> Self {
+        BufferPool { spare: Mutex::new(Vec::new()), keep }
     }
 
     /// An empty buffer: a spare one if there is one.
@@ -78,7 +77,7 @@ impl BufferPool {
     }
 
     fn give(&self, mut buf: Vec<u8>) {
-        if buf.capacity() == 0 || buf.capacity() > self.max_capacity {
+        if buf.capacity() == 0 {
             return;
         }
         buf.clear();
@@ -132,7 +131,7 @@ impl<'r> PackSink<'r> {
             tree: Mutex::new(None),
             inflight: Mutex::new(HashSet::new()),
             bundle: Mutex::new(Bundle::default()),
-            bundle_bufs: BufferPool::new(2, usize::MAX),
+            bundle_bufs: BufferPool::new(2),
             tx: Mutex::new(Some(tx)),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),

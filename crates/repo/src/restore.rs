@@ -15,8 +15,7 @@
 //! has the recorded size and modification time is left alone (times are set last, so a file
 //! cut short by a crash never qualifies).
 
-use std::collections::HashSet;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
