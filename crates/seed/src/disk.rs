@@ -11,7 +11,7 @@ use crate::fsio::{self, JOURNAL_FILE, LABEL_FILE, MANIFEST_FILE, OBJECTS_DIR, SE
 use crate::journal::{self, Entry, JournalWriter, ObjectRecord};
 use crate::label::{write_label, Label};
 use crate::object::{self, ObjectHeader, Sealer};
-use crate::{DiskKey, SeedError};
+use crate::{DiskKey, SeedError, SourceObject};
 
 /// Space kept on every disk for its label.
 const LABEL_RESERVE: u64 = 4096;
@@ -143,12 +143,12 @@ impl SeedDisk {
         &mut self,
         source: &dyn Store,
         key: &DiskKey,
-        obj_key: &str,
-        size: u64,
+        obj: &SourceObject,
         file_ids: &mut HashSet<[u8; 8]>,
         buf: &mut Vec<u8>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), SeedError> {
+        let (obj_key, size) = (obj.key.as_str(), obj.size);
         let mismatch = |reason: String| SeedError::SourceMismatch { key: obj_key.to_string(), reason };
         match source.head(obj_key)? {
             Some(n) if n == size => {}

@@ -78,10 +78,7 @@ impl DiskSet {
         if let Some((path, label)) = labels.iter().find(|(_, l)| l.disk_count != count) {
             return Err(SeedError::LabelDamaged {
                 path: path.clone(),
-                reason: format!(
-                    "it says the set has {} disks, disk {} says {count}",
-                    label.disk_count, labels[0].1.disk_number
-                ),
+                reason: format!("it says the set has {} disks, disk {} says {count}", label.disk_count, labels[0].1.disk_number),
             });
         }
         let mut by_number: Vec<Option<PathBuf>> = vec![None; count as usize];

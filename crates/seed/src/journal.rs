@@ -235,7 +235,7 @@ mod tests {
         want.extend_from_slice(&[0xac, 0x02]);
         want.extend_from_slice(&[0xaa; 32]);
         want.extend_from_slice(&[0xbb; 8]);
-        want.extend_from_slice(&[0xea, 0x02]); // 30 + 300 + 16 = 346
+        want.extend_from_slice(&[0xda, 0x02]); // 30 + 300 + 16 = 346
         assert_eq!(body, want);
         // The record: u32le(n) || nonce || AES-GCM(..., aad = set_id || u32le(disk)).
         let rec = encode_record(&key().journal_key(), &SET, 2, &Entry::NextDisk(3));

@@ -55,6 +55,10 @@
 //! # }
 //! ```
 
+// Errors carry the disk, the object and the reason for one precise message; they are rare, so
+// their size does not matter.
+#![allow(clippy::result_large_err)]
+
 mod disk;
 mod error;
 mod fsio;
@@ -65,6 +69,8 @@ pub mod label;
 pub mod manifest;
 pub mod object;
 mod prepare;
+#[cfg(test)]
+mod tests;
 
 pub use error::{FormatError, SeedError};
 pub use import::DiskSet;

@@ -117,10 +117,8 @@ impl Manifest {
         if version > MANIFEST_VERSION {
             return Err(FormatError::NewerVersion(version.into()));
         }
-        let body =
-            key.manifest_key().open_random_nonce(&aad(set_id), &bytes[HEADER_LEN..]).map_err(|_| FormatError::Authentication)?;
-        let (wire, rest): (Wire, &[u8]) =
-            postcard::take_from_bytes(&body).map_err(|e| FormatError::malformed(format!("manifest: {e}")))?;
+        let body = key.manifest_key().open_random_nonce(&aad(set_id), &bytes[HEADER_LEN..]).map_err(|_| FormatError::Authentication)?;
+        let (wire, rest): (Wire, &[u8]) = postcard::take_from_bytes(&body).map_err(|e| FormatError::malformed(format!("manifest: {e}")))?;
         if !rest.is_empty() {
             return Err(FormatError::malformed("manifest: bytes after the entries"));
         }

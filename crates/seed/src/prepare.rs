@@ -193,7 +193,11 @@ pub fn prepare(source: &dyn Store, objects: &[SourceObject], opts: PrepareOption
     for &i in &fresh {
         fresh_caps.push((i, fresh_capacity(&targets[i])?));
     }
-    let largest = set.iter().map(|d| (d.capacity, d.path.clone())).chain(fresh_caps.iter().map(|(i, c)| (*c, targets[*i].path.clone()))).max_by_key(|(c, _)| *c);
+    let largest = set
+        .iter()
+        .map(|d| (d.capacity, d.path.clone()))
+        .chain(fresh_caps.iter().map(|(i, c)| (*c, targets[*i].path.clone())))
+        .max_by_key(|(c, _)| *c);
     if let Some((capacity, path)) = &largest {
         if let Some(o) = pending.iter().find(|o| base_space(reserve).saturating_add(space_for(&o.key, o.size)) > *capacity) {
             return Err(SeedError::ObjectTooLarge { key: o.key.clone(), size: o.size, path: path.clone(), capacity: *capacity });
@@ -210,7 +214,8 @@ pub fn prepare(source: &dyn Store, objects: &[SourceObject], opts: PrepareOption
         let at = match set.iter().position(|d| d.fits(&o.key, o.size)) {
             Some(at) => at,
             None => {
-                let Some(pos) = fresh_caps.iter().position(|(_, c)| base_space(reserve).saturating_add(space_for(&o.key, o.size)) <= *c) else {
+                let Some(pos) = fresh_caps.iter().position(|(_, c)| base_space(reserve).saturating_add(space_for(&o.key, o.size)) <= *c)
+                else {
                     left.push(o);
                     continue;
                 };
@@ -234,7 +239,7 @@ pub fn prepare(source: &dyn Store, objects: &[SourceObject], opts: PrepareOption
             }
         };
         let base = done_bytes;
-        set[at].write_object(source, key, &o.key, o.size, &mut file_ids, &mut buf, &mut |n| progress(base + n, total))?;
+        set[at].write_object(source, key, o, &mut file_ids, &mut buf, &mut |n| progress(base + n, total))?;
         done_bytes += o.size;
         progress(done_bytes, total);
     }
@@ -243,11 +248,7 @@ pub fn prepare(source: &dyn Store, objects: &[SourceObject], opts: PrepareOption
             return Err(SeedError::TooManyDisks { count: MAX_DISKS + 1 });
         }
         let summary = summary(&set);
-        return Ok(PrepareOutcome::NeedMoreDisks {
-            objects: left.len() as u64,
-            bytes: left.iter().map(|o| o.size).sum(),
-            summary,
-        });
+        return Ok(PrepareOutcome::NeedMoreDisks { objects: left.len() as u64, bytes: left.iter().map(|o| o.size).sum(), summary });
     }
     if set.is_empty() {
         // Nothing to carry, but a set needs a disk to hold its manifest.
@@ -326,11 +327,7 @@ fn inspect(path: &Path, job: &str, key: &DiskKey) -> Result<Found, SeedError> {
             format!("an earlier import job named {job} (its label does not verify with this job's disk key)"),
             &label.job,
         )),
-        Ok(label) => Ok(foreign(
-            format!("it is a seed disk of import job {}", label.job),
-            format!("import job {}", label.job),
-            &label.job,
-        )),
+        Ok(label) => Ok(foreign(format!("it is a seed disk of import job {}", label.job), format!("import job {}", label.job), &label.job)),
         Err(SeedError::LabelDamaged { reason, .. }) => Ok(foreign(
             format!("it has a damaged seed label ({reason})"),
             format!("an unknown disk set (its label is damaged: {reason})"),
