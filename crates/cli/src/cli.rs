@@ -81,6 +81,83 @@ pub enum Command {
     /// The agent: runs this machine's policy from its vault
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Offline seeding: write a staging location onto disks to ship to the vault's site
+    Diskprep(DiskprepArgs),
+    /// Offline seeding: the vault's import jobs (list, show, ship, cancel, cleanup)
+    #[command(name = "import-job", subcommand)]
+    ImportJob(ImportJobCommand),
+    /// Offline seeding, at the vault's site: import a job's disks into its container and ingest
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DiskprepArgs {
+    /// The staging location the offline backup wrote (`ferry backup --offline --staging DIR`)
+    #[arg(long, value_name = "DIR")]
+    pub staging: PathBuf,
+    /// The import job [default: the staging location's job]
+    #[arg(long, value_name = "NAME")]
+    pub import_job: Option<String>,
+    /// A disk: a mounted folder, with an optional cap on what is written there (e.g. 500GiB);
+    /// repeat for several, in order
+    #[arg(long = "disk", value_name = "PATH[:CAPACITY]", required = true)]
+    pub disks: Vec<String>,
+    /// Wipe disks that hold other data without asking
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportJobCommand {
+    /// List import jobs (a machine sees its own)
+    List,
+    /// Show an import job: state, disks, shipping, deadline
+    Show {
+        name: String,
+        /// Print the signed ingest receipt instead (after ingest)
+        #[arg(long)]
+        receipt: bool,
+    },
+    /// Record the shipping details of the job's disks
+    Ship {
+        name: String,
+        #[arg(long, value_name = "C")]
+        carrier: String,
+        #[arg(long, value_name = "T")]
+        tracking: String,
+        #[arg(long, value_name = "A")]
+        return_address: Option<String>,
+    },
+    /// Cancel an import job (before its disks are imported)
+    Cancel { name: String },
+    /// After ingest: remove the container copy (vault side) and empty the staging location
+    /// (--staging, this side); refused until the ingest receipt verifies
+    Cleanup {
+        name: String,
+        /// The staging location to empty after the receipt is verified against it
+        #[arg(long, value_name = "DIR")]
+        staging: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Check a job's disks, decrypt and verify every object, copy them into the job's storage
+    /// container, then have the vault ingest the seed (import operators)
+    Run(ImportRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportRunArgs {
+    #[arg(long, value_name = "NAME")]
+    pub import_job: String,
+    /// A disk of the job (a mounted folder); give every disk of the set
+    #[arg(long = "disk", value_name = "PATH", required = true)]
+    pub disks: Vec<PathBuf>,
+    /// Where to keep the per-disk copy and error logs [default: the current folder]
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +286,13 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Default storage container of import jobs (offline seeding): a job NAME that names no
+    /// container of its own gets LOCATION/NAME (a folder, az://CONTAINER[/PREFIX], s3://BUCKET[/PREFIX])
+    #[arg(long, value_name = "URL")]
+    pub import_container: Option<String>,
+    /// The vault site's shipping address for seed disks (diskprep prints it)
+    #[arg(long, value_name = "TEXT")]
+    pub shipping_address: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +345,20 @@ pub struct BackupArgs {
     /// Seconds between checkpoints (work so far made durable, so an interrupted backup resumes)
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub checkpoint_every: u64,
+    /// Offline seeding: write this first backup to --staging instead of the vault, for
+    /// `ferry diskprep` to put onto disks; creates the import job --import-job in the vault
+    #[arg(long, requires_all = ["staging", "import_job"])]
+    pub offline: bool,
+    /// The staging location (a local folder; needs the backup's compressed size)
+    #[arg(long, value_name = "DIR", requires = "offline")]
+    pub staging: Option<PathBuf>,
+    /// The import job's name (unique in the vault)
+    #[arg(long, value_name = "NAME", requires = "offline")]
+    pub import_job: Option<String>,
+    /// Where the vault's site imports the disks to (folder, az://, s3://) [default: the vault's
+    /// import container]
+    #[arg(long, value_name = "URL", requires = "offline")]
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -160,6 +160,11 @@ fn parse_fault_injection(location: &str, spec: Option<String>) -> Result<Option<
     }
 }
 
+/// Checks that `location` names a store [`open`] understands, without opening it.
+pub fn check_location(location: &str) -> Result<()> {
+    location::parse(location).map(|_| ())
+}
+
 /// Install rustls' aws-lc-rs crypto provider as the process default, once. The binary calls
 /// this at start-up; [`open`] calls it too. Harmless if a provider is already installed.
 pub fn init_tls() {

@@ -17,6 +17,8 @@ use crate::db::Principal;
 use crate::verify::{self, Write};
 use crate::{Role, State};
 
+mod imports;
+
 type St = AxState<Arc<State>>;
 
 /// An error answer: status and a message for the caller (never a secret).
@@ -98,6 +100,17 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/machines/{m}/retention", post(run_retention))
         .route("/v1/machines/{m}/deleted", get(list_deleted))
         .route("/v1/machines/{m}/deleted/{rp}/undelete", post(undelete))
+        .route("/v1/import-jobs", get(imports::list).post(imports::create))
+        .route("/v1/import-jobs/{name}", get(imports::show))
+        .route("/v1/import-jobs/{name}/disk-key", get(imports::disk_key))
+        .route("/v1/import-jobs/{name}/disks", post(imports::disks))
+        .route("/v1/import-jobs/{name}/ship", post(imports::ship))
+        .route("/v1/import-jobs/{name}/cancel", post(imports::cancel))
+        .route("/v1/import-jobs/{name}/receive", post(imports::receive))
+        .route("/v1/import-jobs/{name}/transfer", post(imports::transfer))
+        .route("/v1/import-jobs/{name}/ingest", post(imports::ingest))
+        .route("/v1/import-jobs/{name}/receipt", get(imports::receipt))
+        .route("/v1/import-jobs/{name}/cleanup", post(imports::cleanup))
         .layer(DefaultBodyLimit::max(verify::MAX_OBJECT + 1024))
         .with_state(state)
 }
@@ -161,8 +174,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ferry_store::Result<T> 
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({"protocol": crate::PROTOCOL_VERSION}))
+/// The protocol version, and the public key that signs ingest receipts (agents read it over the
+/// pinned connection).
+async fn health(AxState(state): St) -> Json<serde_json::Value> {
+    Json(json!({"protocol": crate::PROTOCOL_VERSION, "receipt_key": state.secrets.public_key()}))
 }
 
 async fn credentials(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
@@ -325,8 +340,18 @@ async fn machines(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serd
         Principal::User { role, .. } if role != Role::ImportOperator => {}
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "this token may not list machines".into())),
     }
-    let list: Vec<_> =
-        state.db.machines().await?.into_iter().map(|(id, name, created)| json!({"id": id, "name": name, "created": created})).collect();
+    let traffic = state.db.traffic().await?;
+    let list: Vec<_> = state
+        .db
+        .machines()
+        .await?
+        .into_iter()
+        .map(|(id, name, created)| {
+            let [bytes_in, objects_in, bytes_out, objects_out] = traffic.get(&id).copied().unwrap_or_default();
+            json!({"id": id, "name": name, "created": created, "bytes_received": bytes_in, "objects_received": objects_in,
+                   "bytes_sent": bytes_out, "objects_sent": objects_out})
+        })
+        .collect();
     Ok(Json(json!(list)))
 }
 
@@ -339,7 +364,7 @@ async fn get_object(
     check(&state, &headers, &m, Op::Read, &key).await?;
     let k = store_key(&m, &key)?;
     let store = state.store.clone();
-    match q.get("range") {
+    let data = match q.get("range") {
         Some(r) => {
             let (a, b) = r
                 .split_once('-')
@@ -348,7 +373,9 @@ async fn get_object(
             blocking(move || store.get_range(&k, a..b)).await
         }
         None => blocking(move || store.get(&k)).await,
-    }
+    }?;
+    state.db.add_traffic(&m, 0, 0, data.len() as u64, 1).await?;
+    Ok(data)
 }
 
 async fn head_object(AxState(state): St, headers: HeaderMap, Path((m, key)): Path<(String, String)>) -> ApiResult<Json<serde_json::Value>> {
@@ -368,6 +395,7 @@ async fn put_object(
 ) -> ApiResult<Json<serde_json::Value>> {
     check(&state, &headers, &m, Op::Write, &key).await?;
     let k = store_key(&m, &key)?;
+    state.db.add_traffic(&m, body.len() as u64, 1, 0, 0).await?;
     let how = verify::check_upload(&key, &body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("refused {key}: {e}")))?;
     let replace = q.get("mode").map(String::as_str) == Some("replace");
     if replace && how != Write::Replace {

@@ -112,7 +112,7 @@ fn scrub(text: String, url: &str) -> String {
 /// other program on the database uses; this one is "ferry" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0066_6572_7279;
 
-const SQLITE_TABLES: [&str; 5] = [
+const SQLITE_TABLES: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
@@ -120,9 +120,12 @@ const SQLITE_TABLES: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, machine TEXT NOT NULL, kind TEXT NOT NULL, \
      state TEXT NOT NULL, start TEXT NOT NULL, \"end\" TEXT, bytes INTEGER NOT NULL DEFAULT 0, files INTEGER NOT NULL DEFAULT 0, \
      errors TEXT NOT NULL DEFAULT '[]', heartbeat INTEGER NOT NULL)",
+    IMPORT_JOBS_SQLITE,
+    "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in INTEGER NOT NULL, objects_in INTEGER NOT NULL, \
+     bytes_out INTEGER NOT NULL, objects_out INTEGER NOT NULL)",
 ];
 
-const POSTGRES_TABLES: [&str; 5] = [
+const POSTGRES_TABLES: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)",
@@ -130,11 +133,27 @@ const POSTGRES_TABLES: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS jobs (id BIGSERIAL PRIMARY KEY, machine TEXT NOT NULL, kind TEXT NOT NULL, \
      state TEXT NOT NULL, start TEXT NOT NULL, \"end\" TEXT, bytes BIGINT NOT NULL DEFAULT 0, files BIGINT NOT NULL DEFAULT 0, \
      errors TEXT NOT NULL DEFAULT '[]', heartbeat BIGINT NOT NULL)",
+    IMPORT_JOBS_POSTGRES,
+    "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in BIGINT NOT NULL, objects_in BIGINT NOT NULL, \
+     bytes_out BIGINT NOT NULL, objects_out BIGINT NOT NULL)",
 ];
+
+/// Import jobs (crate::imports). `tracking` is unique across all jobs (NULLs do not collide);
+/// `disk_key` is sealed under the vault's escrow key; `disks` and `errors` are JSON.
+const IMPORT_JOBS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS import_jobs (name TEXT PRIMARY KEY, machine TEXT NOT NULL, \
+     container TEXT NOT NULL, state TEXT NOT NULL, created INTEGER NOT NULL, deadline INTEGER NOT NULL, carrier TEXT, \
+     tracking TEXT UNIQUE, return_address TEXT, disk_key TEXT NOT NULL, set_id TEXT, manifest_digest TEXT, \
+     disks TEXT NOT NULL, recovery_point TEXT, receipt TEXT, errors TEXT NOT NULL, cleaned INTEGER NOT NULL DEFAULT 0, \
+     updated INTEGER NOT NULL)";
+const IMPORT_JOBS_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS import_jobs (name TEXT PRIMARY KEY, machine TEXT NOT NULL, \
+     container TEXT NOT NULL, state TEXT NOT NULL, created BIGINT NOT NULL, deadline BIGINT NOT NULL, carrier TEXT, \
+     tracking TEXT UNIQUE, return_address TEXT, disk_key TEXT NOT NULL, set_id TEXT, manifest_digest TEXT, \
+     disks TEXT NOT NULL, recovery_point TEXT, receipt TEXT, errors TEXT NOT NULL, cleaned BIGINT NOT NULL DEFAULT 0, \
+     updated BIGINT NOT NULL)";
 
 #[derive(Debug, Clone)]
 pub struct Db {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
     shown: String,
 }
@@ -388,6 +407,37 @@ impl Db {
     pub async fn policy(&self, machine: &str) -> Result<Option<serde_json::Value>> {
         let row = sqlx::query("SELECT policy FROM policies WHERE machine = $1").bind(machine).fetch_optional(&self.pool).await?;
         Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
+    }
+
+    /// Counts what a machine's requests carried: object bytes received (uploads) and sent
+    /// (downloads). The vault's byte counters, per machine, since its registration.
+    pub async fn add_traffic(&self, machine: &str, bytes_in: u64, objects_in: u64, bytes_out: u64, objects_out: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO traffic (machine, bytes_in, objects_in, bytes_out, objects_out) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (machine) DO UPDATE SET bytes_in = traffic.bytes_in + excluded.bytes_in, \
+             objects_in = traffic.objects_in + excluded.objects_in, bytes_out = traffic.bytes_out + excluded.bytes_out, \
+             objects_out = traffic.objects_out + excluded.objects_out",
+        )
+        .bind(machine)
+        .bind(bytes_in as i64)
+        .bind(objects_in as i64)
+        .bind(bytes_out as i64)
+        .bind(objects_out as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every machine's counters: machine ID -> (bytes in, objects in, bytes out, objects out).
+    pub async fn traffic(&self) -> Result<std::collections::HashMap<String, [u64; 4]>> {
+        let rows = sqlx::query("SELECT machine, bytes_in, objects_in, bytes_out, objects_out FROM traffic").fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let n = |i: usize| r.get::<i64, _>(i).max(0) as u64;
+                (r.get::<String, _>(0), [n(1), n(2), n(3), n(4)])
+            })
+            .collect())
     }
 
     /// Every machine: (id, name, created).

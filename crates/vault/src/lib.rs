@@ -8,7 +8,10 @@
 
 mod api;
 pub mod db;
+pub mod imports;
+pub mod ingest;
 pub mod retention;
+pub mod secrets;
 pub mod tls;
 pub mod verify;
 
@@ -167,6 +170,11 @@ pub struct ServeOptions {
     /// `None` = SQLite in `DATA/vault.db`. Several servers may share one PostgreSQL database
     /// (and then the same store and certificate): see docs/design/vault.md.
     pub database: Option<String>,
+    /// Where import jobs put their objects by default (`LOCATION/JOB`), when the machine does
+    /// not name a container.
+    pub import_container: Option<String>,
+    /// The vault site's address, to which disks are shipped (printed by diskprep).
+    pub shipping_address: Option<String>,
 }
 
 /// What [`serve`] tells its caller once it listens.
@@ -196,6 +204,12 @@ pub(crate) struct State {
     pub store: Arc<dyn Store>,
     /// Machines whose retention runs now on this server (one run per machine at a time).
     pub retaining: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Escrow and receipt keys (`DATA/vault-secret.key`).
+    pub secrets: secrets::Secrets,
+    pub import_container: Option<String>,
+    pub shipping_address: Option<String>,
+    /// Import jobs being ingested on this server.
+    pub ingesting: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl State {
@@ -282,6 +296,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Resu
         }
     };
     let fingerprint = tls::fingerprint(&tls::load_cert(&cert_path)?);
+    let secrets = secrets::Secrets::load_or_create(&opts.data)?;
     let mut new_owner = None;
     if let Some(token) = db.create_owner_if_none().await? {
         let path = opts.data.join(OWNER_TOKEN_FILE);
@@ -292,7 +307,15 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Resu
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     on_ready(Ready { addr, fingerprint: &fingerprint, new_owner: new_owner.as_deref(), database: db.describe() });
-    let state = Arc::new(State { db, store, retaining: Default::default() });
+    let state = Arc::new(State {
+        db,
+        store,
+        retaining: Default::default(),
+        secrets,
+        import_container: opts.import_container.clone(),
+        shipping_address: opts.shipping_address.clone(),
+        ingesting: Default::default(),
+    });
     // Retention of every machine with a policy, on a timer.
     let retainer = state.clone();
     tokio::spawn(async move {
@@ -317,8 +340,12 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Resu
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-            if let Err(e) = reaper.db.reap_jobs(chrono::Utc::now().timestamp(), api::job_timeout_s()).await {
+            let now = chrono::Utc::now().timestamp();
+            if let Err(e) = reaper.db.reap_jobs(now, api::job_timeout_s()).await {
                 tracing::warn!("marking stale jobs failed: {e:#}");
+            }
+            if let Err(e) = reaper.db.expire_import_jobs(now).await {
+                tracing::warn!("expiring import jobs: {e:#}");
             }
         }
     });

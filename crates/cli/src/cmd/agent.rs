@@ -86,6 +86,10 @@ fn run_policy_backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
         tag: vec!["policy".into()],
         host: None,
         checkpoint_every: 60,
+        offline: false,
+        staging: None,
+        import_job: None,
+        container: None,
     };
     crate::cmd::backup::run(g, &args)
 }

@@ -10,7 +10,10 @@ use crate::common;
 use crate::Outcome;
 
 pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
-    let repo = common::open(g)?;
+    let repo = match (&a.staging, &a.import_job) {
+        (Some(staging), Some(job)) if a.offline => super::staging::open(g, staging, job, a.container.as_deref())?,
+        _ => common::open(g)?,
+    };
     let mut opts = BackupOptions::new(a.paths.clone());
     opts.excludes = a.exclude.clone();
     for f in &a.exclude_file {
@@ -22,11 +25,11 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
     opts.host = a.host.clone();
     opts.checkpoint_every = Duration::from_secs(a.checkpoint_every.max(1));
     // Through a vault (no --repo): the vault enforces retention from the pack lists.
-    opts.pack_list = !g.repo.as_deref().is_some_and(|r| !r.is_empty());
+    opts.pack_list = g.repo.as_deref().is_none_or(|r| r.is_empty());
     let progress = Arc::new(Progress::default());
     opts.scan = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let display = common::ProgressDisplay::start(progress.clone(), "backup");
-    let mut job = common::Job::start(g, "backup");
+    let mut job = common::Job::start(g, if a.offline { "offline-backup" } else { "backup" });
     let out = backup::run(&repo, &opts, &progress);
     drop(display);
     let out = common::fail_job_on_error(&mut job, out)?;

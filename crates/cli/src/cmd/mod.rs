@@ -1,12 +1,16 @@
 mod agent;
 mod backup;
 mod check;
+mod diskprep;
 mod forget;
+mod import;
+mod import_job;
 mod init;
 mod key;
 mod ls;
 mod points;
 mod restore;
+mod staging;
 mod vault;
 
 use anyhow::Result;
@@ -31,5 +35,8 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Vault(v) => vault::run(g, v),
         Command::Register(a) => vault::register(g, a),
         Command::Agent(crate::cli::AgentCommand::Run(a)) => agent::run(g, a),
+        Command::ImportJob(c) => import_job::run(g, c),
+        Command::Diskprep(a) => diskprep::run(g, a),
+        Command::Import(crate::cli::ImportCommand::Run(a)) => import::run(g, a),
     }
 }

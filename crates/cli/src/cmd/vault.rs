@@ -146,6 +146,8 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
         store: a.store.clone(),
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
         database: a.database.clone(),
+        import_container: a.import_container.clone(),
+        shipping_address: a.shipping_address.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the vault's runtime")?;
     rt.block_on(ferry_vault::serve(opts, |r| {

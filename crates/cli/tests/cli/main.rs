@@ -8,6 +8,7 @@ mod damage;
 mod keys;
 mod kill;
 mod retention;
+
 mod stores;
 mod vault;
 mod vault_pg;

@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// A running vault; killed when dropped.
-struct Vault {
+pub(crate) struct Vault {
     child: Child,
-    dir: tempfile::TempDir,
-    url: String,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) url: String,
+    /// Extra arguments of `vault serve` (kept for restarts).
+    args: Vec<String>,
 }
 
 impl Vault {
-    fn start() -> Vault {
+    pub(crate) fn start() -> Vault {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
@@ -25,7 +27,7 @@ impl Vault {
             .stderr(log)
             .spawn()
             .unwrap();
-        let v = Vault { child, dir, url: format!("https://127.0.0.1:{port}") };
+        let v = Vault { child, dir, url: format!("https://127.0.0.1:{port}"), args: vec![] };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !v.log().contains("listening on") {
             assert!(Instant::now() < deadline, "the vault did not start: {}", v.log());
@@ -34,16 +36,16 @@ impl Vault {
         v
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
-    fn data(&self, f: &str) -> String {
+    pub(crate) fn data(&self, f: &str) -> String {
         self.dir.path().join("vault").join(f).to_string_lossy().into_owned()
     }
 
     /// Makes a credentials file and returns its path.
-    fn credentials(&self, env: &Env, name: &str) -> PathBuf {
+    pub(crate) fn credentials(&self, env: &Env, name: &str) -> PathBuf {
         let out = env.path(name);
         self.admin(env, &["vault", "credentials", "--out", out.to_str().unwrap()]);
         out
@@ -58,7 +60,7 @@ impl Drop for Vault {
 }
 
 /// A protected machine: no repository location, its own config (registration) and cache.
-fn machine() -> Env {
+pub(crate) fn machine() -> Env {
     Env::with_repo(String::new())
 }
 
@@ -138,7 +140,7 @@ fn a_machine_reaches_only_its_own_repository_and_only_the_pinned_vault() {
 
 impl Vault {
     /// `ferry ...` run by `env` against this vault as the owner, any exit code.
-    fn admin_run(&self, env: &Env, args: &[&str]) -> std::process::Output {
+    pub(crate) fn admin_run(&self, env: &Env, args: &[&str]) -> std::process::Output {
         let mut a = args.to_vec();
         a.extend(["--vault", &self.url]);
         let (token, cert) = (self.data("owner.token"), self.data("vault-cert.pem"));
@@ -147,30 +149,30 @@ impl Vault {
     }
 
     /// `ferry ...` as the owner, which must succeed; returns stdout.
-    fn admin(&self, env: &Env, args: &[&str]) -> String {
+    pub(crate) fn admin(&self, env: &Env, args: &[&str]) -> String {
         let o = self.admin_run(env, args);
         assert_eq!(o.status.code(), Some(0), "ferry {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8(o.stdout).unwrap()
     }
 
     /// Registers machine `m` as `name`, with credentials `admin` makes for it.
-    fn register(&self, admin: &Env, m: &Env, name: &str) {
+    pub(crate) fn register(&self, admin: &Env, m: &Env, name: &str) {
         let creds = self.credentials(admin, &format!("{name}.json"));
         m.ok(&["register", "--vault-credentials", creds.to_str().unwrap(), "--name", name]);
     }
 
-    fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(std::path::Path::new(&self.data("vault-cert.pem"))).unwrap())
     }
 
     /// A store on machine `machine`'s repository with `token`.
-    fn store(&self, token: &str, machine: &str) -> ferry_store::VaultStore {
+    pub(crate) fn store(&self, token: &str, machine: &str) -> ferry_store::VaultStore {
         let client = ferry_store::VaultClient::new(&self.url, &self.fingerprint(), token).unwrap();
         ferry_store::VaultStore::new(client, machine)
     }
 }
 
-fn registration(env: &Env) -> serde_json::Value {
+pub(crate) fn registration(env: &Env) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(env.path("config").join("registration.json")).unwrap()).unwrap()
 }
 
@@ -289,22 +291,29 @@ fn restore_on_another_machine_with_a_user_token_and_the_passphrase() {
 
 impl Vault {
     /// Starts a vault on `data` (a folder kept across restarts) with extra environment.
-    fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Vault {
+    pub(crate) fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Vault {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::spawn(dir, port, env)
+        Self::spawn(dir, port, vec![], env)
     }
 
-    fn spawn(dir: tempfile::TempDir, port: u16, env: &[(&str, &str)]) -> Vault {
+    /// Starts a vault with extra `vault serve` arguments and environment.
+    pub(crate) fn start_with(args: &[&str], env: &[(&str, &str)]) -> Vault {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::spawn(tempfile::tempdir().unwrap(), port, args.iter().map(|a| a.to_string()).collect(), env)
+    }
+
+    pub(crate) fn spawn(dir: tempfile::TempDir, port: u16, args: Vec<String>, env: &[(&str, &str)]) -> Vault {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("serve.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
         cmd.args(["vault", "serve", "--data", dir.path().join("vault").to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let v = Vault { child, dir, url: format!("https://127.0.0.1:{port}") };
+        let v = Vault { child, dir, url: format!("https://127.0.0.1:{port}"), args };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
@@ -317,13 +326,14 @@ impl Vault {
     }
 
     /// Kills the vault and starts it again on the same folder and port.
-    fn restart(mut self) -> Vault {
+    pub(crate) fn restart(mut self) -> Vault {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let args = std::mem::take(&mut self.args);
         drop(self);
-        Self::spawn(dir, port, &[])
+        Self::spawn(dir, port, args, &[])
     }
 }
 

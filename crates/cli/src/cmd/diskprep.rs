@@ -1,0 +1,194 @@
+//! `ferry diskprep`: writes a staging location onto the disks that travel to the vault's site
+//! (glue over `ferry_seed::prepare`; the disk format is in docs/format.md "Seed disks").
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ferry_seed::{DiskKey, DiskTarget, PrepareOptions, PrepareOutcome, SourceObject};
+
+use super::import_job::{self, SeedFile};
+use crate::cli::{DiskprepArgs, Global};
+use crate::common;
+use crate::Outcome;
+
+/// `500GiB`, `2TB`, `1048576`: decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB) units.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "m" | "mb" => 1000u64.pow(2),
+        "g" | "gb" => 1000u64.pow(3),
+        "t" | "tb" => 1000u64.pow(4),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
+}
+
+/// `PATH[:CAPACITY]`: the part after the last `:` is a capacity when it reads as one.
+fn parse_disk(spec: &str) -> Result<DiskTarget> {
+    if let Some((path, cap)) = spec.rsplit_once(':') {
+        if let Some(c) = parse_size(cap) {
+            if c == 0 {
+                bail!("disk {spec}: a capacity of 0 holds nothing");
+            }
+            return Ok(DiskTarget { path: PathBuf::from(path), capacity: Some(c) });
+        }
+    }
+    Ok(DiskTarget { path: PathBuf::from(spec), capacity: None })
+}
+
+fn ask(question: &str) -> Option<String> {
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).ok()?;
+    Some(line.trim().to_string())
+}
+
+pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
+    let seed = SeedFile::load(&a.staging)?
+        .with_context(|| format!("{} is not a staging location (no seed.json): run `ferry backup --offline --staging` first", a.staging.display()))?;
+    let job = match &a.import_job {
+        Some(j) if *j != seed.job => bail!("{} is the staging location of import job {}, not {j}", a.staging.display(), seed.job),
+        _ => seed.job.clone(),
+    };
+    if seed.cleaned {
+        bail!("import job {job} was ingested and cleaned up: nothing to prepare");
+    }
+    let client = import_job::client(g)?;
+    let key_hex = client.get_json(&format!("/v1/import-jobs/{job}/disk-key"))?;
+    let key = DiskKey::from_hex(key_hex["disk_key"].as_str().unwrap_or_default()).context("the vault sent a malformed disk key")?;
+    let staging = ferry_store::open(&a.staging.to_string_lossy())?;
+    let objects: Vec<SourceObject> = import_job::staging_objects(staging.as_ref())?
+        .into_iter()
+        .map(|(key, size)| SourceObject { phase: ferry_vault::ingest::commit_phase(&key), key, size })
+        .collect();
+    if !objects.iter().any(|o| o.key.starts_with("recovery-points/")) {
+        bail!("{} holds no recovery point yet: let `ferry backup --offline` finish (run it again to resume) before diskprep", a.staging.display());
+    }
+    let mut disks = a.disks.iter().map(|d| parse_disk(d)).collect::<Result<Vec<_>>>()?;
+    let total: u64 = objects.iter().map(|o| o.size).sum();
+    eprintln!("import job {job}: {} objects, {} to write", objects.len(), common::size(total));
+    let yes = a.yes;
+    let mut confirm = |disk: &Path, why: &str| -> bool {
+        if yes {
+            return true;
+        }
+        match ask(&format!("disk {}: {why}. Wipe it? [y/N] ", disk.display())) {
+            Some(answer) => matches!(answer.as_str(), "y" | "Y" | "yes"),
+            None => false,
+        }
+    };
+    let bar = (!g.json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {bytes_per_sec} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let summary = loop {
+        let mut progress = |done: u64, _total: u64| {
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
+        };
+        let opts = PrepareOptions { job: job.clone(), key: &key, disks: disks.clone(), confirm_wipe: &mut confirm, progress: &mut progress };
+        match ferry_seed::prepare(staging.as_ref(), &objects, opts)? {
+            PrepareOutcome::Complete(summary) => break summary,
+            PrepareOutcome::NeedMoreDisks { objects: left, bytes, summary } => {
+                record(&client, &job, &summary, None)?;
+                let more = ask(&format!(
+                    "the disks are full: {} in {left} objects still to write. Path of another disk (empty to stop): ",
+                    common::size(bytes)
+                ));
+                match more.filter(|p| !p.is_empty()) {
+                    Some(p) => disks.push(parse_disk(&p)?),
+                    None => {
+                        if let Some(b) = &bar {
+                            b.abandon();
+                        }
+                        bail!(
+                            "import job {job}: {} in {left} objects still to write: run diskprep again with the same disks and another --disk \
+                             (what is on the disks is kept)",
+                            common::size(bytes)
+                        );
+                    }
+                }
+            }
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    // The manifest as the disks hold it: its digest is what the import and the receipt check.
+    let paths: Vec<PathBuf> = summary.disks.iter().map(|d| d.path.clone()).collect();
+    let set = ferry_seed::DiskSet::open(&paths, &job, &key)?;
+    let digest = hex::encode(set.manifest().digest());
+    let j = record(&client, &job, &summary, Some(&digest))?;
+    if g.json {
+        common::print_json(&serde_json::json!({
+            "import_job": job,
+            "set_id": hex::encode(summary.set_id),
+            "disks": summary.disks.iter().map(|d| serde_json::json!({"id": d.number, "path": d.path, "objects": d.objects, "bytes": d.bytes})).collect::<Vec<_>>(),
+            "state": j["state"],
+            "shipping_address": j["shipping_address"],
+        }))?;
+    } else {
+        println!("import job {job}: {} disks prepared and verified", summary.disks.len());
+        for d in &summary.disks {
+            println!("  disk {} of {}: {} ({} objects, {})", d.number, summary.disks.len(), d.path.display(), d.objects, common::size(d.bytes));
+        }
+        match j["shipping_address"].as_str() {
+            Some(addr) => println!("ship the disks to: {addr}"),
+            None => println!("ship the disks to the vault's site (the vault has no shipping address set: ask its operator)"),
+        }
+        println!(
+            "then record the shipment: ferry import-job ship {job} --carrier CARRIER --tracking NUMBER (by {})",
+            j["deadline"].as_str().unwrap_or("the deadline")
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+/// Tells the vault what the disks hold; a digest marks the set complete.
+fn record(client: &ferry_store::VaultClient, job: &str, s: &ferry_seed::SetSummary, digest: Option<&str>) -> Result<serde_json::Value> {
+    let disks: Vec<_> = s
+        .disks
+        .iter()
+        .map(|d| serde_json::json!({"id": d.number, "state": "prepared", "bytes": d.bytes, "objects": d.objects}))
+        .collect();
+    let body = serde_json::json!({"set_id": hex::encode(s.set_id), "manifest_digest": digest, "disks": disks, "complete": digest.is_some()});
+    Ok(client.post_json(&format!("/v1/import-jobs/{job}/disks"), &body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_disks() {
+        assert_eq!(parse_size("500GiB"), Some(500 << 30));
+        assert_eq!(parse_size("2TB"), Some(2_000_000_000_000));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("1.5MiB"), Some(3 << 19));
+        assert_eq!(parse_size("12 parsecs"), None);
+        let d = parse_disk("/mnt/d1:20MiB").unwrap();
+        assert_eq!((d.path, d.capacity), (PathBuf::from("/mnt/d1"), Some(20 << 20)));
+        let d = parse_disk("/mnt/odd:name").unwrap();
+        assert_eq!((d.path, d.capacity), (PathBuf::from("/mnt/odd:name"), None));
+        assert!(parse_disk("/mnt/d1:0").is_err());
+    }
+}

@@ -1,0 +1,539 @@
+//! Import jobs: the vault's record of one offline seed travelling on disks (issue #4, design in
+//! docs/design/offline-seeding.md, protocol in docs/protocol.md "Import jobs").
+//!
+//! A job is created by the machine whose first backup goes to a staging location, gets its disk
+//! set from `ferry diskprep`, its shipping details from the owner, and its disks' states from
+//! the import operator at the vault's site. The states are those of an Azure import job:
+//!
+//! ```text
+//! created → awaiting-shipment → shipping → received → transferring → completed → ingesting → ingested
+//!                                                                  ↘ completed-with-errors / failed
+//! created / awaiting-shipment --(no tracking number by the deadline)--> expired
+//! any state before transferring --(owner, contributor, the machine)--> cancelled
+//! ```
+//!
+//! Every change is one conditional `UPDATE ... WHERE state IN (...)`, so two servers on one
+//! PostgreSQL database (or two requests racing) cannot both move a job: the loser changes no row
+//! and is told the job's current state.
+//!
+//! The disk key is made here, at creation, and kept sealed under the vault's escrow key (a file
+//! in the vault's data folder, never in the database): a stolen database alone does not open a
+//! shipped disk.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::db::Db;
+
+/// How long after creation a job may go without a tracking number before it expires (14 days,
+/// as for Azure import jobs; `FERRY_VAULT_SHIP_WITHIN_S` overrides it, for tests).
+pub fn ship_within_s() -> i64 {
+    std::env::var("FERRY_VAULT_SHIP_WITHIN_S").ok().and_then(|v| v.parse().ok()).unwrap_or(14 * 24 * 3600)
+}
+
+/// An import job's state (`ferry import-job show`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    Created,
+    AwaitingShipment,
+    Shipping,
+    Received,
+    Transferring,
+    Completed,
+    CompletedWithErrors,
+    Failed,
+    Ingesting,
+    Ingested,
+    Expired,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 12] = [
+        JobState::Created,
+        JobState::AwaitingShipment,
+        JobState::Shipping,
+        JobState::Received,
+        JobState::Transferring,
+        JobState::Completed,
+        JobState::CompletedWithErrors,
+        JobState::Failed,
+        JobState::Ingesting,
+        JobState::Ingested,
+        JobState::Expired,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Created => "created",
+            JobState::AwaitingShipment => "awaiting-shipment",
+            JobState::Shipping => "shipping",
+            JobState::Received => "received",
+            JobState::Transferring => "transferring",
+            JobState::Completed => "completed",
+            JobState::CompletedWithErrors => "completed-with-errors",
+            JobState::Failed => "failed",
+            JobState::Ingesting => "ingesting",
+            JobState::Ingested => "ingested",
+            JobState::Expired => "expired",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// States a job is cancelled from (before its disks are being copied).
+    pub const CANCELLABLE: [JobState; 4] = [JobState::Created, JobState::AwaitingShipment, JobState::Shipping, JobState::Received];
+    /// States in which a job without a tracking number expires at its deadline.
+    pub const EXPIRING: [JobState; 2] = [JobState::Created, JobState::AwaitingShipment];
+}
+
+/// One disk of a job's set, as the vault knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRecord {
+    /// The disk's number in its set, 1..=count.
+    pub id: u32,
+    /// `prepared`, `never-received`, `received`, `manifest-error`, `key-invalid`, `corrupted`,
+    /// `transferring`, `completed`, `completed-with-errors`.
+    pub state: String,
+    /// Bytes on the disk and objects it holds (from diskprep).
+    pub bytes: u64,
+    pub objects: u64,
+    /// Objects copied into the container by the import, and found there already.
+    #[serde(default)]
+    pub copied: u64,
+    #[serde(default)]
+    pub skipped: u64,
+    /// The disk's error log (each line names the object).
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+/// The disk states an import reports.
+pub const DISK_STATES: [&str; 9] = [
+    "prepared",
+    "never-received",
+    "received",
+    "manifest-error",
+    "key-invalid",
+    "corrupted",
+    "transferring",
+    "completed",
+    "completed-with-errors",
+];
+
+/// An import job as the API shows it (never with its disk key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportJob {
+    pub name: String,
+    /// The machine's ID and name.
+    pub machine: String,
+    pub machine_name: String,
+    /// Where the import puts the objects (a store location: folder, az://, s3://).
+    pub container: String,
+    pub state: JobState,
+    pub created: String,
+    /// Ship by then or the job expires (RFC 3339); `null` once shipped.
+    pub deadline: Option<String>,
+    pub carrier: Option<String>,
+    pub tracking: Option<String>,
+    pub return_address: Option<String>,
+    /// The disk set's ID (hex) and the BLAKE3 digest of its manifest, from diskprep.
+    pub set_id: Option<String>,
+    pub manifest_digest: Option<String>,
+    pub disks: Vec<DiskRecord>,
+    /// The seeded recovery point, once ingested.
+    pub recovery_point: Option<String>,
+    pub errors: Vec<String>,
+    pub updated: String,
+}
+
+const COLUMNS: &str = "j.name, j.machine, m.name, j.container, j.state, j.created, j.deadline, j.carrier, j.tracking, \
+                       j.return_address, j.set_id, j.manifest_digest, j.disks, j.recovery_point, j.errors, j.updated";
+
+fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn job_of(r: &sqlx::any::AnyRow) -> Result<ImportJob> {
+    let state: String = r.get(4);
+    let tracking: Option<String> = r.get(8);
+    let disks: String = r.get(12);
+    let errors: String = r.get(14);
+    Ok(ImportJob {
+        name: r.get(0),
+        machine: r.get(1),
+        machine_name: r.get(2),
+        container: r.get(3),
+        state: JobState::parse(&state).with_context(|| format!("unknown import job state {state:?} in the database"))?,
+        created: rfc3339(r.get(5)),
+        deadline: tracking.is_none().then(|| rfc3339(r.get(6))),
+        carrier: r.get(7),
+        tracking,
+        return_address: r.get(9),
+        set_id: r.get(10),
+        manifest_digest: r.get(11),
+        disks: serde_json::from_str(&disks).context("the import job's disks in the database")?,
+        recovery_point: r.get(13),
+        errors: serde_json::from_str(&errors).unwrap_or_default(),
+        updated: rfc3339(r.get(15)),
+    })
+}
+
+/// Why a change of a job was refused (a message for the caller, naming the job).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no import job {0:?} (see `ferry import-job list`)")]
+    NoSuchJob(String),
+    #[error("import job {name:?} exists already (machine {machine}, state {state}): choose another name")]
+    NameTaken { name: String, machine: String, state: &'static str },
+    #[error("import job {name:?} is {state}: {why}")]
+    WrongState { name: String, state: &'static str, why: String },
+    #[error("tracking number {tracking:?} is already used by import job {other:?}: check the number")]
+    TrackingTaken { tracking: String, other: String },
+}
+
+/// What diskprep tells the vault about a disk set.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DiskSet {
+    pub set_id: String,
+    pub manifest_digest: Option<String>,
+    pub disks: Vec<DiskRecord>,
+    /// All objects are on the disks and verified: the job awaits shipment.
+    pub complete: bool,
+}
+
+fn in_list(states: &[JobState], first: usize) -> String {
+    (0..states.len()).map(|i| format!("${}", first + i)).collect::<Vec<_>>().join(", ")
+}
+
+impl Db {
+    /// Marks expired every job still without a tracking number past its deadline.
+    pub async fn expire_import_jobs(&self, now: i64) -> Result<u64> {
+        let sql = format!(
+            "UPDATE import_jobs SET state = 'expired', updated = $1 WHERE tracking IS NULL AND deadline < $2 AND state IN ({})",
+            in_list(&JobState::EXPIRING, 3)
+        );
+        let mut q = sqlx::query(&sql).bind(now).bind(now);
+        for s in JobState::EXPIRING {
+            q = q.bind(s.as_str());
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected())
+    }
+
+    /// Creates a job for `machine`, with the sealed disk key. A job of the same name, machine
+    /// and container still in state `created` is returned as it is (a re-run of a killed
+    /// offline backup); any other existing name is refused.
+    pub async fn create_import_job(
+        &self,
+        name: &str,
+        machine: &str,
+        container: &str,
+        sealed_key: &str,
+        now: i64,
+    ) -> Result<std::result::Result<ImportJob, Refusal>> {
+        self.expire_import_jobs(now).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO import_jobs (name, machine, container, state, created, deadline, disk_key, disks, errors, updated) \
+             VALUES ($1, $2, $3, 'created', $4, $5, $6, '[]', '[]', $7) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(machine)
+        .bind(container)
+        .bind(now)
+        .bind(now + ship_within_s())
+        .bind(sealed_key)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let job = self.import_job(name).await?.with_context(|| format!("import job {name} vanished"))?;
+        if inserted.rows_affected() == 1 || (job.machine == machine && job.container == container && job.state == JobState::Created) {
+            return Ok(Ok(job));
+        }
+        Ok(Err(Refusal::NameTaken { name: name.into(), machine: job.machine_name, state: job.state.as_str() }))
+    }
+
+    /// One job, with expiry applied.
+    pub async fn import_job(&self, name: &str) -> Result<Option<ImportJob>> {
+        self.expire_import_jobs(chrono::Utc::now().timestamp()).await?;
+        let sql = format!("SELECT {COLUMNS} FROM import_jobs j JOIN machines m ON m.id = j.machine WHERE j.name = $1");
+        sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?.as_ref().map(job_of).transpose()
+    }
+
+    /// Every job (of one machine, by ID, if given), newest first.
+    pub async fn import_jobs(&self, machine: Option<&str>) -> Result<Vec<ImportJob>> {
+        self.expire_import_jobs(chrono::Utc::now().timestamp()).await?;
+        let base = format!("SELECT {COLUMNS} FROM import_jobs j JOIN machines m ON m.id = j.machine");
+        let rows = match machine {
+            Some(m) => sqlx::query(&format!("{base} WHERE j.machine = $1 ORDER BY j.created DESC, j.name")).bind(m).fetch_all(&self.pool).await?,
+            None => sqlx::query(&format!("{base} ORDER BY j.created DESC, j.name")).fetch_all(&self.pool).await?,
+        };
+        rows.iter().map(job_of).collect()
+    }
+
+    /// The job's sealed disk key.
+    pub async fn import_job_key(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT disk_key FROM import_jobs WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Moves job `name` from one of `from` to `to`, setting the given text columns too. On a
+    /// refusal, says what state the job is in and `why` it cannot move from there.
+    async fn transition(
+        &self,
+        name: &str,
+        from: &[JobState],
+        to: JobState,
+        set: &[(&str, Option<&str>)],
+        why: impl FnOnce(JobState) -> String,
+    ) -> Result<std::result::Result<ImportJob, Refusal>> {
+        let now = chrono::Utc::now().timestamp();
+        self.expire_import_jobs(now).await?;
+        // NULL is written into the statement, not bound: PostgreSQL cannot type a NULL parameter.
+        let mut assignments = String::new();
+        let mut values = Vec::new();
+        for (col, v) in set {
+            match v {
+                Some(v) => {
+                    values.push(v.to_string());
+                    assignments.push_str(&format!(", {col} = ${}", 3 + values.len()));
+                }
+                None => assignments.push_str(&format!(", {col} = NULL")),
+            }
+        }
+        let sql = format!(
+            "UPDATE import_jobs SET state = $1, updated = $2{assignments} WHERE name = $3 AND state IN ({})",
+            in_list(from, 4 + values.len())
+        );
+        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(now).bind(name);
+        for v in values {
+            q = q.bind(v);
+        }
+        for s in from {
+            q = q.bind(s.as_str());
+        }
+        let changed = q.execute(&self.pool).await?.rows_affected() == 1;
+        let job = match self.import_job(name).await? {
+            Some(j) => j,
+            None => return Ok(Err(Refusal::NoSuchJob(name.into()))),
+        };
+        if changed {
+            Ok(Ok(job))
+        } else {
+            Ok(Err(Refusal::WrongState { name: name.into(), state: job.state.as_str(), why: why(job.state) }))
+        }
+    }
+
+    /// Records what diskprep wrote; a complete set moves the job to awaiting-shipment.
+    pub async fn set_import_disks(&self, name: &str, set: &DiskSet) -> Result<std::result::Result<ImportJob, Refusal>> {
+        let disks = serde_json::to_string(&set.disks)?;
+        let to = if set.complete { JobState::AwaitingShipment } else { JobState::Created };
+        let from: &[JobState] = if set.complete { &JobState::EXPIRING } else { &[JobState::Created] };
+        // A set, once recorded, is the job's: diskprep of another set for the same job is refused.
+        if let Some(job) = self.import_job(name).await? {
+            if job.set_id.as_deref().is_some_and(|s| s != set.set_id) && job.state != JobState::Created {
+                return Ok(Err(Refusal::WrongState {
+                    name: name.into(),
+                    state: job.state.as_str(),
+                    why: format!("its disks are set {}, not {}", job.set_id.unwrap_or_default(), set.set_id),
+                }));
+            }
+        }
+        self.transition(
+            name,
+            from,
+            to,
+            &[("set_id", Some(&set.set_id)), ("manifest_digest", set.manifest_digest.as_deref()), ("disks", Some(&disks))],
+            |s| match s {
+                JobState::Expired => "it was not shipped in time; its disks will not be processed: create a new import job".into(),
+                _ => "its disks were prepared already".into(),
+            },
+        )
+        .await
+    }
+
+    /// Records the shipping details: the job is then `shipping` and no longer expires.
+    pub async fn ship_import_job(
+        &self,
+        name: &str,
+        carrier: &str,
+        tracking: &str,
+        return_address: Option<&str>,
+    ) -> Result<std::result::Result<ImportJob, Refusal>> {
+        let taken = sqlx::query("SELECT name FROM import_jobs WHERE tracking = $1 AND name <> $2")
+            .bind(tracking)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(r) = taken {
+            return Ok(Err(Refusal::TrackingTaken { tracking: tracking.into(), other: r.get(0) }));
+        }
+        let r = self
+            .transition(
+                name,
+                &[JobState::AwaitingShipment, JobState::Shipping],
+                JobState::Shipping,
+                &[("carrier", Some(carrier)), ("tracking", Some(tracking)), ("return_address", return_address)],
+                |s| match s {
+                    JobState::Created => "its disks are not prepared yet: run `ferry diskprep` first".into(),
+                    JobState::Expired => {
+                        "it was not shipped within the deadline; its disks will not be processed: create a new import job".into()
+                    }
+                    _ => "shipping details can no longer change".into(),
+                },
+            )
+            .await;
+        match r {
+            // Two jobs racing for one number: the unique index refuses the second.
+            Err(e) if e.to_string().contains("UNIQUE") || e.to_string().to_lowercase().contains("unique") => {
+                Ok(Err(Refusal::TrackingTaken { tracking: tracking.into(), other: "another job".into() }))
+            }
+            r => r,
+        }
+    }
+
+    pub async fn cancel_import_job(&self, name: &str) -> Result<std::result::Result<ImportJob, Refusal>> {
+        self.transition(name, &JobState::CANCELLABLE, JobState::Cancelled, &[], |_| "its disks are being or have been imported".into())
+            .await
+    }
+
+    /// The import operator has the disks: `received`, with each disk's state.
+    pub async fn receive_import_job(&self, name: &str, disks: &[DiskRecord]) -> Result<std::result::Result<ImportJob, Refusal>> {
+        let disks = serde_json::to_string(disks)?;
+        self.transition(
+            name,
+            &[JobState::Shipping, JobState::Received, JobState::Transferring, JobState::CompletedWithErrors, JobState::Failed],
+            JobState::Received,
+            &[("disks", Some(&disks))],
+            |s| match s {
+                JobState::Expired => "it was not shipped in time; its disks must not be processed: return them".into(),
+                JobState::Cancelled => "it was cancelled; its disks must not be processed: return them".into(),
+                JobState::Created | JobState::AwaitingShipment => "it has no shipping details: the owner runs `ferry import-job ship` first".into(),
+                _ => "its disks were imported already".into(),
+            },
+        )
+        .await
+    }
+
+    /// Progress or end of the copy: `state` one of transferring, completed,
+    /// completed-with-errors, failed.
+    pub async fn update_import_transfer(
+        &self,
+        name: &str,
+        state: JobState,
+        disks: &[DiskRecord],
+        errors: &[String],
+    ) -> Result<std::result::Result<ImportJob, Refusal>> {
+        let (disks, errors) = (serde_json::to_string(disks)?, serde_json::to_string(errors)?);
+        self.transition(
+            name,
+            &[JobState::Received, JobState::Transferring, JobState::Failed, JobState::CompletedWithErrors],
+            state,
+            &[("disks", Some(&disks)), ("errors", Some(&errors))],
+            |_| "it is not being imported".into(),
+        )
+        .await
+    }
+
+    /// Claims the job for ingest (completed → ingesting), or records its end.
+    pub async fn set_import_ingest(
+        &self,
+        name: &str,
+        from: &[JobState],
+        to: JobState,
+        recovery_point: Option<&str>,
+        receipt: Option<&str>,
+        errors: &[String],
+    ) -> Result<std::result::Result<ImportJob, Refusal>> {
+        let errors = serde_json::to_string(errors)?;
+        self.transition(
+            name,
+            from,
+            to,
+            &[("recovery_point", recovery_point), ("receipt", receipt), ("errors", Some(&errors))],
+            |s| match s {
+                JobState::Ingested => "its seed was ingested already; a seed is ingested only once".into(),
+                JobState::Ingesting => "its seed is being ingested now".into(),
+                _ => "its import has not completed".into(),
+            },
+        )
+        .await
+    }
+
+    /// The signed ingest receipt, once ingested.
+    pub async fn import_receipt(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT receipt FROM import_jobs WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// Marks the job's container copy removed (cleanup).
+    pub async fn set_import_cleaned(&self, name: &str) -> Result<()> {
+        let now = chrono::Utc::now().timestamp();
+        sqlx::query("UPDATE import_jobs SET cleaned = 1, updated = $1 WHERE name = $2").bind(now).bind(name).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    fn set(id: &str, complete: bool) -> DiskSet {
+        let disks = vec![DiskRecord { id: 1, state: "prepared".into(), bytes: 10, objects: 2, copied: 0, skipped: 0, errors: vec![] }];
+        DiskSet { set_id: id.into(), manifest_digest: complete.then(|| "d".repeat(64)), disks, complete }
+    }
+
+    #[test]
+    fn a_job_moves_through_its_states_and_refuses_what_does_not_fit() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::open_file(&dir.path().join("v.db")).await.unwrap();
+            let secret = db.add_registration(i64::MAX).await.unwrap();
+            let (m, _) = db.register(&secret, "m1", 0).await.unwrap().unwrap();
+            let now = chrono::Utc::now().timestamp();
+            let j = db.create_import_job("j1", &m, "/c/j1", "sealed", now).await.unwrap().unwrap();
+            assert_eq!((j.state, j.machine_name.as_str()), (JobState::Created, "m1"));
+            // A re-run of the offline backup finds its job; another machine or container does not.
+            assert!(db.create_import_job("j1", &m, "/c/j1", "sealed2", now).await.unwrap().is_ok());
+            assert!(matches!(db.create_import_job("j1", &m, "/c/other", "s", now).await.unwrap(), Err(Refusal::NameTaken { .. })));
+            // Not shippable before its disks are prepared.
+            let e = db.ship_import_job("j1", "DHL", "T1", None).await.unwrap().unwrap_err().to_string();
+            assert!(e.contains("diskprep"), "{e}");
+            db.set_import_disks("j1", &set(&"a".repeat(32), false)).await.unwrap().unwrap();
+            let j = db.set_import_disks("j1", &set(&"a".repeat(32), true)).await.unwrap().unwrap();
+            assert_eq!(j.state, JobState::AwaitingShipment);
+            let j = db.ship_import_job("j1", "DHL", "T1", Some("home")).await.unwrap().unwrap();
+            assert_eq!((j.state, j.tracking.as_deref(), j.deadline.as_deref()), (JobState::Shipping, Some("T1"), None));
+            // A tracking number belongs to one job.
+            db.create_import_job("j2", &m, "/c/j2", "s", now).await.unwrap().unwrap();
+            db.set_import_disks("j2", &set(&"b".repeat(32), true)).await.unwrap().unwrap();
+            let e = db.ship_import_job("j2", "UPS", "T1", None).await.unwrap().unwrap_err().to_string();
+            assert!(e.contains("j1") && e.contains("T1"), "{e}");
+            // Received, transferred, claimed for ingest once.
+            let disks = set("", true).disks;
+            db.receive_import_job("j1", &disks).await.unwrap().unwrap();
+            db.update_import_transfer("j1", JobState::Completed, &disks, &[]).await.unwrap().unwrap();
+            assert!(db.cancel_import_job("j1").await.unwrap().is_err(), "too late to cancel");
+            db.set_import_ingest("j1", &[JobState::Completed], JobState::Ingesting, None, None, &[]).await.unwrap().unwrap();
+            db.set_import_ingest("j1", &[JobState::Ingesting], JobState::Ingested, Some("rp"), Some("{}"), &[]).await.unwrap().unwrap();
+            let e = db.set_import_ingest("j1", &[JobState::Completed], JobState::Ingesting, None, None, &[]).await.unwrap().unwrap_err();
+            assert!(e.to_string().contains("only once"), "{e}");
+            // A job without a tracking number expires at its deadline, and then ships no more.
+            db.create_import_job("j3", &m, "/c/j3", "s", now - ship_within_s() - 10).await.unwrap().unwrap();
+            assert_eq!(db.import_job("j3").await.unwrap().unwrap().state, JobState::Expired);
+            let e = db.ship_import_job("j3", "DHL", "T3", None).await.unwrap().unwrap_err().to_string();
+            assert!(e.contains("expired"), "{e}");
+            assert!(matches!(db.cancel_import_job("nope").await.unwrap(), Err(Refusal::NoSuchJob(_))));
+            assert_eq!(db.import_jobs(Some(&m)).await.unwrap().len(), 3);
+        });
+    }
+}

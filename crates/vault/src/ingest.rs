@@ -1,0 +1,146 @@
+//! Ingest: moving an imported seed from its storage container into the machine's repository
+//! (docs/design/offline-seeding.md, step 5).
+//!
+//! `ferry import run` leaves in the container every object of the seed under its repository key
+//! and, beside them, [`SEED_MANIFEST_KEY`]: the list of (key, size, BLAKE3) it decrypted from the
+//! disks. The vault trusts that list only if its digest is the one `ferry diskprep` recorded on
+//! the job from the staging location (the agent's side), and every object only if its bytes hash
+//! to the list's entry and pass the checks of an online upload ([`crate::verify`]). Objects are
+//! written create-if-absent in the repository's commit order (packs, then index files and the
+//! rest, recovery points last), so a killed ingest is simply run again, a second ingest of the
+//! same seed changes nothing, and an object that exists with other bytes stops the ingest: a
+//! seed never replaces anything, so it cannot roll a repository back.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use ferry_store::Store;
+use serde::{Deserialize, Serialize};
+
+use crate::verify::{self, Write};
+
+/// The key of the seed manifest inside an import job's container.
+pub const SEED_MANIFEST_KEY: &str = "seed-manifest.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedObject {
+    pub key: String,
+    pub size: u64,
+    /// BLAKE3 of the object's bytes (hex).
+    pub hash: String,
+}
+
+/// What `ferry import run` writes beside the objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedManifest {
+    pub job: String,
+    pub set_id: String,
+    /// Hex of the manifest's digest as the disks' manifest computes it (must equal the job's).
+    pub digest: String,
+    pub objects: Vec<SeedObject>,
+}
+
+/// The order in which a repository's objects become visible: packs (0), then index files, pack
+/// lists, config and keys (1), recovery points last (2). What refers to something is written
+/// after it.
+pub fn commit_phase(key: &str) -> u8 {
+    if key.starts_with("data/") {
+        0
+    } else if key.starts_with("recovery-points/") {
+        2
+    } else {
+        1
+    }
+}
+
+/// The digest of a seed's object list ([`ferry_seed::seed_digest`]): computed by diskprep from
+/// the disks' manifest and recorded on the job, recomputed here from what the import decrypted.
+pub fn manifest_digest(m: &SeedManifest) -> Result<String> {
+    let mut entries: Vec<(&str, [u8; 32])> = Vec::with_capacity(m.objects.len());
+    for o in &m.objects {
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(&o.hash, &mut h).with_context(|| format!("seed manifest: the hash of {} is not 64 hex digits", o.key))?;
+        entries.push((&o.key, h));
+    }
+    Ok(hex::encode(ferry_seed::seed_digest(entries.iter().map(|(k, h)| (*k, h)))))
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Ingested {
+    pub recovery_points: Vec<String>,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects the repository had already (identical): a re-run, or shared config and keys.
+    pub present: u64,
+}
+
+/// Copies the seed in `container` into `machine`'s repository in `vault` (keys
+/// `machines/<machine>/...`). `digest` is the job's recorded manifest digest (hex) and
+/// `digest_of` computes a manifest's digest the way the disks' manifest does.
+pub fn ingest(
+    container: &dyn Store,
+    vault: &Arc<dyn Store>,
+    machine: &str,
+    job: &str,
+    digest: &str,
+    digest_of: impl Fn(&SeedManifest) -> Result<String>,
+) -> Result<Ingested> {
+    let bytes = container.get(SEED_MANIFEST_KEY).with_context(|| format!("read the seed manifest of import job {job} in its container"))?;
+    let manifest: SeedManifest = serde_json::from_slice(&bytes).with_context(|| format!("the seed manifest of import job {job} is damaged"))?;
+    if manifest.job != job {
+        bail!("the container holds the seed of import job {:?}, not of {job:?}", manifest.job);
+    }
+    let computed = digest_of(&manifest)?;
+    if computed != digest || manifest.digest != digest {
+        bail!(
+            "the seed manifest in the container of import job {job} is not the one diskprep recorded \
+             (digest {computed}, recorded {digest}): run `ferry import run` again from the disks"
+        );
+    }
+    let mut objects = manifest.objects.clone();
+    objects.sort_by(|a, b| (commit_phase(&a.key), &a.key).cmp(&(commit_phase(&b.key), &b.key)));
+    let mut done = Ingested::default();
+    for o in &objects {
+        let data = container.get(&o.key).with_context(|| format!("import job {job}: read {} from the container", o.key))?;
+        let hash = blake3::hash(&data).to_hex();
+        if data.len() as u64 != o.size || hash.as_str() != o.hash {
+            bail!(
+                "import job {job}: object {} in the container is not the one on the disks ({} bytes, hash {hash}; \
+                 expected {} bytes, hash {}): run `ferry import run` again to copy it from the disks",
+                o.key,
+                data.len(),
+                o.size,
+                o.hash
+            );
+        }
+        match verify::check_upload(&o.key, &data) {
+            Ok(Write::Once) => {}
+            Ok(Write::Replace) => bail!("import job {job}: {} is not part of a seed (locks are not carried)", o.key),
+            Err(e) => bail!("import job {job}: refused {}: {e}", o.key),
+        }
+        let target = format!("machines/{machine}/{}", o.key);
+        let len = data.len() as u64;
+        if vault.put_if_absent(&target, data)? {
+            done.objects += 1;
+            done.bytes += len;
+        } else {
+            let existing = vault.get(&target)?;
+            if blake3::hash(&existing).to_hex().as_str() != o.hash {
+                bail!(
+                    "import job {job}: the machine's repository holds other bytes under {}: a seed never replaces an object; \
+                     nothing of it was changed",
+                    o.key
+                );
+            }
+            done.present += 1;
+        }
+        if let Some(rp) = o.key.strip_prefix("recovery-points/") {
+            done.recovery_points.push(rp.to_string());
+        }
+    }
+    if done.recovery_points.is_empty() {
+        bail!("import job {job}: the seed holds no recovery point (was the offline backup finished before diskprep?)");
+    }
+    Ok(done)
+}

@@ -1,0 +1,195 @@
+//! The vault's own secret (`DATA/vault-secret.key`, 32 random bytes, mode 0600, made on first
+//! start) and what is derived from it:
+//!
+//! - the **escrow key** (AES-256-GCM), under which import jobs' disk keys are kept in the
+//!   database, so that the database alone does not open a shipped disk;
+//! - the **receipt signing key** (Ed25519), with which the vault signs ingest receipts; its public
+//!   half is served at `GET /v1/health`, which agents reach over the pinned TLS connection.
+//!
+//! Several servers on one PostgreSQL database must share this file, as they share the
+//! certificate (docs/design/vault.md).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use ferry_crypto::AeadKey;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+pub const SECRET_FILE: &str = "vault-secret.key";
+
+pub struct Secrets {
+    escrow: AeadKey,
+    signing: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(..)")
+    }
+}
+
+fn escrow_aad(job: &str) -> Vec<u8> {
+    [b"ferry import job disk key\0".as_slice(), job.as_bytes()].concat()
+}
+
+impl Secrets {
+    /// Reads the secret from `data`, making it first if the file does not exist.
+    pub fn load_or_create(data: &Path) -> Result<Secrets> {
+        let path = data.join(SECRET_FILE);
+        if !path.exists() {
+            let secret = Zeroizing::new(hex::encode(ferry_crypto::random_bytes::<32>()));
+            crate::tls::write_private(&path, format!("{}\n", secret.as_str()).as_bytes())?;
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(&path).with_context(|| format!("read the vault secret {}", path.display()))?);
+        let mut secret = Zeroizing::new([0u8; 32]);
+        if hex::decode_to_slice(text.trim(), secret.as_mut_slice()).is_err() {
+            bail!("{} is not a vault secret (64 hex digits): restore it from a backup of the vault's folder", path.display());
+        }
+        Ok(Secrets::from_secret(&secret))
+    }
+
+    pub fn from_secret(secret: &[u8; 32]) -> Secrets {
+        let escrow = Zeroizing::new(blake3::derive_key("ferry vault escrow v1", secret));
+        let seed = Zeroizing::new(blake3::derive_key("ferry vault receipt signing v1", secret));
+        let signing = Ed25519KeyPair::from_seed_unchecked(seed.as_slice()).expect("a 32-byte Ed25519 seed is valid");
+        Secrets { escrow: AeadKey::new(&escrow), signing }
+    }
+
+    /// Seals an import job's disk key for the database (hex).
+    pub fn seal_disk_key(&self, job: &str, key: &[u8; 32]) -> String {
+        hex::encode(self.escrow.seal_random_nonce(&escrow_aad(job), key))
+    }
+
+    /// Opens what [`Secrets::seal_disk_key`] sealed for the same job.
+    pub fn open_disk_key(&self, job: &str, sealed: &str) -> Result<Zeroizing<[u8; 32]>> {
+        let bytes = hex::decode(sealed).context("the sealed disk key in the database is not hex")?;
+        let plain = Zeroizing::new(self.escrow.open_random_nonce(&escrow_aad(job), &bytes).map_err(|_| {
+            anyhow::anyhow!(
+                "the disk key of import job {job} was sealed under another vault secret: this server's {SECRET_FILE} \
+                 differs from the one of the server that created the job; copy that file here"
+            )
+        })?);
+        let mut key = Zeroizing::new([0u8; 32]);
+        if plain.len() != 32 {
+            bail!("the disk key of import job {job} has {} bytes, not 32", plain.len());
+        }
+        key.copy_from_slice(&plain);
+        Ok(key)
+    }
+
+    /// The receipt signing key's public half (hex).
+    pub fn public_key(&self) -> String {
+        hex::encode(self.signing.public_key().as_ref())
+    }
+
+    /// Signs `receipt` (setting its key and signature).
+    pub fn sign(&self, receipt: &mut Receipt) {
+        receipt.public_key = self.public_key();
+        receipt.signature = hex::encode(self.signing.sign(&receipt.signed_bytes()).as_ref());
+    }
+}
+
+/// The vault's signed statement that a seed was ingested: which objects (by the digest of the
+/// seed manifest: every object's key and BLAKE3 hash), into which machine's repository, giving
+/// which recovery points. The agent checks it against its staging location before cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub job: String,
+    /// The machine's ID.
+    pub machine: String,
+    pub recovery_points: Vec<String>,
+    /// Hex of the seed manifest's digest.
+    pub manifest_digest: String,
+    pub objects: u64,
+    pub bytes: u64,
+    /// RFC 3339.
+    pub ingested: String,
+    /// Hex of the vault's Ed25519 public key and of the signature.
+    pub public_key: String,
+    pub signature: String,
+}
+
+impl Receipt {
+    /// What is signed: a context line, then the fields but the signature, one per line.
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut s = String::from("ferry ingest receipt v1\n");
+        for f in [&self.job, &self.machine, &self.recovery_points.join(","), &self.manifest_digest] {
+            // Fields never hold a newline (names and hex), so lines cannot be shifted.
+            s.push_str(f);
+            s.push('\n');
+        }
+        s.push_str(&format!("{}\n{}\n{}\n{}\n", self.objects, self.bytes, self.ingested, self.public_key));
+        s.into_bytes()
+    }
+
+    /// Checks the signature with the vault's public key `expected` (hex, from the vault over
+    /// the pinned connection); the receipt's own `public_key` must be that key.
+    pub fn verify(&self, expected: &str) -> Result<()> {
+        if self.public_key != expected {
+            bail!("the ingest receipt of import job {} is signed by another key than this vault's", self.job);
+        }
+        if [&self.job, &self.machine, &self.manifest_digest, &self.ingested].iter().any(|f| f.contains('\n'))
+            || self.recovery_points.iter().any(|r| r.contains('\n') || r.contains(','))
+        {
+            bail!("the ingest receipt of import job {} is malformed", self.job);
+        }
+        let key = hex::decode(expected).context("the vault's public key is not hex")?;
+        let sig = hex::decode(&self.signature).context("the receipt's signature is not hex")?;
+        UnparsedPublicKey::new(&ED25519, key)
+            .verify(&self.signed_bytes(), &sig)
+            .map_err(|_| anyhow::anyhow!("the ingest receipt of import job {} does not verify: it was altered", self.job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_keys_are_sealed_per_job() {
+        let s = Secrets::from_secret(&[1u8; 32]);
+        let sealed = s.seal_disk_key("job-a", &[9u8; 32]);
+        assert_eq!(*s.open_disk_key("job-a", &sealed).unwrap(), [9u8; 32]);
+        assert!(s.open_disk_key("job-b", &sealed).is_err(), "bound to its job");
+        let other = Secrets::from_secret(&[2u8; 32]);
+        let e = other.open_disk_key("job-a", &sealed).unwrap_err().to_string();
+        assert!(e.contains("another vault secret"), "{e}");
+    }
+
+    #[test]
+    fn receipts_verify_and_detect_changes() {
+        let s = Secrets::from_secret(&[1u8; 32]);
+        let mut r = Receipt {
+            job: "j".into(),
+            machine: "m".into(),
+            recovery_points: vec!["ab".into()],
+            manifest_digest: "cd".into(),
+            objects: 3,
+            bytes: 10,
+            ingested: "2026-11-30T00:00:00Z".into(),
+            public_key: String::new(),
+            signature: String::new(),
+        };
+        s.sign(&mut r);
+        r.verify(&s.public_key()).unwrap();
+        let mut bad = r.clone();
+        bad.objects = 4;
+        assert!(bad.verify(&s.public_key()).is_err());
+        let mut bad = r.clone();
+        bad.recovery_points = vec!["ac".into()];
+        assert!(bad.verify(&s.public_key()).is_err());
+        assert!(r.verify(&Secrets::from_secret(&[2u8; 32]).public_key()).is_err(), "another vault's key");
+    }
+
+    #[test]
+    fn the_secret_file_is_made_once() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Secrets::load_or_create(d.path()).unwrap();
+        let b = Secrets::load_or_create(d.path()).unwrap();
+        assert_eq!(a.public_key(), b.public_key());
+        std::fs::write(d.path().join(SECRET_FILE), "nonsense").unwrap();
+        assert!(Secrets::load_or_create(d.path()).unwrap_err().to_string().contains("not a vault secret"));
+    }
+}
