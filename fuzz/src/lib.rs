@@ -1,6 +1,6 @@
-//! Helpers shared by the fuzz targets: a fixed master key, and objects sealed around fuzzer
-//! input so that the decoders *behind* the name check and the authenticated encryption get
-//! exercised (random bytes never pass AES-GCM, so without these the fuzzer would only ever
+//! Helpers shared by the fuzz targets: a fixed master key (and seed disk key), and objects
+//! sealed around fuzzer input so that the decoders *behind* the name check and the
+//! authenticated encryption get exercised (random bytes never pass AES-GCM, so without these the fuzzer would only ever
 //! reach the first few checks).
 
 use ferry_crypto::MasterKey;
@@ -9,6 +9,14 @@ use ferry_crypto::MasterKey;
 pub fn master() -> MasterKey {
     MasterKey::from_bytes(&[0x42; 64])
 }
+
+/// The fixed disk key the seed-disk targets use.
+pub fn disk_key() -> ferry_seed::DiskKey {
+    ferry_seed::DiskKey::from_bytes([0x24; 32])
+}
+
+/// The fixed set id the seed-disk targets use.
+pub const SET_ID: [u8; 16] = [0x5e; 16];
 
 /// A sealed metadata object (`magic || version || nonce || AES-GCM(meta_key, body) || tag`)
 /// around `body`, with a fixed nonce so runs are reproducible.

@@ -71,9 +71,18 @@ fn aad(set_id: &[u8; 16], disk: u32) -> [u8; 20] {
 }
 
 /// One record's bytes, length prefix included.
-pub fn encode_record(key: &AeadKey, set_id: &[u8; 16], disk: u32, entry: &Entry) -> Vec<u8> {
+pub(crate) fn encode_record(key: &AeadKey, set_id: &[u8; 16], disk: u32, entry: &Entry) -> Vec<u8> {
     let body = postcard::to_stdvec(entry).expect("a journal entry serializes");
-    let sealed = key.seal_random_nonce(&aad(set_id, disk), &body);
+    frame_record(key, set_id, disk, &body)
+}
+
+/// A record around any body, length prefix included (for tests and fuzzing).
+pub fn seal_record(key: &DiskKey, set_id: &[u8; 16], disk: u32, body: &[u8]) -> Vec<u8> {
+    frame_record(&key.journal_key(), set_id, disk, body)
+}
+
+fn frame_record(key: &AeadKey, set_id: &[u8; 16], disk: u32, body: &[u8]) -> Vec<u8> {
+    let sealed = key.seal_random_nonce(&aad(set_id, disk), body);
     let mut out = Vec::with_capacity(4 + sealed.len());
     out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
     out.extend_from_slice(&sealed);

@@ -91,10 +91,7 @@ impl Manifest {
                 .collect(),
         };
         let body = postcard::to_stdvec(&wire).expect("a manifest serializes");
-        let header = header();
-        let mut out = header.to_vec();
-        out.extend_from_slice(&key.manifest_key().seal_random_nonce(&aad(&self.set_id), &body));
-        out
+        seal_body(key, &self.set_id, &body)
     }
 
     /// Opens a manifest file (untrusted bytes) of set `set_id`, checking every entry: valid
@@ -158,6 +155,13 @@ impl Manifest {
                 .collect(),
         })
     }
+}
+
+/// A manifest file around any body (for [`Manifest::seal`], tests and fuzzing).
+pub fn seal_body(key: &DiskKey, set_id: &[u8; 16], body: &[u8]) -> Vec<u8> {
+    let mut out = header().to_vec();
+    out.extend_from_slice(&key.manifest_key().seal_random_nonce(&aad(set_id), body));
+    out
 }
 
 fn header() -> [u8; HEADER_LEN] {
