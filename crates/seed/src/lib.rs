@@ -68,6 +68,7 @@ mod key;
 pub mod label;
 pub mod manifest;
 pub mod object;
+mod plan;
 mod prepare;
 #[cfg(test)]
 mod tests;
@@ -77,6 +78,7 @@ pub use import::DiskSet;
 pub use key::DiskKey;
 pub use label::{read_label, Label};
 pub use manifest::{seed_digest, Manifest, ManifestEntry};
+pub use plan::disks_needed;
 pub use prepare::{prepare, DiskSummary, DiskTarget, PrepareOptions, PrepareOutcome, SetSummary, SourceObject};
 
 /// Most disks in one import job (the seed documents' limit).
