@@ -95,12 +95,31 @@ pub(crate) fn open_rw(path: &Path) -> Result<File, SeedError> {
     OpenOptions::new().read(true).write(true).open(path).map_err(|e| SeedError::io("open", path, e))
 }
 
-/// Is the folder empty, ignoring the `lost+found` folder of a freshly made ext file system?
+/// Is the folder empty, ignoring the `lost+found` folder of a freshly made ext file system and
+/// a `FERRY-SEED` folder with nothing but temporary files in it (a crash before the first
+/// label was in place)?
 pub(crate) fn is_empty_disk(dir: &Path) -> Result<bool, SeedError> {
     let entries = std::fs::read_dir(dir).map_err(|e| SeedError::io("list", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| SeedError::io("list", dir, e))?;
-        if entry.file_name() != "lost+found" {
+        let name = entry.file_name();
+        if name == "lost+found" || (name == SEED_DIR && only_tmp_files(&entry.path())?) {
+            continue;
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn only_tmp_files(dir: &Path) -> Result<bool, SeedError> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| SeedError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| SeedError::io("list", dir, e))?;
+        let is_file = entry.file_type().map_err(|e| SeedError::io("stat", &entry.path(), e))?.is_file();
+        if !is_file || !entry.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
             return Ok(false);
         }
     }

@@ -173,6 +173,9 @@ fn foreign_folders_are_wiped_only_when_confirmed() {
     let paths = disks(root.path(), 3);
     std::fs::write(paths[1].join("holiday.jpg"), b"photo").unwrap();
     std::fs::create_dir(paths[2].join("lost+found")).unwrap();
+    // A crash before the first label was in place is no reason to ask either.
+    std::fs::create_dir(paths[0].join(SEED_DIR)).unwrap();
+    std::fs::write(paths[0].join(SEED_DIR).join("label.json.tmp"), b"{").unwrap();
     let mut asked = Vec::new();
     let e = run_with(&staging, &key, targets(&paths, DISK), &mut |p, why| {
         asked.push((p.to_path_buf(), why.to_string()));
@@ -183,12 +186,13 @@ fn foreign_folders_are_wiped_only_when_confirmed() {
     assert_eq!(asked.len(), 1);
     assert!(asked[0].1.contains("not empty"), "{}", asked[0].1);
     assert!(paths[1].join("holiday.jpg").exists());
-    assert!(!paths[0].join(SEED_DIR).exists(), "nothing written before the question");
+    assert!(!paths[0].join(SEED_DIR).join(LABEL_FILE).exists(), "nothing written before the question");
 
     let mut yes = |_: &Path, _: &str| true;
     assert!(matches!(run_with(&staging, &key, targets(&paths, DISK), &mut yes).unwrap(), PrepareOutcome::Complete(_)));
     assert!(!paths[1].join("holiday.jpg").exists());
     assert!(paths[2].join("lost+found").is_dir(), "lost+found is not a reason to ask, and is kept");
+    assert!(!paths[0].join(SEED_DIR).join("label.json.tmp").exists());
     check_all(&DiskSet::open(&paths, JOB, &key).unwrap(), &staging);
 
     // The disks of this job are another job's foreign disks; and with another key, this
