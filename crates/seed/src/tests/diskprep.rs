@@ -301,3 +301,32 @@ fn free_space_is_the_default_capacity() {
     let label = std::fs::read_to_string(paths[0].join(SEED_DIR).join(LABEL_FILE)).unwrap();
     assert!(label.contains("\"disk_count\": 1"), "{label}");
 }
+
+#[test]
+fn damaged_disks_of_the_set_are_refused_on_resume() {
+    let root = tempfile::tempdir().unwrap();
+    let staging = Staging::new();
+    let key = DiskKey::random();
+    let paths = disks(root.path(), 3);
+    assert!(matches!(run(&staging, &key, targets(&paths[..2], DISK)).unwrap(), PrepareOutcome::NeedMoreDisks { .. }));
+    // A recorded object file deleted: named, with the disk and the object.
+    let files = object_files(&paths[1]);
+    let victim = paths[1].join(SEED_DIR).join(OBJECTS_DIR).join(&files[0]);
+    let saved = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let e = run(&staging, &key, targets(&paths, DISK)).unwrap_err();
+    assert!(matches!(&e, SeedError::Corrupted { disk: 2, file, reason, .. } if file == &files[0] && reason.contains("missing")), "{e}");
+    std::fs::write(&victim, saved).unwrap();
+    // A journal record altered before the end.
+    let journal = paths[0].join(SEED_DIR).join(JOURNAL_FILE);
+    let good = std::fs::read(&journal).unwrap();
+    let mut bad = good.clone();
+    bad[crate::journal::JOURNAL_HEADER_LEN + 20] ^= 1;
+    std::fs::write(&journal, &bad).unwrap();
+    let e = run(&staging, &key, targets(&paths, DISK)).unwrap_err();
+    assert!(matches!(e, SeedError::JournalDamaged { disk: 1, .. }), "{e}");
+    assert_eq!(e.disk(), Some(1));
+    std::fs::write(&journal, &good).unwrap();
+    assert!(matches!(run(&staging, &key, targets(&paths, DISK)).unwrap(), PrepareOutcome::Complete(_)));
+    check_all(&DiskSet::open(&paths, JOB, &key).unwrap(), &staging);
+}
