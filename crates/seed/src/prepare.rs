@@ -209,7 +209,6 @@ pub fn prepare(source: &dyn Store, objects: &[SourceObject], opts: PrepareOption
     progress(done_bytes, total);
     let mut buf = Vec::new();
     let mut left: Vec<&SourceObject> = Vec::new();
-    let mut fresh_caps = fresh_caps.into_iter().collect::<Vec<_>>();
     for o in pending {
         let at = match set.iter().position(|d| d.fits(&o.key, o.size)) {
             Some(at) => at,
