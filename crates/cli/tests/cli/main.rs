@@ -8,7 +8,7 @@ mod damage;
 mod keys;
 mod kill;
 mod retention;
-
+mod seeding;
 mod stores;
 mod vault;
 mod vault_pg;

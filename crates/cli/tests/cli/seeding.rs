@@ -1,0 +1,453 @@
+//! Offline seeding with disks (issue #4), end to end with the real binary: a vault on loopback,
+//! a registered machine, an offline backup to a staging folder, diskprep onto three small
+//! disks, shipping, import into a storage container (Azurite when the test services run, a
+//! local folder otherwise), ingest, restore, and an online incremental afterwards; then each
+//! kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::common::*;
+use crate::vault::{machine, Vault};
+
+fn unique() -> String {
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+/// Where import jobs' containers go: Azurite when it runs, else a folder.
+fn container_base(scratch: &Path) -> String {
+    if std::env::var("FERRY_TEST_AZURITE").is_ok() {
+        format!("az://ferry-seed-{}", unique())
+    } else {
+        eprintln!("note: FERRY_TEST_AZURITE not set (run scripts/test.sh): import containers are local folders");
+        scratch.join("containers").to_string_lossy().into_owned()
+    }
+}
+
+/// A vault site: the vault, its owner's scratch area, an import operator's token file.
+struct Site {
+    vault: Vault,
+    admin: Env,
+    operator: PathBuf,
+    containers: String,
+}
+
+impl Site {
+    fn start(env: &[(&str, &str)]) -> Site {
+        let admin = machine();
+        let containers = container_base(admin.dir.path());
+        let args = ["--import-container", containers.as_str(), "--shipping-address", "Ferry vault site, Dock 4"];
+        let vault = Vault::start_with(&args, env);
+        let token = vault.admin(&admin, &["vault", "user", "add", "ops", "--role", "import-operator"]);
+        let operator = admin.path("ops.token");
+        std::fs::write(&operator, token.trim()).unwrap();
+        Site { vault, admin, operator, containers }
+    }
+
+    /// `ferry ARGS` as the import operator (any exit code).
+    fn import(&self, args: &[&str]) -> Output {
+        let mut a = args.to_vec();
+        let cert = self.vault.data("vault-cert.pem");
+        let token = self.operator.to_string_lossy().into_owned();
+        a.extend(["--vault", &self.vault.url, "--vault-cert", &cert, "--token-file", &token]);
+        self.admin.run(&a)
+    }
+
+    /// The vault's byte counter of data received from machine `name`.
+    fn bytes_received(&self, name: &str) -> u64 {
+        let list: serde_json::Value = serde_json::from_str(&self.vault.admin(&self.admin, &["vault", "machines", "--json"])).unwrap();
+        list.as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()["bytes_received"].as_u64().unwrap()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and expects failure (exit 1) with every one of `needles` in the message.
+fn fails(o: Output, needles: &[&str]) -> String {
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "expected a failure, got {:?}: {err}", o.status.code());
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+    eprintln!("refused as expected: {}", err.trim());
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Sizes of the staging location's packs, largest first.
+fn pack_sizes(staging: &Path) -> Vec<u64> {
+    let mut sizes: Vec<u64> =
+        walkdir(&staging.join("data")).into_iter().filter(|p| p.is_file()).map(|p| p.metadata().unwrap().len()).collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes
+}
+
+/// A disk capacity for which the staging location's objects need exactly `n` disks, by
+/// diskprep's own placement rule (`ferry_seed::disks_needed`).
+fn capacity_for(staging: &Path, job: &str, n: u32) -> u64 {
+    let store = ferry_store::open(staging.to_str().unwrap()).unwrap();
+    let mut objects = Vec::new();
+    for prefix in ["config", "keys/", "data/", "index/", "packlists/", "recovery-points/"] {
+        for o in store.list(prefix).unwrap() {
+            if prefix != "config" || o.key == "config" {
+                objects.push(ferry_seed::SourceObject { phase: ferry_vault::ingest::commit_phase(&o.key), key: o.key, size: o.size });
+            }
+        }
+    }
+    let largest = pack_sizes(staging)[0];
+    let mut cap = largest;
+    loop {
+        match ferry_seed::disks_needed(job, &objects, cap) {
+            Ok(k) if k == n => return cap,
+            Ok(k) if k < n => panic!("no capacity makes {n} disks for {objects:?}: {k} at {cap}"),
+            _ => cap += 32 << 10,
+        }
+    }
+}
+
+/// A machine's source: the usual tree and 18 MiB of incompressible files (three packs or more).
+fn source(m: &Env) -> PathBuf {
+    let src = m.path("src");
+    make_tree(&src);
+    for i in 0..6 {
+        std::fs::write(src.join(format!("data{i}.bin")), noise(3 << 20, 10 + i)).unwrap();
+    }
+    src
+}
+
+#[test]
+fn a_seed_travels_on_three_disks_and_afterwards_only_changes_cross_the_network() {
+    let site = Site::start(&[]);
+    let m = machine();
+    site.vault.register(&site.admin, &m, "m1");
+    let src = source(&m);
+    let staging = m.path("staging");
+    let before = site.bytes_received("m1");
+    let b = m.json(&["backup", s(&src), "--offline", "--staging", s(&staging), "--import-job", "seed-1"]);
+    let rp = b["recovery_point"].as_str().unwrap().to_string();
+    let sent = site.bytes_received("m1") - before;
+    eprintln!("offline backup: {sent} bytes sent to the vault");
+    assert!(sent < 64 << 10, "the offline backup sent {sent} bytes to the vault: the data must stay in staging");
+    let job = m.json(&["import-job", "show", "seed-1"]);
+    assert_eq!(job["state"], "created", "{job}");
+    assert!(job["deadline"].is_string(), "{job}");
+
+    // Diskprep onto three disks, each too small for the whole seed.
+    let cap = capacity_for(&staging, "seed-1", 3);
+    let disks: Vec<PathBuf> = (1..=3).map(|i| m.path(&format!("disk{i}"))).collect();
+    for d in &disks {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let specs: Vec<String> = disks.iter().map(|d| format!("{}:{cap}", d.display())).collect();
+    let mut args = vec!["diskprep", "--staging", s(&staging)];
+    for spec in &specs {
+        args.extend(["--disk", spec.as_str()]);
+    }
+    let out = m.ok(&args);
+    assert!(out.contains("3 disks prepared"), "{out}");
+    assert!(out.contains("Ferry vault site, Dock 4"), "diskprep prints the shipping address: {out}");
+    for d in &disks {
+        let used: u64 = walkdir(d).iter().filter(|p| p.is_file()).map(|p| p.metadata().unwrap().len()).sum();
+        assert!(used <= cap, "disk {} holds {used} bytes, more than its capacity {cap}", d.display());
+        // Nothing on a disk is readable without the disk key: no file name, no content.
+        for f in walkdir(d).into_iter().filter(|p| p.is_file()) {
+            let bytes = std::fs::read(&f).unwrap();
+            for clear in [&b"deeper"[..], b"deep\ndeep\n", b"echo hi", b"recovery-points"] {
+                assert!(!bytes.windows(clear.len()).any(|w| w == clear), "{} holds {clear:?} in clear", f.display());
+            }
+        }
+    }
+    assert_eq!(m.json(&["import-job", "show", "seed-1"])["state"], "awaiting-shipment");
+
+    // Cleanup before ingest is refused; the import operator cannot use disks not shipped yet.
+    fails(m.run(&["import-job", "cleanup", "seed-1", "--staging", s(&staging)]), &["seed-1", "no ingest receipt"]);
+    let all: Vec<&Path> = disks.iter().map(PathBuf::as_path).collect();
+    fails(site.import_run("seed-1", &all), &["seed-1", "awaiting-shipment"]);
+
+    m.ok(&["import-job", "ship", "seed-1", "--carrier", "DHL", "--tracking", "TRK-0001", "--return-address", "Customer, Main St 1"]);
+    let job = m.json(&["import-job", "show", "seed-1"]);
+    assert_eq!((job["state"].as_str(), job["tracking"].as_str()), (Some("shipping"), Some("TRK-0001")), "{job}");
+    assert!(job["deadline"].is_null(), "a shipped job no longer expires: {job}");
+
+    // The import operator imports; the vault ingests at once.
+    let out = site.import_run("seed-1", &all);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let job = m.json(&["import-job", "show", "seed-1"]);
+    assert_eq!(job["state"], "ingested", "{job}");
+    assert_eq!(job["recovery_point"], rp.as_str(), "{job}");
+    for d in job["disks"].as_array().unwrap() {
+        assert_eq!(d["state"], "completed", "{job}");
+    }
+    assert!(site.admin.path("logs").join("seed-1-disk2-copy.log").exists(), "a copy log per disk");
+    // Importing the same seed twice changes nothing.
+    fails(site.import_run("seed-1", &all), &["seed-1", "ingested already"]);
+
+    // The seeded recovery point restores identically, through the vault.
+    let target = m.path("restore");
+    m.ok(&["restore", &rp, "--target", s(&target)]);
+    assert_same_tree(&src, &restored(&target, &src));
+
+    // Receipt, then cleanup: the container copy and the staging location are emptied.
+    let receipt = m.json(&["import-job", "show", "seed-1", "--receipt"]);
+    assert_eq!(receipt["recovery_points"][0], rp.as_str(), "{receipt}");
+    m.ok(&["import-job", "cleanup", "seed-1", "--staging", s(&staging)]);
+    let left: Vec<_> = walkdir(&staging).into_iter().filter(|p| p.is_file()).collect();
+    assert_eq!(left, vec![staging.join("seed.json")], "only seed.json stays in the staging location");
+    let container = ferry_store::open(&format!("{}/seed-1", site.containers)).unwrap();
+    assert!(container.list("").unwrap().is_empty(), "the container copy is removed");
+
+    // A 1 % change goes over the network, and only it.
+    let changed = noise(240 << 10, 99);
+    std::fs::write(src.join("new.bin"), &changed).unwrap();
+    let before = site.bytes_received("m1");
+    let b = m.backup(&src);
+    let sent = site.bytes_received("m1") - before;
+    assert_eq!((b["files_new"].as_u64(), b["files_changed"].as_u64()), (Some(1), Some(0)), "{b}");
+    let compressed = zstd_len(&changed);
+    eprintln!("after the seed: a change of {compressed} compressed bytes sent {sent} bytes to the vault");
+    assert!(
+        (sent as f64) <= 1.2 * compressed as f64,
+        "the incremental after the seed sent {sent} bytes for a change of {compressed} compressed bytes"
+    );
+}
+
+/// The size of `data` compressed as the repository stores it (zstd level 3; data that does
+/// not shrink is stored as it is).
+fn zstd_len(data: &[u8]) -> u64 {
+    zstd::bulk::compress(data, 3).unwrap().len().min(data.len()) as u64
+}
+
+/// `--disk` arguments for `disks`.
+fn disk_args(disks: &[&Path]) -> Vec<String> {
+    disks.iter().flat_map(|d| ["--disk".to_string(), d.display().to_string()]).collect()
+}
+
+/// `ferry diskprep` of `staging` onto `disks` (each capped at `cap`), as machine `m`.
+fn diskprep(m: &Env, staging: &Path, disks: &[&Path], cap: u64) -> Output {
+    let mut a = vec!["diskprep".to_string(), "--staging".into(), staging.display().to_string()];
+    for d in disks {
+        std::fs::create_dir_all(d).unwrap();
+        a.extend(["--disk".to_string(), format!("{}:{cap}", d.display())]);
+    }
+    m.run(&a.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+impl Site {
+    fn import_run(&self, job: &str, disks: &[&Path]) -> Output {
+        let logs = self.admin.path("logs");
+        let mut a = vec!["import".to_string(), "run".into(), "--import-job".into(), job.into(), "--log-dir".into(), logs.display().to_string()];
+        a.extend(disk_args(disks));
+        self.import(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+}
+
+/// Flips one byte of `file` (at its middle); returns a closure's worth of undo: the old byte.
+fn flip(file: &Path) -> (PathBuf, u64, u8) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let at = bytes.len() / 2;
+    let old = bytes[at];
+    bytes[at] ^= 0x40;
+    std::fs::write(file, &bytes).unwrap();
+    (file.to_path_buf(), at as u64, old)
+}
+
+fn unflip((file, at, old): (PathBuf, u64, u8)) {
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[at as usize] = old;
+    std::fs::write(&file, &bytes).unwrap();
+}
+
+/// The largest object file on a disk.
+fn biggest_object(disk: &Path) -> PathBuf {
+    let mut files: Vec<PathBuf> = walkdir(&disk.join("FERRY-SEED/objects")).into_iter().filter(|p| p.is_file()).collect();
+    files.sort_by_key(|p| std::cmp::Reverse(p.metadata().unwrap().len()));
+    files.remove(0)
+}
+
+#[test]
+fn bad_disks_and_bad_requests_are_named_and_lose_nothing() {
+    let site = Site::start(&[]);
+    let (m, m2) = (machine(), machine());
+    site.vault.register(&site.admin, &m, "m1");
+    site.vault.register(&site.admin, &m2, "m2");
+    let src = m.path("src");
+    make_tree(&src);
+    std::fs::write(src.join("more.bin"), noise(6 << 20, 7)).unwrap();
+    let staging = m.path("staging");
+    m.ok(&["backup", s(&src), "--offline", "--staging", s(&staging), "--import-job", "bad-1"]);
+
+    // A disk too small for a single object: named, nothing written, the job still waits.
+    let tiny = m.path("tiny");
+    let err = fails(diskprep(&m, &staging, &[&tiny], 100 << 10), &["does not fit", "tiny"]);
+    assert!(err.contains("data/"), "the object is named: {err}");
+    assert!(walkdir(&tiny).is_empty(), "nothing written to the too small disk");
+    // Shipping before the disks are ready is refused.
+    fails(m.run(&["import-job", "ship", "bad-1", "--carrier", "DHL", "--tracking", "T-1"]), &["bad-1", "diskprep"]);
+
+    let cap = capacity_for(&staging, "bad-1", 2);
+    let (d1, d2) = (m.path("d1"), m.path("d2"));
+    let o = diskprep(&m, &staging, &[&d1, &d2], cap);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    m.ok(&["import-job", "ship", "bad-1", "--carrier", "DHL", "--tracking", "T-1"]);
+
+    // Another machine's job, on its own disk; it cannot reuse the tracking number.
+    let src2 = m2.path("src");
+    std::fs::create_dir_all(&src2).unwrap();
+    std::fs::write(src2.join("f"), noise(100 << 10, 3)).unwrap();
+    let staging2 = m2.path("staging");
+    m2.ok(&["backup", s(&src2), "--offline", "--staging", s(&staging2), "--import-job", "bad-2"]);
+    let x1 = m2.path("x1");
+    let o = diskprep(&m2, &staging2, &[&x1], 1 << 30);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    fails(m2.run(&["import-job", "ship", "bad-2", "--carrier", "UPS", "--tracking", "T-1"]), &["T-1", "bad-1"]);
+    // A machine sees only its own jobs.
+    fails(m2.run(&["import-job", "show", "bad-1"]), &["bad-1"]);
+
+    // The set must be exactly the job's disks.
+    fails(site.import_run("bad-1", &[&d1]), &["disk 2", "missing"]);
+    fails(site.import_run("bad-1", &[&d1, &d1, &d2]), &["both disk 1", "d1"]);
+    fails(site.import_run("bad-1", &[&d1, &x1]), &["x1", "bad-2"]);
+    // A tampered manifest, a label forged without the key.
+    let undo = flip(&d1.join("FERRY-SEED/manifest.bin"));
+    fails(site.import_run("bad-1", &[&d1, &d2]), &["manifest", "d1"]);
+    unflip(undo);
+    let label = d2.join("FERRY-SEED/label.json");
+    let original = std::fs::read_to_string(&label).unwrap();
+    let mut forged: serde_json::Value = serde_json::from_str(&original).unwrap();
+    forged["created"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&label, serde_json::to_vec(&forged).unwrap()).unwrap();
+    fails(site.import_run("bad-1", &[&d1, &d2]), &["d2", "key"]);
+    std::fs::write(&label, original).unwrap();
+    let job = m.json(&["import-job", "show", "bad-1"]);
+    let states: Vec<&str> = job["disks"].as_array().unwrap().iter().map(|d| d["state"].as_str().unwrap()).collect();
+    assert!(states.contains(&"key-invalid"), "the disk's state says why: {job}");
+
+    // One byte flipped in an object: the import names disk and object and ingests nothing.
+    let undo = flip(&biggest_object(&d2));
+    let err = fails(site.import_run("bad-1", &[&d1, &d2]), &["completed with errors"]);
+    assert!(err.contains("d2") || err.contains("disk 2"), "{err}");
+    let job = m.json(&["import-job", "show", "bad-1"]);
+    assert_eq!(job["state"], "completed-with-errors", "{job}");
+    let points = m.json(&["recovery-points"]);
+    assert_eq!(points.as_array().unwrap().len(), 0, "nothing ingested from a damaged set: {points}");
+    let logs = std::fs::read_to_string(site.admin.path("logs").join("bad-1-disk2-error.log")).unwrap();
+    assert!(logs.contains("data/"), "the error log names the object: {logs}");
+    // Mended (the disk read again), the same import completes.
+    unflip(undo);
+    let o = site.import_run("bad-1", &[&d1, &d2]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(m.json(&["import-job", "show", "bad-1"])["state"], "ingested");
+    fails(site.import_run("bad-1", &[&d1, &d2]), &["ingested already"]);
+    assert_eq!(m.json(&["recovery-points"]).as_array().unwrap().len(), 1);
+    m.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn a_job_not_shipped_in_time_expires_and_its_disks_are_refused() {
+    let site = Site::start(&[("FERRY_VAULT_SHIP_WITHIN_S", "3")]);
+    let m = machine();
+    site.vault.register(&site.admin, &m, "m1");
+    let src = m.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"some data").unwrap();
+    let staging = m.path("staging");
+    m.ok(&["backup", s(&src), "--offline", "--staging", s(&staging), "--import-job", "late"]);
+    let d1 = m.path("d1");
+    let o = diskprep(&m, &staging, &[&d1], 1 << 30);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(m.json(&["import-job", "show", "late"])["state"], "expired");
+    fails(m.run(&["import-job", "ship", "late", "--carrier", "DHL", "--tracking", "T-9"]), &["late", "expired", "new import job"]);
+    fails(site.import_run("late", &[&d1]), &["late", "expired"]);
+}
+
+/// Runs `args` as `env` and kills it after `ms` milliseconds; true if it ended by itself.
+fn run_killed(env: &Env, args: &[String], ms: u64) -> bool {
+    let mut child = env
+        .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("killed {:?} after {ms} ms", &args[..2]);
+    false
+}
+
+#[test]
+fn diskprep_and_import_killed_at_random_moments_resume() {
+    let site = Site::start(&[]);
+    let m = machine();
+    site.vault.register(&site.admin, &m, "m1");
+    let src = source(&m);
+    let staging = m.path("staging");
+    m.ok(&["backup", s(&src), "--offline", "--staging", s(&staging), "--import-job", "kill-1"]);
+    let cap = capacity_for(&staging, "kill-1", 3);
+    let disks: Vec<PathBuf> = (1..=3).map(|i| m.path(&format!("disk{i}"))).collect();
+    let mut prep = vec!["diskprep".to_string(), "--staging".into(), staging.display().to_string()];
+    for d in &disks {
+        std::fs::create_dir_all(d).unwrap();
+        prep.extend(["--disk".to_string(), format!("{}:{cap}", d.display())]);
+    }
+    // Pseudo-random kill moments, different in every run, printed for a rerun by hand.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let mut x = seed | 1;
+    let mut next = |max: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        20 + x % max
+    };
+    eprintln!("kill moments from seed {seed}");
+    for _ in 0..4 {
+        if run_killed(&m, &prep, next(600)) {
+            break;
+        }
+    }
+    let o = m.run(&prep.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "diskprep after kills: {}", stderr(&o));
+    m.ok(&["import-job", "ship", "kill-1", "--carrier", "DHL", "--tracking", "K-1"]);
+
+    let cert = site.vault.data("vault-cert.pem");
+    let mut import = vec!["import".to_string(), "run".into(), "--import-job".into(), "kill-1".into()];
+    import.extend(["--log-dir".to_string(), site.admin.path("logs").display().to_string()]);
+    import.extend(disk_args(&disks.iter().map(PathBuf::as_path).collect::<Vec<_>>()));
+    import.extend(["--vault".to_string(), site.vault.url.clone(), "--vault-cert".into(), cert, "--token-file".into()]);
+    import.push(site.operator.display().to_string());
+    let mut finished = false;
+    for _ in 0..4 {
+        if run_killed(&site.admin, &import, next(800)) {
+            finished = true;
+            break;
+        }
+    }
+    if !finished {
+        let o = site.admin.run(&import.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = stderr(&o);
+        // Killed while the vault ingested: the ingest went on without the operator's command.
+        assert!(o.status.success() || err.contains("ingested already"), "import after kills: {err}");
+    }
+    // Wait for an ingest the last kill may have left running in the vault.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while m.json(&["import-job", "show", "kill-1"])["state"] != "ingested" {
+        assert!(std::time::Instant::now() < deadline, "{}", m.json(&["import-job", "show", "kill-1"]));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(m.json(&["recovery-points"]).as_array().unwrap().len(), 1, "ingested once");
+    let target = m.path("restore");
+    m.ok(&["restore", "latest", "--target", s(&target)]);
+    assert_same_tree(&src, &restored(&target, &src));
+}
