@@ -89,6 +89,33 @@ pub enum Command {
     /// Offline seeding, at the vault's site: import a job's disks into its container and ingest
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Estimate the first backup over the network versus on shipped disks, and recommend one
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The data to back up (its size is summed and its compressibility sampled)
+    #[arg(long, value_name = "PATH", conflicts_with = "size", required_unless_present = "size")]
+    pub source: Option<PathBuf>,
+    /// The data's size instead of --source (taken as incompressible), e.g. 4TB
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// The uplink to the vault, e.g. 100Mbit or 2MB/s
+    #[arg(long, value_name = "RATE")]
+    pub uplink: String,
+    /// Size of one disk [default: 10TB, the most an import job uses of a disk]
+    #[arg(long, value_name = "SIZE")]
+    pub disk_size: Option<String>,
+    /// Speed of local copies (staging, diskprep, import) instead of measuring it, e.g. 150MB/s
+    #[arg(long, value_name = "RATE")]
+    pub disk_speed: Option<String>,
+    /// Folder to measure the disk speed in (64 MiB written and read back) [default: the temp folder]
+    #[arg(long, value_name = "DIR")]
+    pub measure_in: Option<PathBuf>,
+    /// Days the disks travel to the vault's site
+    #[arg(long, value_name = "DAYS", default_value_t = 3.0)]
+    pub shipping_days: f64,
 }
 
 #[derive(Debug, Args)]

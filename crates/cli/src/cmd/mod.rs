@@ -8,6 +8,7 @@ mod import_job;
 mod init;
 mod key;
 mod ls;
+mod plan;
 mod points;
 mod restore;
 mod staging;
@@ -38,5 +39,6 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::ImportJob(c) => import_job::run(g, c),
         Command::Diskprep(a) => diskprep::run(g, a),
         Command::Import(crate::cli::ImportCommand::Run(a)) => import::run(g, a),
+        Command::Plan(a) => plan::run(g, a),
     }
 }

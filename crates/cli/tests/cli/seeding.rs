@@ -451,3 +451,25 @@ fn diskprep_and_import_killed_at_random_moments_resume() {
     m.ok(&["restore", "latest", "--target", s(&target)]);
     assert_same_tree(&src, &restored(&target, &src));
 }
+
+#[test]
+fn plan_compares_the_network_with_disks() {
+    let env = Env::new();
+    let big = env.json(&["plan", "--size", "20TB", "--uplink", "10Mbit", "--disk-speed", "200MB/s"]);
+    assert_eq!((big["recommendation"].as_str(), big["disks"].as_u64()), (Some("disks"), Some(3)), "{big}");
+    // 20 TB at 1.25 MB/s: 185 days; on disks: six local passes at 200 MB/s and 3 days' shipping.
+    let network_days = big["network_s"].as_f64().unwrap() / 86400.0;
+    assert!((network_days - 185.2).abs() < 1.0, "{big}");
+    let small = env.json(&["plan", "--size", "10GB", "--uplink", "1Gbit", "--disk-speed", "200MB/s"]);
+    assert_eq!(small["recommendation"], "network", "{small}");
+    // A measured source: text compresses, and the disk speed is measured when not given.
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        std::fs::write(src.join(format!("t{i}.txt")), format!("line {i} of some very repetitive text\n").repeat(2000)).unwrap();
+    }
+    let p = env.json(&["plan", "--source", s(&src), "--uplink", "100Mbit", "--measure-in", s(&env.path("."))]);
+    assert!(p["compressibility"].as_f64().unwrap() < 0.2, "{p}");
+    assert!(p["disk_bytes_per_s"].as_f64().unwrap() > 0.0, "{p}");
+    fails(env.run(&["plan", "--size", "10GB", "--uplink", "fast"]), &["--uplink", "100Mbit"]);
+}
