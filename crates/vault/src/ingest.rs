@@ -144,3 +144,69 @@ pub fn ingest(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_store::MemoryStore;
+
+    /// A container holding a small seed (config, a pack, an index file, a recovery point) and
+    /// its manifest; returns it and the manifest's digest.
+    fn container(job: &str) -> (Arc<dyn Store>, String) {
+        let c: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let named = |prefix: &str, bytes: &[u8]| {
+            let h = blake3::hash(bytes).to_hex().to_string();
+            (if prefix == "data/" { format!("data/{}/{h}", &h[..2]) } else { format!("{prefix}{h}") }, bytes.to_vec())
+        };
+        let objects = [
+            ("config".to_string(), b"{\"magic\":\"ferry-repository\"}".to_vec()),
+            named("data/", b"FRYPAK\x01\x00pack bytes"),
+            named("index/", b"index bytes"),
+            named("recovery-points/", b"recovery point bytes"),
+        ];
+        let mut list = Vec::new();
+        for (k, v) in &objects {
+            c.put(k, v.clone().into()).unwrap();
+            list.push(SeedObject { key: k.clone(), size: v.len() as u64, hash: blake3::hash(v).to_hex().to_string() });
+        }
+        let mut m = SeedManifest { job: job.into(), set_id: "0".repeat(32), digest: String::new(), objects: list };
+        m.digest = manifest_digest(&m).unwrap();
+        c.put(SEED_MANIFEST_KEY, serde_json::to_vec(&m).unwrap().into()).unwrap();
+        (c, m.digest)
+    }
+
+    #[test]
+    fn a_seed_is_ingested_once_in_commit_order() {
+        let (c, digest) = container("j");
+        let vault: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let done = ingest(c.as_ref(), &vault, "m", "j", &digest, manifest_digest).unwrap();
+        assert_eq!((done.objects, done.present, done.recovery_points.len()), (4, 0, 1));
+        assert_eq!(vault.list("machines/m/").unwrap().len(), 4);
+        // Again: nothing new, everything found identical.
+        let again = ingest(c.as_ref(), &vault, "m", "j", &digest, manifest_digest).unwrap();
+        assert_eq!((again.objects, again.present), (0, 4));
+    }
+
+    #[test]
+    fn what_does_not_match_is_refused_and_nothing_is_replaced() {
+        let (c, digest) = container("j");
+        let vault: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        // Another job's manifest, or a digest other than the recorded one.
+        assert!(ingest(c.as_ref(), &vault, "m", "other", &digest, manifest_digest).unwrap_err().to_string().contains("not of"));
+        let e = ingest(c.as_ref(), &vault, "m", "j", &"0".repeat(64), manifest_digest).unwrap_err().to_string();
+        assert!(e.contains("not the one diskprep recorded"), "{e}");
+        // An object altered in the container after the import.
+        let idx = c.list("index/").unwrap().remove(0).key;
+        let original = c.get(&idx).unwrap();
+        c.put(&idx, bytes::Bytes::from_static(b"altered")).unwrap();
+        let e = ingest(c.as_ref(), &vault, "m", "j", &digest, manifest_digest).unwrap_err().to_string();
+        assert!(e.contains(&idx) && e.contains("not the one on the disks"), "{e}");
+        assert!(vault.list("machines/m/recovery-points/").unwrap().is_empty(), "no recovery point before its objects");
+        c.put(&idx, original).unwrap();
+        // The repository holds other bytes under a seed object's name: refused, left as it was.
+        vault.put("machines/m/config", bytes::Bytes::from_static(b"{\"other\":1}")).unwrap();
+        let e = ingest(c.as_ref(), &vault, "m", "j", &digest, manifest_digest).unwrap_err().to_string();
+        assert!(e.contains("never replaces") && e.contains("config"), "{e}");
+        assert_eq!(vault.get("machines/m/config").unwrap().as_ref(), b"{\"other\":1}");
+    }
+}
