@@ -497,43 +497,65 @@ mod tests {
         block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let db = Db::open_file(&dir.path().join("v.db")).await.unwrap();
-            let secret = db.add_registration(i64::MAX).await.unwrap();
-            let (m, _) = db.register(&secret, "m1", 0).await.unwrap().unwrap();
-            let now = chrono::Utc::now().timestamp();
-            let j = db.create_import_job("j1", &m, "/c/j1", "sealed", now).await.unwrap().unwrap();
-            assert_eq!((j.state, j.machine_name.as_str()), (JobState::Created, "m1"));
-            // A re-run of the offline backup finds its job; another machine or container does not.
-            assert!(db.create_import_job("j1", &m, "/c/j1", "sealed2", now).await.unwrap().is_ok());
-            assert!(matches!(db.create_import_job("j1", &m, "/c/other", "s", now).await.unwrap(), Err(Refusal::NameTaken { .. })));
-            // Not shippable before its disks are prepared.
-            let e = db.ship_import_job("j1", "DHL", "T1", None).await.unwrap().unwrap_err().to_string();
-            assert!(e.contains("diskprep"), "{e}");
-            db.set_import_disks("j1", &set(&"a".repeat(32), false)).await.unwrap().unwrap();
-            let j = db.set_import_disks("j1", &set(&"a".repeat(32), true)).await.unwrap().unwrap();
-            assert_eq!(j.state, JobState::AwaitingShipment);
-            let j = db.ship_import_job("j1", "DHL", "T1", Some("home")).await.unwrap().unwrap();
-            assert_eq!((j.state, j.tracking.as_deref(), j.deadline.as_deref()), (JobState::Shipping, Some("T1"), None));
-            // A tracking number belongs to one job.
-            db.create_import_job("j2", &m, "/c/j2", "s", now).await.unwrap().unwrap();
-            db.set_import_disks("j2", &set(&"b".repeat(32), true)).await.unwrap().unwrap();
-            let e = db.ship_import_job("j2", "UPS", "T1", None).await.unwrap().unwrap_err().to_string();
-            assert!(e.contains("j1") && e.contains("T1"), "{e}");
-            // Received, transferred, claimed for ingest once.
-            let disks = set("", true).disks;
-            db.receive_import_job("j1", &disks).await.unwrap().unwrap();
-            db.update_import_transfer("j1", JobState::Completed, &disks, &[]).await.unwrap().unwrap();
-            assert!(db.cancel_import_job("j1").await.unwrap().is_err(), "too late to cancel");
-            db.set_import_ingest("j1", &[JobState::Completed], JobState::Ingesting, None, None, &[]).await.unwrap().unwrap();
-            db.set_import_ingest("j1", &[JobState::Ingesting], JobState::Ingested, Some("rp"), Some("{}"), &[]).await.unwrap().unwrap();
-            let e = db.set_import_ingest("j1", &[JobState::Completed], JobState::Ingesting, None, None, &[]).await.unwrap().unwrap_err();
-            assert!(e.to_string().contains("only once"), "{e}");
-            // A job without a tracking number expires at its deadline, and then ships no more.
-            db.create_import_job("j3", &m, "/c/j3", "s", now - ship_within_s() - 10).await.unwrap().unwrap();
-            assert_eq!(db.import_job("j3").await.unwrap().unwrap().state, JobState::Expired);
-            let e = db.ship_import_job("j3", "DHL", "T3", None).await.unwrap().unwrap_err().to_string();
-            assert!(e.contains("expired"), "{e}");
-            assert!(matches!(db.cancel_import_job("nope").await.unwrap(), Err(Refusal::NoSuchJob(_))));
-            assert_eq!(db.import_jobs(Some(&m)).await.unwrap().len(), 3);
+            states(&db, "").await;
         });
+    }
+
+    /// The same on PostgreSQL (`FERRY_TEST_POSTGRES`, set by scripts/test.sh), with names unique
+    /// to this run in the shared database.
+    #[test]
+    fn a_job_moves_through_its_states_on_postgres() {
+        let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") else {
+            eprintln!("skipped: FERRY_TEST_POSTGRES not set (run scripts/test.sh)");
+            return;
+        };
+        block_on(async {
+            let db = Db::open(&url).await.unwrap();
+            let tag = format!("-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+            states(&db, &tag).await;
+        });
+    }
+
+    async fn states(db: &Db, tag: &str) {
+        let n = |s: &str| format!("{s}{tag}");
+        let (j1, j2, j3, t1) = (n("j1"), n("j2"), n("j3"), n("T1"));
+        let secret = db.add_registration(i64::MAX).await.unwrap();
+        let (m, _) = db.register(&secret, &n("m1"), 0).await.unwrap().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let j = db.create_import_job(&j1, &m, "/c/j1", "sealed", now).await.unwrap().unwrap();
+        assert_eq!((j.state, j.machine_name), (JobState::Created, n("m1")));
+        // A re-run of the offline backup finds its job; another container does not.
+        assert!(db.create_import_job(&j1, &m, "/c/j1", "sealed2", now).await.unwrap().is_ok());
+        assert!(matches!(db.create_import_job(&j1, &m, "/c/other", "s", now).await.unwrap(), Err(Refusal::NameTaken { .. })));
+        // Not shippable before its disks are prepared.
+        let e = db.ship_import_job(&j1, "DHL", &t1, None).await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("diskprep"), "{e}");
+        db.set_import_disks(&j1, &set(&"a".repeat(32), false)).await.unwrap().unwrap();
+        let j = db.set_import_disks(&j1, &set(&"a".repeat(32), true)).await.unwrap().unwrap();
+        assert_eq!(j.state, JobState::AwaitingShipment);
+        let j = db.ship_import_job(&j1, "DHL", &t1, Some("home")).await.unwrap().unwrap();
+        assert_eq!((j.state, j.tracking.as_deref(), j.deadline.as_deref()), (JobState::Shipping, Some(t1.as_str()), None));
+        // A tracking number belongs to one job.
+        db.create_import_job(&j2, &m, "/c/j2", "s", now).await.unwrap().unwrap();
+        db.set_import_disks(&j2, &set(&"b".repeat(32), true)).await.unwrap().unwrap();
+        let e = db.ship_import_job(&j2, "UPS", &t1, None).await.unwrap().unwrap_err().to_string();
+        assert!(e.contains(&j1) && e.contains(&t1), "{e}");
+        // Received, transferred, claimed for ingest once.
+        let disks = set("", true).disks;
+        db.receive_import_job(&j1, &disks).await.unwrap().unwrap();
+        db.update_import_transfer(&j1, JobState::Completed, &disks, &[]).await.unwrap().unwrap();
+        assert!(db.cancel_import_job(&j1).await.unwrap().is_err(), "too late to cancel");
+        db.set_import_ingest(&j1, &[JobState::Completed], JobState::Ingesting, None, None, &[]).await.unwrap().unwrap();
+        db.set_import_ingest(&j1, &[JobState::Ingesting], JobState::Ingested, Some("rp"), Some("{}"), &[]).await.unwrap().unwrap();
+        let e = db.set_import_ingest(&j1, &[JobState::Completed], JobState::Ingesting, None, None, &[]).await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("only once"), "{e}");
+        assert_eq!(db.import_receipt(&j1).await.unwrap().as_deref(), Some("{}"));
+        // A job without a tracking number expires at its deadline, and then ships no more.
+        db.create_import_job(&j3, &m, "/c/j3", "s", now - ship_within_s() - 10).await.unwrap().unwrap();
+        assert_eq!(db.import_job(&j3).await.unwrap().unwrap().state, JobState::Expired);
+        let e = db.ship_import_job(&j3, "DHL", &n("T3"), None).await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("expired"), "{e}");
+        assert!(matches!(db.cancel_import_job(&n("nope")).await.unwrap(), Err(Refusal::NoSuchJob(_))));
+        assert_eq!(db.import_jobs(Some(&m)).await.unwrap().len(), 3);
     }
 }
