@@ -36,6 +36,11 @@ impl Site {
     fn start(env: &[(&str, &str)]) -> Site {
         let admin = machine();
         let containers = container_base(admin.dir.path());
+        Site::start_on(admin, containers, env)
+    }
+
+    /// A site whose import containers are under `containers`.
+    fn start_on(admin: Env, containers: String, env: &[(&str, &str)]) -> Site {
         let args = ["--import-container", containers.as_str(), "--shipping-address", "Ferry vault site, Dock 4"];
         let vault = Vault::start_with(&args, env);
         let token = vault.admin(&admin, &["vault", "user", "add", "ops", "--role", "import-operator"]);
@@ -473,4 +478,31 @@ fn plan_compares_the_network_with_disks() {
     assert!(p["compressibility"].as_f64().unwrap() < 0.2, "{p}");
     assert!(p["disk_bytes_per_s"].as_f64().unwrap() > 0.0, "{p}");
     fails(env.run(&["plan", "--size", "10GB", "--uplink", "fast"]), &["--uplink", "100Mbit"]);
+}
+
+#[test]
+fn a_seed_is_imported_into_an_s3_bucket() {
+    if std::env::var("FERRY_TEST_S3").is_err() {
+        eprintln!("skipped: FERRY_TEST_S3 not set (run scripts/test.sh)");
+        return;
+    }
+    let site = Site::start_on(machine(), format!("s3://ferry-seed-{}", unique()), &[]);
+    let m = machine();
+    site.vault.register(&site.admin, &m, "m1");
+    let src = m.path("src");
+    make_tree(&src);
+    let staging = m.path("staging");
+    m.ok(&["backup", s(&src), "--offline", "--staging", s(&staging), "--import-job", "s3-seed"]);
+    let d1 = m.path("d1");
+    let o = diskprep(&m, &staging, &[&d1], 1 << 30);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    m.ok(&["import-job", "ship", "s3-seed", "--carrier", "DHL", "--tracking", &format!("S3-{}", unique())]);
+    let o = site.import_run("s3-seed", &[&d1]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let job = m.json(&["import-job", "show", "s3-seed"]);
+    assert!(job["container"].as_str().unwrap().starts_with("s3://"), "{job}");
+    assert_eq!(job["state"], "ingested", "{job}");
+    let target = m.path("restore");
+    m.ok(&["restore", "latest", "--target", s(&target)]);
+    assert_same_tree(&src, &restored(&target, &src));
 }
