@@ -211,12 +211,7 @@ impl Registration {
     pub const FILE: &'static str = "registration.json";
 
     pub fn load(dir: &Path) -> Result<Option<Registration>> {
-        let path = dir.join(Self::FILE);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).with_context(|| format!("{} is damaged; register again", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
-        }
+        read_json(&dir.join(Self::FILE), "register again")
     }
 
     /// This machine's registration as the command should use it: `--vault URL` (or
@@ -243,6 +238,15 @@ impl Registration {
     pub fn store(&self) -> Result<std::sync::Arc<dyn ferry_store::Store>> {
         let client = ferry_store::VaultClient::new(&self.vault, &self.cert_sha256, &self.token)?;
         Ok(ferry_store::open_vault(client, &self.machine)?)
+    }
+}
+
+/// A JSON file, or `None` if it does not exist; `remedy` says what to do if it is damaged.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, remedy: &str) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).with_context(|| format!("{} is damaged; {remedy}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
     }
 }
 

@@ -42,12 +42,7 @@ impl SeedFile {
     pub const NAME: &'static str = "seed.json";
 
     pub fn load(staging: &Path) -> Result<Option<SeedFile>> {
-        let path = staging.join(Self::NAME);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).with_context(|| format!("{} is damaged", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
-        }
+        common::read_json(&staging.join(Self::NAME), "it names the staging location's import job: restore it from the job (`ferry import-job show`)")
     }
 
     pub fn save(&self, staging: &Path) -> Result<()> {

@@ -125,19 +125,25 @@ fn source(m: &Env) -> PathBuf {
     src
 }
 
-#[test]
-fn a_seed_travels_on_three_disks_and_afterwards_only_changes_cross_the_network() {
-    let site = Site::start(&[]);
+/// Machine `m1` of `site` with a [`source`] backed up offline for import job `job`: the
+/// machine, its source and staging folders and the backup's JSON summary.
+fn offline_machine(site: &Site, job: &str) -> (Env, PathBuf, PathBuf, serde_json::Value) {
     let m = machine();
     site.vault.register(&site.admin, &m, "m1");
     let src = source(&m);
     let staging = m.path("staging");
-    let before = site.bytes_received("m1");
-    let b = m.json(&["backup", s(&src), "--offline", "--staging", s(&staging), "--import-job", "seed-1"]);
+    let b = m.json(&["backup", s(&src), "--offline", "--staging", s(&staging), "--import-job", job]);
+    (m, src, staging, b)
+}
+
+#[test]
+fn a_seed_travels_on_three_disks_and_afterwards_only_changes_cross_the_network() {
+    let site = Site::start(&[]);
+    let (m, src, staging, b) = offline_machine(&site, "seed-1");
     let rp = b["recovery_point"].as_str().unwrap().to_string();
-    let sent = site.bytes_received("m1") - before;
-    eprintln!("offline backup: {sent} bytes sent to the vault");
-    assert!(sent < 64 << 10, "the offline backup sent {sent} bytes to the vault: the data must stay in staging");
+    let sent = site.bytes_received("m1");
+    eprintln!("registration and offline backup: {sent} bytes sent to the vault");
+    assert!(sent < 64 << 10, "registration and the offline backup sent {sent} bytes to the vault: the data must stay in staging");
     let job = m.json(&["import-job", "show", "seed-1"]);
     assert_eq!(job["state"], "created", "{job}");
     assert!(job["deadline"].is_string(), "{job}");
@@ -145,15 +151,8 @@ fn a_seed_travels_on_three_disks_and_afterwards_only_changes_cross_the_network()
     // Diskprep onto three disks, each too small for the whole seed.
     let cap = capacity_for(&staging, "seed-1", 3);
     let disks: Vec<PathBuf> = (1..=3).map(|i| m.path(&format!("disk{i}"))).collect();
-    for d in &disks {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let specs: Vec<String> = disks.iter().map(|d| format!("{}:{cap}", d.display())).collect();
-    let mut args = vec!["diskprep", "--staging", s(&staging)];
-    for spec in &specs {
-        args.extend(["--disk", spec.as_str()]);
-    }
-    let out = m.ok(&args);
+    let all: Vec<&Path> = disks.iter().map(PathBuf::as_path).collect();
+    let out = m.ok(&strs(&diskprep_args(&staging, &all, cap)));
     assert!(out.contains("3 disks prepared"), "{out}");
     assert!(out.contains("Ferry vault site, Dock 4"), "diskprep prints the shipping address: {out}");
     for d in &disks {
@@ -171,7 +170,6 @@ fn a_seed_travels_on_three_disks_and_afterwards_only_changes_cross_the_network()
 
     // Cleanup before ingest is refused; the import operator cannot use disks not shipped yet.
     fails(m.run(&["import-job", "cleanup", "seed-1", "--staging", s(&staging)]), &["seed-1", "no ingest receipt"]);
-    let all: Vec<&Path> = disks.iter().map(PathBuf::as_path).collect();
     fails(site.import_run("seed-1", &all), &["seed-1", "awaiting-shipment"]);
 
     m.ok(&["import-job", "ship", "seed-1", "--carrier", "DHL", "--tracking", "TRK-0001", "--return-address", "Customer, Main St 1"]);
@@ -234,13 +232,24 @@ fn disk_args(disks: &[&Path]) -> Vec<String> {
 }
 
 /// `ferry diskprep` of `staging` onto `disks` (each capped at `cap`), as machine `m`.
-fn diskprep(m: &Env, staging: &Path, disks: &[&Path], cap: u64) -> Output {
+/// The arguments of `ferry diskprep` of `staging` onto `disks` (made if missing), each capped at
+/// `cap`.
+fn diskprep_args(staging: &Path, disks: &[&Path], cap: u64) -> Vec<String> {
     let mut a = vec!["diskprep".to_string(), "--staging".into(), staging.display().to_string()];
     for d in disks {
         std::fs::create_dir_all(d).unwrap();
         a.extend(["--disk".to_string(), format!("{}:{cap}", d.display())]);
     }
-    m.run(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    a
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// `ferry diskprep` as machine `m`.
+fn diskprep(m: &Env, staging: &Path, disks: &[&Path], cap: u64) -> Output {
+    m.run(&strs(&diskprep_args(staging, disks, cap)))
 }
 
 impl Site {
@@ -248,7 +257,7 @@ impl Site {
         let logs = self.admin.path("logs");
         let mut a = vec!["import".to_string(), "run".into(), "--import-job".into(), job.into(), "--log-dir".into(), logs.display().to_string()];
         a.extend(disk_args(disks));
-        self.import(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        self.import(&strs(&a))
     }
 }
 
@@ -375,7 +384,7 @@ fn a_job_not_shipped_in_time_expires_and_its_disks_are_refused() {
 /// Runs `args` as `env` and kills it after `ms` milliseconds; true if it ended by itself.
 fn run_killed(env: &Env, args: &[String], ms: u64) -> bool {
     let mut child = env
-        .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .cmd(&strs(args))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -396,18 +405,10 @@ fn run_killed(env: &Env, args: &[String], ms: u64) -> bool {
 #[test]
 fn diskprep_and_import_killed_at_random_moments_resume() {
     let site = Site::start(&[]);
-    let m = machine();
-    site.vault.register(&site.admin, &m, "m1");
-    let src = source(&m);
-    let staging = m.path("staging");
-    m.ok(&["backup", s(&src), "--offline", "--staging", s(&staging), "--import-job", "kill-1"]);
+    let (m, src, staging, _) = offline_machine(&site, "kill-1");
     let cap = capacity_for(&staging, "kill-1", 3);
     let disks: Vec<PathBuf> = (1..=3).map(|i| m.path(&format!("disk{i}"))).collect();
-    let mut prep = vec!["diskprep".to_string(), "--staging".into(), staging.display().to_string()];
-    for d in &disks {
-        std::fs::create_dir_all(d).unwrap();
-        prep.extend(["--disk".to_string(), format!("{}:{cap}", d.display())]);
-    }
+    let prep = diskprep_args(&staging, &disks.iter().map(PathBuf::as_path).collect::<Vec<_>>(), cap);
     // Pseudo-random kill moments, different in every run, printed for a rerun by hand.
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
     let mut x = seed | 1;
@@ -423,7 +424,7 @@ fn diskprep_and_import_killed_at_random_moments_resume() {
             break;
         }
     }
-    let o = m.run(&prep.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = m.run(&strs(&prep));
     assert_eq!(o.status.code(), Some(0), "diskprep after kills: {}", stderr(&o));
     m.ok(&["import-job", "ship", "kill-1", "--carrier", "DHL", "--tracking", "K-1"]);
 
@@ -441,7 +442,7 @@ fn diskprep_and_import_killed_at_random_moments_resume() {
         }
     }
     if !finished {
-        let o = site.admin.run(&import.iter().map(String::as_str).collect::<Vec<_>>());
+        let o = site.admin.run(&strs(&import));
         let err = stderr(&o);
         // Killed while the vault ingested: the ingest went on without the operator's command.
         assert!(o.status.success() || err.contains("ingested already"), "import after kills: {err}");
