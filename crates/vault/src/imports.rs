@@ -270,7 +270,9 @@ impl Db {
         self.expire_import_jobs(chrono::Utc::now().timestamp()).await?;
         let base = format!("SELECT {COLUMNS} FROM import_jobs j JOIN machines m ON m.id = j.machine");
         let rows = match machine {
-            Some(m) => sqlx::query(&format!("{base} WHERE j.machine = $1 ORDER BY j.created DESC, j.name")).bind(m).fetch_all(&self.pool).await?,
+            Some(m) => {
+                sqlx::query(&format!("{base} WHERE j.machine = $1 ORDER BY j.created DESC, j.name")).bind(m).fetch_all(&self.pool).await?
+            }
             None => sqlx::query(&format!("{base} ORDER BY j.created DESC, j.name")).fetch_all(&self.pool).await?,
         };
         rows.iter().map(job_of).collect()
@@ -413,7 +415,9 @@ impl Db {
             |s| match s {
                 JobState::Expired => "it was not shipped in time; its disks must not be processed: return them".into(),
                 JobState::Cancelled => "it was cancelled; its disks must not be processed: return them".into(),
-                JobState::Created | JobState::AwaitingShipment => "it has no shipping details: the owner runs `ferry import-job ship` first".into(),
+                JobState::Created | JobState::AwaitingShipment => {
+                    "it has no shipping details: the owner runs `ferry import-job ship` first".into()
+                }
                 _ => "its disks were imported already".into(),
             },
         )
@@ -451,17 +455,12 @@ impl Db {
         errors: &[String],
     ) -> Result<std::result::Result<ImportJob, Refusal>> {
         let errors = serde_json::to_string(errors)?;
-        self.transition(
-            name,
-            from,
-            to,
-            &[("recovery_point", recovery_point), ("receipt", receipt), ("errors", Some(&errors))],
-            |s| match s {
-                JobState::Ingested => "its seed was ingested already; a seed is ingested only once".into(),
-                JobState::Ingesting => "its seed is being ingested now".into(),
-                _ => "its import has not completed".into(),
-            },
-        )
+        self.transition(name, from, to, &[("recovery_point", recovery_point), ("receipt", receipt), ("errors", Some(&errors))], |s| match s
+        {
+            JobState::Ingested => "its seed was ingested already; a seed is ingested only once".into(),
+            JobState::Ingesting => "its seed is being ingested now".into(),
+            _ => "its import has not completed".into(),
+        })
         .await
     }
 

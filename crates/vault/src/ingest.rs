@@ -87,7 +87,8 @@ pub fn ingest(
     digest_of: impl Fn(&SeedManifest) -> Result<String>,
 ) -> Result<Ingested> {
     let bytes = container.get(SEED_MANIFEST_KEY).with_context(|| format!("read the seed manifest of import job {job} in its container"))?;
-    let manifest: SeedManifest = serde_json::from_slice(&bytes).with_context(|| format!("the seed manifest of import job {job} is damaged"))?;
+    let manifest: SeedManifest =
+        serde_json::from_slice(&bytes).with_context(|| format!("the seed manifest of import job {job} is damaged"))?;
     if manifest.job != job {
         bail!("the container holds the seed of import job {:?}, not of {job:?}", manifest.job);
     }

@@ -58,8 +58,9 @@ fn ask(question: &str) -> Option<String> {
 }
 
 pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
-    let seed = SeedFile::load(&a.staging)?
-        .with_context(|| format!("{} is not a staging location (no seed.json): run `ferry backup --offline --staging` first", a.staging.display()))?;
+    let seed = SeedFile::load(&a.staging)?.with_context(|| {
+        format!("{} is not a staging location (no seed.json): run `ferry backup --offline --staging` first", a.staging.display())
+    })?;
     let job = match &a.import_job {
         Some(j) if *j != seed.job => bail!("{} is the staging location of import job {}, not {j}", a.staging.display(), seed.job),
         _ => seed.job.clone(),
@@ -76,7 +77,10 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
         .map(|(key, size)| SourceObject { phase: ferry_vault::ingest::commit_phase(&key), key, size })
         .collect();
     if !objects.iter().any(|o| o.key.starts_with("recovery-points/")) {
-        bail!("{} holds no recovery point yet: let `ferry backup --offline` finish (run it again to resume) before diskprep", a.staging.display());
+        bail!(
+            "{} holds no recovery point yet: let `ferry backup --offline` finish (run it again to resume) before diskprep",
+            a.staging.display()
+        );
     }
     let mut disks = a.disks.iter().map(|d| parse_disk(d)).collect::<Result<Vec<_>>>()?;
     let total: u64 = objects.iter().map(|o| o.size).sum();
@@ -105,7 +109,8 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
                 b.set_position(done);
             }
         };
-        let opts = PrepareOptions { job: job.clone(), key: &key, disks: disks.clone(), confirm_wipe: &mut confirm, progress: &mut progress };
+        let opts =
+            PrepareOptions { job: job.clone(), key: &key, disks: disks.clone(), confirm_wipe: &mut confirm, progress: &mut progress };
         match ferry_seed::prepare(staging.as_ref(), &objects, opts)? {
             PrepareOutcome::Complete(summary) => break summary,
             PrepareOutcome::NeedMoreDisks { objects: left, bytes, summary } => {
@@ -149,7 +154,14 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
     } else {
         println!("import job {job}: {} disks prepared and verified", summary.disks.len());
         for d in &summary.disks {
-            println!("  disk {} of {}: {} ({} objects, {})", d.number, summary.disks.len(), d.path.display(), d.objects, common::size(d.bytes));
+            println!(
+                "  disk {} of {}: {} ({} objects, {})",
+                d.number,
+                summary.disks.len(),
+                d.path.display(),
+                d.objects,
+                common::size(d.bytes)
+            );
         }
         match j["shipping_address"].as_str() {
             Some(addr) => println!("ship the disks to: {addr}"),
@@ -165,12 +177,10 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
 
 /// Tells the vault what the disks hold; a digest marks the set complete.
 fn record(client: &ferry_store::VaultClient, job: &str, s: &ferry_seed::SetSummary, digest: Option<&str>) -> Result<serde_json::Value> {
-    let disks: Vec<_> = s
-        .disks
-        .iter()
-        .map(|d| serde_json::json!({"id": d.number, "state": "prepared", "bytes": d.bytes, "objects": d.objects}))
-        .collect();
-    let body = serde_json::json!({"set_id": hex::encode(s.set_id), "manifest_digest": digest, "disks": disks, "complete": digest.is_some()});
+    let disks: Vec<_> =
+        s.disks.iter().map(|d| serde_json::json!({"id": d.number, "state": "prepared", "bytes": d.bytes, "objects": d.objects})).collect();
+    let body =
+        serde_json::json!({"set_id": hex::encode(s.set_id), "manifest_digest": digest, "disks": disks, "complete": digest.is_some()});
     Ok(client.post_json(&format!("/v1/import-jobs/{job}/disks"), &body)?)
 }
 

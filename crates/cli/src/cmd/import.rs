@@ -72,7 +72,8 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
         Ok(s) => s,
         Err(e) => {
             if let (Some(st), Some(n)) = (disk_state(&e), e.disk()) {
-                let disks = vec![DiskRecord { id: n, state: st.into(), bytes: 0, objects: 0, copied: 0, skipped: 0, errors: vec![e.to_string()] }];
+                let disks =
+                    vec![DiskRecord { id: n, state: st.into(), bytes: 0, objects: 0, copied: 0, skipped: 0, errors: vec![e.to_string()] }];
                 let _ = client.post_json(&format!("/v1/import-jobs/{name}/receive"), &serde_json::json!({"disks": disks}));
             }
             return Err(anyhow::Error::new(e).context(format!("import job {name}: the disks were not imported; nothing was copied")));
@@ -113,7 +114,8 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
     let mut failed = false;
     if !matches!(state.as_str(), "completed" | "ingesting") {
         let transfer = |disks: &[DiskRecord], st: &str, errors: Vec<String>| {
-            client.post_json(&format!("/v1/import-jobs/{name}/transfer"), &serde_json::json!({"state": st, "disks": disks, "errors": errors}))
+            client
+                .post_json(&format!("/v1/import-jobs/{name}/transfer"), &serde_json::json!({"state": st, "disks": disks, "errors": errors}))
         };
         let mut buf = Vec::new();
         for d in disks.iter_mut() {
@@ -161,17 +163,16 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
                 log_dir.display()
             );
         }
-        let objects = manifest
-            .entries
-            .iter()
-            .map(|e| SeedObject { key: e.key.clone(), size: e.size, hash: hex::encode(e.hash) })
-            .collect();
+        let objects = manifest.entries.iter().map(|e| SeedObject { key: e.key.clone(), size: e.size, hash: hex::encode(e.hash) }).collect();
         let seed = SeedManifest { job: name.clone(), set_id: hex::encode(manifest.set_id), digest: digest.clone(), objects };
         container.put(SEED_MANIFEST_KEY, serde_json::to_vec(&seed)?.into())?;
         transfer(&disks, "completed", vec![])?;
         let copied: u64 = disks.iter().map(|d| d.copied).sum();
         let skipped: u64 = disks.iter().map(|d| d.skipped).sum();
-        eprintln!("import job {name}: {copied} objects copied, {skipped} there already, in {:.1}s; ingesting", started.elapsed().as_secs_f64());
+        eprintln!(
+            "import job {name}: {copied} objects copied, {skipped} there already, in {:.1}s; ingesting",
+            started.elapsed().as_secs_f64()
+        );
     }
     let j = ingest(&client, name)?;
     if g.json {

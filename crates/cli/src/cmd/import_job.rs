@@ -20,7 +20,9 @@ pub fn client(g: &Global) -> Result<VaultClient> {
     }
     match Registration::load_for(g)? {
         Some(r) => Ok(VaultClient::new(&r.vault, &r.cert_sha256, &r.token)?),
-        None => bail!("this machine is not registered with a vault: run `ferry register`, or pass --token-file (and --vault) as a vault user"),
+        None => {
+            bail!("this machine is not registered with a vault: run `ferry register`, or pass --token-file (and --vault) as a vault user")
+        }
     }
 }
 
@@ -42,7 +44,10 @@ impl SeedFile {
     pub const NAME: &'static str = "seed.json";
 
     pub fn load(staging: &Path) -> Result<Option<SeedFile>> {
-        common::read_json(&staging.join(Self::NAME), "it names the staging location's import job: restore it from the job (`ferry import-job show`)")
+        common::read_json(
+            &staging.join(Self::NAME),
+            "it names the staging location's import job: restore it from the job (`ferry import-job show`)",
+        )
     }
 
     pub fn save(&self, staging: &Path) -> Result<()> {
@@ -118,7 +123,8 @@ fn one_line(j: &serde_json::Value) -> String {
 }
 
 fn details(j: &serde_json::Value) -> String {
-    let mut s = format!("import job {}\n  state:      {}\n  machine:    {}\n", text(&j["name"]), text(&j["state"]), text(&j["machine_name"]));
+    let mut s =
+        format!("import job {}\n  state:      {}\n  machine:    {}\n", text(&j["name"]), text(&j["state"]), text(&j["machine_name"]));
     s.push_str(&format!("  created:    {}\n  container:  {}\n", text(&j["created"]), common::redact(text(&j["container"]))));
     if let Some(d) = j["deadline"].as_str() {
         s.push_str(&format!("  ship by:    {d} (the job expires without a tracking number by then)\n"));
@@ -201,7 +207,9 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
         }
     }
     if g.json {
-        common::print_json(&serde_json::json!({"job": name, "receipt": receipt, "container_objects_removed": v["container_objects_removed"], "staging_files_removed": emptied}))?;
+        common::print_json(
+            &serde_json::json!({"job": name, "receipt": receipt, "container_objects_removed": v["container_objects_removed"], "staging_files_removed": emptied}),
+        )?;
     } else {
         println!(
             "import job {name}: receipt verified ({} objects, recovery point {}); {} objects removed from the container{}",

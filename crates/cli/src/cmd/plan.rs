@@ -177,7 +177,15 @@ pub fn run(g: &Global, a: &PlanArgs) -> Result<Outcome> {
         }))?;
         return Ok(Outcome::Success);
     }
-    println!("source:       {}{}", common::size(size), if sampled > 0 { format!(", {:.0} % after compression (sample of {})", ratio * 100.0, common::size(sampled)) } else { " (taken as incompressible)".into() });
+    println!(
+        "source:       {}{}",
+        common::size(size),
+        if sampled > 0 {
+            format!(", {:.0} % after compression (sample of {})", ratio * 100.0, common::size(sampled))
+        } else {
+            " (taken as incompressible)".into()
+        }
+    );
     println!("to send:      {}", common::size(compressed as u64));
     println!("network:      {} at {}/s", duration(network_s), common::size(uplink as u64));
     println!(

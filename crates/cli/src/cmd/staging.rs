@@ -21,8 +21,8 @@ pub fn open(g: &Global, staging: &Path, job: &str, container: Option<&str>) -> R
     if g.repo.as_deref().is_some_and(|r| !r.is_empty()) {
         bail!("--offline backs up a machine registered with a vault: leave out --repo");
     }
-    let reg = Registration::load_for(g)?
-        .context("offline seeding needs this machine registered with its vault: run `ferry register` first")?;
+    let reg =
+        Registration::load_for(g)?.context("offline seeding needs this machine registered with its vault: run `ferry register` first")?;
     let client = ferry_store::VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token)?;
     std::fs::create_dir_all(staging).with_context(|| format!("create the staging location {}", staging.display()))?;
     match SeedFile::load(staging)? {
@@ -40,7 +40,8 @@ pub fn open(g: &Global, staging: &Path, job: &str, container: Option<&str>) -> R
     let body = serde_json::json!({"name": job, "container": container});
     let created = client.post_json("/v1/import-jobs", &body).with_context(|| format!("create import job {job} in the vault"))?;
     let vault_repo = reg.store()?;
-    let local = ferry_store::open(&staging.to_string_lossy()).with_context(|| format!("open the staging location {}", staging.display()))?;
+    let local =
+        ferry_store::open(&staging.to_string_lossy()).with_context(|| format!("open the staging location {}", staging.display()))?;
     // The machine's repository config and key files, unchanged (they are small).
     let config = vault_repo.get("config").context("read the machine's repository config from the vault")?;
     match local.head("config")? {

@@ -255,7 +255,8 @@ fn diskprep(m: &Env, staging: &Path, disks: &[&Path], cap: u64) -> Output {
 impl Site {
     fn import_run(&self, job: &str, disks: &[&Path]) -> Output {
         let logs = self.admin.path("logs");
-        let mut a = vec!["import".to_string(), "run".into(), "--import-job".into(), job.into(), "--log-dir".into(), logs.display().to_string()];
+        let mut a =
+            vec!["import".to_string(), "run".into(), "--import-job".into(), job.into(), "--log-dir".into(), logs.display().to_string()];
         a.extend(disk_args(disks));
         self.import(&strs(&a))
     }
@@ -383,12 +384,7 @@ fn a_job_not_shipped_in_time_expires_and_its_disks_are_refused() {
 
 /// Runs `args` as `env` and kills it after `ms` milliseconds; true if it ended by itself.
 fn run_killed(env: &Env, args: &[String], ms: u64) -> bool {
-    let mut child = env
-        .cmd(&strs(args))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.cmd(&strs(args)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
     while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {

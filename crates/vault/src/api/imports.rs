@@ -166,7 +166,12 @@ pub(super) async fn disk_key(AxState(state): St, headers: HeaderMap, Path(name):
     Ok(Json(json!({"disk_key": hex::encode(key.as_slice())})))
 }
 
-pub(super) async fn disks(AxState(state): St, headers: HeaderMap, Path(name): Path<String>, Json(set): Json<DiskSet>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn disks(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(set): Json<DiskSet>,
+) -> ApiResult<Json<serde_json::Value>> {
     let (_, who, _) = access(&state, &headers, &name).await?;
     if !matches!(who, Who::Preparer) {
         return Err(forbidden("record prepared disks"));
@@ -188,7 +193,12 @@ pub(super) struct Ship {
     return_address: Option<String>,
 }
 
-pub(super) async fn ship(AxState(state): St, headers: HeaderMap, Path(name): Path<String>, Json(b): Json<Ship>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn ship(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<Ship>,
+) -> ApiResult<Json<serde_json::Value>> {
     let (_, who, _) = access(&state, &headers, &name).await?;
     if !matches!(who, Who::Preparer) {
         return Err(forbidden("ship import jobs"));
@@ -229,7 +239,12 @@ pub(super) struct Receive {
     disks: Vec<DiskRecord>,
 }
 
-pub(super) async fn receive(AxState(state): St, headers: HeaderMap, Path(name): Path<String>, Json(b): Json<Receive>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn receive(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<Receive>,
+) -> ApiResult<Json<serde_json::Value>> {
     let (_, who, p) = access(&state, &headers, &name).await?;
     importer(&who, &p, "import disks")?;
     check_disks(&b.disks)?;
@@ -244,12 +259,20 @@ pub(super) struct Transfer {
     errors: Vec<String>,
 }
 
-pub(super) async fn transfer(AxState(state): St, headers: HeaderMap, Path(name): Path<String>, Json(b): Json<Transfer>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn transfer(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<Transfer>,
+) -> ApiResult<Json<serde_json::Value>> {
     let (_, who, p) = access(&state, &headers, &name).await?;
     importer(&who, &p, "import disks")?;
     check_disks(&b.disks)?;
     if !matches!(b.state, JobState::Transferring | JobState::Completed | JobState::CompletedWithErrors | JobState::Failed) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, format!("an import reports transferring, completed, completed-with-errors or failed, not {}", b.state.as_str())));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("an import reports transferring, completed, completed-with-errors or failed, not {}", b.state.as_str()),
+        ));
     }
     Ok(Json(with_site(&state, &state.db.update_import_transfer(&name, b.state, &b.disks, &b.errors).await??)))
 }
@@ -263,7 +286,8 @@ pub(super) async fn ingest(AxState(state): St, headers: HeaderMap, Path(name): P
         return Ok(Json(with_site(&state, &j)));
     }
     // From ingesting too: a server that died while ingesting left it so; ingest is idempotent.
-    let claimed = state.db.set_import_ingest(&name, &[JobState::Completed, JobState::Ingesting], JobState::Ingesting, None, None, &[]).await?;
+    let claimed =
+        state.db.set_import_ingest(&name, &[JobState::Completed, JobState::Ingesting], JobState::Ingesting, None, None, &[]).await?;
     let j = match claimed {
         Ok(j) => j,
         Err(r) => {
@@ -305,7 +329,13 @@ async fn run_ingest(state: &Arc<State>, j: &ImportJob) {
             };
             state.secrets.sign(&mut receipt);
             let text = serde_json::to_string(&receipt).unwrap_or_default();
-            tracing::info!("import job {}: ingested {} objects ({} bytes, {} present already)", j.name, done.objects, done.bytes, done.present);
+            tracing::info!(
+                "import job {}: ingested {} objects ({} bytes, {} present already)",
+                j.name,
+                done.objects,
+                done.bytes,
+                done.present
+            );
             let rp = done.recovery_points.join(",");
             state.db.set_import_ingest(&j.name, &[JobState::Ingesting], JobState::Ingested, Some(&rp), Some(&text), &[]).await
         }
