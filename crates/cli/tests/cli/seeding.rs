@@ -307,9 +307,34 @@ fn bad_disks_and_bad_requests_are_named_and_lose_nothing() {
 
     let cap = capacity_for(&staging, "bad-1", 2);
     let (d1, d2) = (m.path("d1"), m.path("d2"));
-    let o = diskprep(&m, &staging, &[&d1, &d2], cap);
+    // A disk holding someone's files is not wiped without a yes (no terminal to ask on here).
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::write(d1.join("family-photos.jpg"), b"precious").unwrap();
+    fails(diskprep(&m, &staging, &[&d1, &d2], cap), &["d1"]);
+    assert_eq!(std::fs::read(d1.join("family-photos.jpg")).unwrap(), b"precious", "nothing wiped without a yes");
+    let mut yes = diskprep_args(&staging, &[&d1, &d2], cap);
+    yes.push("--yes".into());
+    let o = m.run(&strs(&yes));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!d1.join("family-photos.jpg").exists(), "--yes wipes");
+
+    // Roles: a reader sees the job but neither ships it nor reads its disk key.
+    let reader = site.vault.admin(&site.admin, &["vault", "user", "add", "auditor", "--role", "reader"]);
+    let reader_file = site.admin.path("reader.token");
+    std::fs::write(&reader_file, reader.trim()).unwrap();
+    let as_reader = |args: &[&str]| {
+        let mut a = args.to_vec();
+        let cert = site.vault.data("vault-cert.pem");
+        a.extend(["--vault", &site.vault.url, "--vault-cert", &cert, "--token-file", reader_file.to_str().unwrap()]);
+        site.admin.run(&a)
+    };
+    let listed = as_reader(&["import-job", "list", "--json"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("bad-1"), "{}", stderr(&listed));
+    fails(as_reader(&["import-job", "ship", "bad-1", "--carrier", "X", "--tracking", "R-1"]), &["may not ship"]);
+    fails(as_reader(&["diskprep", "--staging", s(&staging), "--disk", s(&m.path("d9"))]), &["may not read disk keys"]);
     m.ok(&["import-job", "ship", "bad-1", "--carrier", "DHL", "--tracking", "T-1"]);
+    let mine = m.json(&["import-job", "list"]);
+    assert_eq!(mine.as_array().unwrap().len(), 1, "a machine lists its own jobs: {mine}");
 
     // Another machine's job, on its own disk; it cannot reuse the tracking number.
     let src2 = m2.path("src");
