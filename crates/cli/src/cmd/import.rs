@@ -71,9 +71,26 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
     let set = match DiskSet::open(&a.disks, name, &key) {
         Ok(s) => s,
         Err(e) => {
-            if let (Some(st), Some(n)) = (disk_state(&e), e.disk()) {
-                let disks =
-                    vec![DiskRecord { id: n, state: st.into(), bytes: 0, objects: 0, copied: 0, skipped: 0, errors: vec![e.to_string()] }];
+            // The disks' states say what was found: the named disk's problem, or which disks
+            // never arrived. Best effort: the error below is what matters.
+            let mut disks: Vec<DiskRecord> = serde_json::from_value(job["disks"].clone()).unwrap_or_default();
+            let changed = match (&e, disk_state(&e), e.disk()) {
+                (SeedError::MissingDisks { numbers, .. }, _, _) => {
+                    for d in disks.iter_mut() {
+                        d.state = if numbers.contains(&d.id) { "never-received" } else { "received" }.into();
+                    }
+                    true
+                }
+                (_, Some(st), Some(n)) => {
+                    for d in disks.iter_mut().filter(|d| d.id == n) {
+                        d.state = st.into();
+                        d.errors = vec![e.to_string()];
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if changed && !disks.is_empty() {
                 let _ = client.post_json(&format!("/v1/import-jobs/{name}/receive"), &serde_json::json!({"disks": disks}));
             }
             return Err(anyhow::Error::new(e).context(format!("import job {name}: the disks were not imported; nothing was copied")));

@@ -351,6 +351,8 @@ fn bad_disks_and_bad_requests_are_named_and_lose_nothing() {
 
     // The set must be exactly the job's disks.
     fails(site.import_run("bad-1", &[&d1]), &["disk 2", "missing"]);
+    let job = m.json(&["import-job", "show", "bad-1"]);
+    assert_eq!(job["disks"][1]["state"], "never-received", "{job}");
     fails(site.import_run("bad-1", &[&d1, &d1, &d2]), &["both disk 1", "d1"]);
     fails(site.import_run("bad-1", &[&d1, &x1]), &["x1", "bad-2"]);
     // A tampered manifest, a label forged without the key.
