@@ -83,6 +83,7 @@
 mod azure;
 mod backend;
 mod cloud;
+pub mod direct;
 mod error;
 mod fault;
 mod local;

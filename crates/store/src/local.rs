@@ -16,7 +16,6 @@
 use std::fs::File;
 use std::io::ErrorKind as IoKind;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,17 +23,12 @@ use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 
 use crate::backend::ObjectStoreBackend;
+use crate::direct::{self, DirectError};
 use crate::error::{Result, StoreError};
 use crate::store::{check_range, validate_key, ObjectInfo, Store};
 
 /// Objects at least this large are written with `O_DIRECT`.
 pub const DIRECT_MIN: usize = 1 << 20;
-/// `O_DIRECT` alignment of buffer addresses, file offsets and lengths (the largest logical
-/// block size in common use).
-const ALIGN: usize = 4096;
-/// Bytes copied into the aligned buffer and written per `pwrite`.
-const DIRECT_CHUNK: usize = 1 << 20;
-
 /// Open (creating it if missing) the folder `path` as a store.
 ///
 /// Writes go to a staging file `KEY#N` beside the final name, are fsynced, then published
@@ -58,65 +52,6 @@ pub(crate) fn open(path: &Path) -> Result<LocalStore> {
 pub(crate) struct LocalStore {
     inner: ObjectStoreBackend,
     root: PathBuf,
-}
-
-/// Why a direct write did not happen.
-enum DirectError {
-    /// The file system does not do `O_DIRECT`: write through the cache instead.
-    Unsupported,
-    Failed(std::io::Error),
-}
-
-impl From<std::io::Error> for DirectError {
-    fn from(e: std::io::Error) -> Self {
-        DirectError::Failed(e)
-    }
-}
-
-thread_local! {
-    /// Each writing thread's aligned copy buffer (allocated once; its pages stay mapped).
-    static ALIGNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The range of `buf` that starts at an `ALIGN`-aligned address and holds `len` bytes.
-fn aligned_range(buf: &[u8], len: usize) -> Range<usize> {
-    let skew = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
-    skew..skew + len
-}
-
-/// Writes `data` to the new file `file` (opened with `O_DIRECT`): whole blocks directly, then
-/// the tail through the cache.
-fn write_direct(file: &File, data: &[u8]) -> std::result::Result<(), DirectError> {
-    let whole = data.len() / ALIGN * ALIGN;
-    ALIGNED.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < DIRECT_CHUNK + ALIGN {
-            *buf = vec![0u8; DIRECT_CHUNK + ALIGN];
-        }
-        let mut pos = 0;
-        while pos < whole {
-            let n = (whole - pos).min(DIRECT_CHUNK);
-            let r = aligned_range(&buf, n);
-            buf[r.clone()].copy_from_slice(&data[pos..pos + n]);
-            match file.write_all_at(&buf[r], pos as u64) {
-                Ok(()) => pos += n,
-                // The file system accepted the flag at open but not the write.
-                Err(e) if e.raw_os_error() == Some(libc_einval()) && pos == 0 => return Err(DirectError::Unsupported),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    })?;
-    if whole < data.len() {
-        let flags = rustix::fs::fcntl_getfl(file).map_err(std::io::Error::from)?;
-        rustix::fs::fcntl_setfl(file, flags - rustix::fs::OFlags::DIRECT).map_err(std::io::Error::from)?;
-        file.write_all_at(&data[whole..], whole as u64)?;
-    }
-    Ok(())
-}
-
-fn libc_einval() -> i32 {
-    rustix::io::Errno::INVAL.raw_os_error()
 }
 
 /// Creates the missing folders of `dir`, and fsyncs each folder whose entries changed (the
@@ -154,23 +89,17 @@ impl LocalStore {
             let mut name = dest.as_os_str().to_owned();
             name.push(format!("#{n}"));
             let staging = PathBuf::from(name);
-            let opened = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-                .open(&staging);
-            match opened {
+            match direct::open(std::fs::OpenOptions::new().write(true).create_new(true), &staging) {
                 Ok(f) => break (f, staging),
-                Err(e) if e.kind() == IoKind::AlreadyExists => n += 1,
-                Err(e) if e.kind() == IoKind::NotFound && !made_dirs => {
+                Err(DirectError::Failed(e)) if e.kind() == IoKind::AlreadyExists => n += 1,
+                Err(DirectError::Failed(e)) if e.kind() == IoKind::NotFound && !made_dirs => {
                     create_dirs_durably(parent)?;
                     made_dirs = true;
                 }
-                Err(e) if e.raw_os_error() == Some(libc_einval()) => return Err(DirectError::Unsupported),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         };
-        let published = write_direct(&file, data).and_then(|()| {
+        let published = direct::write_all(&file, data).and_then(|()| {
             file.sync_all()?;
             drop(file);
             match std::fs::hard_link(&staging, dest) {
@@ -305,13 +234,5 @@ mod tests {
         }
         let dir = tempfile::tempdir_in(shm).expect("temp dir in /dev/shm");
         large_objects_in(dir.path());
-    }
-
-    #[test]
-    fn aligned_range_is_aligned() {
-        let buf = vec![0u8; 3 * ALIGN];
-        let r = aligned_range(&buf[1..], ALIGN);
-        assert_eq!((buf[1..].as_ptr() as usize + r.start) % ALIGN, 0);
-        assert_eq!(r.len(), ALIGN);
     }
 }
