@@ -128,6 +128,8 @@ struct Plan {
     blobs: HashMap<BlobId, Places>,
     /// Hard links to make once the files exist: (link, file it links to).
     links: Vec<(PathBuf, PathBuf)>,
+    /// Whole blocks of large files are written with `O_DIRECT` until the file system refuses it.
+    direct: AtomicBool,
 }
 
 fn err(out: &Mutex<Vec<FileError>>, path: &Path, e: impl std::fmt::Display) {
@@ -178,7 +180,14 @@ fn make_plan(
     errors: &Mutex<Vec<FileError>>,
     out: &mut RestoreOutcome,
 ) -> Result<Plan> {
-    let mut plan = Plan { files: Vec::new(), dirs: Vec::new(), others: Vec::new(), blobs: HashMap::new(), links: Vec::new() };
+    let mut plan = Plan {
+        files: Vec::new(),
+        dirs: Vec::new(),
+        others: Vec::new(),
+        blobs: HashMap::new(),
+        links: Vec::new(),
+        direct: AtomicBool::new(true),
+    };
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     // Folders this restore created (empty when created: see `FileTarget::fresh`).
     let mut created: HashSet<PathBuf> = HashSet::new();
@@ -475,11 +484,7 @@ fn restore_pack(
                         let r = if f.one_shot {
                             restore_one_shot(f, data).map(|refused| refused.into_iter().for_each(|m| err(errors, &f.path, m)))
                         } else {
-                            OpenOptions::new()
-                                .write(true)
-                                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                                .open(&f.path)
-                                .and_then(|file| write_sparse(&file, data, *off))
+                            write_chunk(&f.path, data, *off, &plan.direct)
                         };
                         if let Err(e) = r {
                             // A full disk fails every write after it: one clear error, not one
@@ -539,6 +544,62 @@ const HOLE_BLOCK: u64 = 4096;
 /// than a byte-by-byte search that stops early).
 fn all_zero(b: &[u8]) -> bool {
     b.chunks(HOLE_BLOCK as usize).all(|c| c.iter().fold(0u8, |acc, &x| acc | x) == 0)
+}
+
+/// Chunks at least this large are written with `O_DIRECT` (their whole blocks).
+const DIRECT_MIN: usize = 64 << 10;
+
+/// Writes one chunk of a file of several chunks at `off`: its whole 4 KiB blocks directly,
+/// not through the page cache (`ferry_store::direct`: on the machines measured a buffered write
+/// cost 0.3 to 3.3 s of system time per GiB, depending on how much the kernel had to reclaim
+/// first, a direct one 0.2 s; restored data is not read back soon), and the partial blocks at its
+/// two ends through the cache, since they share a block with the neighbouring chunks. Zero
+/// blocks are skipped either way (holes stay holes). `direct` is cleared for the rest of the
+/// restore when the file system refuses `O_DIRECT`.
+fn write_chunk(path: &Path, data: &[u8], off: u64, direct: &AtomicBool) -> std::io::Result<()> {
+    let open = |o: &mut OpenOptions| o.write(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path);
+    let file = open(&mut OpenOptions::new())?;
+    let align = ferry_store::direct::ALIGN;
+    if data.len() < DIRECT_MIN || !direct.load(Ordering::Relaxed) {
+        return write_sparse(&file, data, off);
+    }
+    let head = ((align as u64 - off % align as u64) % align as u64) as usize;
+    let body_end = head + (data.len() - head) / align * align;
+    let d = match ferry_store::direct::open(OpenOptions::new().write(true), path) {
+        Ok(d) => d,
+        Err(ferry_store::direct::DirectError::Unsupported) => {
+            direct.store(false, Ordering::Relaxed);
+            return write_sparse(&file, data, off);
+        }
+        Err(ferry_store::direct::DirectError::Failed(e)) => return Err(e),
+    };
+    write_sparse(&file, &data[..head], off)?;
+    // Runs of non-zero blocks of the aligned body, each written in one go.
+    let body = &data[head..body_end];
+    let mut run: Option<usize> = None;
+    let mut pos = 0;
+    while pos <= body.len() {
+        let zero = pos == body.len() || all_zero(&body[pos..pos + align]);
+        match (zero, run) {
+            (false, None) => run = Some(pos),
+            (true, Some(s)) => {
+                if let Err(e) = ferry_store::direct::write_blocks_at(&d, &body[s..pos], off + (head + s) as u64) {
+                    match e {
+                        ferry_store::direct::DirectError::Unsupported => {
+                            direct.store(false, Ordering::Relaxed);
+                            write_sparse(&file, &body[s..], off + (head + s) as u64)?;
+                            return write_sparse(&file, &data[body_end..], off + body_end as u64);
+                        }
+                        ferry_store::direct::DirectError::Failed(e) => return Err(e),
+                    }
+                }
+                run = None;
+            }
+            _ => {}
+        }
+        pos += align;
+    }
+    write_sparse(&file, &data[body_end..], off + body_end as u64)
 }
 
 /// Writes `data` at `off`, skipping aligned all-zero blocks so they stay holes (the file was
@@ -634,5 +695,43 @@ fn finish_metadata(plan: &Plan, threads: usize, errors: &Mutex<Vec<FileError>>) 
     }
     for (p, n) in plan.dirs.iter().rev() {
         set(p, n, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Chunks of one file written out of order, at unaligned boundaries, with zero runs: the
+    /// file reads back exactly, and whole zero blocks stay holes, with and without direct
+    /// writes (tmpfs may refuse them; then the buffered path does it all).
+    #[test]
+    fn chunks_written_directly_and_buffered_make_the_file() {
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if Path::new("/dev/shm").is_dir() {
+            dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
+        }
+        for dir in &dirs {
+            let mut data: Vec<u8> = (0..(5u32 << 20) + 12345).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+            // A zero run of 1 MiB at an unaligned offset, and one at the very end.
+            data[(1 << 20) + 777..(2 << 20) + 777].fill(0);
+            let n = data.len();
+            data[n - 70_000..].fill(0);
+            let cuts = [0, 1000, 70_000, (1 << 20) + 3, (3 << 20) + 4096, (4 << 20) + 1, n];
+            let path = dir.path().join("f");
+            std::fs::File::create(&path).unwrap();
+            let direct = AtomicBool::new(true);
+            // Last chunk first, as packs come in any order.
+            for w in cuts.windows(2).rev() {
+                write_chunk(&path, &data[w[0]..w[1]], w[0] as u64, &direct).unwrap();
+            }
+            std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(n as u64).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), data, "{}", dir.path().display());
+            let supported = ferry_store::direct::open(OpenOptions::new().write(true), &path).is_ok();
+            assert_eq!(direct.load(Ordering::Relaxed), supported, "the direct path was taken where the file system has it");
+            let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+            assert!(allocated < n as u64 - (1 << 20), "zero blocks stay holes: {allocated} bytes allocated of {n}");
+        }
     }
 }
