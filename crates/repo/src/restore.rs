@@ -484,7 +484,8 @@ fn restore_pack(
                         let r = if f.one_shot {
                             restore_one_shot(f, data).map(|refused| refused.into_iter().for_each(|m| err(errors, &f.path, m)))
                         } else {
-                            write_chunk(&f.path, data, *off, &plan.direct)
+                            let direct = f.node.size >= DIRECT_FILE_MIN && plan.direct.load(Ordering::Relaxed);
+                            write_chunk(&f.path, data, *off, direct.then_some(&plan.direct))
                         };
                         if let Err(e) = r {
                             // A full disk fails every write after it: one clear error, not one
@@ -546,23 +547,26 @@ fn all_zero(b: &[u8]) -> bool {
     b.chunks(HOLE_BLOCK as usize).all(|c| c.iter().fold(0u8, |acc, &x| acc | x) == 0)
 }
 
+/// Files at least this large have their chunks written with `O_DIRECT` (see [`write_chunk`]).
+const DIRECT_FILE_MIN: u64 = 32 << 20;
 /// Chunks at least this large are written with `O_DIRECT` (their whole blocks).
 const DIRECT_MIN: usize = 64 << 10;
 
-/// Writes one chunk of a file of several chunks at `off`: its whole 4 KiB blocks directly,
-/// not through the page cache (`ferry_store::direct`: on the machines measured a buffered write
-/// cost 0.3 to 3.3 s of system time per GiB, depending on how much the kernel had to reclaim
-/// first, a direct one 0.2 s; restored data is not read back soon), and the partial blocks at its
-/// two ends through the cache, since they share a block with the neighbouring chunks. Zero
-/// blocks are skipped either way (holes stay holes). `direct` is cleared for the rest of the
-/// restore when the file system refuses `O_DIRECT`.
-fn write_chunk(path: &Path, data: &[u8], off: u64, direct: &AtomicBool) -> std::io::Result<()> {
-    let open = |o: &mut OpenOptions| o.write(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path);
-    let file = open(&mut OpenOptions::new())?;
+/// Writes one chunk of a file of several chunks at `off`. With `direct` (large files): its whole
+/// 4 KiB blocks directly, not through the page cache (`ferry_store::direct`: on the machines
+/// measured a buffered write cost 0.3 to 3.3 s of system time per GiB, depending on how much the
+/// kernel had to reclaim first, a direct one 0.2 s; restored data is not read back soon), and
+/// the partial blocks at its two ends through the cache, since they share a block with the
+/// neighbouring chunks. A direct write returns only once the device has the data, so files
+/// below [`DIRECT_FILE_MIN`] keep the cache's write-behind. Zero blocks are skipped either way
+/// (holes stay holes). `direct` is cleared for the rest of the restore when the file system
+/// refuses `O_DIRECT`.
+fn write_chunk(path: &Path, data: &[u8], off: u64, direct: Option<&AtomicBool>) -> std::io::Result<()> {
+    let file = OpenOptions::new().write(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)?;
     let align = ferry_store::direct::ALIGN;
-    if data.len() < DIRECT_MIN || !direct.load(Ordering::Relaxed) {
+    let Some(direct) = direct.filter(|d| data.len() >= DIRECT_MIN && d.load(Ordering::Relaxed)) else {
         return write_sparse(&file, data, off);
-    }
+    };
     let head = ((align as u64 - off % align as u64) % align as u64) as usize;
     let body_end = head + (data.len() - head) / align * align;
     let d = match ferry_store::direct::open(OpenOptions::new().write(true), path) {
@@ -724,7 +728,7 @@ mod tests {
             let direct = AtomicBool::new(true);
             // Last chunk first, as packs come in any order.
             for w in cuts.windows(2).rev() {
-                write_chunk(&path, &data[w[0]..w[1]], w[0] as u64, &direct).unwrap();
+                write_chunk(&path, &data[w[0]..w[1]], w[0] as u64, Some(&direct)).unwrap();
             }
             std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(n as u64).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), data, "{}", dir.path().display());
