@@ -86,6 +86,11 @@ impl BlobSet {
         let t = self.snapshot.as_ref().expect("taken at every flush");
         Ok(t.len()?)
     }
+
+    /// No entries (as of the last flush).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 #[cfg(test)]
