@@ -35,7 +35,10 @@ pub struct SeedFile {
     pub machine_name: String,
     pub vault: String,
     pub created: String,
-    /// Set once cleanup emptied the staging location.
+    /// Set once cleanup verified the ingest receipt against the staging location (so a cleanup
+    /// killed while emptying it is finished by a rerun), and once it emptied it.
+    #[serde(default)]
+    pub receipt_verified: bool,
     #[serde(default)]
     pub cleaned: bool,
 }
@@ -182,7 +185,7 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
         if seed.machine != receipt.machine {
             bail!("the receipt is for machine {}, this staging location for {}", receipt.machine, seed.machine);
         }
-        if !seed.cleaned {
+        if !seed.receipt_verified {
             let digest = staging_digest(dir)?;
             if digest != receipt.manifest_digest {
                 bail!(
@@ -192,6 +195,7 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
                     receipt.manifest_digest
                 );
             }
+            SeedFile { receipt_verified: true, ..seed }.save(dir)?;
         }
     }
     let v = client.post_json(&format!("/v1/import-jobs/{name}/cleanup"), &serde_json::json!({}))?;

@@ -63,6 +63,7 @@ pub fn open(g: &Global, staging: &Path, job: &str, container: Option<&str>) -> R
             machine_name: reg.name.clone(),
             vault: reg.vault.clone(),
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            receipt_verified: false,
             cleaned: false,
         }
         .save(staging)?;
