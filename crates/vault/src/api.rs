@@ -17,6 +17,7 @@ use crate::db::Principal;
 use crate::verify::{self, Write};
 use crate::{Role, State};
 
+mod devices;
 mod imports;
 
 type St = AxState<Arc<State>>;
@@ -111,6 +112,16 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/import-jobs/{name}/ingest", post(imports::ingest))
         .route("/v1/import-jobs/{name}/receipt", get(imports::receipt))
         .route("/v1/import-jobs/{name}/cleanup", post(imports::cleanup))
+        .route("/v1/devices", get(devices::list).post(devices::order))
+        .route("/v1/devices/{name}", get(devices::show))
+        .route("/v1/devices/{name}/prepare", post(devices::prepare))
+        .route("/v1/devices/{name}/unlock", get(devices::unlock))
+        .route("/v1/devices/{name}/key", get(devices::key))
+        .route("/v1/devices/{name}/status", post(devices::status))
+        .route("/v1/devices/{name}/in-use", post(devices::in_use))
+        .route("/v1/devices/{name}/sealed", post(devices::sealed))
+        .route("/v1/devices/{name}/erased", post(devices::erased))
+        .route("/v1/audit", get(devices::audit))
         .layer(DefaultBodyLimit::max(verify::MAX_OBJECT + 1024))
         .with_state(state)
 }

@@ -112,7 +112,7 @@ fn scrub(text: String, url: &str) -> String {
 /// other program on the database uses; this one is "ferry" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0066_6572_7279;
 
-const SQLITE_TABLES: [&str; 7] = [
+const SQLITE_TABLES: [&str; 9] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
@@ -123,9 +123,12 @@ const SQLITE_TABLES: [&str; 7] = [
     IMPORT_JOBS_SQLITE,
     "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in INTEGER NOT NULL, objects_in INTEGER NOT NULL, \
      bytes_out INTEGER NOT NULL, objects_out INTEGER NOT NULL)",
+    DEVICE_JOBS,
+    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, actor TEXT NOT NULL, \
+     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
 
-const POSTGRES_TABLES: [&str; 7] = [
+const POSTGRES_TABLES: [&str; 9] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)",
@@ -136,6 +139,9 @@ const POSTGRES_TABLES: [&str; 7] = [
     IMPORT_JOBS_POSTGRES,
     "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in BIGINT NOT NULL, objects_in BIGINT NOT NULL, \
      bytes_out BIGINT NOT NULL, objects_out BIGINT NOT NULL)",
+    DEVICE_JOBS,
+    "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, actor TEXT NOT NULL, \
+     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
 
 /// Import jobs (crate::imports). `tracking` is unique across all jobs (NULLs do not collide);
@@ -150,6 +156,11 @@ const IMPORT_JOBS_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS import_jobs (name
      tracking TEXT UNIQUE, return_address TEXT, disk_key TEXT NOT NULL, set_id TEXT, manifest_digest TEXT, \
      disks TEXT NOT NULL, recovery_point TEXT, receipt TEXT, errors TEXT NOT NULL, cleaned BIGINT NOT NULL DEFAULT 0, \
      updated BIGINT NOT NULL)";
+
+/// What a device job (an import job whose disks are the vault's seed devices) adds:
+/// crate::devices. `unlock_expires` is 0 until a device is prepared.
+const DEVICE_JOBS: &str = "CREATE TABLE IF NOT EXISTS device_jobs (name TEXT PRIMARY KEY, device_type TEXT NOT NULL, \
+     capacity BIGINT NOT NULL, unlock_expires BIGINT NOT NULL DEFAULT 0)";
 
 #[derive(Debug, Clone)]
 pub struct Db {

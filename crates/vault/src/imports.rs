@@ -48,10 +48,19 @@ pub enum JobState {
     Ingested,
     Expired,
     Cancelled,
+    // Seed devices (docs/design/seed-devices.md): the vault's device travels to the machine and
+    // back, then joins the import states at `received`, and ends `erased`.
+    Ordered,
+    Prepared,
+    ShippedToCustomer,
+    Delivered,
+    InUse,
+    Returning,
+    Erased,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 12] = [
+    pub const ALL: [JobState; 19] = [
         JobState::Created,
         JobState::AwaitingShipment,
         JobState::Shipping,
@@ -64,6 +73,13 @@ impl JobState {
         JobState::Ingested,
         JobState::Expired,
         JobState::Cancelled,
+        JobState::Ordered,
+        JobState::Prepared,
+        JobState::ShippedToCustomer,
+        JobState::Delivered,
+        JobState::InUse,
+        JobState::Returning,
+        JobState::Erased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +96,13 @@ impl JobState {
             JobState::Ingested => "ingested",
             JobState::Expired => "expired",
             JobState::Cancelled => "cancelled",
+            JobState::Ordered => "ordered",
+            JobState::Prepared => "prepared",
+            JobState::ShippedToCustomer => "shipped-to-customer",
+            JobState::Delivered => "delivered",
+            JobState::InUse => "in-use",
+            JobState::Returning => "returning",
+            JobState::Erased => "erased",
         }
     }
 
@@ -88,7 +111,18 @@ impl JobState {
     }
 
     /// States a job is cancelled from (before its disks are being copied).
-    pub const CANCELLABLE: [JobState; 4] = [JobState::Created, JobState::AwaitingShipment, JobState::Shipping, JobState::Received];
+    pub const CANCELLABLE: [JobState; 10] = [
+        JobState::Created,
+        JobState::AwaitingShipment,
+        JobState::Shipping,
+        JobState::Received,
+        JobState::Ordered,
+        JobState::Prepared,
+        JobState::ShippedToCustomer,
+        JobState::Delivered,
+        JobState::InUse,
+        JobState::Returning,
+    ];
     /// States in which a job without a tracking number expires at its deadline.
     pub const EXPIRING: [JobState; 2] = [JobState::Created, JobState::AwaitingShipment];
 }
@@ -114,8 +148,8 @@ pub struct DiskRecord {
     pub errors: Vec<String>,
 }
 
-/// The disk states an import reports.
-pub const DISK_STATES: [&str; 9] = [
+/// The disk states an import reports (and a device's `sealed` and `erased`).
+pub const DISK_STATES: [&str; 11] = [
     "prepared",
     "never-received",
     "received",
@@ -125,6 +159,8 @@ pub const DISK_STATES: [&str; 9] = [
     "transferring",
     "completed",
     "completed-with-errors",
+    "sealed",
+    "erased",
 ];
 
 /// An import job as the API shows it (never with its disk key).
@@ -151,12 +187,32 @@ pub struct ImportJob {
     pub recovery_point: Option<String>,
     pub errors: Vec<String>,
     pub updated: String,
+    /// `disks` (the customer's disks, `ferry diskprep`) or `device` (a vault-provisioned seed
+    /// device; its disks are the devices).
+    pub kind: String,
+    /// A device job's order.
+    pub device: Option<DeviceOrder>,
+}
+
+/// What was ordered for a device job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceOrder {
+    /// `disk` or `box`.
+    #[serde(rename = "type")]
+    pub device_type: String,
+    /// Bytes one device holds.
+    pub capacity: u64,
+    /// When the current unlock credential stops opening the device (RFC 3339); `null` before
+    /// the first device is prepared.
+    pub unlock_expires: Option<String>,
 }
 
 const COLUMNS: &str = "j.name, j.machine, m.name, j.container, j.state, j.created, j.deadline, j.carrier, j.tracking, \
-                       j.return_address, j.set_id, j.manifest_digest, j.disks, j.recovery_point, j.errors, j.updated";
+                       j.return_address, j.set_id, j.manifest_digest, j.disks, j.recovery_point, j.errors, j.updated, \
+                       d.device_type, d.capacity, d.unlock_expires";
+const FROM: &str = "import_jobs j JOIN machines m ON m.id = j.machine LEFT JOIN device_jobs d ON d.name = j.name";
 
-fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -165,6 +221,15 @@ fn job_of(r: &sqlx::any::AnyRow) -> Result<ImportJob> {
     let tracking: Option<String> = r.get(8);
     let disks: String = r.get(12);
     let errors: String = r.get(14);
+    let device_type: Option<String> = r.get(16);
+    let device = device_type.map(|device_type| {
+        let expires: i64 = r.get(18);
+        DeviceOrder {
+            device_type,
+            capacity: r.get::<i64, _>(17).max(0) as u64,
+            unlock_expires: (expires > 0).then(|| rfc3339(expires)),
+        }
+    });
     Ok(ImportJob {
         name: r.get(0),
         machine: r.get(1),
@@ -172,7 +237,7 @@ fn job_of(r: &sqlx::any::AnyRow) -> Result<ImportJob> {
         container: r.get(3),
         state: JobState::parse(&state).with_context(|| format!("unknown import job state {state:?} in the database"))?,
         created: rfc3339(r.get(5)),
-        deadline: tracking.is_none().then(|| rfc3339(r.get(6))),
+        deadline: (tracking.is_none() && device.is_none()).then(|| rfc3339(r.get(6))),
         carrier: r.get(7),
         tracking,
         return_address: r.get(9),
@@ -182,6 +247,8 @@ fn job_of(r: &sqlx::any::AnyRow) -> Result<ImportJob> {
         recovery_point: r.get(13),
         errors: serde_json::from_str(&errors).unwrap_or_default(),
         updated: rfc3339(r.get(15)),
+        kind: if device.is_some() { "device" } else { "disks" }.into(),
+        device,
     })
 }
 
@@ -208,7 +275,7 @@ pub struct DiskSet {
     pub complete: bool,
 }
 
-fn in_list(states: &[JobState], first: usize) -> String {
+pub(crate) fn in_list(states: &[JobState], first: usize) -> String {
     (0..states.len()).map(|i| format!("${}", first + i)).collect::<Vec<_>>().join(", ")
 }
 
@@ -261,14 +328,14 @@ impl Db {
     /// One job, with expiry applied.
     pub async fn import_job(&self, name: &str) -> Result<Option<ImportJob>> {
         self.expire_import_jobs(chrono::Utc::now().timestamp()).await?;
-        let sql = format!("SELECT {COLUMNS} FROM import_jobs j JOIN machines m ON m.id = j.machine WHERE j.name = $1");
+        let sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE j.name = $1");
         sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?.as_ref().map(job_of).transpose()
     }
 
     /// Every job (of one machine, by ID, if given), newest first.
     pub async fn import_jobs(&self, machine: Option<&str>) -> Result<Vec<ImportJob>> {
         self.expire_import_jobs(chrono::Utc::now().timestamp()).await?;
-        let base = format!("SELECT {COLUMNS} FROM import_jobs j JOIN machines m ON m.id = j.machine");
+        let base = format!("SELECT {COLUMNS} FROM {FROM}");
         let rows = match machine {
             Some(m) => {
                 sqlx::query(&format!("{base} WHERE j.machine = $1 ORDER BY j.created DESC, j.name")).bind(m).fetch_all(&self.pool).await?
@@ -286,7 +353,7 @@ impl Db {
 
     /// Moves job `name` from one of `from` to `to`, setting the given text columns too. On a
     /// refusal, says what state the job is in and `why` it cannot move from there.
-    async fn transition(
+    pub(crate) async fn transition(
         &self,
         name: &str,
         from: &[JobState],
@@ -409,7 +476,15 @@ impl Db {
         let disks = serde_json::to_string(disks)?;
         self.transition(
             name,
-            &[JobState::Shipping, JobState::Received, JobState::Transferring, JobState::CompletedWithErrors, JobState::Failed],
+            &[
+                JobState::Shipping,
+                JobState::Received,
+                JobState::Transferring,
+                JobState::CompletedWithErrors,
+                JobState::Failed,
+                JobState::InUse,
+                JobState::Returning,
+            ],
             JobState::Received,
             &[("disks", Some(&disks))],
             |s| match s {
@@ -417,6 +492,9 @@ impl Db {
                 JobState::Cancelled => "it was cancelled; its disks must not be processed: return them".into(),
                 JobState::Created | JobState::AwaitingShipment => {
                     "it has no shipping details: the owner runs `ferry import-job ship` first".into()
+                }
+                JobState::Ordered | JobState::Prepared | JobState::ShippedToCustomer | JobState::Delivered => {
+                    "its device holds no sealed backup yet: the machine writes it first (`ferry backup --device`)".into()
                 }
                 _ => "its disks were imported already".into(),
             },

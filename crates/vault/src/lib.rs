@@ -8,6 +8,7 @@
 
 mod api;
 pub mod db;
+pub mod devices;
 pub mod imports;
 pub mod ingest;
 pub mod retention;

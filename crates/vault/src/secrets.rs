@@ -89,6 +89,93 @@ impl Secrets {
         receipt.public_key = self.public_key();
         receipt.signature = hex::encode(self.signing.sign(&receipt.signed_bytes()).as_ref());
     }
+
+    /// Signs a device's unlock credential.
+    pub fn sign_unlock(&self, unlock: &mut Unlock) {
+        unlock.public_key = self.public_key();
+        unlock.signature = hex::encode(self.signing.sign(&unlock.signed_bytes()).as_ref());
+    }
+}
+
+/// The `magic` of an unlock credential file.
+pub const UNLOCK_MAGIC: &str = "ferry-device-unlock";
+
+/// A seed device's unlock credential (`ferry device prepare --unlock-out FILE`): the device key
+/// of a device job, bound to the job, the machine and the device set, valid until `expires`,
+/// signed by the vault. The vault gives it to the machine's owner, apart from the device; the
+/// agent checks the signature with the vault's public key (over the pinned connection), the
+/// machine, the expiry, and that the key opens the device's header.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unlock {
+    pub magic: String,
+    pub version: u32,
+    pub job: String,
+    /// The machine's ID and name.
+    pub machine: String,
+    pub machine_name: String,
+    /// The device set's ID (hex).
+    pub set_id: String,
+    /// The device key (64 hex digits): the secret of this file.
+    pub device_key: String,
+    /// RFC 3339.
+    pub issued: String,
+    pub expires: String,
+    /// Hex of the vault's Ed25519 public key and of the signature.
+    pub public_key: String,
+    pub signature: String,
+}
+
+impl std::fmt::Debug for Unlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unlock").field("job", &self.job).field("machine", &self.machine).field("expires", &self.expires).finish()
+    }
+}
+
+impl Unlock {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut s = String::from("ferry device unlock v1\n");
+        for f in [
+            &self.magic,
+            &self.version.to_string(),
+            &self.job,
+            &self.machine,
+            &self.machine_name,
+            &self.set_id,
+            &self.device_key,
+            &self.issued,
+            &self.expires,
+            &self.public_key,
+        ] {
+            s.push_str(f);
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+
+    /// Checks the form and the signature with the vault's public key `expected` (hex).
+    pub fn verify(&self, expected: &str) -> Result<()> {
+        if self.magic != UNLOCK_MAGIC || self.version != 1 {
+            bail!("not a Ferry device unlock credential (magic {:?}, version {})", self.magic, self.version);
+        }
+        let fields = [&self.job, &self.machine, &self.machine_name, &self.set_id, &self.device_key, &self.issued, &self.expires];
+        if fields.iter().any(|f| f.contains('\n')) {
+            bail!("the unlock credential of device job {} is malformed", self.job);
+        }
+        if self.public_key != expected {
+            bail!("the unlock credential of device job {} was not issued by this machine's vault", self.job);
+        }
+        let key = hex::decode(expected).context("the vault's public key is not hex")?;
+        let sig = hex::decode(&self.signature).context("the credential's signature is not hex")?;
+        UnparsedPublicKey::new(&ED25519, key)
+            .verify(&self.signed_bytes(), &sig)
+            .map_err(|_| anyhow::anyhow!("the unlock credential of device job {} does not verify: it was altered", self.job))
+    }
+
+    /// The expiry as a Unix time (0 if unreadable: expired).
+    pub fn expires_unix(&self) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(&self.expires).map(|t| t.timestamp()).unwrap_or(0)
+    }
 }
 
 /// The vault's signed statement that a seed was ingested: which objects (by the digest of the
@@ -146,6 +233,36 @@ impl Receipt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unlock_credentials_verify_only_unaltered() {
+        let s = Secrets::from_secret(&[1u8; 32]);
+        let mut u = Unlock {
+            magic: UNLOCK_MAGIC.into(),
+            version: 1,
+            job: "device-1".into(),
+            machine: "m1".into(),
+            machine_name: "web".into(),
+            set_id: "a".repeat(32),
+            device_key: "b".repeat(64),
+            issued: "2026-11-30T00:00:00Z".into(),
+            expires: "2026-12-30T00:00:00Z".into(),
+            public_key: String::new(),
+            signature: String::new(),
+        };
+        s.sign_unlock(&mut u);
+        u.verify(&s.public_key()).unwrap();
+        assert_eq!(u.expires_unix(), 1_798_588_800);
+        assert!(!format!("{u:?}").contains("bbbb"), "Debug shows no key");
+        let other = Secrets::from_secret(&[2u8; 32]).public_key();
+        assert!(u.verify(&other).unwrap_err().to_string().contains("not issued by"));
+        let mut later = u.clone();
+        later.expires = "2027-12-30T00:00:00Z".into();
+        assert!(later.verify(&s.public_key()).unwrap_err().to_string().contains("altered"));
+        let mut moved = u.clone();
+        moved.machine = "m2".into();
+        assert!(moved.verify(&s.public_key()).is_err());
+    }
 
     #[test]
     fn disk_keys_are_sealed_per_job() {

@@ -1,0 +1,480 @@
+//! Seed devices: the vault's side of the Data Box workflow (issue #5, design in
+//! docs/design/seed-devices.md, protocol in docs/protocol.md "Seed devices").
+//!
+//! A device job is an import job (same table, same name space, same import, ingest and
+//! receipt) whose disks are devices the vault provisions: it is ordered for a machine, each of
+//! its devices is prepared at the vault's site (a header bound to the job and the machine, and
+//! an unlock credential for the machine's owner), travels to the customer, is written and
+//! sealed by the machine's agent, travels back, is imported and ingested, and is erased:
+//!
+//! ```text
+//! ordered → prepared → shipped-to-customer → delivered → in-use → returning → received
+//!         → transferring → completed → ingesting → ingested → erased
+//! ```
+//!
+//! Logistics states may be skipped forward (a device handed over at the counter is never
+//! "shipped"), never moved back. Every erasure is written to the `audit` table.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::db::Db;
+use crate::imports::{DiskRecord, DiskSet, ImportJob, JobState, Refusal};
+
+/// What a device of type `disk` holds by default (Azure Data Box Disk: 7.2 TB).
+pub const DISK_CAPACITY: u64 = 7_200_000_000_000;
+/// What a device of type `box` holds by default (Azure Data Box: 80 TB).
+pub const BOX_CAPACITY: u64 = 80_000_000_000_000;
+/// Most devices one job may have (as disks).
+pub const MAX_DEVICES: usize = 10;
+
+/// The default capacity of a device type, or `None` for an unknown type.
+pub fn capacity_of(device_type: &str) -> Option<u64> {
+    match device_type {
+        "disk" => Some(DISK_CAPACITY),
+        "box" => Some(BOX_CAPACITY),
+        _ => None,
+    }
+}
+
+/// How long an unlock credential opens its device (30 days; `FERRY_VAULT_UNLOCK_VALID_S`
+/// overrides it, for tests).
+pub fn unlock_valid_s() -> i64 {
+    std::env::var("FERRY_VAULT_UNLOCK_VALID_S").ok().and_then(|v| v.parse().ok()).unwrap_or(30 * 24 * 3600)
+}
+
+/// States from which the machine may write its device (the credential is alive).
+pub const WRITABLE: [JobState; 4] = [JobState::Prepared, JobState::ShippedToCustomer, JobState::Delivered, JobState::InUse];
+
+/// The logistics moves an operator records with `ferry device status JOB --set STATE`: the
+/// target state and the states it may be reached from.
+pub fn logistics_from(to: JobState) -> Option<&'static [JobState]> {
+    Some(match to {
+        JobState::ShippedToCustomer => &[JobState::Prepared, JobState::ShippedToCustomer],
+        JobState::Delivered => &[JobState::Prepared, JobState::ShippedToCustomer, JobState::Delivered],
+        JobState::InUse => &[JobState::Prepared, JobState::ShippedToCustomer, JobState::Delivered, JobState::InUse],
+        JobState::Returning => &[JobState::ShippedToCustomer, JobState::Delivered, JobState::InUse, JobState::Returning],
+        _ => return None,
+    })
+}
+
+/// One line of the vault's audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// RFC 3339.
+    pub time: String,
+    /// Who: `user NAME` or `machine NAME`.
+    pub actor: String,
+    /// What, e.g. `device-erased`, `device-prepared`, `device-status`.
+    pub action: String,
+    /// The job (or other object) it concerns.
+    pub target: String,
+    /// Details (JSON text).
+    pub detail: String,
+}
+
+/// Attempts at a guarded change of a job's disk records before giving up.
+const RETRIES: usize = 20;
+
+fn raced(name: &str) -> anyhow::Error {
+    anyhow::anyhow!("device job {name} kept changing while it was being updated: try again")
+}
+
+fn wrong(name: &str, job: &ImportJob, why: impl Into<String>) -> Refusal {
+    Refusal::WrongState { name: name.into(), state: job.state.as_str(), why: why.into() }
+}
+
+impl Db {
+    /// Records a new device job in state `ordered`, with its sealed device key.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn order_device_job(
+        &self,
+        name: &str,
+        machine: &str,
+        container: &str,
+        sealed_key: &str,
+        device_type: &str,
+        capacity: u64,
+        now: i64,
+    ) -> Result<std::result::Result<ImportJob, Refusal>> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO import_jobs (name, machine, container, state, created, deadline, disk_key, disks, errors, updated) \
+             VALUES ($1, $2, $3, 'ordered', $4, $5, $6, '[]', '[]', $7) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(machine)
+        .bind(container)
+        .bind(now)
+        .bind(now)
+        .bind(sealed_key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            let job = self.import_job(name).await?.with_context(|| format!("job {name} vanished"))?;
+            return Ok(Err(Refusal::NameTaken { name: name.into(), machine: job.machine_name, state: job.state.as_str() }));
+        }
+        sqlx::query("INSERT INTO device_jobs (name, device_type, capacity, unlock_expires) VALUES ($1, $2, $3, 0)")
+            .bind(name)
+            .bind(device_type)
+            .bind(i64::try_from(capacity).context("capacity too large")?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let job = self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?;
+        Ok(Ok(job))
+    }
+
+    /// A device job (not a disk import job).
+    pub async fn device_job(&self, name: &str) -> Result<std::result::Result<ImportJob, Refusal>> {
+        match self.import_job(name).await? {
+            Some(j) if j.device.is_some() => Ok(Ok(j)),
+            Some(_) => Ok(Err(Refusal::WrongState {
+                name: name.into(),
+                state: "an import job for customer disks",
+                why: "it is not a device job: use `ferry import-job` and `ferry import run` for it".into(),
+            })),
+            None => Ok(Err(Refusal::NoSuchJob(name.into()))),
+        }
+    }
+
+    /// Every device job (of one machine, by ID), newest first.
+    pub async fn device_jobs(&self, machine: Option<&str>) -> Result<Vec<ImportJob>> {
+        Ok(self.import_jobs(machine).await?.into_iter().filter(|j| j.device.is_some()).collect())
+    }
+
+    /// Replaces a job's disk records, moving it from `from` to `to`, only if nobody changed the
+    /// records meanwhile (two devices erased at once must not lose one's record). `false`: the
+    /// records or the state changed; read again and retry.
+    async fn swap_disks(
+        &self,
+        name: &str,
+        old: &[DiskRecord],
+        new: &[DiskRecord],
+        from: &[JobState],
+        to: JobState,
+        set: Option<(&str, Option<&str>)>,
+    ) -> Result<bool> {
+        let now = chrono::Utc::now().timestamp();
+        let (old, new) = (serde_json::to_string(old)?, serde_json::to_string(new)?);
+        let extra = match set {
+            Some((_, Some(_))) => ", set_id = $6, manifest_digest = $7",
+            Some((_, None)) => ", set_id = $6",
+            None => "",
+        };
+        let first = match set {
+            Some((_, Some(_))) => 8,
+            Some((_, None)) => 7,
+            None => 6,
+        };
+        let sql = format!(
+            "UPDATE import_jobs SET state = $1, disks = $2, updated = $3{extra} WHERE name = $4 AND disks = $5 AND state IN ({})",
+            crate::imports::in_list(from, first)
+        );
+        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(new).bind(now).bind(name).bind(old);
+        if let Some((set_id, digest)) = set {
+            q = q.bind(set_id.to_string());
+            if let Some(d) = digest {
+                q = q.bind(d.to_string());
+            }
+        }
+        for s in from {
+            q = q.bind(s.as_str());
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    /// Adds the next device to a job being prepared (ordered or prepared): returns the job and
+    /// the device's number. The set ID is the job's (made at the first device).
+    pub async fn add_device(
+        &self,
+        name: &str,
+        new_set_id: &str,
+        unlock_expires: i64,
+    ) -> Result<std::result::Result<(ImportJob, u32, String), Refusal>> {
+        for _ in 0..RETRIES {
+            let job = match self.device_job(name).await? {
+                Ok(j) => j,
+                Err(r) => return Ok(Err(r)),
+            };
+            if !matches!(job.state, JobState::Ordered | JobState::Prepared) {
+                let why = "its devices can no longer be prepared (they left the vault's site); order a new device job";
+                return Ok(Err(wrong(name, &job, why)));
+            }
+            if job.disks.len() >= MAX_DEVICES {
+                return Ok(Err(wrong(name, &job, format!("it has {MAX_DEVICES} devices already, the most one job may have"))));
+            }
+            let set_id = job.set_id.clone().unwrap_or_else(|| new_set_id.to_string());
+            let number = job.disks.len() as u32 + 1;
+            let mut disks = job.disks.clone();
+            disks.push(DiskRecord { id: number, state: "prepared".into(), bytes: 0, objects: 0, copied: 0, skipped: 0, errors: vec![] });
+            let from = [JobState::Ordered, JobState::Prepared];
+            if self.swap_disks(name, &job.disks, &disks, &from, JobState::Prepared, Some((&set_id, None))).await? {
+                self.set_unlock_expires(name, unlock_expires).await?;
+                let job = self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?;
+                return Ok(Ok((job, number, set_id)));
+            }
+        }
+        Err(raced(name))
+    }
+
+    /// Sets when the job's unlock credentials stop working.
+    pub async fn set_unlock_expires(&self, name: &str, expires: i64) -> Result<()> {
+        sqlx::query("UPDATE device_jobs SET unlock_expires = $1 WHERE name = $2").bind(expires).bind(name).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records a logistics move (`ferry device status JOB --set STATE`), with the carrier and
+    /// tracking number of the leg when it is a shipment.
+    pub async fn device_logistics(
+        &self,
+        name: &str,
+        to: JobState,
+        carrier: Option<&str>,
+        tracking: Option<&str>,
+    ) -> Result<std::result::Result<ImportJob, Refusal>> {
+        let job = match self.device_job(name).await? {
+            Ok(j) => j,
+            Err(r) => return Ok(Err(r)),
+        };
+        let Some(from) = logistics_from(to) else {
+            return Ok(Err(wrong(name, &job, format!("{} is not a state an operator sets", to.as_str()))));
+        };
+        if let Some(t) = tracking {
+            let taken = sqlx::query("SELECT name FROM import_jobs WHERE tracking = $1 AND name <> $2")
+                .bind(t)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(r) = taken {
+                return Ok(Err(Refusal::TrackingTaken { tracking: t.into(), other: r.get(0) }));
+            }
+        }
+        let mut set: Vec<(&str, Option<&str>)> = Vec::new();
+        if tracking.is_some() {
+            set.push(("tracking", tracking));
+            set.push(("carrier", carrier));
+        }
+        self.transition(name, from, to, &set, |s| match s {
+            JobState::Ordered => "its device is not prepared yet: run `ferry device prepare` first".into(),
+            _ => format!("a device job does not go from {} to {}", s.as_str(), to.as_str()),
+        })
+        .await
+    }
+
+    /// The machine's agent starts writing its devices: `in-use`, if the credential is alive.
+    pub async fn device_in_use(&self, name: &str, now: i64) -> Result<std::result::Result<ImportJob, Refusal>> {
+        let job = match self.device_job(name).await? {
+            Ok(j) => j,
+            Err(r) => return Ok(Err(r)),
+        };
+        let expires = self.unlock_expires(name).await?;
+        if expires <= now && WRITABLE.contains(&job.state) {
+            let why = "its unlock credential expired: the owner fetches a new one (`ferry device prepare` prints it again, or GET .../unlock)";
+            return Ok(Err(wrong(name, &job, why)));
+        }
+        self.transition(name, &WRITABLE, JobState::InUse, &[], |_| {
+            "its devices are no longer written by the machine: the unlock credential is expired".into()
+        })
+        .await
+    }
+
+    async fn unlock_expires(&self, name: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT unlock_expires FROM device_jobs WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    /// The machine sealed its devices: records the set's manifest digest and each device's
+    /// size; the job stays `in-use` until the owner sends the devices back.
+    pub async fn device_sealed(&self, name: &str, set: &DiskSet) -> Result<std::result::Result<ImportJob, Refusal>> {
+        for _ in 0..RETRIES {
+            let job = match self.device_job(name).await? {
+                Ok(j) => j,
+                Err(r) => return Ok(Err(r)),
+            };
+            if job.state != JobState::InUse {
+                return Ok(Err(wrong(name, &job, "only a device in use is sealed")));
+            }
+            if job.set_id.as_deref() != Some(set.set_id.as_str()) {
+                let why = format!("its devices are set {}, not {}", job.set_id.clone().unwrap_or_default(), set.set_id);
+                return Ok(Err(wrong(name, &job, why)));
+            }
+            let mut disks = job.disks.clone();
+            for d in disks.iter_mut() {
+                if let Some(s) = set.disks.iter().find(|s| s.id == d.id) {
+                    d.state = "sealed".into();
+                    d.bytes = s.bytes;
+                    d.objects = s.objects;
+                }
+            }
+            let digest = set.manifest_digest.as_deref();
+            let swapped =
+                self.swap_disks(name, &job.disks, &disks, &[JobState::InUse], JobState::InUse, Some((&set.set_id, digest))).await?;
+            if swapped {
+                return Ok(Ok(self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?));
+            }
+        }
+        Err(raced(name))
+    }
+
+    /// Marks device `number` erased; the job is `erased` once all its devices are.
+    pub async fn device_erased(&self, name: &str, number: u32) -> Result<std::result::Result<ImportJob, Refusal>> {
+        for _ in 0..RETRIES {
+            let job = match self.device_job(name).await? {
+                Ok(j) => j,
+                Err(r) => return Ok(Err(r)),
+            };
+            if !matches!(job.state, JobState::Ingested | JobState::Erased | JobState::Cancelled) {
+                let why = "a device is erased only after its seed is ingested (or the job was cancelled): \
+                           erasing now would lose the only copy of the machine's first backup";
+                return Ok(Err(wrong(name, &job, why)));
+            }
+            let mut disks = job.disks.clone();
+            let Some(d) = disks.iter_mut().find(|d| d.id == number) else {
+                return Ok(Err(wrong(name, &job, format!("it has no device {number}"))));
+            };
+            d.state = "erased".into();
+            let all = disks.iter().all(|d| d.state == "erased");
+            let to = if all && job.state != JobState::Cancelled { JobState::Erased } else { job.state };
+            let from = [job.state];
+            if self.swap_disks(name, &job.disks, &disks, &from, to, None).await? {
+                return Ok(Ok(self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?));
+            }
+        }
+        Err(raced(name))
+    }
+
+    /// Appends a line to the audit log.
+    pub async fn audit(&self, actor: &str, action: &str, target: &str, detail: &serde_json::Value) -> Result<()> {
+        let now = chrono::Utc::now().timestamp();
+        sqlx::query("INSERT INTO audit (time, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
+            .bind(now)
+            .bind(actor)
+            .bind(action)
+            .bind(target)
+            .bind(detail.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The audit log (of one target, if given), oldest first.
+    pub async fn audit_log(&self, target: Option<&str>) -> Result<Vec<AuditEntry>> {
+        let base = "SELECT id, time, actor, action, target, detail FROM audit";
+        let rows = match target {
+            Some(t) => sqlx::query(&format!("{base} WHERE target = $1 ORDER BY id")).bind(t).fetch_all(&self.pool).await?,
+            None => sqlx::query(&format!("{base} ORDER BY id")).fetch_all(&self.pool).await?,
+        };
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get(0),
+                time: crate::imports::rfc3339(r.get(1)),
+                actor: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                detail: r.get(5),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn a_device_job_travels_and_is_erased_on_sqlite() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::open_file(&dir.path().join("v.db")).await.unwrap();
+            travels(&db, "").await;
+        });
+    }
+
+    /// The same on PostgreSQL (`FERRY_TEST_POSTGRES`, set by scripts/test.sh).
+    #[test]
+    fn a_device_job_travels_and_is_erased_on_postgres() {
+        let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") else {
+            eprintln!("skipped: FERRY_TEST_POSTGRES not set (run scripts/test.sh)");
+            return;
+        };
+        block_on(async {
+            let db = Db::open(&url).await.unwrap();
+            let tag = format!("-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+            travels(&db, &tag).await;
+        });
+    }
+
+    async fn travels(db: &Db, tag: &str) {
+        let n = |s: &str| format!("{s}{tag}");
+        let (job, disk_job) = (n("device-1"), n("disks-1"));
+        let secret = db.add_registration(i64::MAX).await.unwrap();
+        let (m, _) = db.register(&secret, &n("m1"), 0).await.unwrap().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let j = db.order_device_job(&job, &m, "/c/d1", "sealed", "disk", DISK_CAPACITY, now).await.unwrap().unwrap();
+        assert_eq!((j.state, j.kind.as_str(), j.deadline.as_deref()), (JobState::Ordered, "device", None));
+        assert_eq!(j.device.as_ref().map(|d| (d.device_type.as_str(), d.capacity)), Some(("disk", DISK_CAPACITY)));
+        assert!(db.order_device_job(&job, &m, "/c/d1", "s", "box", 1, now).await.unwrap().is_err(), "one name, one job");
+        // A disk import job is not a device job.
+        db.create_import_job(&disk_job, &m, "/c/x", "s", now).await.unwrap().unwrap();
+        assert!(db.device_job(&disk_job).await.unwrap().unwrap_err().to_string().contains("not a device job"));
+        assert_eq!(db.device_jobs(Some(&m)).await.unwrap().len(), 1);
+
+        // Not usable before it is prepared; two devices get numbers 1 and 2 and one set.
+        assert!(db.device_logistics(&job, JobState::ShippedToCustomer, None, Some("T")).await.unwrap().is_err());
+        let (_, d1, set1) = db.add_device(&job, &"a".repeat(32), now + 100).await.unwrap().unwrap();
+        let (j, d2, set2) = db.add_device(&job, &"b".repeat(32), now + 100).await.unwrap().unwrap();
+        assert_eq!((d1, d2, &set1, &set2), (1, 2, &"a".repeat(32), &"a".repeat(32)));
+        assert_eq!((j.state, j.disks.len()), (JobState::Prepared, 2));
+        assert!(j.device.unwrap().unlock_expires.is_some());
+
+        // Out to the customer; a tracking number belongs to one job; no going back.
+        let t1 = n("OUT-1");
+        let j = db.device_logistics(&job, JobState::ShippedToCustomer, Some("DHL"), Some(&t1)).await.unwrap().unwrap();
+        assert_eq!((j.state, j.tracking.as_deref()), (JobState::ShippedToCustomer, Some(t1.as_str())));
+        db.device_logistics(&job, JobState::Delivered, None, None).await.unwrap().unwrap();
+        assert!(db.add_device(&job, &"c".repeat(32), now).await.unwrap().is_err(), "no device added once shipped");
+        assert!(db.device_logistics(&job, JobState::ShippedToCustomer, None, Some(&n("x"))).await.unwrap().is_err());
+
+        // The machine writes them while the credential lives; an expired credential is refused.
+        db.set_unlock_expires(&job, now - 1).await.unwrap();
+        let e = db.device_in_use(&job, now).await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("expired"), "{e}");
+        db.set_unlock_expires(&job, now + 100).await.unwrap();
+        db.device_in_use(&job, now).await.unwrap().unwrap();
+        let disks: Vec<DiskRecord> = (1..=2)
+            .map(|id| DiskRecord { id, state: "sealed".into(), bytes: 10 * id as u64, objects: 2, copied: 0, skipped: 0, errors: vec![] })
+            .collect();
+        let wrong_set = DiskSet { set_id: "f".repeat(32), manifest_digest: Some("d".repeat(64)), disks: disks.clone(), complete: true };
+        assert!(db.device_sealed(&job, &wrong_set).await.unwrap().is_err(), "another set");
+        let set = DiskSet { set_id: set1.clone(), manifest_digest: Some("d".repeat(64)), disks, complete: true };
+        let j = db.device_sealed(&job, &set).await.unwrap().unwrap();
+        assert_eq!((j.manifest_digest.as_deref(), j.disks[1].bytes, j.disks[1].state.as_str()), (Some("d".repeat(64).as_str()), 20, "sealed"));
+
+        // Back; not erasable before ingest; received, ingested, then erased device by device.
+        db.device_logistics(&job, JobState::Returning, Some("DHL"), Some(&n("BACK-1"))).await.unwrap().unwrap();
+        let e = db.device_erased(&job, 1).await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("only after its seed is ingested"), "{e}");
+        db.receive_import_job(&job, &set.disks).await.unwrap().unwrap();
+        db.update_import_transfer(&job, JobState::Completed, &set.disks, &[]).await.unwrap().unwrap();
+        db.set_import_ingest(&job, &[JobState::Completed], JobState::Ingesting, None, None, &[]).await.unwrap().unwrap();
+        db.set_import_ingest(&job, &[JobState::Ingesting], JobState::Ingested, Some("rp"), Some("{}"), &[]).await.unwrap().unwrap();
+        assert!(db.device_in_use(&job, now).await.unwrap().is_err(), "the credential dies with the job");
+        assert_eq!(db.device_erased(&job, 1).await.unwrap().unwrap().state, JobState::Ingested);
+        assert!(db.device_erased(&job, 3).await.unwrap().is_err(), "no device 3");
+        assert_eq!(db.device_erased(&job, 2).await.unwrap().unwrap().state, JobState::Erased);
+
+        db.audit("user alice", "device-erased", &job, &serde_json::json!({"device": 1})).await.unwrap();
+        let log = db.audit_log(Some(&job)).await.unwrap();
+        assert_eq!((log.len(), log[0].actor.as_str(), log[0].action.as_str()), (1, "user alice", "device-erased"));
+    }
+}
