@@ -82,6 +82,43 @@ pub enum SeedError {
     #[error("invalid disk key: {reason}")]
     BadDiskKey { reason: String },
 
+    /// The folder holds no seed device (the Data Box workflow: `FERRY-DEVICE/`).
+    #[error("{} is not a Ferry seed device (no FERRY-DEVICE/device.json): check the path", .path.display())]
+    NotADevice { path: PathBuf },
+
+    /// A device's header exists but cannot be read.
+    #[error("device {}: its header FERRY-DEVICE/device.json is damaged ({reason}): the device was altered or damaged; leave it out and report it", .path.display())]
+    DeviceHeaderDamaged { path: PathBuf, reason: String },
+
+    /// A device to prepare holds other files.
+    #[error("{} is not empty and is not a Ferry seed device: use an empty disk or folder (only lost+found may be there), or move its files away first", .path.display())]
+    DeviceNotEmpty { path: PathBuf },
+
+    /// A device's header does not verify with the job's device key (the unlock credential).
+    #[error("the unlock credential does not open device {} (device {device} of job {job}): use the unlock file of that device's job", .path.display())]
+    DeviceKeyInvalid { path: PathBuf, device: u32, job: String },
+
+    /// A device belongs to another job, another device set, or another machine. `job` and
+    /// `device` are what its header says; `reason` says what it is and what to do.
+    #[error("device {} {reason}", .path.display())]
+    ForeignDevice { path: PathBuf, job: String, device: u32, reason: String },
+
+    /// The agent was given a device it sealed already.
+    #[error("device {} (device {device} of job {job}) was sealed already: ship it back to the vault (ferry device status)", .path.display())]
+    AlreadySealed { path: PathBuf, device: u32, job: String },
+
+    /// The import was given a device without a seal.
+    #[error("device {} (device {device} of job {job}) was not sealed: the agent's backup did not finish; run the backup on the machine again with every device of the job until it seals them, then ship them back", .path.display())]
+    NotSealed { path: PathBuf, device: u32, job: String },
+
+    /// A sealed device's files differ from its seal, or the seal itself is damaged.
+    #[error("device {} (device {device}): {file}: {reason}; the device was altered or damaged after it was sealed: report it, and seed the machine again", .path.display())]
+    Tampered { path: PathBuf, device: u32, file: String, reason: String },
+
+    /// A device did not take the overwrite of a secure erase.
+    #[error("erase device {}: {file} {reason}: the device did not take the overwrite, so its data may still be on it; physically destroy the device", .path.display())]
+    EraseFailed { path: PathBuf, file: String, reason: String },
+
     /// A file operation failed.
     #[error("{op} {}: {source}", .path.display())]
     Io {
@@ -97,8 +134,9 @@ pub enum SeedError {
 }
 
 impl SeedError {
-    /// The disk number the error concerns, when it concerns one numbered disk (for the vault's
-    /// per-disk states: manifest error, key invalid, corrupted).
+    /// The disk (or device) number the error concerns, when it concerns one numbered disk or
+    /// device of the set (for the vault's per-disk states: manifest error, key invalid,
+    /// corrupted, not sealed, tampered).
     pub fn disk(&self) -> Option<u32> {
         match self {
             SeedError::Incomplete { disk, .. }
@@ -106,6 +144,10 @@ impl SeedError {
             | SeedError::ManifestError { disk, .. }
             | SeedError::JournalDamaged { disk, .. }
             | SeedError::Corrupted { disk, .. } => Some(*disk),
+            SeedError::DeviceKeyInvalid { device, .. }
+            | SeedError::AlreadySealed { device, .. }
+            | SeedError::NotSealed { device, .. }
+            | SeedError::Tampered { device, .. } => Some(*device),
             SeedError::DuplicateDisk { number, .. } if *number > 0 => Some(*number),
             _ => None,
         }
@@ -124,6 +166,15 @@ impl SeedError {
             | SeedError::JournalDamaged { path, .. }
             | SeedError::Corrupted { path, .. }
             | SeedError::ObjectTooLarge { path, .. }
+            | SeedError::NotADevice { path }
+            | SeedError::DeviceHeaderDamaged { path, .. }
+            | SeedError::DeviceNotEmpty { path }
+            | SeedError::DeviceKeyInvalid { path, .. }
+            | SeedError::ForeignDevice { path, .. }
+            | SeedError::AlreadySealed { path, .. }
+            | SeedError::NotSealed { path, .. }
+            | SeedError::Tampered { path, .. }
+            | SeedError::EraseFailed { path, .. }
             | SeedError::Io { path, .. } => Some(path),
             SeedError::DuplicateDisk { second, .. } => Some(second),
             _ => None,
@@ -217,5 +268,31 @@ mod tests {
         let e = SeedError::DuplicateDisk { number: 0, first: "/a".into(), second: "/b".into() };
         assert_eq!(e.disk(), None);
         assert!(e.to_string().contains("the same disk"));
+    }
+
+    #[test]
+    fn device_messages() {
+        let e = SeedError::Tampered {
+            path: "/mnt/box".into(),
+            device: 2,
+            file: "FERRY-DEVICE/repo/index/ab".into(),
+            reason: "added since the device was sealed".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "device /mnt/box (device 2): FERRY-DEVICE/repo/index/ab: added since the device was sealed; the device was altered or damaged after it was sealed: report it, and seed the machine again"
+        );
+        assert_eq!((e.disk(), e.path()), (Some(2), Some(Path::new("/mnt/box"))));
+        let e = SeedError::NotSealed { path: "/mnt/box".into(), device: 3, job: "J".into() };
+        assert_eq!(e.disk(), Some(3));
+        assert!(e.to_string().starts_with("device /mnt/box (device 3 of job J) was not sealed: the agent's backup did not finish"), "{e}");
+        let e = SeedError::DeviceKeyInvalid { path: "/mnt/box".into(), device: 1, job: "J".into() };
+        assert_eq!(
+            e.to_string(),
+            "the unlock credential does not open device /mnt/box (device 1 of job J): use the unlock file of that device's job"
+        );
+        let e = SeedError::NotADevice { path: "/mnt/x".into() };
+        assert_eq!(e.to_string(), "/mnt/x is not a Ferry seed device (no FERRY-DEVICE/device.json): check the path");
+        assert_eq!(e.disk(), None);
     }
 }

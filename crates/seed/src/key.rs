@@ -10,6 +10,9 @@ const CTX_LABEL: &str = "ferry seed label v1";
 const CTX_MANIFEST: &str = "ferry seed manifest v1";
 const CTX_JOURNAL: &str = "ferry seed journal v1";
 const CTX_OBJECT: &str = "ferry seed object v1";
+// Seed devices (the Data Box workflow): the same per-job key, other contexts.
+const CTX_DEVICE_HEADER: &str = "ferry device header v1";
+const CTX_DEVICE_SEAL: &str = "ferry device seal v1";
 
 /// The per-job AES-256 disk key: 32 random bytes the vault creates with the import job and
 /// escrows. Every file of a seed disk but the label is sealed under a key derived from it, and
@@ -75,6 +78,17 @@ impl DiskKey {
         let derived = Zeroizing::new(blake3::derive_key(CTX_OBJECT, &material[..]));
         AeadKey::new(&derived)
     }
+
+    /// The BLAKE3 key of device header MACs (`FERRY-DEVICE/device.json`).
+    pub(crate) fn device_header_mac_key(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(blake3::derive_key(CTX_DEVICE_HEADER, &self.0))
+    }
+
+    /// The AES-256-GCM key of device seals (`FERRY-DEVICE/seal.bin`, random nonces).
+    pub(crate) fn device_seal_key(&self) -> AeadKey {
+        let derived = Zeroizing::new(blake3::derive_key(CTX_DEVICE_SEAL, &self.0));
+        AeadKey::new(&derived)
+    }
 }
 
 #[cfg(test)]
@@ -97,12 +111,24 @@ mod tests {
     fn derived_keys_differ() {
         let k = DiskKey::from_bytes([1; 32]);
         assert_ne!(*k.label_mac_key(), [0; 32]);
+        assert_ne!(*k.device_header_mac_key(), [0; 32]);
+        assert_ne!(*k.device_header_mac_key(), *k.label_mac_key());
+        assert_eq!(*k.device_header_mac_key(), blake3::derive_key("ferry device header v1", &[1; 32]));
         let plain = b"x";
         let nonce = [0u8; 12];
-        let a = k.manifest_key().seal(&nonce, b"", plain);
-        let b = k.journal_key().seal(&nonce, b"", plain);
-        let c = k.object_key(&[0; 16]).seal(&nonce, b"", plain);
-        let d = k.object_key(&[1; 16]).seal(&nonce, b"", plain);
-        assert!(a != b && b != c && c != d && a != c);
+        let sealed = [
+            k.manifest_key().seal(&nonce, b"", plain),
+            k.journal_key().seal(&nonce, b"", plain),
+            k.object_key(&[0; 16]).seal(&nonce, b"", plain),
+            k.object_key(&[1; 16]).seal(&nonce, b"", plain),
+            k.device_seal_key().seal(&nonce, b"", plain),
+        ];
+        for (i, a) in sealed.iter().enumerate() {
+            for b in &sealed[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        let seal_key = AeadKey::new(&blake3::derive_key("ferry device seal v1", &[1; 32]));
+        assert_eq!(seal_key.seal(&nonce, b"", plain), sealed[4]);
     }
 }

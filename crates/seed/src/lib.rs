@@ -11,6 +11,12 @@
 //! by the BLAKE3 of their bytes. The workflow is in `docs/design/offline-seeding.md`, the byte
 //! layouts in `docs/format.md` ("Seed disks").
 //!
+//! **Seed devices** ([`device`], the Data Box workflow) carry a first backup without a staging
+//! location: the vault prepares a device ([`prepare_device`]), the machine's agent writes its
+//! backup straight onto it through a [`DeviceStore`] and seals it, and the vault checks the
+//! seal and reads the objects ([`DeviceSet`]), then erases the device ([`erase_device`]). They
+//! use the same per-job [`DiskKey`]; their layout is in `docs/format.md` ("Seed devices").
+//!
 //! # Layout and keys
 //! Each disk holds a folder `FERRY-SEED/` with a plaintext `label.json` (job, random 128-bit
 //! set id, disk number, disk count; MAC'ed), a sealed `manifest.bin` (every object of the set:
@@ -59,6 +65,7 @@
 // their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod device;
 mod disk;
 mod error;
 mod fsio;
@@ -73,6 +80,9 @@ mod prepare;
 #[cfg(test)]
 mod tests;
 
+pub use device::{
+    erase_device, prepare_device, read_device_header, DeviceHeader, DeviceSet, DeviceStore, Erasure, Seal, SealEntry, DEVICE_DIR,
+};
 pub use error::{FormatError, SeedError};
 pub use import::DiskSet;
 pub use key::DiskKey;

@@ -1,6 +1,8 @@
 //! End-to-end tests of `prepare` and `DiskSet` on real folders (tempdirs), with a staging
-//! location in memory.
+//! location in memory; and of seed devices (`device.rs`, `device_import.rs`).
 
+mod device;
+mod device_import;
 mod diskprep;
 mod import_run;
 
