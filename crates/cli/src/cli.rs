@@ -91,6 +91,68 @@ pub enum Command {
     Import(ImportCommand),
     /// Estimate the first backup over the network versus on shipped disks, and recommend one
     Plan(PlanArgs),
+    /// Seed devices: order, prepare, track, import and erase the vault's devices
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Order a seed device for a machine (owners, contributors); prints the device job's name
+    Order {
+        /// The machine the device is for
+        #[arg(long, value_name = "M")]
+        machine: String,
+        /// disk (7.2 TB) or box (80 TB)
+        #[arg(long = "type", value_name = "disk|box")]
+        device_type: String,
+        /// What one device holds instead of its type's capacity, e.g. 2TB
+        #[arg(long, value_name = "SIZE")]
+        capacity: Option<String>,
+        /// Where the import puts the objects [default: the vault's import container]
+        #[arg(long, value_name = "URL")]
+        container: Option<String>,
+    },
+    /// Initialise a device (a mounted disk or folder) for the job and write the unlock
+    /// credential, which goes to the machine's owner apart from the device
+    Prepare {
+        job: String,
+        /// The device: an empty mounted disk or folder (run again with another for a second device)
+        #[arg(long, value_name = "PATH")]
+        path: PathBuf,
+        /// Where to write the unlock credential (a secret: mode 0600)
+        #[arg(long, value_name = "FILE")]
+        unlock_out: PathBuf,
+    },
+    /// Show device jobs (or one), or record where a device is (--set)
+    Status {
+        job: Option<String>,
+        /// Record a logistics state: shipped-to-customer, delivered, in-use, returning
+        #[arg(long = "set", value_name = "STATE", requires = "job")]
+        set: Option<String>,
+        #[arg(long, value_name = "C", requires = "set")]
+        carrier: Option<String>,
+        #[arg(long, value_name = "T", requires = "set")]
+        tracking: Option<String>,
+    },
+    /// At the vault's site: check the devices' seal, copy them into the job's container and
+    /// ingest (import operators)
+    Import {
+        job: String,
+        /// A device of the job; give every device of the set
+        #[arg(long = "path", value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+        /// Where to keep the per-device copy and error logs [default: the current folder]
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+    },
+    /// After ingest: overwrite, verify and remove everything on the devices, recorded in the
+    /// vault's audit log
+    Erase {
+        job: String,
+        #[arg(long = "path", value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -386,6 +448,13 @@ pub struct BackupArgs {
     /// import container]
     #[arg(long, value_name = "URL", requires = "offline")]
     pub container: Option<String>,
+    /// Seed device: write this first backup straight onto the vault's device (a mounted disk
+    /// or folder prepared by `ferry device prepare`); repeat for a seed spanning devices
+    #[arg(long = "device", value_name = "PATH", requires = "unlock_file", conflicts_with = "offline")]
+    pub device: Vec<PathBuf>,
+    /// The device's unlock credential, from the vault's owner
+    #[arg(long, value_name = "FILE", requires = "device")]
+    pub unlock_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -90,6 +90,8 @@ fn run_policy_backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
         staging: None,
         import_job: None,
         container: None,
+        device: Vec::new(),
+        unlock_file: None,
     };
     crate::cmd::backup::run(g, &args)
 }

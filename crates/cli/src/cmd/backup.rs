@@ -10,8 +10,14 @@ use crate::common;
 use crate::Outcome;
 
 pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
-    let repo = match (&a.staging, &a.import_job) {
-        (Some(staging), Some(job)) if a.offline => super::staging::open(g, staging, job, a.container.as_deref())?,
+    let mut device = None;
+    let repo = match (&a.staging, &a.import_job, &a.unlock_file) {
+        (Some(staging), Some(job), _) if a.offline => super::staging::open(g, staging, job, a.container.as_deref())?,
+        (_, _, Some(unlock)) if !a.device.is_empty() => {
+            let (repo, d) = super::device::open_for_backup(g, &a.paths, &a.device, unlock)?;
+            device = Some(d);
+            repo
+        }
         _ => common::open(g)?,
     };
     let mut opts = BackupOptions::new(a.paths.clone());
@@ -29,10 +35,22 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
     let progress = Arc::new(Progress::default());
     opts.scan = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let display = common::ProgressDisplay::start(progress.clone(), "backup");
-    let mut job = common::Job::start(g, if a.offline { "offline-backup" } else { "backup" });
+    let kind = match (a.offline, device.is_some()) {
+        (true, _) => "offline-backup",
+        (_, true) => "device-backup",
+        _ => "backup",
+    };
+    let mut job = common::Job::start(g, kind);
     let out = backup::run(&repo, &opts, &progress);
     drop(display);
+    drop(repo);
     let out = common::fail_job_on_error(&mut job, out)?;
+    if let Some(d) = device {
+        // Sealed only when the recovery point is written: a failed backup is resumed by running
+        // it again onto the same devices.
+        let sealed = d.seal(g);
+        common::fail_job_on_error(&mut job, sealed)?;
+    }
     if let Some(j) = job {
         let state = if out.is_partial() { "completed-with-errors" } else { "completed" };
         let errors = out.errors.iter().map(|e| format!("{}: {}", e.path, e.error)).collect();

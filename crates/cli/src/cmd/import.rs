@@ -25,9 +25,9 @@ use crate::Outcome;
 /// The per-disk state a set error gives the disk it names.
 fn disk_state(e: &SeedError) -> Option<&'static str> {
     match e {
-        SeedError::KeyInvalid { .. } => Some("key-invalid"),
-        SeedError::ManifestError { .. } => Some("manifest-error"),
-        SeedError::Corrupted { .. } => Some("corrupted"),
+        SeedError::KeyInvalid { .. } | SeedError::DeviceKeyInvalid { .. } => Some("key-invalid"),
+        SeedError::ManifestError { .. } | SeedError::NotSealed { .. } => Some("manifest-error"),
+        SeedError::Corrupted { .. } | SeedError::Tampered { .. } => Some("corrupted"),
         _ => None,
     }
 }
@@ -39,10 +39,10 @@ struct Logs {
 }
 
 impl Logs {
-    fn open(dir: &Path, job: &str, disk: u32) -> Result<Logs> {
+    fn open(dir: &Path, job: &str, unit: &str, n: u32) -> Result<Logs> {
         std::fs::create_dir_all(dir).with_context(|| format!("create the log folder {}", dir.display()))?;
         let file = |kind: &str| -> Result<(std::fs::File, PathBuf)> {
-            let p = dir.join(format!("{job}-disk{disk}-{kind}.log"));
+            let p = dir.join(format!("{job}-{unit}{n}-{kind}.log"));
             let f = std::fs::OpenOptions::new().create(true).append(true).open(&p).with_context(|| format!("open {}", p.display()))?;
             Ok((f, p))
         };
@@ -71,28 +71,7 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
     let set = match DiskSet::open(&a.disks, name, &key) {
         Ok(s) => s,
         Err(e) => {
-            // The disks' states say what was found: the named disk's problem, or which disks
-            // never arrived. Best effort: the error below is what matters.
-            let mut disks: Vec<DiskRecord> = serde_json::from_value(job["disks"].clone()).unwrap_or_default();
-            let changed = match (&e, disk_state(&e), e.disk()) {
-                (SeedError::MissingDisks { numbers, .. }, _, _) => {
-                    for d in disks.iter_mut() {
-                        d.state = if numbers.contains(&d.id) { "never-received" } else { "received" }.into();
-                    }
-                    true
-                }
-                (_, Some(st), Some(n)) => {
-                    for d in disks.iter_mut().filter(|d| d.id == n) {
-                        d.state = st.into();
-                        d.errors = vec![e.to_string()];
-                    }
-                    true
-                }
-                _ => false,
-            };
-            if changed && !disks.is_empty() {
-                let _ = client.post_json(&format!("/v1/import-jobs/{name}/receive"), &serde_json::json!({"disks": disks}));
-            }
+            report_set_error(&client, name, &job, &e);
             return Err(anyhow::Error::new(e).context(format!("import job {name}: the disks were not imported; nothing was copied")));
         }
     };
@@ -108,9 +87,83 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
     if job["manifest_digest"].as_str() != Some(digest.as_str()) {
         bail!("import job {name}: the disks' manifest is not the one diskprep recorded (digest {digest}): the disks were altered; nothing was copied");
     }
-    let mut disks: Vec<DiskRecord> = (1..=manifest.disk_count)
+    let items = manifest
+        .entries
+        .iter()
+        .map(|e| SeedItem { key: e.key.clone(), size: e.size, hash: e.hash, unit: e.disk })
+        .collect();
+    let plan = CopyPlan { name, unit: "disk", count: manifest.disk_count, items, set_id: hex::encode(manifest.set_id), digest };
+    let by_key: std::collections::HashMap<&str, &ferry_seed::ManifestEntry> =
+        manifest.entries.iter().map(|e| (e.key.as_str(), e)).collect();
+    copy_and_ingest(g, &client, &job, plan, a.log_dir.as_deref(), &mut |item, buf| match by_key.get(item.key.as_str()) {
+        Some(e) => set.read_object(e, buf).map_err(|e| e.to_string()),
+        None => Err(format!("object {} is not in the manifest", item.key)),
+    })
+}
+
+/// Records on the job what a failed set check found: the named disk's (or device's) problem,
+/// or which never arrived. Best effort: the error itself is what the operator sees.
+pub fn report_set_error(client: &VaultClient, name: &str, job: &serde_json::Value, e: &SeedError) {
+    let mut disks: Vec<DiskRecord> = serde_json::from_value(job["disks"].clone()).unwrap_or_default();
+    let changed = match (e, disk_state(e), e.disk()) {
+        (SeedError::MissingDisks { numbers, .. }, _, _) => {
+            for d in disks.iter_mut() {
+                d.state = if numbers.contains(&d.id) { "never-received" } else { "received" }.into();
+            }
+            true
+        }
+        (_, Some(st), Some(n)) => {
+            for d in disks.iter_mut().filter(|d| d.id == n) {
+                d.state = st.into();
+                d.errors = vec![e.to_string()];
+            }
+            true
+        }
+        _ => false,
+    };
+    if changed && !disks.is_empty() {
+        let _ = client.post_json(&format!("/v1/import-jobs/{name}/receive"), &serde_json::json!({"disks": disks}));
+    }
+}
+
+/// Reads one object of a seed into the buffer, verified; the error names it.
+pub type ReadObject<'a> = dyn FnMut(&SeedItem, &mut Vec<u8>) -> Result<(), String> + 'a;
+
+/// One object of a seed, on disk or device number `unit`.
+pub struct SeedItem {
+    pub key: String,
+    pub size: u64,
+    pub hash: [u8; 32],
+    pub unit: u32,
+}
+
+/// What an import copies: the seed's objects on `count` disks or devices (`unit`), with the
+/// set's ID and manifest digest (both hex, already checked against the job).
+pub struct CopyPlan<'a> {
+    pub name: &'a str,
+    pub unit: &'static str,
+    pub count: u32,
+    pub items: Vec<SeedItem>,
+    pub set_id: String,
+    pub digest: String,
+}
+
+/// The import after the set's checks, the same for disks and devices: records the units
+/// received, copies every object not in the container already (read through `read`, which
+/// verifies it), logs per unit, writes the seed manifest, has the vault ingest and waits.
+pub fn copy_and_ingest(
+    g: &Global,
+    client: &VaultClient,
+    job: &serde_json::Value,
+    plan: CopyPlan<'_>,
+    log_dir: Option<&Path>,
+    read: &mut ReadObject<'_>,
+) -> Result<Outcome> {
+    let (name, unit) = (plan.name, plan.unit);
+    let state = job["state"].as_str().unwrap_or_default().to_string();
+    let mut disks: Vec<DiskRecord> = (1..=plan.count)
         .map(|n| {
-            let on = manifest.entries.iter().filter(|e| e.disk == n);
+            let on = plan.items.iter().filter(|e| e.unit == n);
             DiskRecord {
                 id: n,
                 state: "received".into(),
@@ -127,7 +180,7 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
     }
     let container_url = job["container"].as_str().context("the import job has no container")?.to_string();
     let container = ferry_store::open(&container_url).with_context(|| format!("open the container {}", common::redact(&container_url)))?;
-    let log_dir = a.log_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let log_dir = log_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let mut failed = false;
     if !matches!(state.as_str(), "completed" | "ingesting") {
         let transfer = |disks: &[DiskRecord], st: &str, errors: Vec<String>| {
@@ -140,10 +193,10 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
         }
         transfer(&disks, "transferring", vec![])?;
         let started = Instant::now();
-        for n in 1..=manifest.disk_count {
-            let mut logs = Logs::open(&log_dir, name, n)?;
+        for n in 1..=plan.count {
+            let mut logs = Logs::open(&log_dir, name, unit, n)?;
             let d = &mut disks[n as usize - 1];
-            for e in manifest.entries.iter().filter(|e| e.disk == n) {
+            for e in plan.items.iter().filter(|e| e.unit == n) {
                 if let Some(size) = container.head(&e.key)? {
                     if size == e.size && *blake3::hash(&container.get(&e.key)?).as_bytes() == e.hash {
                         d.skipped += 1;
@@ -151,7 +204,7 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
                         continue;
                     }
                 }
-                match set.read_object(e, &mut buf) {
+                match read(e, &mut buf) {
                     Ok(()) => {
                         container.put(&e.key, bytes::Bytes::copy_from_slice(&buf))?;
                         d.copied += 1;
@@ -159,29 +212,29 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
                     }
                     Err(err) => {
                         failed = true;
-                        d.errors.push(err.to_string());
-                        Logs::line(&mut logs.errors, &err.to_string());
+                        d.errors.push(err.clone());
+                        Logs::line(&mut logs.errors, &err);
                         eprintln!("error: {err}");
                     }
                 }
             }
             d.state = if d.errors.is_empty() { "completed".into() } else { "corrupted".into() };
             if !d.errors.is_empty() {
-                eprintln!("disk {n}: {} objects could not be imported; see {}", d.errors.len(), logs.error_path.display());
+                eprintln!("{unit} {n}: {} objects could not be imported; see {}", d.errors.len(), logs.error_path.display());
             }
             transfer(&disks, "transferring", vec![])?;
         }
         if failed {
-            let errors = vec!["objects could not be read from the disks; see each disk's error log".to_string()];
+            let errors = vec![format!("objects could not be read from the {unit}s; see each {unit}'s error log")];
             transfer(&disks, "completed-with-errors", errors)?;
             bail!(
                 "import job {name}: completed with errors: damaged objects were not copied, and the seed is not ingested; \
-                 the disks' error logs in {} name them",
+                 the {unit}s' error logs in {} name them",
                 log_dir.display()
             );
         }
-        let objects = manifest.entries.iter().map(|e| SeedObject { key: e.key.clone(), size: e.size, hash: hex::encode(e.hash) }).collect();
-        let seed = SeedManifest { job: name.clone(), set_id: hex::encode(manifest.set_id), digest: digest.clone(), objects };
+        let objects = plan.items.iter().map(|e| SeedObject { key: e.key.clone(), size: e.size, hash: hex::encode(e.hash) }).collect();
+        let seed = SeedManifest { job: name.to_string(), set_id: plan.set_id.clone(), digest: plan.digest.clone(), objects };
         container.put(SEED_MANIFEST_KEY, serde_json::to_vec(&seed)?.into())?;
         transfer(&disks, "completed", vec![])?;
         let copied: u64 = disks.iter().map(|d| d.copied).sum();
@@ -191,7 +244,7 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
             started.elapsed().as_secs_f64()
         );
     }
-    let j = ingest(&client, name)?;
+    let j = ingest(client, name)?;
     if g.json {
         common::print_json(&j)?;
     } else {

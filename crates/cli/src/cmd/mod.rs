@@ -1,6 +1,7 @@
 mod agent;
 mod backup;
 mod check;
+mod device;
 mod diskprep;
 mod forget;
 mod import;
@@ -40,5 +41,6 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Diskprep(a) => diskprep::run(g, a),
         Command::Import(crate::cli::ImportCommand::Run(a)) => import::run(g, a),
         Command::Plan(a) => plan::run(g, a),
+        Command::Device(c) => device::run(g, c),
     }
 }

@@ -69,8 +69,15 @@ fn files(root: &Path, out: &mut Vec<(PathBuf, u64)>) -> Result<()> {
     Ok(())
 }
 
+/// Total size of the regular files under `source`.
+pub fn total_size(source: &Path) -> Result<u64> {
+    let mut all = Vec::new();
+    files(source, &mut all)?;
+    Ok(all.iter().map(|(_, n)| n).sum())
+}
+
 /// Total size of the source and its compressibility (compressed / original) from a sample.
-fn sample(source: &Path) -> Result<(u64, f64, u64)> {
+pub fn sample(source: &Path) -> Result<(u64, f64, u64)> {
     let mut all = Vec::new();
     files(source, &mut all)?;
     let total: u64 = all.iter().map(|(_, n)| n).sum();

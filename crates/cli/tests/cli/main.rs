@@ -5,6 +5,7 @@ mod common;
 
 mod backup_restore;
 mod damage;
+mod devices;
 mod keys;
 mod kill;
 mod retention;

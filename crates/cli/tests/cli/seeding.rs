@@ -10,7 +10,7 @@ use std::process::Output;
 use crate::common::*;
 use crate::vault::{machine, Vault};
 
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
 }
 
@@ -25,15 +25,15 @@ fn container_base(scratch: &Path) -> String {
 }
 
 /// A vault site: the vault, its owner's scratch area, an import operator's token file.
-struct Site {
-    vault: Vault,
-    admin: Env,
-    operator: PathBuf,
-    containers: String,
+pub(crate) struct Site {
+    pub(crate) vault: Vault,
+    pub(crate) admin: Env,
+    pub(crate) operator: PathBuf,
+    pub(crate) containers: String,
 }
 
 impl Site {
-    fn start(env: &[(&str, &str)]) -> Site {
+    pub(crate) fn start(env: &[(&str, &str)]) -> Site {
         let admin = machine();
         let containers = container_base(admin.dir.path());
         Site::start_on(admin, containers, env)
@@ -50,7 +50,7 @@ impl Site {
     }
 
     /// `ferry ARGS` as the import operator (any exit code).
-    fn import(&self, args: &[&str]) -> Output {
+    pub(crate) fn import(&self, args: &[&str]) -> Output {
         let mut a = args.to_vec();
         let cert = self.vault.data("vault-cert.pem");
         let token = self.operator.to_string_lossy().into_owned();
@@ -59,18 +59,18 @@ impl Site {
     }
 
     /// The vault's byte counter of data received from machine `name`.
-    fn bytes_received(&self, name: &str) -> u64 {
+    pub(crate) fn bytes_received(&self, name: &str) -> u64 {
         let list: serde_json::Value = serde_json::from_str(&self.vault.admin(&self.admin, &["vault", "machines", "--json"])).unwrap();
         list.as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()["bytes_received"].as_u64().unwrap()
     }
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Runs and expects failure (exit 1) with every one of `needles` in the message.
-fn fails(o: Output, needles: &[&str]) -> String {
+pub(crate) fn fails(o: Output, needles: &[&str]) -> String {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "expected a failure, got {:?}: {err}", o.status.code());
     for n in needles {
@@ -80,7 +80,7 @@ fn fails(o: Output, needles: &[&str]) -> String {
     err
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
@@ -116,7 +116,7 @@ fn capacity_for(staging: &Path, job: &str, n: u32) -> u64 {
 }
 
 /// A machine's source: the usual tree and 18 MiB of incompressible files (three packs or more).
-fn source(m: &Env) -> PathBuf {
+pub(crate) fn source(m: &Env) -> PathBuf {
     let src = m.path("src");
     make_tree(&src);
     for i in 0..6 {
@@ -229,7 +229,7 @@ fn a_seed_travels_on_three_disks_and_afterwards_only_changes_cross_the_network()
 
 /// The size of `data` compressed as the repository stores it (zstd level 3; data that does
 /// not shrink is stored as it is).
-fn zstd_len(data: &[u8]) -> u64 {
+pub(crate) fn zstd_len(data: &[u8]) -> u64 {
     zstd::bulk::compress(data, 3).unwrap().len().min(data.len()) as u64
 }
 
@@ -270,7 +270,7 @@ impl Site {
 }
 
 /// Flips one byte of `file` (at its middle); returns a closure's worth of undo: the old byte.
-fn flip(file: &Path) -> (PathBuf, u64, u8) {
+pub(crate) fn flip(file: &Path) -> (PathBuf, u64, u8) {
     let mut bytes = std::fs::read(file).unwrap();
     let at = bytes.len() / 2;
     let old = bytes[at];
@@ -279,7 +279,7 @@ fn flip(file: &Path) -> (PathBuf, u64, u8) {
     (file.to_path_buf(), at as u64, old)
 }
 
-fn unflip((file, at, old): (PathBuf, u64, u8)) {
+pub(crate) fn unflip((file, at, old): (PathBuf, u64, u8)) {
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[at as usize] = old;
     std::fs::write(&file, &bytes).unwrap();

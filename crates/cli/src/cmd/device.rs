@@ -1,0 +1,411 @@
+//! `ferry device ...` and `ferry backup --device`: seed devices, the Data Box workflow
+//! (docs/design/seed-devices.md).
+//!
+//! At the vault's site: `order` a device job for a machine, `prepare` each device (its header,
+//! MAC'ed with the job's device key, binds it to the job and the machine) and hand the unlock
+//! credential to the machine's owner apart from the device, track it with `status --set`,
+//! `import` it when it is back (seal checked, then the disk import's copy and ingest), `erase`
+//! it after the ingest. On the machine: `backup --device PATH --unlock-file FILE` writes the
+//! first backup straight onto the device (no staging) and seals it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use ferry_repo::Repository;
+use ferry_seed::{DeviceHeader, DeviceSet, DeviceStore, DiskKey};
+use ferry_store::{Store, VaultClient};
+use ferry_vault::secrets::Unlock;
+
+use super::import::{self, CopyPlan, SeedItem};
+use super::import_job;
+use crate::cli::{DeviceCommand, Global};
+use crate::common::{self, Registration};
+use crate::Outcome;
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn text(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+pub fn run(g: &Global, c: &DeviceCommand) -> Result<Outcome> {
+    match c {
+        DeviceCommand::Order { machine, device_type, capacity, container } => order(g, machine, device_type, capacity.as_deref(), container),
+        DeviceCommand::Prepare { job, path, unlock_out } => prepare(g, job, path, unlock_out),
+        DeviceCommand::Status { job, set, carrier, tracking } => status(g, job.as_deref(), set.as_deref(), carrier, tracking),
+        DeviceCommand::Import { job, paths, log_dir } => import_devices(g, job, paths, log_dir.as_deref()),
+        DeviceCommand::Erase { job, paths } => erase(g, job, paths),
+    }
+}
+
+fn order(g: &Global, machine: &str, device_type: &str, capacity: Option<&str>, container: &Option<String>) -> Result<Outcome> {
+    let client = common::admin_client(g).context("ordering a seed device needs a vault user's token (owner or contributor)")?;
+    let capacity = match capacity {
+        Some(c) => Some(super::diskprep::parse_size(c).with_context(|| format!("--capacity {c:?}: give a size like 2TB or 500GiB"))?),
+        None => None,
+    };
+    let body = serde_json::json!({"machine": machine, "type": device_type, "capacity": capacity, "container": container});
+    let j = client.post_json("/v1/devices", &body)?;
+    if g.json {
+        common::print_json(&j)?;
+    } else {
+        let cap = j["device"]["capacity"].as_u64().unwrap_or(0);
+        eprintln!("ordered a {device_type} device ({}) for machine {machine}; prepare it with `ferry device prepare`", common::size(cap));
+        println!("{}", text(&j["device_job"]));
+    }
+    Ok(Outcome::Success)
+}
+
+/// Writes `bytes` to `path` readable by its owner only, replacing it atomically.
+fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let name = path.file_name().context("--unlock-out names no file")?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    ferry_vault::tls::write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))
+}
+
+fn prepare(g: &Global, job: &str, path: &Path, unlock_out: &Path) -> Result<Outcome> {
+    let client = common::admin_client(g).context("preparing a seed device needs a vault user's token")?;
+    if !path.is_dir() {
+        bail!("device {}: not a folder; mount the device and give its mount point", path.display());
+    }
+    // A device prepared already for this job keeps its number: only the credential is new.
+    let unlock = match ferry_seed::read_device_header(path)? {
+        Some(h) if h.job == job => {
+            let u = client.get_json(&format!("/v1/devices/{job}/unlock"))?;
+            eprintln!("device {} is device {} of job {job} already; a new unlock credential was issued", path.display(), h.device_number);
+            u
+        }
+        Some(h) => bail!(
+            "device {} is device {} of device job {}: erase it first (`ferry device erase {} --path {}`) after that job is done",
+            path.display(),
+            h.device_number,
+            h.job,
+            h.job,
+            path.display()
+        ),
+        None => {
+            let mut entries = std::fs::read_dir(path).with_context(|| format!("read {}", path.display()))?;
+            // A freshly made file system's lost+found may stay.
+            if entries.any(|e| e.map_or(true, |e| e.file_name() != "lost+found")) {
+                bail!("device {} is not empty: a device is prepared empty (nothing on it is kept)", path.display());
+            }
+            let p = client.post_json(&format!("/v1/devices/{job}/prepare"), &serde_json::json!({}))?;
+            let key = DiskKey::from_hex(text(&p["device_key"])).context("the vault sent a malformed device key")?;
+            let mut set_id = [0u8; 16];
+            hex::decode_to_slice(text(&p["set_id"]), &mut set_id).context("the vault sent a malformed set ID")?;
+            let number = p["device_number"].as_u64().context("the vault sent no device number")? as u32;
+            let header = DeviceHeader::new(
+                &key,
+                job,
+                text(&p["job"]["machine"]),
+                text(&p["job"]["machine_name"]),
+                set_id,
+                number,
+                text(&p["type"]),
+                p["capacity"].as_u64().unwrap_or(0),
+                &now_rfc3339(),
+            );
+            ferry_seed::prepare_device(path, &header)?;
+            eprintln!(
+                "device {} prepared as device {number} of job {job} for machine {} ({} {})",
+                path.display(),
+                text(&p["job"]["machine_name"]),
+                text(&p["type"]),
+                common::size(header.capacity)
+            );
+            p["unlock"].clone()
+        }
+    };
+    write_secret(unlock_out, &serde_json::to_vec_pretty(&unlock)?)?;
+    if g.json {
+        common::print_json(&serde_json::json!({"device_job": job, "unlock_file": unlock_out, "unlock_expires": unlock["expires"]}))?;
+    } else {
+        eprintln!(
+            "unlock credential written to {} (valid until {}): give it to the machine's owner apart from the device",
+            unlock_out.display(),
+            text(&unlock["expires"])
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+fn status(g: &Global, job: Option<&str>, set: Option<&str>, carrier: &Option<String>, tracking: &Option<String>) -> Result<Outcome> {
+    let client = import_job::client(g)?;
+    let j = match (job, set) {
+        (Some(job), Some(state)) => {
+            let body = serde_json::json!({"state": state, "carrier": carrier, "tracking": tracking});
+            client.post_json(&format!("/v1/devices/{job}/status"), &body)?
+        }
+        (Some(job), None) => client.get_json(&format!("/v1/devices/{job}"))?,
+        (None, _) => {
+            let list = client.get_json("/v1/devices")?;
+            if g.json {
+                common::print_json(&list)?;
+            } else {
+                for j in list.as_array().into_iter().flatten() {
+                    println!("{}", one_line(j));
+                }
+            }
+            return Ok(Outcome::Success);
+        }
+    };
+    if g.json {
+        common::print_json(&j)?;
+    } else {
+        print!("{}", details(&j));
+    }
+    Ok(Outcome::Success)
+}
+
+fn one_line(j: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{}  {}  {} {}  machine {}  {} device(s)",
+        text(&j["name"]),
+        text(&j["state"]),
+        text(&j["device"]["type"]),
+        common::size(j["device"]["capacity"].as_u64().unwrap_or(0)),
+        text(&j["machine_name"]),
+        j["disks"].as_array().map_or(0, Vec::len)
+    );
+    if let Some(t) = j["tracking"].as_str() {
+        s.push_str(&format!("  tracking {t} ({})", text(&j["carrier"])));
+    }
+    s
+}
+
+fn details(j: &serde_json::Value) -> String {
+    let mut s = format!("device job {}\n  state:      {}\n  machine:    {}\n", text(&j["name"]), text(&j["state"]), text(&j["machine_name"]));
+    s.push_str(&format!(
+        "  device:     {} of {}\n  ordered:    {}\n",
+        text(&j["device"]["type"]),
+        common::size(j["device"]["capacity"].as_u64().unwrap_or(0)),
+        text(&j["created"])
+    ));
+    if let Some(e) = j["device"]["unlock_expires"].as_str() {
+        s.push_str(&format!("  unlock valid until: {e}\n"));
+    }
+    if let Some(t) = j["tracking"].as_str() {
+        s.push_str(&format!("  shipping:   {} tracking {t}\n", text(&j["carrier"])));
+    }
+    for d in j["disks"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "  device {}:   {}, {} objects, {}\n",
+            d["id"],
+            text(&d["state"]),
+            d["objects"],
+            common::size(d["bytes"].as_u64().unwrap_or(0))
+        ));
+        for e in d["errors"].as_array().into_iter().flatten() {
+            s.push_str(&format!("      error: {}\n", text(e)));
+        }
+    }
+    if let Some(rp) = j["recovery_point"].as_str() {
+        s.push_str(&format!("  seeded recovery point: {rp}\n"));
+    }
+    for e in j["errors"].as_array().into_iter().flatten() {
+        s.push_str(&format!("  error: {}\n", text(e)));
+    }
+    for a in j["audit"].as_array().into_iter().flatten() {
+        s.push_str(&format!("  {} {} {} {}\n", text(&a["time"]), text(&a["actor"]), text(&a["action"]), text(&a["detail"])));
+    }
+    s
+}
+
+/// A backup being written onto seed devices: sealed when it completes.
+pub struct DeviceBackup {
+    store: Arc<DeviceStore>,
+    client: VaultClient,
+    job: String,
+    set_id: String,
+    paths: Vec<PathBuf>,
+}
+
+/// Checks the unlock credential and the devices, that the data fits, marks the job in use and
+/// opens the repository on the devices (the config and keys are read from the vault).
+pub fn open_for_backup(g: &Global, sources: &[PathBuf], devices: &[PathBuf], unlock_file: &Path) -> Result<(Repository, DeviceBackup)> {
+    if g.repo.as_deref().is_some_and(|r| !r.is_empty()) {
+        bail!("--device backs up a machine registered with a vault: leave out --repo");
+    }
+    let reg = Registration::load_for(g)?.context("a seed device is written by a machine registered with its vault: run `ferry register` first")?;
+    let client = VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token)?;
+    let unlock: Unlock = common::read_json(unlock_file, "ask the vault's owner for the device's unlock credential again")?
+        .with_context(|| format!("no unlock credential at {}", unlock_file.display()))?;
+    let vault_key = client.get_json("/v1/health")?["receipt_key"].as_str().map(str::to_string);
+    unlock
+        .verify(&vault_key.context("this vault does not sign unlock credentials (an older version?)")?)
+        .with_context(|| format!("unlock credential {}", unlock_file.display()))?;
+    if unlock.machine != reg.machine {
+        bail!(
+            "the unlock credential {} is for machine {}, not this machine ({}): its device is bound to that machine",
+            unlock_file.display(),
+            unlock.machine_name,
+            reg.name
+        );
+    }
+    if unlock.expires_unix() <= chrono::Utc::now().timestamp() {
+        bail!(
+            "the unlock credential {} of device job {} expired at {}: ask the vault's owner for a new one",
+            unlock_file.display(),
+            unlock.job,
+            unlock.expires
+        );
+    }
+    let key = DiskKey::from_hex(&unlock.device_key).context("the unlock credential's device key")?;
+    let vault_repo = reg.store()?;
+    let store = Arc::new(DeviceStore::open(devices, &key, &unlock.job, &reg.machine, vault_repo)?);
+    let (used, usable) = store.space();
+    let total: u64 = sources.iter().map(|p| super::plan::total_size(p)).sum::<Result<u64>>()?;
+    // Compressed data is smaller; only data larger than the devices is sampled.
+    if total.saturating_add(total / 100) > usable {
+        let mut compressed = 0.0;
+        for p in sources {
+            let (n, ratio, _) = super::plan::sample(p)?;
+            compressed += n as f64 * ratio;
+        }
+        let needed = (compressed * 1.01) as u64;
+        if needed > usable {
+            let share = usable as f64 / needed as f64 * 100.0;
+            bail!(
+                "the data to back up is {} ({} compressed, estimated from a sample), but the device(s) of job {} hold {}: \
+                 about {share:.0} % of it would fit. Back up less (--exclude), prepare a second device of the job \
+                 (`ferry device prepare {} --path ...` at the vault's site) and pass both with --device, or seed the rest \
+                 with the disk workflow (`ferry backup --offline`)",
+                common::size(total),
+                common::size(needed),
+                unlock.job,
+                common::size(usable),
+                unlock.job
+            );
+        }
+    }
+    client.post_json(&format!("/v1/devices/{}/in-use", unlock.job), &serde_json::json!({})).with_context(|| {
+        format!("device job {}: the vault does not let this machine write its device (is the credential expired?)", unlock.job)
+    })?;
+    if !g.json {
+        eprintln!(
+            "backing up onto {} device(s) of job {} ({} of {} used)",
+            devices.len(),
+            unlock.job,
+            common::size(used),
+            common::size(usable)
+        );
+    }
+    let pw = common::passphrase(g, "repository passphrase: ")?;
+    let repo = Repository::open(store.clone() as Arc<dyn Store>, &pw, &common::cache_dir(g).join(format!("seed-{}", unlock.job)))?;
+    let backup = DeviceBackup { store, client, job: unlock.job.clone(), set_id: unlock.set_id.clone(), paths: devices.to_vec() };
+    Ok((repo, backup))
+}
+
+impl DeviceBackup {
+    /// Seals the devices (the repository is closed: no lock left) and reports the seal's
+    /// digest to the vault, which checks the import against it.
+    pub fn seal(self, g: &Global) -> Result<()> {
+        let seal = self.store.seal(&now_rfc3339())?;
+        let digest = hex::encode(seal.digest());
+        let disks: Vec<serde_json::Value> = (1..=seal.device_count)
+            .map(|n| {
+                let on = seal.entries.iter().filter(|e| e.device == n);
+                serde_json::json!({"id": n, "state": "sealed", "bytes": on.clone().map(|e| e.size).sum::<u64>(), "objects": on.count()})
+            })
+            .collect();
+        let body = serde_json::json!({"set_id": self.set_id, "manifest_digest": digest, "disks": disks, "complete": true});
+        self.client.post_json(&format!("/v1/devices/{}/sealed", self.job), &body).with_context(|| {
+            format!("device job {}: the devices are sealed, but the vault did not record it; run the backup again to retry", self.job)
+        })?;
+        if !g.json {
+            eprintln!(
+                "device job {}: {} device(s) sealed ({} objects): send them back to the vault's site",
+                self.job,
+                self.paths.len(),
+                seal.entries.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Path>) -> Result<Outcome> {
+    let client = import_job::client(g)?;
+    let j = client.get_json(&format!("/v1/devices/{job}"))?;
+    let state = text(&j["state"]).to_string();
+    if matches!(state.as_str(), "ingested" | "erased") {
+        bail!("device job {job} was imported and ingested already (state {state}): a device is imported only once; erase it (`ferry device erase`)");
+    }
+    let key = client.get_json(&format!("/v1/devices/{job}/key"))?;
+    let key = DiskKey::from_hex(text(&key["device_key"])).context("the vault sent a malformed device key")?;
+    let set = match DeviceSet::open(paths, job, &key) {
+        Ok(s) => s,
+        Err(e) => {
+            import::report_set_error(&client, job, &j, &e);
+            return Err(anyhow::Error::new(e).context(format!("device job {job}: the devices were not imported; nothing was copied")));
+        }
+    };
+    let seal = set.seal();
+    if j["set_id"].as_str() != Some(hex::encode(seal.set_id).as_str()) {
+        bail!("device job {job}: these devices are set {}, not the job's set {}", hex::encode(seal.set_id), text(&j["set_id"]));
+    }
+    let digest = hex::encode(seal.digest());
+    if j["manifest_digest"].as_str() != Some(digest.as_str()) {
+        bail!(
+            "device job {job}: the devices' seal (digest {digest}) is not the one the machine reported ({}): \
+             the devices were altered, or were never sealed by the machine; nothing was copied",
+            text(&j["manifest_digest"])
+        );
+    }
+    let items = seal.entries.iter().map(|e| SeedItem { key: e.key.clone(), size: e.size, hash: e.hash, unit: e.device }).collect();
+    let plan = CopyPlan { name: job, unit: "device", count: seal.device_count, items, set_id: hex::encode(seal.set_id), digest };
+    let entries: std::collections::HashMap<&str, &ferry_seed::SealEntry> = seal.entries.iter().map(|e| (e.key.as_str(), e)).collect();
+    import::copy_and_ingest(g, &client, &j, plan, log_dir, &mut |item, buf| match entries.get(item.key.as_str()) {
+        Some(e) => set.read_object(e, buf).map_err(|e| e.to_string()),
+        None => Err(format!("object {} is not in the seal", item.key)),
+    })
+}
+
+fn erase(g: &Global, job: &str, paths: &[PathBuf]) -> Result<Outcome> {
+    let client = import_job::client(g)?;
+    let j = client.get_json(&format!("/v1/devices/{job}"))?;
+    let state = text(&j["state"]);
+    if !matches!(state, "ingested" | "erased" | "cancelled") {
+        bail!(
+            "device job {job} is {state}: a device is erased only after its seed is ingested (or the job was cancelled); \
+             erasing now would lose the only copy of the machine's first backup"
+        );
+    }
+    let key = client.get_json(&format!("/v1/devices/{job}/key"))?;
+    let key = DiskKey::from_hex(text(&key["device_key"])).context("the vault sent a malformed device key")?;
+    let mut done = Vec::new();
+    for path in paths {
+        let header = ferry_seed::read_device_header(path)?.with_context(|| {
+            format!(
+                "{} holds no Ferry seed device: erased already? `ferry device status {job}` shows which devices are recorded erased",
+                path.display()
+            )
+        })?;
+        let erased = ferry_seed::erase_device(path, &key, job)?;
+        let r = client.post_json(
+            &format!("/v1/devices/{job}/erased"),
+            &serde_json::json!({"device": header.device_number, "files": erased.files, "bytes": erased.bytes}),
+        );
+        r.with_context(|| format!("device {} was erased, but the vault did not record it: run the erase again", path.display()))?;
+        if !g.json {
+            eprintln!(
+                "device {} (device {} of job {job}): {} files, {} overwritten, verified and removed",
+                path.display(),
+                header.device_number,
+                erased.files,
+                common::size(erased.bytes)
+            );
+        }
+        done.push(serde_json::json!({"path": path, "device": header.device_number, "files": erased.files, "bytes": erased.bytes}));
+    }
+    if g.json {
+        common::print_json(&serde_json::json!({"device_job": job, "erased": done}))?;
+    }
+    Ok(Outcome::Success)
+}
