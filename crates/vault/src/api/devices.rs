@@ -71,7 +71,7 @@ pub(super) async fn order(AxState(state): St, headers: HeaderMap, Json(b): Json<
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("device type {:?}: use disk (7.2 TB) or box (80 TB)", b.device_type)));
     };
     let capacity = b.capacity.unwrap_or(default);
-    if capacity < 1 << 20 || capacity > crate::devices::BOX_CAPACITY {
+    if !(1 << 20..=crate::devices::BOX_CAPACITY).contains(&capacity) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "a device's capacity is between 1 MiB and 80 TB".into()));
     }
     let machine = state
