@@ -33,7 +33,7 @@ mod repository;
 pub mod restore;
 pub mod walk;
 
-pub use lock::{Locked, RepoLock};
+pub use lock::{live_locks, Locked, RepoLock};
 pub use progress::Progress;
 pub use repository::{InitOptions, Repository, UnitDecoder};
 

@@ -227,7 +227,7 @@ async fn create_job(
     Json(b): Json<NewJob>,
 ) -> ApiResult<Json<serde_json::Value>> {
     machine_itself(&state, &headers, &m).await?;
-    if !["backup", "restore", "check", "retention", "gc"].contains(&b.kind.as_str()) {
+    if !["backup", "offline-backup", "device-backup", "restore", "check", "retention", "gc"].contains(&b.kind.as_str()) {
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown job kind {:?}", b.kind)));
     }
     let id = state.db.create_job(&m, &b.kind, chrono::Utc::now().timestamp()).await?;

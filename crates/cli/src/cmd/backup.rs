@@ -43,6 +43,10 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
     let mut job = common::Job::start(g, kind);
     let out = backup::run(&repo, &opts, &progress);
     drop(display);
+    if let (Some(d), Ok(_)) = (&device, &out) {
+        // Locks of earlier runs killed on this device are stale: they must not stop the seal.
+        d.remove_stale_locks(&repo)?;
+    }
     drop(repo);
     let out = common::fail_job_on_error(&mut job, out)?;
     if let Some(d) = device {

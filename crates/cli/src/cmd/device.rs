@@ -303,6 +303,17 @@ pub fn open_for_backup(g: &Global, sources: &[PathBuf], devices: &[PathBuf], unl
 }
 
 impl DeviceBackup {
+    /// Deletes the locks on the devices that no live process holds (backups killed earlier).
+    pub fn remove_stale_locks(&self, repo: &Repository) -> Result<()> {
+        let live: std::collections::HashSet<String> = ferry_repo::live_locks(repo)?.into_iter().map(|(k, _)| k).collect();
+        for o in self.store.list("locks/")? {
+            if !live.contains(&o.key) {
+                self.store.delete(&o.key)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Seals the devices (the repository is closed: no lock left) and reports the seal's
     /// digest to the vault, which checks the import against it.
     pub fn seal(self, g: &Global) -> Result<()> {

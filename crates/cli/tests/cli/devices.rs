@@ -259,3 +259,44 @@ fn bad_devices_and_credentials_are_refused_and_lose_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     fails(site.device_import(&a, &[&dev_a]), &["imported only once"]);
 }
+
+#[test]
+fn a_device_backup_killed_at_random_moments_resumes_and_imports() {
+    let site = Site::start(&[]);
+    let m = machine();
+    site.vault.register(&site.admin, &m, "m1");
+    let src = source(&m);
+    let job = site.order("m1", &[]);
+    let (dev, unlock) = site.prepare(&job, "dev");
+    let args = ["backup", s(&src), "--device", s(&dev), "--unlock-file", s(&unlock), "--checkpoint-every", "1"];
+    let mut killed = 0;
+    for ms in [120u64, 250, 400, 600] {
+        let mut child = m.cmd(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if dev.join("FERRY-DEVICE/seal.bin").exists() {
+            // It finished (and sealed) before the kill: the later moments are past the end.
+            assert!(status.success(), "only a finished backup seals");
+            break;
+        }
+        killed += 1;
+    }
+    eprintln!("{killed} device backups killed before they sealed");
+    assert!(killed > 0, "no backup was killed mid-way: the kill moments are too late for this machine");
+    let o = device_backup(&m, &src, &[&dev], &unlock);
+    if killed < 4 {
+        fails(o, &["sealed already"]);
+    } else {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let rps = m.json(&["recovery-points"]);
+    assert!(rps.as_array().unwrap().is_empty(), "nothing reaches the vault before the import: {rps}");
+    let o = site.device_import(&job, &[&dev]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rps = m.json(&["recovery-points"]);
+    let rp = rps[0]["id"].as_str().unwrap().to_string();
+    let target = m.path("restore");
+    m.ok(&["restore", &rp, "--target", s(&target)]);
+    assert_same_tree(&src, &restored(&target, &src));
+}
