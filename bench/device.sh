@@ -49,7 +49,7 @@ for ((r = 1; r <= RUNS; r++)); do
     ADMIN=(--vault "https://127.0.0.1:$PORT" --token-file "$W/v/owner.token" --vault-cert "$W/v/vault-cert.pem")
     FERRY_CONFIG_DIR=$W/admin "$FERRY" vault credentials --out "$W/c.json" "${ADMIN[@]}" >/dev/null
     FERRY_CONFIG_DIR=$W/cfg FERRY_CACHE_DIR=$W/cache "$FERRY" register --vault-credentials "$W/c.json" --name bench >/dev/null
-    job=$(FERRY_CONFIG_DIR=$W/admin "$FERRY" device order --machine bench --type box "${ADMIN[@]}")
+    job=$(FERRY_CONFIG_DIR=$W/admin "$FERRY" device order --machine bench --type box "${ADMIN[@]}" 2>/dev/null)
     FERRY_CONFIG_DIR=$W/admin "$FERRY" device prepare "$job" --path "$W/dev" --unlock-out "$W/unlock.json" "${ADMIN[@]}" 2>/dev/null
     FERRY_CACHE_DIR=$W/lcache "$FERRY" init --repo "$W/local" >/dev/null
     tar -cf - -C "$DATA" . | cat >/dev/null

@@ -260,30 +260,7 @@ pub fn open_for_backup(g: &Global, sources: &[PathBuf], devices: &[PathBuf], unl
     let vault_repo = reg.store()?;
     let store = Arc::new(DeviceStore::open(devices, &key, &unlock.job, &reg.machine, vault_repo)?);
     let (used, usable) = store.space();
-    let total: u64 = sources.iter().map(|p| super::plan::total_size(p)).sum::<Result<u64>>()?;
-    // Compressed data is smaller; only data larger than the devices is sampled.
-    if total.saturating_add(total / 100) > usable {
-        let mut compressed = 0.0;
-        for p in sources {
-            let (n, ratio, _) = super::plan::sample(p)?;
-            compressed += n as f64 * ratio;
-        }
-        let needed = (compressed * 1.01) as u64;
-        if needed > usable {
-            let share = usable as f64 / needed as f64 * 100.0;
-            bail!(
-                "the data to back up is {} ({} compressed, estimated from a sample), but the device(s) of job {} hold {}: \
-                 about {share:.0} % of it would fit. Back up less (--exclude), prepare a second device of the job \
-                 (`ferry device prepare {} --path ...` at the vault's site) and pass both with --device, or seed the rest \
-                 with the disk workflow (`ferry backup --offline`)",
-                common::size(total),
-                common::size(needed),
-                unlock.job,
-                common::size(usable),
-                unlock.job
-            );
-        }
-    }
+    check_fits(sources, usable, &unlock.job)?;
     client.post_json(&format!("/v1/devices/{}/in-use", unlock.job), &serde_json::json!({})).with_context(|| {
         format!("device job {}: the vault does not let this machine write its device (is the credential expired?)", unlock.job)
     })?;
@@ -300,6 +277,45 @@ pub fn open_for_backup(g: &Global, sources: &[PathBuf], devices: &[PathBuf], unl
     let repo = Repository::open(store.clone() as Arc<dyn Store>, &pw, &common::cache_dir(g).join(format!("seed-{}", unlock.job)))?;
     let backup = DeviceBackup { store, client, job: unlock.job.clone(), set_id: unlock.set_id.clone(), paths: devices.to_vec() };
     Ok((repo, backup))
+}
+
+/// Refuses, before anything is written, data that would not fit in `usable` bytes. Sources on
+/// file systems that hold less than `usable` in all fit without a look (a file system mounted
+/// inside a source is not counted: if the devices fill up anyway, the backup stops with an error
+/// saying what to do, and resumes); otherwise their files are summed, and only data larger than
+/// the devices is sampled for compressibility.
+fn check_fits(sources: &[PathBuf], usable: u64, job: &str) -> Result<()> {
+    let fs_used = |p: &Path| -> Option<u64> {
+        let st = rustix::fs::statvfs(p).ok()?;
+        Some(st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize))
+    };
+    let bound: Option<u64> = sources.iter().map(|p| fs_used(p)).sum();
+    if bound.is_some_and(|b| b.saturating_add(b / 100) <= usable) {
+        return Ok(());
+    }
+    let total: u64 = sources.iter().map(|p| super::plan::total_size(p)).sum::<Result<u64>>()?;
+    if total.saturating_add(total / 100) <= usable {
+        return Ok(());
+    }
+    let mut compressed = 0.0;
+    for p in sources {
+        let (n, ratio, _) = super::plan::sample(p)?;
+        compressed += n as f64 * ratio;
+    }
+    let needed = (compressed * 1.01) as u64;
+    if needed > usable {
+        let share = usable as f64 / needed as f64 * 100.0;
+        bail!(
+            "the data to back up is {} ({} compressed, estimated from a sample), but the device(s) of job {job} hold {}: \
+             about {share:.0} % of it would fit. Back up less (--exclude), prepare a second device of the job \
+             (`ferry device prepare {job} --path ...` at the vault's site) and pass both with --device, or seed the rest \
+             with the disk workflow (`ferry backup --offline`)",
+            common::size(total),
+            common::size(needed),
+            common::size(usable),
+        );
+    }
+    Ok(())
 }
 
 impl DeviceBackup {
