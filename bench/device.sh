@@ -10,7 +10,7 @@
 # box device (a folder under bench/work), then times the local backup and the device backup
 # (which includes checking the unlock credential, marking the job in use and sealing), in
 # alternating order. Uses target/release/ferry (FERRY_BIN to override). Writes
-# bench/results/<date>-device.txt.
+# bench/results/<date>-device-<data folder>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=3
@@ -26,7 +26,7 @@ FERRY=${FERRY_BIN:-$PWD/target/release/ferry}
 [[ -x $FERRY ]] || { echo "no ferry binary at $FERRY: cargo build --release -p ferry-cli" >&2; exit 1; }
 [[ -d $DATA ]] || { echo "no data at $DATA: run bash bench/run.sh once, or pass --data DIR" >&2; exit 1; }
 W=$PWD/bench/work/device
-OUT=$PWD/bench/results/$(date -u +%Y-%m-%d-%H%M)-device.txt
+OUT=$PWD/bench/results/$(date -u +%Y-%m-%d-%H%M)-device-$(basename "$DATA").txt
 mkdir -p "$(dirname "$OUT")"
 export FERRY_PASSWORD=ferry-bench-passphrase-not-secret
 PORT=${VAULT_PORT:-18498}
