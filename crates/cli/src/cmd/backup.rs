@@ -14,7 +14,9 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
     let repo = match (&a.staging, &a.import_job, &a.unlock_file) {
         (Some(staging), Some(job), _) if a.offline => super::staging::open(g, staging, job, a.container.as_deref())?,
         (_, _, Some(unlock)) if !a.device.is_empty() => {
-            let (repo, d) = super::device::open_for_backup(g, &a.paths, &a.device, unlock)?;
+            let Some((repo, d)) = super::device::open_for_backup(g, &a.paths, &a.device, unlock)? else {
+                return Ok(Outcome::Success);
+            };
             device = Some(d);
             repo
         }

@@ -193,24 +193,7 @@ fn details(j: &serde_json::Value) -> String {
     if let Some(t) = j["tracking"].as_str() {
         s.push_str(&format!("  shipping:   {} tracking {t}\n", text(&j["carrier"])));
     }
-    for d in j["disks"].as_array().into_iter().flatten() {
-        s.push_str(&format!(
-            "  device {}:   {}, {} objects, {}\n",
-            d["id"],
-            text(&d["state"]),
-            d["objects"],
-            common::size(d["bytes"].as_u64().unwrap_or(0))
-        ));
-        for e in d["errors"].as_array().into_iter().flatten() {
-            s.push_str(&format!("      error: {}\n", text(e)));
-        }
-    }
-    if let Some(rp) = j["recovery_point"].as_str() {
-        s.push_str(&format!("  seeded recovery point: {rp}\n"));
-    }
-    for e in j["errors"].as_array().into_iter().flatten() {
-        s.push_str(&format!("  error: {}\n", text(e)));
-    }
+    import_job::disks_and_outcome(&mut s, j, "device");
     for a in j["audit"].as_array().into_iter().flatten() {
         s.push_str(&format!("  {} {} {} {}\n", text(&a["time"]), text(&a["actor"]), text(&a["action"]), text(&a["detail"])));
     }
@@ -223,12 +206,18 @@ pub struct DeviceBackup {
     client: VaultClient,
     job: String,
     set_id: String,
-    paths: Vec<PathBuf>,
 }
 
 /// Checks the unlock credential and the devices, that the data fits, marks the job in use and
-/// opens the repository on the devices (the config and keys are read from the vault).
-pub fn open_for_backup(g: &Global, sources: &[PathBuf], devices: &[PathBuf], unlock_file: &Path) -> Result<(Repository, DeviceBackup)> {
+/// opens the repository on the devices (the config and keys are read from the vault). `None`:
+/// the devices were sealed by a backup that ended before the vault recorded the seal; it is
+/// recorded now, and there is nothing to back up onto them.
+pub fn open_for_backup(
+    g: &Global,
+    sources: &[PathBuf],
+    devices: &[PathBuf],
+    unlock_file: &Path,
+) -> Result<Option<(Repository, DeviceBackup)>> {
     if g.repo.as_deref().is_some_and(|r| !r.is_empty()) {
         bail!("--device backs up a machine registered with a vault: leave out --repo");
     }
@@ -258,7 +247,11 @@ pub fn open_for_backup(g: &Global, sources: &[PathBuf], devices: &[PathBuf], unl
     }
     let key = DiskKey::from_hex(&unlock.device_key).context("the unlock credential's device key")?;
     let vault_repo = reg.store()?;
-    let store = Arc::new(DeviceStore::open(devices, &key, &unlock.job, &reg.machine, vault_repo)?);
+    let store = match DeviceStore::open(devices, &key, &unlock.job, &reg.machine, vault_repo) {
+        Ok(s) => Arc::new(s),
+        Err(e @ ferry_seed::SeedError::AlreadySealed { .. }) => return record_earlier_seal(g, &client, &unlock, devices, &key, e),
+        Err(e) => return Err(e.into()),
+    };
     let (used, usable) = store.space();
     check_fits(sources, usable, &unlock.job)?;
     client.post_json(&format!("/v1/devices/{}/in-use", unlock.job), &serde_json::json!({})).with_context(|| {
@@ -275,8 +268,32 @@ pub fn open_for_backup(g: &Global, sources: &[PathBuf], devices: &[PathBuf], unl
     }
     let pw = common::passphrase(g, "repository passphrase: ")?;
     let repo = Repository::open(store.clone() as Arc<dyn Store>, &pw, &common::cache_dir(g).join(format!("seed-{}", unlock.job)))?;
-    let backup = DeviceBackup { store, client, job: unlock.job.clone(), set_id: unlock.set_id.clone(), paths: devices.to_vec() };
-    Ok((repo, backup))
+    let backup = DeviceBackup { store, client, job: unlock.job.clone(), set_id: unlock.set_id.clone() };
+    Ok(Some((repo, backup)))
+}
+
+/// Sealed devices given to a backup: refused if the vault has their seal (ship them back);
+/// if it has none (the sealing backup was killed before it said so), the seal is checked whole
+/// and recorded now.
+fn record_earlier_seal(
+    g: &Global,
+    client: &VaultClient,
+    unlock: &Unlock,
+    devices: &[PathBuf],
+    key: &DiskKey,
+    sealed: ferry_seed::SeedError,
+) -> Result<Option<(Repository, DeviceBackup)>> {
+    let job = client.get_json(&format!("/v1/devices/{}", unlock.job))?;
+    if !job["manifest_digest"].is_null() || job["state"] != "in-use" {
+        return Err(sealed.into());
+    }
+    let set = DeviceSet::open(devices, &unlock.job, key)
+        .with_context(|| format!("device job {}: the devices are sealed, but not whole", unlock.job))?;
+    report_seal(g, client, &unlock.job, &unlock.set_id, set.seal())?;
+    if !g.json {
+        eprintln!("device job {}: the devices were sealed by an earlier backup; the vault has recorded it now", unlock.job);
+    }
+    Ok(None)
 }
 
 /// Refuses, before anything is written, data that would not fit in `usable` bytes. Sources on
@@ -334,27 +351,32 @@ impl DeviceBackup {
     /// digest to the vault, which checks the import against it.
     pub fn seal(self, g: &Global) -> Result<()> {
         let seal = self.store.seal(&now_rfc3339())?;
-        let digest = hex::encode(seal.digest());
-        let disks: Vec<serde_json::Value> = (1..=seal.device_count)
-            .map(|n| {
-                let on = seal.entries.iter().filter(|e| e.device == n);
-                serde_json::json!({"id": n, "state": "sealed", "bytes": on.clone().map(|e| e.size).sum::<u64>(), "objects": on.count()})
-            })
-            .collect();
-        let body = serde_json::json!({"set_id": self.set_id, "manifest_digest": digest, "disks": disks, "complete": true});
-        self.client.post_json(&format!("/v1/devices/{}/sealed", self.job), &body).with_context(|| {
-            format!("device job {}: the devices are sealed, but the vault did not record it; run the backup again to retry", self.job)
-        })?;
-        if !g.json {
-            eprintln!(
-                "device job {}: {} device(s) sealed ({} objects): send them back to the vault's site",
-                self.job,
-                self.paths.len(),
-                seal.entries.len()
-            );
-        }
-        Ok(())
+        report_seal(g, &self.client, &self.job, &self.set_id, &seal)
     }
+}
+
+/// Tells the vault a device set's seal: its digest (the import is checked against it) and each
+/// device's size.
+fn report_seal(g: &Global, client: &VaultClient, job: &str, set_id: &str, seal: &ferry_seed::Seal) -> Result<()> {
+    let digest = hex::encode(seal.digest());
+    let disks: Vec<serde_json::Value> = (1..=seal.device_count)
+        .map(|n| {
+            let on = seal.entries.iter().filter(|e| e.device == n);
+            serde_json::json!({"id": n, "state": "sealed", "bytes": on.clone().map(|e| e.size).sum::<u64>(), "objects": on.count()})
+        })
+        .collect();
+    let body = serde_json::json!({"set_id": set_id, "manifest_digest": digest, "disks": disks, "complete": true});
+    client.post_json(&format!("/v1/devices/{job}/sealed"), &body).with_context(|| {
+        format!("device job {job}: the devices are sealed, but the vault did not record it; run the backup again to record it")
+    })?;
+    if !g.json {
+        eprintln!(
+            "device job {job}: {} device(s) sealed ({} objects): send them back to the vault's site",
+            seal.device_count,
+            seal.entries.len()
+        );
+    }
+    Ok(())
 }
 
 fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Path>) -> Result<Outcome> {

@@ -141,9 +141,16 @@ fn details(j: &serde_json::Value) -> String {
     if let Some(a) = j["shipping_address"].as_str() {
         s.push_str(&format!("  ship to:    {a}\n"));
     }
+    disks_and_outcome(&mut s, j, "disk  ");
+    s
+}
+
+/// The lines of a job's disks (or devices: `unit`, padded to 6), its seeded recovery point and
+/// its errors, for `show` and `device status`.
+pub fn disks_and_outcome(s: &mut String, j: &serde_json::Value, unit: &str) {
     for d in j["disks"].as_array().into_iter().flatten() {
         s.push_str(&format!(
-            "  disk {}:     {}, {} objects, {}",
+            "  {unit}{}:   {}, {} objects, {}",
             d["id"],
             text(&d["state"]),
             d["objects"],
@@ -163,7 +170,6 @@ fn details(j: &serde_json::Value) -> String {
     for e in j["errors"].as_array().into_iter().flatten() {
         s.push_str(&format!("  error: {}\n", text(e)));
     }
-    s
 }
 
 /// Cleanup: the receipt is fetched and verified (the vault's signature, this machine, and the
