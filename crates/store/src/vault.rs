@@ -164,6 +164,12 @@ impl VaultClient {
         self.send("put", path, self.request(reqwest::Method::PUT, path).json(body)).map(|_| ())
     }
 
+    /// GETs text (`/metrics`).
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let bytes = self.send("get", path, self.request(reqwest::Method::GET, path))?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::permanent("get", path, "vault answer is not UTF-8"))
+    }
+
     /// GETs JSON.
     pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         let bytes = self.send("get", path, self.request(reqwest::Method::GET, path))?;

@@ -122,6 +122,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/devices/{name}/sealed", post(devices::sealed))
         .route("/v1/devices/{name}/erased", post(devices::erased))
         .route("/v1/audit", get(devices::audit))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(verify::MAX_OBJECT + 1024))
         .with_state(state)
 }
@@ -189,6 +190,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ferry_store::Result<T> 
 /// pinned connection).
 async fn health(AxState(state): St) -> Json<serde_json::Value> {
     Json(json!({"protocol": crate::PROTOCOL_VERSION, "receipt_key": state.secrets.public_key()}))
+}
+
+/// Prometheus metrics, for users' tokens (not machines').
+async fn metrics(AxState(state): St, headers: HeaderMap) -> ApiResult<Response> {
+    if matches!(principal(&state, &headers).await?, Principal::Machine { .. }) {
+        return Err(ApiError(StatusCode::FORBIDDEN, "a machine's token does not read the vault's metrics".into()));
+    }
+    state.db.reap_jobs(chrono::Utc::now().timestamp(), job_timeout_s()).await?;
+    let text = crate::metrics::render(&state.db).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
 async fn credentials(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {

@@ -11,6 +11,7 @@ pub mod db;
 pub mod devices;
 pub mod imports;
 pub mod ingest;
+pub mod metrics;
 pub mod retention;
 pub mod secrets;
 pub mod tls;

@@ -699,3 +699,33 @@ fn the_vault_enforces_retention_soft_deletes_and_reclaims_space() {
         jobs.as_array().unwrap().iter().filter(|j| j["state"] == "completed").filter_map(|j| j["kind"].as_str()).collect();
     assert!(kinds.contains(&"retention") && kinds.contains(&"gc"), "{jobs}");
 }
+
+#[test]
+fn metrics_show_machines_jobs_and_traffic_to_users_only() {
+    let vault = Vault::start();
+    let admin = machine();
+    let m = machine();
+    vault.register(&admin, &m, "metered");
+    let (_tree, src) = Env::with_tree();
+    m.backup(&src);
+    let client = |token: &str| ferry_store::VaultClient::new(&vault.url, &vault.fingerprint(), token).unwrap();
+    let reader = vault.admin(&admin, &["vault", "user", "add", "watcher", "--role", "reader"]).trim().to_string();
+    let text = client(&reader).get_text("/metrics").unwrap();
+    for want in [
+        "ferry_vault_machines 1",
+        "ferry_vault_jobs{kind=\"backup\",state=\"completed\"} 1",
+        "ferry_vault_machine_last_backup_timestamp_seconds{machine=\"metered\"}",
+        "# TYPE ferry_vault_machine_bytes_received_total counter",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    let received = text.lines().find(|l| l.starts_with("ferry_vault_machine_bytes_received_total{machine=\"metered\"}")).unwrap();
+    assert!(received.rsplit(' ').next().unwrap().parse::<f64>().unwrap() > 0.0, "{received}");
+    // Without a token: 401; with the machine's token: refused.
+    let e = client("").get_text("/metrics").unwrap_err();
+    assert!(e.to_string().contains("401") || e.to_string().to_lowercase().contains("token"), "{e}");
+    let token = registration(&m)["token"].as_str().unwrap().to_string();
+    let e = client(&token).get_text("/metrics").unwrap_err();
+    assert!(e.to_string().contains("metrics"), "{e}");
+    assert!(!text.contains(&token) && !text.contains(&reader), "no token in the metrics");
+}

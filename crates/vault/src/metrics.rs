@@ -1,0 +1,161 @@
+//! `GET /metrics`: the vault's state in the Prometheus text format (version 0.0.4), from the
+//! database only (docs/design/dashboard.md "/metrics"). Gauges are counted at each scrape;
+//! the byte and object counters are the vault's per-machine traffic since registration.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use anyhow::Result;
+use sqlx::Row;
+
+use crate::db::Db;
+
+/// The job kinds that make a recovery point, for "last backup".
+const BACKUP_KINDS: [&str; 3] = ["backup", "offline-backup", "device-backup"];
+
+/// A label value as the format wants it: backslash, double quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// One metric family: HELP and TYPE, then its samples (`labels` already formatted).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn unix(t: &str) -> Option<f64> {
+    chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp() as f64)
+}
+
+/// The whole exposition.
+pub async fn render(db: &Db) -> Result<String> {
+    let mut out = String::new();
+    let count = |table: &'static str| async move {
+        let row = sqlx::query(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&db.pool).await?;
+        anyhow::Ok(row.get::<i64, _>(0) as f64)
+    };
+    family(&mut out, "ferry_vault_machines", "gauge", "Registered machines.", &[(String::new(), count("machines").await?)]);
+    family(&mut out, "ferry_vault_users", "gauge", "Vault users (tokens with a role).", &[(String::new(), count("users").await?)]);
+
+    // Jobs: by kind and state; finished ones' durations and errors by kind; each machine's last
+    // completed backup.
+    let rows = sqlx::query("SELECT m.name, j.kind, j.state, j.start, j.\"end\", j.errors FROM jobs j JOIN machines m ON m.id = j.machine")
+        .fetch_all(&db.pool)
+        .await?;
+    let mut by_state: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut durations: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let mut errors: BTreeMap<String, f64> = BTreeMap::new();
+    let mut last_backup: BTreeMap<String, f64> = BTreeMap::new();
+    for r in &rows {
+        let (machine, kind, state): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let (start, end): (String, Option<String>) = (r.get(3), r.get(4));
+        let errs: String = r.get(5);
+        *by_state.entry((kind.clone(), state.clone())).or_default() += 1.0;
+        let Some(end) = end.as_deref().and_then(unix) else { continue };
+        if let Some(start) = unix(&start) {
+            let d = durations.entry(kind.clone()).or_default();
+            d.0 += (end - start).max(0.0);
+            d.1 += 1.0;
+        }
+        let n = serde_json::from_str::<Vec<serde_json::Value>>(&errs).map(|v| v.len()).unwrap_or(0);
+        *errors.entry(kind.clone()).or_default() += n as f64;
+        if BACKUP_KINDS.contains(&kind.as_str()) && state != "failed" {
+            let t = last_backup.entry(machine).or_default();
+            *t = t.max(end);
+        }
+    }
+    let samples: Vec<(String, f64)> =
+        by_state.iter().map(|((k, s), n)| (format!("kind=\"{}\",state=\"{}\"", label(k), label(s)), *n)).collect();
+    family(&mut out, "ferry_vault_jobs", "gauge", "Jobs in the vault's database by kind and state.", &samples);
+    let sums: Vec<(String, f64)> = durations.iter().map(|(k, (s, _))| (format!("kind=\"{}\"", label(k)), *s)).collect();
+    family(&mut out, "ferry_vault_job_duration_seconds_sum", "counter", "Total duration of finished jobs by kind.", &sums);
+    let counts: Vec<(String, f64)> = durations.iter().map(|(k, (_, n))| (format!("kind=\"{}\"", label(k)), *n)).collect();
+    family(&mut out, "ferry_vault_job_duration_seconds_count", "counter", "Finished jobs by kind.", &counts);
+    let errs: Vec<(String, f64)> = errors.iter().map(|(k, n)| (format!("kind=\"{}\"", label(k)), *n)).collect();
+    family(&mut out, "ferry_vault_job_errors", "counter", "Errors reported by finished jobs, by kind.", &errs);
+    let last: Vec<(String, f64)> = last_backup.iter().map(|(m, t)| (format!("machine=\"{}\"", label(m)), *t)).collect();
+    family(
+        &mut out,
+        "ferry_vault_machine_last_backup_timestamp_seconds",
+        "gauge",
+        "End of each machine's last backup that did not fail (Unix time).",
+        &last,
+    );
+
+    // Traffic, per machine.
+    let traffic = db.traffic().await?;
+    let names: BTreeMap<String, String> = db.machines().await?.into_iter().map(|(id, name, _)| (name, id)).collect();
+    let per = |i: usize| -> Vec<(String, f64)> {
+        names
+            .iter()
+            .map(|(name, id)| (format!("machine=\"{}\"", label(name)), traffic.get(id).map_or(0, |t| t[i]) as f64))
+            .collect()
+    };
+    family(&mut out, "ferry_vault_machine_bytes_received_total", "counter", "Object bytes the vault received from each machine.", &per(0));
+    family(&mut out, "ferry_vault_machine_objects_received_total", "counter", "Objects the vault received from each machine.", &per(1));
+    family(&mut out, "ferry_vault_machine_bytes_sent_total", "counter", "Object bytes the vault sent to each machine.", &per(2));
+    family(&mut out, "ferry_vault_machine_objects_sent_total", "counter", "Objects the vault sent to each machine.", &per(3));
+
+    // Import and device jobs by state.
+    let mut imports: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for j in db.import_jobs(None).await? {
+        *imports.entry((j.kind.clone(), j.state.as_str().to_string())).or_default() += 1.0;
+    }
+    let samples: Vec<(String, f64)> =
+        imports.iter().map(|((k, s), n)| (format!("kind=\"{}\",state=\"{}\"", label(k), label(s)), *n)).collect();
+    family(&mut out, "ferry_vault_import_jobs", "gauge", "Import jobs (kind disks) and seed device jobs (kind device) by state.", &samples);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn the_exposition_counts_what_the_database_holds() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::open_file(&dir.path().join("v.db")).await.unwrap();
+            let secret = db.add_registration(i64::MAX).await.unwrap();
+            let (m, _) = db.register(&secret, "web \"1\"", 0).await.unwrap().unwrap();
+            let id = db.create_job(&m, "backup", chrono::Utc::now().timestamp()).await.unwrap();
+            let end = crate::db::JobUpdate { state: "completed".into(), bytes: 100, files: 3, errors: vec!["f: gone".into()] };
+            db.update_job(id, &m, &end, chrono::Utc::now().timestamp()).await.unwrap();
+            db.create_job(&m, "restore", chrono::Utc::now().timestamp()).await.unwrap();
+            db.add_traffic(&m, 1234, 2, 10, 1).await.unwrap();
+            let text = render(&db).await.unwrap();
+            for want in [
+                "ferry_vault_machines 1",
+                "ferry_vault_jobs{kind=\"backup\",state=\"completed\"} 1",
+                "ferry_vault_jobs{kind=\"restore\",state=\"running\"} 1",
+                "ferry_vault_job_duration_seconds_count{kind=\"backup\"} 1",
+                "ferry_vault_job_errors{kind=\"backup\"} 1",
+                "ferry_vault_machine_bytes_received_total{machine=\"web \\\"1\\\"\"} 1234",
+                "ferry_vault_machine_objects_sent_total{machine=\"web \\\"1\\\"\"} 1",
+                "# TYPE ferry_vault_machine_last_backup_timestamp_seconds gauge",
+            ] {
+                assert!(text.contains(want), "{want:?} not in:\n{text}");
+            }
+            // Every sample line is `name{labels} value` or `name value`.
+            for line in text.lines().filter(|l| !l.starts_with('#')) {
+                let (name, value) = line.rsplit_once(' ').unwrap();
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+                assert!(name.starts_with("ferry_vault_"), "{line}");
+            }
+        });
+    }
+}
