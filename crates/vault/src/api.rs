@@ -363,6 +363,7 @@ async fn machines(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serd
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "this token may not list machines".into())),
     }
     let traffic = state.db.traffic().await?;
+    let samples = state.db.latest_samples().await?;
     let list: Vec<_> = state
         .db
         .machines()
@@ -370,8 +371,11 @@ async fn machines(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serd
         .into_iter()
         .map(|(id, name, created)| {
             let [bytes_in, objects_in, bytes_out, objects_out] = traffic.get(&id).copied().unwrap_or_default();
+            let s = samples.get(&id);
             json!({"id": id, "name": name, "created": created, "bytes_received": bytes_in, "objects_received": objects_in,
-                   "bytes_sent": bytes_out, "objects_sent": objects_out})
+                   "bytes_sent": bytes_out, "objects_sent": objects_out,
+                   "stored_bytes": s.map(|s| s.stored_bytes), "protected_bytes": s.map(|s| s.protected_bytes),
+                   "sampled": s.map(|s| crate::imports::rfc3339(s.time))})
         })
         .collect();
     Ok(Json(json!(list)))

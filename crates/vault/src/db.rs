@@ -112,7 +112,7 @@ fn scrub(text: String, url: &str) -> String {
 /// other program on the database uses; this one is "ferry" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0066_6572_7279;
 
-const SQLITE_TABLES: [&str; 9] = [
+const SQLITE_TABLES: [&str; 12] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
@@ -124,11 +124,14 @@ const SQLITE_TABLES: [&str; 9] = [
     "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in INTEGER NOT NULL, objects_in INTEGER NOT NULL, \
      bytes_out INTEGER NOT NULL, objects_out INTEGER NOT NULL)",
     DEVICE_JOBS,
+    JOB_TOTALS,
+    STORAGE_SAMPLES,
+    STORAGE_SAMPLES_INDEX,
     "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, actor TEXT NOT NULL, \
      action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
 
-const POSTGRES_TABLES: [&str; 9] = [
+const POSTGRES_TABLES: [&str; 12] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)",
@@ -140,6 +143,9 @@ const POSTGRES_TABLES: [&str; 9] = [
     "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in BIGINT NOT NULL, objects_in BIGINT NOT NULL, \
      bytes_out BIGINT NOT NULL, objects_out BIGINT NOT NULL)",
     DEVICE_JOBS,
+    JOB_TOTALS,
+    STORAGE_SAMPLES,
+    STORAGE_SAMPLES_INDEX,
     "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, actor TEXT NOT NULL, \
      action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
@@ -161,6 +167,13 @@ const IMPORT_JOBS_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS import_jobs (name
 /// crate::devices. `unlock_expires` is 0 until a device is prepared.
 const DEVICE_JOBS: &str = "CREATE TABLE IF NOT EXISTS device_jobs (name TEXT PRIMARY KEY, device_type TEXT NOT NULL, \
      capacity BIGINT NOT NULL, unlock_expires BIGINT NOT NULL DEFAULT 0)";
+
+/// The size of the data a backup job covered (its machine's protected size then).
+const JOB_TOTALS: &str = "CREATE TABLE IF NOT EXISTS job_totals (job BIGINT PRIMARY KEY, total_bytes BIGINT NOT NULL)";
+/// What each machine stores and protects, sampled by the vault (crate::samples).
+const STORAGE_SAMPLES: &str = "CREATE TABLE IF NOT EXISTS storage_samples (time BIGINT NOT NULL, machine TEXT NOT NULL, \
+     stored_bytes BIGINT NOT NULL, stored_objects BIGINT NOT NULL, protected_bytes BIGINT NOT NULL)";
+const STORAGE_SAMPLES_INDEX: &str = "CREATE INDEX IF NOT EXISTS storage_samples_by_machine ON storage_samples (machine, time)";
 
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -357,7 +370,15 @@ impl Db {
             q = q.bind(rfc3339(now));
         }
         let r = q.execute(&self.pool).await?;
-        Ok(r.rows_affected() == 1)
+        let updated = r.rows_affected() == 1;
+        if let (true, Some(total)) = (updated && u.state != "running", u.total_bytes) {
+            sqlx::query("INSERT INTO job_totals (job, total_bytes) VALUES ($1, $2) ON CONFLICT (job) DO NOTHING")
+                .bind(id)
+                .bind(total as i64)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(updated)
     }
 
     /// Marks failed every running job whose agent has not reported for `timeout_s`.
@@ -526,6 +547,9 @@ pub struct JobUpdate {
     pub files: u64,
     #[serde(default)]
     pub errors: Vec<String>,
+    /// A backup's end: the size of the data it covers (the machine's protected size).
+    #[serde(default)]
+    pub total_bytes: Option<u64>,
 }
 
 #[cfg(test)]
@@ -575,9 +599,9 @@ mod tests {
             let j1 = db.create_job(&machine, "backup", 1_000).await.unwrap();
             let j2 = db.create_job(&machine, "restore", 1_001).await.unwrap();
             assert!(j2 > j1);
-            let beat = JobUpdate { state: "running".into(), bytes: 5, files: 1, errors: vec![] };
+            let beat = JobUpdate { state: "running".into(), bytes: 5, files: 1, errors: vec![], total_bytes: None };
             assert!(db.update_job(j1, &machine, &beat, 1_002).await.unwrap());
-            let done = JobUpdate { state: "completed".into(), bytes: 1 << 40, files: 7, errors: vec!["e".into()] };
+            let done = JobUpdate { state: "completed".into(), bytes: 1 << 40, files: 7, errors: vec!["e".into()], total_bytes: Some(9) };
             assert!(db.update_job(j1, &machine, &done, 1_003).await.unwrap());
             assert!(!db.update_job(j1, &machine, &done, 1_004).await.unwrap(), "ended");
             assert!(!db.update_job(j2, "another", &beat, 1_004).await.unwrap(), "not its job");

@@ -13,6 +13,7 @@ pub mod imports;
 pub mod ingest;
 pub mod metrics;
 pub mod retention;
+pub mod samples;
 pub mod secrets;
 pub mod tls;
 pub mod verify;
@@ -238,7 +239,7 @@ impl State {
         let timing = retention::Timing::from_env();
         let outcome = tokio::task::spawn_blocking(move || repo.enforce(&keep, timing, now)).await.context("retention task")?;
         let end = chrono::Utc::now().timestamp();
-        let update = |state: &str, bytes: u64, files: u64, errors: Vec<String>| db::JobUpdate { state: state.into(), bytes, files, errors };
+        let update = |state: &str, bytes: u64, files: u64, errors: Vec<String>| db::JobUpdate { state: state.into(), bytes, files, errors, total_bytes: None };
         match outcome {
             Ok(r) => {
                 let notes = r.gc_skipped.iter().map(|why| format!("garbage collection skipped: {why}")).collect();
@@ -335,6 +336,16 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Resu
                     tracing::warn!("retention of {name}: {e:#}");
                 }
             }
+        }
+    });
+    // What each machine stores and protects, for the dashboard and /metrics.
+    let sampler = state.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = samples::sample_all(&sampler.db, &sampler.store, false).await {
+                tracing::warn!("sampling storage sizes: {e:#}");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(samples::sample_every_s().clamp(1, 60) as u64)).await;
         }
     });
     // Jobs whose agent went silent are marked failed even when nobody lists them.

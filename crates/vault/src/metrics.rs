@@ -104,6 +104,23 @@ pub async fn render(db: &Db) -> Result<String> {
     family(&mut out, "ferry_vault_machine_bytes_sent_total", "counter", "Object bytes the vault sent to each machine.", &per(2));
     family(&mut out, "ferry_vault_machine_objects_sent_total", "counter", "Objects the vault sent to each machine.", &per(3));
 
+    // Sizes, from the newest storage sample of each machine.
+    let latest = db.latest_samples().await?;
+    let size = |f: fn(&crate::samples::Sample) -> u64| -> Vec<(String, f64)> {
+        names.iter().filter_map(|(name, id)| latest.get(id).map(|s| (format!("machine=\"{}\"", label(name)), f(s) as f64))).collect()
+    };
+    family(&mut out, "ferry_vault_stored_bytes", "gauge", "Bytes each machine stores in the vault (newest sample).", &size(|s| s.stored_bytes));
+    family(&mut out, "ferry_vault_stored_objects", "gauge", "Objects each machine stores in the vault (newest sample).", &size(|s| s.stored_objects));
+    family(
+        &mut out,
+        "ferry_vault_protected_bytes",
+        "gauge",
+        "Size of the data each machine's last backup covered (newest sample).",
+        &size(|s| s.protected_bytes),
+    );
+    let total: f64 = latest.values().map(|s| s.stored_bytes as f64).sum();
+    family(&mut out, "ferry_vault_storage_bytes", "gauge", "Bytes all machines store in the vault (newest samples).", &[(String::new(), total)]);
+
     // Import and device jobs by state.
     let mut imports: BTreeMap<(String, String), f64> = BTreeMap::new();
     for j in db.import_jobs(None).await? {
@@ -133,7 +150,7 @@ mod tests {
             let secret = db.add_registration(i64::MAX).await.unwrap();
             let (m, _) = db.register(&secret, "web \"1\"", 0).await.unwrap().unwrap();
             let id = db.create_job(&m, "backup", chrono::Utc::now().timestamp()).await.unwrap();
-            let end = crate::db::JobUpdate { state: "completed".into(), bytes: 100, files: 3, errors: vec!["f: gone".into()] };
+            let end = crate::db::JobUpdate { state: "completed".into(), bytes: 100, files: 3, errors: vec!["f: gone".into()], total_bytes: Some(5000) };
             db.update_job(id, &m, &end, chrono::Utc::now().timestamp()).await.unwrap();
             db.create_job(&m, "restore", chrono::Utc::now().timestamp()).await.unwrap();
             db.add_traffic(&m, 1234, 2, 10, 1).await.unwrap();

@@ -702,7 +702,7 @@ fn the_vault_enforces_retention_soft_deletes_and_reclaims_space() {
 
 #[test]
 fn metrics_show_machines_jobs_and_traffic_to_users_only() {
-    let vault = Vault::start();
+    let vault = Vault::start_with(&[], &[("FERRY_VAULT_SAMPLE_S", "1")]);
     let admin = machine();
     let m = machine();
     vault.register(&admin, &m, "metered");
@@ -719,8 +719,28 @@ fn metrics_show_machines_jobs_and_traffic_to_users_only() {
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
-    let received = text.lines().find(|l| l.starts_with("ferry_vault_machine_bytes_received_total{machine=\"metered\"}")).unwrap();
-    assert!(received.rsplit(' ').next().unwrap().parse::<f64>().unwrap() > 0.0, "{received}");
+    let value = |text: &str, prefix: &str| -> Option<f64> {
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    };
+    let received = value(&text, "ferry_vault_machine_bytes_received_total{machine=\"metered\"}").unwrap();
+    assert!(received > 0.0, "{text}");
+    // The sizes come from the vault's storage samples (every second here): what the machine
+    // stores, and what its backup covered (the tree's size, as the backup reported it).
+    let start = std::time::Instant::now();
+    let (stored, protected) = loop {
+        let text = client(&reader).get_text("/metrics").unwrap();
+        let p = value(&text, "ferry_vault_protected_bytes{machine=\"metered\"}");
+        if let (Some(s), Some(p)) = (value(&text, "ferry_vault_stored_bytes{machine=\"metered\"}"), p.filter(|p| *p > 0.0)) {
+            break (s, p);
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(15), "no storage sample after 15 s:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let tree: u64 = walkdir(&src).iter().map(|p| p.symlink_metadata().unwrap()).filter(|m| m.is_file()).map(|m| m.len()).sum();
+    assert_eq!(protected as u64, tree, "protected bytes = the backed-up tree's file sizes");
+    assert!(stored >= received * 0.5, "stored {stored} vs received {received}");
+    let machines: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "machines", "--json"])).unwrap();
+    assert_eq!(machines[0]["protected_bytes"].as_u64(), Some(tree), "{machines}");
     // Without a token: 401; with the machine's token: refused.
     let e = client("").get_text("/metrics").unwrap_err();
     assert!(e.to_string().contains("401") || e.to_string().to_lowercase().contains("token"), "{e}");
