@@ -148,17 +148,21 @@ impl Job {
 
     /// Closes the job: `state` is completed, completed-with-errors or failed.
     pub fn finish(self, state: &str, bytes: u64, files: u64, errors: Vec<String>) {
-        self.finish_with(state, bytes, files, errors, None)
+        self.close(serde_json::json!({"state": state, "bytes": bytes, "files": files, "errors": errors}))
     }
 
     /// Closes a backup's job, with the size of the data it covers (the protected size the
-    /// vault's dashboard shows).
-    pub fn finish_with(mut self, state: &str, bytes: u64, files: u64, errors: Vec<String>, total_bytes: Option<u64>) {
+    /// vault's dashboard shows) and the recovery point it made.
+    pub fn finish_backup(self, state: &str, bytes: u64, files: u64, errors: Vec<String>, total_bytes: u64, recovery_point: &str) {
+        self.close(serde_json::json!({"state": state, "bytes": bytes, "files": files, "errors": errors,
+                                      "total_bytes": total_bytes, "recovery_point": recovery_point}))
+    }
+
+    fn close(mut self, body: serde_json::Value) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(b) = self.beat.take() {
             let _ = b.join();
         }
-        let body = serde_json::json!({"state": state, "bytes": bytes, "files": files, "errors": errors, "total_bytes": total_bytes});
         if let Err(e) = self.client.post_json(&self.path, &body) {
             tracing::warn!("could not report the job's end to the vault: {e}");
         }

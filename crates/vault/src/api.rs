@@ -123,6 +123,12 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/devices/{name}/erased", post(devices::erased))
         .route("/v1/audit", get(devices::audit))
         .route("/metrics", get(metrics))
+        .route("/", get(crate::dashboard::overview))
+        .route("/login", get(crate::dashboard::login_page).post(crate::dashboard::login))
+        .route("/logout", post(crate::dashboard::logout))
+        .route("/machines/{name}", get(crate::dashboard::machine))
+        .route("/imports", get(crate::dashboard::imports))
+        .route("/static/ferry.css", get(crate::dashboard::css))
         .layer(DefaultBodyLimit::max(verify::MAX_OBJECT + 1024))
         .with_state(state)
 }

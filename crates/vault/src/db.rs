@@ -112,7 +112,7 @@ fn scrub(text: String, url: &str) -> String {
 /// other program on the database uses; this one is "ferry" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0066_6572_7279;
 
-const SQLITE_TABLES: [&str; 12] = [
+const SQLITE_TABLES: [&str; 13] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
@@ -127,11 +127,12 @@ const SQLITE_TABLES: [&str; 12] = [
     JOB_TOTALS,
     STORAGE_SAMPLES,
     STORAGE_SAMPLES_INDEX,
+    SESSIONS,
     "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, actor TEXT NOT NULL, \
      action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
 
-const POSTGRES_TABLES: [&str; 12] = [
+const POSTGRES_TABLES: [&str; 13] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)",
@@ -146,6 +147,7 @@ const POSTGRES_TABLES: [&str; 12] = [
     JOB_TOTALS,
     STORAGE_SAMPLES,
     STORAGE_SAMPLES_INDEX,
+    SESSIONS,
     "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, actor TEXT NOT NULL, \
      action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
@@ -168,11 +170,16 @@ const IMPORT_JOBS_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS import_jobs (name
 const DEVICE_JOBS: &str = "CREATE TABLE IF NOT EXISTS device_jobs (name TEXT PRIMARY KEY, device_type TEXT NOT NULL, \
      capacity BIGINT NOT NULL, unlock_expires BIGINT NOT NULL DEFAULT 0)";
 
-/// The size of the data a backup job covered (its machine's protected size then).
-const JOB_TOTALS: &str = "CREATE TABLE IF NOT EXISTS job_totals (job BIGINT PRIMARY KEY, total_bytes BIGINT NOT NULL)";
+/// What a backup job's end reported: the size of the data it covered (its machine's protected
+/// size then) and the recovery point it made.
+const JOB_TOTALS: &str = "CREATE TABLE IF NOT EXISTS job_totals (job BIGINT PRIMARY KEY, total_bytes BIGINT NOT NULL, \
+     recovery_point TEXT)";
 /// What each machine stores and protects, sampled by the vault (crate::samples).
 const STORAGE_SAMPLES: &str = "CREATE TABLE IF NOT EXISTS storage_samples (time BIGINT NOT NULL, machine TEXT NOT NULL, \
      stored_bytes BIGINT NOT NULL, stored_objects BIGINT NOT NULL, protected_bytes BIGINT NOT NULL)";
+/// Dashboard logins: the session cookie's hash, its user, expiry and CSRF token (crate::dashboard).
+const SESSIONS: &str = "CREATE TABLE IF NOT EXISTS sessions (id_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, \
+     expires BIGINT NOT NULL, csrf TEXT NOT NULL)";
 const STORAGE_SAMPLES_INDEX: &str = "CREATE INDEX IF NOT EXISTS storage_samples_by_machine ON storage_samples (machine, time)";
 
 #[derive(Debug, Clone)]
@@ -372,9 +379,11 @@ impl Db {
         let r = q.execute(&self.pool).await?;
         let updated = r.rows_affected() == 1;
         if let (true, Some(total)) = (updated && u.state != "running", u.total_bytes) {
-            sqlx::query("INSERT INTO job_totals (job, total_bytes) VALUES ($1, $2) ON CONFLICT (job) DO NOTHING")
+            let rp = u.recovery_point.as_deref().filter(|r| r.len() == 64 && r.bytes().all(|b| b.is_ascii_hexdigit()));
+            sqlx::query("INSERT INTO job_totals (job, total_bytes, recovery_point) VALUES ($1, $2, $3) ON CONFLICT (job) DO NOTHING")
                 .bind(id)
                 .bind(total as i64)
+                .bind(rp.unwrap_or_default())
                 .execute(&self.pool)
                 .await?;
         }
@@ -550,6 +559,9 @@ pub struct JobUpdate {
     /// A backup's end: the size of the data it covers (the machine's protected size).
     #[serde(default)]
     pub total_bytes: Option<u64>,
+    /// A backup's end: the recovery point it made (hex).
+    #[serde(default)]
+    pub recovery_point: Option<String>,
 }
 
 #[cfg(test)]
@@ -599,9 +611,16 @@ mod tests {
             let j1 = db.create_job(&machine, "backup", 1_000).await.unwrap();
             let j2 = db.create_job(&machine, "restore", 1_001).await.unwrap();
             assert!(j2 > j1);
-            let beat = JobUpdate { state: "running".into(), bytes: 5, files: 1, errors: vec![], total_bytes: None };
+            let beat = JobUpdate { state: "running".into(), bytes: 5, files: 1, errors: vec![], total_bytes: None, recovery_point: None };
             assert!(db.update_job(j1, &machine, &beat, 1_002).await.unwrap());
-            let done = JobUpdate { state: "completed".into(), bytes: 1 << 40, files: 7, errors: vec!["e".into()], total_bytes: Some(9) };
+            let done = JobUpdate {
+                state: "completed".into(),
+                bytes: 1 << 40,
+                files: 7,
+                errors: vec!["e".into()],
+                total_bytes: Some(9),
+                recovery_point: None,
+            };
             assert!(db.update_job(j1, &machine, &done, 1_003).await.unwrap());
             assert!(!db.update_job(j1, &machine, &done, 1_004).await.unwrap(), "ended");
             assert!(!db.update_job(j2, "another", &beat, 1_004).await.unwrap(), "not its job");

@@ -274,7 +274,8 @@ impl Db {
         };
         let expires = self.unlock_expires(name).await?;
         if expires <= now && WRITABLE.contains(&job.state) {
-            let why = "its unlock credential expired: the owner fetches a new one (`ferry device prepare` prints it again, or GET .../unlock)";
+            let why =
+                "its unlock credential expired: the owner fetches a new one (`ferry device prepare` prints it again, or GET .../unlock)";
             return Ok(Err(wrong(name, &job, why)));
         }
         self.transition(name, &WRITABLE, JobState::InUse, &[], |_| {
@@ -458,7 +459,10 @@ mod tests {
         assert!(db.device_sealed(&job, &wrong_set).await.unwrap().is_err(), "another set");
         let set = DiskSet { set_id: set1.clone(), manifest_digest: Some("d".repeat(64)), disks, complete: true };
         let j = db.device_sealed(&job, &set).await.unwrap().unwrap();
-        assert_eq!((j.manifest_digest.as_deref(), j.disks[1].bytes, j.disks[1].state.as_str()), (Some("d".repeat(64).as_str()), 20, "sealed"));
+        assert_eq!(
+            (j.manifest_digest.as_deref(), j.disks[1].bytes, j.disks[1].state.as_str()),
+            (Some("d".repeat(64).as_str()), 20, "sealed")
+        );
 
         // Back; not erasable before ingest; received, ingested, then erased device by device.
         db.device_logistics(&job, JobState::Returning, Some("DHL"), Some(&n("BACK-1"))).await.unwrap().unwrap();

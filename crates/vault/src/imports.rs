@@ -224,11 +224,7 @@ fn job_of(r: &sqlx::any::AnyRow) -> Result<ImportJob> {
     let device_type: Option<String> = r.get(16);
     let device = device_type.map(|device_type| {
         let expires: i64 = r.get(18);
-        DeviceOrder {
-            device_type,
-            capacity: r.get::<i64, _>(17).max(0) as u64,
-            unlock_expires: (expires > 0).then(|| rfc3339(expires)),
-        }
+        DeviceOrder { device_type, capacity: r.get::<i64, _>(17).max(0) as u64, unlock_expires: (expires > 0).then(|| rfc3339(expires)) }
     });
     Ok(ImportJob {
         name: r.get(0),

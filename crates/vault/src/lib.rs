@@ -7,6 +7,7 @@
 //! packs, index files and recovery points must hash to their names.
 
 mod api;
+mod dashboard;
 pub mod db;
 pub mod devices;
 pub mod imports;
@@ -239,7 +240,14 @@ impl State {
         let timing = retention::Timing::from_env();
         let outcome = tokio::task::spawn_blocking(move || repo.enforce(&keep, timing, now)).await.context("retention task")?;
         let end = chrono::Utc::now().timestamp();
-        let update = |state: &str, bytes: u64, files: u64, errors: Vec<String>| db::JobUpdate { state: state.into(), bytes, files, errors, total_bytes: None };
+        let update = |state: &str, bytes: u64, files: u64, errors: Vec<String>| db::JobUpdate {
+            state: state.into(),
+            bytes,
+            files,
+            errors,
+            total_bytes: None,
+            recovery_point: None,
+        };
         match outcome {
             Ok(r) => {
                 let notes = r.gc_skipped.iter().map(|why| format!("garbage collection skipped: {why}")).collect();

@@ -94,10 +94,7 @@ pub async fn render(db: &Db) -> Result<String> {
     let traffic = db.traffic().await?;
     let names: BTreeMap<String, String> = db.machines().await?.into_iter().map(|(id, name, _)| (name, id)).collect();
     let per = |i: usize| -> Vec<(String, f64)> {
-        names
-            .iter()
-            .map(|(name, id)| (format!("machine=\"{}\"", label(name)), traffic.get(id).map_or(0, |t| t[i]) as f64))
-            .collect()
+        names.iter().map(|(name, id)| (format!("machine=\"{}\"", label(name)), traffic.get(id).map_or(0, |t| t[i]) as f64)).collect()
     };
     family(&mut out, "ferry_vault_machine_bytes_received_total", "counter", "Object bytes the vault received from each machine.", &per(0));
     family(&mut out, "ferry_vault_machine_objects_received_total", "counter", "Objects the vault received from each machine.", &per(1));
@@ -109,8 +106,20 @@ pub async fn render(db: &Db) -> Result<String> {
     let size = |f: fn(&crate::samples::Sample) -> u64| -> Vec<(String, f64)> {
         names.iter().filter_map(|(name, id)| latest.get(id).map(|s| (format!("machine=\"{}\"", label(name)), f(s) as f64))).collect()
     };
-    family(&mut out, "ferry_vault_stored_bytes", "gauge", "Bytes each machine stores in the vault (newest sample).", &size(|s| s.stored_bytes));
-    family(&mut out, "ferry_vault_stored_objects", "gauge", "Objects each machine stores in the vault (newest sample).", &size(|s| s.stored_objects));
+    family(
+        &mut out,
+        "ferry_vault_stored_bytes",
+        "gauge",
+        "Bytes each machine stores in the vault (newest sample).",
+        &size(|s| s.stored_bytes),
+    );
+    family(
+        &mut out,
+        "ferry_vault_stored_objects",
+        "gauge",
+        "Objects each machine stores in the vault (newest sample).",
+        &size(|s| s.stored_objects),
+    );
     family(
         &mut out,
         "ferry_vault_protected_bytes",
@@ -119,7 +128,13 @@ pub async fn render(db: &Db) -> Result<String> {
         &size(|s| s.protected_bytes),
     );
     let total: f64 = latest.values().map(|s| s.stored_bytes as f64).sum();
-    family(&mut out, "ferry_vault_storage_bytes", "gauge", "Bytes all machines store in the vault (newest samples).", &[(String::new(), total)]);
+    family(
+        &mut out,
+        "ferry_vault_storage_bytes",
+        "gauge",
+        "Bytes all machines store in the vault (newest samples).",
+        &[(String::new(), total)],
+    );
 
     // Import and device jobs by state.
     let mut imports: BTreeMap<(String, String), f64> = BTreeMap::new();
@@ -150,7 +165,14 @@ mod tests {
             let secret = db.add_registration(i64::MAX).await.unwrap();
             let (m, _) = db.register(&secret, "web \"1\"", 0).await.unwrap().unwrap();
             let id = db.create_job(&m, "backup", chrono::Utc::now().timestamp()).await.unwrap();
-            let end = crate::db::JobUpdate { state: "completed".into(), bytes: 100, files: 3, errors: vec!["f: gone".into()], total_bytes: Some(5000) };
+            let end = crate::db::JobUpdate {
+                state: "completed".into(),
+                bytes: 100,
+                files: 3,
+                errors: vec!["f: gone".into()],
+                total_bytes: Some(5000),
+                recovery_point: None,
+            };
             db.update_job(id, &m, &end, chrono::Utc::now().timestamp()).await.unwrap();
             db.create_job(&m, "restore", chrono::Utc::now().timestamp()).await.unwrap();
             db.add_traffic(&m, 1234, 2, 10, 1).await.unwrap();

@@ -118,7 +118,8 @@ pub async fn sample_all(db: &Db, store: &Arc<dyn Store>, force: bool) -> Result<
     for (id, _, _) in &machines {
         let (store, machine) = (store.clone(), id.clone());
         let (bytes, objects) = tokio::task::spawn_blocking(move || stored(store.as_ref(), &machine)).await??;
-        let s = Sample { time: now, stored_bytes: bytes, stored_objects: objects, protected_bytes: protected.get(id).copied().unwrap_or(0) };
+        let s =
+            Sample { time: now, stored_bytes: bytes, stored_objects: objects, protected_bytes: protected.get(id).copied().unwrap_or(0) };
         db.add_sample(id, &s).await?;
     }
     Ok(machines.len())
@@ -145,7 +146,14 @@ mod tests {
             store.put(&format!("machines/{b}/data/z"), Bytes::from(vec![0u8; 7])).unwrap();
             for total in [1000, 3000] {
                 let id = db.create_job(&a, "backup", 0).await.unwrap();
-                let end = crate::db::JobUpdate { state: "completed".into(), bytes: 1, files: 1, errors: vec![], total_bytes: Some(total) };
+                let end = crate::db::JobUpdate {
+                    state: "completed".into(),
+                    bytes: 1,
+                    files: 1,
+                    errors: vec![],
+                    total_bytes: Some(total),
+                    recovery_point: None,
+                };
                 db.update_job(id, &a, &end, 1).await.unwrap();
             }
             assert_eq!(sample_all(&db, &store, false).await.unwrap(), 2);

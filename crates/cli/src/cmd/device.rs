@@ -33,7 +33,9 @@ fn text(v: &serde_json::Value) -> &str {
 
 pub fn run(g: &Global, c: &DeviceCommand) -> Result<Outcome> {
     match c {
-        DeviceCommand::Order { machine, device_type, capacity, container } => order(g, machine, device_type, capacity.as_deref(), container),
+        DeviceCommand::Order { machine, device_type, capacity, container } => {
+            order(g, machine, device_type, capacity.as_deref(), container)
+        }
         DeviceCommand::Prepare { job, path, unlock_out } => prepare(g, job, path, unlock_out),
         DeviceCommand::Status { job, set, carrier, tracking } => status(g, job.as_deref(), set.as_deref(), carrier, tracking),
         DeviceCommand::Import { job, paths, log_dir } => import_devices(g, job, paths, log_dir.as_deref()),
@@ -180,7 +182,8 @@ fn one_line(j: &serde_json::Value) -> String {
 }
 
 fn details(j: &serde_json::Value) -> String {
-    let mut s = format!("device job {}\n  state:      {}\n  machine:    {}\n", text(&j["name"]), text(&j["state"]), text(&j["machine_name"]));
+    let mut s =
+        format!("device job {}\n  state:      {}\n  machine:    {}\n", text(&j["name"]), text(&j["state"]), text(&j["machine_name"]));
     s.push_str(&format!(
         "  device:     {} of {}\n  ordered:    {}\n",
         text(&j["device"]["type"]),
@@ -221,7 +224,8 @@ pub fn open_for_backup(
     if g.repo.as_deref().is_some_and(|r| !r.is_empty()) {
         bail!("--device backs up a machine registered with a vault: leave out --repo");
     }
-    let reg = Registration::load_for(g)?.context("a seed device is written by a machine registered with its vault: run `ferry register` first")?;
+    let reg = Registration::load_for(g)?
+        .context("a seed device is written by a machine registered with its vault: run `ferry register` first")?;
     let client = VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token)?;
     let unlock: Unlock = common::read_json(unlock_file, "ask the vault's owner for the device's unlock credential again")?
         .with_context(|| format!("no unlock credential at {}", unlock_file.display()))?;

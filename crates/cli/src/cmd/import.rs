@@ -87,11 +87,7 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
     if job["manifest_digest"].as_str() != Some(digest.as_str()) {
         bail!("import job {name}: the disks' manifest is not the one diskprep recorded (digest {digest}): the disks were altered; nothing was copied");
     }
-    let items = manifest
-        .entries
-        .iter()
-        .map(|e| SeedItem { key: e.key.clone(), size: e.size, hash: e.hash, unit: e.disk })
-        .collect();
+    let items = manifest.entries.iter().map(|e| SeedItem { key: e.key.clone(), size: e.size, hash: e.hash, unit: e.disk }).collect();
     let plan = CopyPlan { name, unit: "disk", count: manifest.disk_count, items, set_id: hex::encode(manifest.set_id), digest };
     let by_key: std::collections::HashMap<&str, &ferry_seed::ManifestEntry> =
         manifest.entries.iter().map(|e| (e.key.as_str(), e)).collect();

@@ -5,6 +5,7 @@ mod common;
 
 mod backup_restore;
 mod damage;
+mod dashboard;
 mod devices;
 mod keys;
 mod kill;

@@ -1,0 +1,681 @@
+//! The vault's web dashboard (issue #6, docs/design/dashboard.md): server-rendered pages from
+//! templates compiled into the binary (`crates/vault/templates`, askama: escaped by default),
+//! one embedded stylesheet, charts as inline SVG drawn here. No JavaScript.
+//!
+//! Login: a user's token, as `Authorization: Bearer` or through the login form, which trades
+//! it for a session cookie (random 256-bit ID, stored hashed with its expiry; `HttpOnly`,
+//! `Secure`, `SameSite=Strict`). Machines' tokens do not open the dashboard. Every page is
+//! read-only; logout is a form with the session's CSRF token. Pages never show tokens, keys or
+//! internal error texts (those go to the log).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Form, Path, State as AxState};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use sqlx::Row;
+
+use crate::db::{token_hash, Db, Principal};
+use crate::imports::{rfc3339, ImportJob, JobState};
+use crate::samples::Sample;
+use crate::{Role, State};
+
+type St = AxState<Arc<State>>;
+
+/// The session cookie's name.
+const COOKIE: &str = "ferry_session";
+/// How long a login lasts.
+const SESSION_S: i64 = 12 * 3600;
+/// Import jobs this close to their deadline are highlighted, and alerted.
+const DEADLINE_WARN_S: i64 = 3 * 24 * 3600;
+/// Registration credentials expiring this soon are alerted.
+const CREDENTIALS_WARN_S: i64 = 2 * 24 * 3600;
+/// Recovery points per page.
+const PAGE: usize = 50;
+
+const CSS: &str = include_str!("../static/ferry.css");
+
+/// A logged-in user.
+struct Viewer {
+    name: String,
+    role: Role,
+    /// The session's CSRF token (empty for `Bearer` requests, which have no forms).
+    csrf: String,
+}
+
+/// Why a page is not shown: not logged in (to the login page), or an error (logged; the page
+/// says only that).
+pub(crate) enum PageError {
+    Login,
+    Internal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for PageError {
+    fn from(e: anyhow::Error) -> Self {
+        PageError::Internal(e)
+    }
+}
+
+impl From<sqlx::Error> for PageError {
+    fn from(e: sqlx::Error) -> Self {
+        PageError::Internal(e.into())
+    }
+}
+
+impl From<askama::Error> for PageError {
+    fn from(e: askama::Error) -> Self {
+        PageError::Internal(e.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::Login => Redirect::to("/login").into_response(),
+            PageError::Internal(e) => {
+                tracing::error!("dashboard: {e:#}");
+                let page = ErrorPage { message: "The vault could not show this page; its log says why." };
+                (StatusCode::INTERNAL_SERVER_ERROR, Html(page.render().unwrap_or_default())).into_response()
+            }
+        }
+    }
+}
+
+pub(crate) type PageResult = Result<Response, PageError>;
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+impl Db {
+    async fn create_session(&self, user: &str, now: i64) -> anyhow::Result<(String, String)> {
+        let id = crate::db::new_token();
+        let csrf = hex::encode(ferry_crypto::random_bytes::<16>());
+        sqlx::query("DELETE FROM sessions WHERE expires < $1").bind(now).execute(&self.pool).await?;
+        sqlx::query("INSERT INTO sessions (id_hash, user_name, expires, csrf) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash(&id))
+            .bind(user)
+            .bind(now + SESSION_S)
+            .bind(&csrf)
+            .execute(&self.pool)
+            .await?;
+        Ok((id, csrf))
+    }
+
+    /// The user and CSRF token of a live session (the user must still exist).
+    async fn session(&self, id: &str, now: i64) -> anyhow::Result<Option<(String, Role, String)>> {
+        let row = sqlx::query(
+            "SELECT s.user_name, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user_name \
+             WHERE s.id_hash = $1 AND s.expires >= $2",
+        )
+        .bind(token_hash(id))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|r| Some((r.get::<String, _>(0), Role::parse(&r.get::<String, _>(1))?, r.get::<String, _>(2)))))
+    }
+
+    async fn end_session(&self, id: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(token_hash(id)).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// The user behind the request: a `Bearer` user token or a session cookie.
+async fn viewer(state: &State, headers: &HeaderMap) -> Result<Viewer, PageError> {
+    if let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
+        return match state.db.principal(token.trim()).await? {
+            Some(Principal::User { name, role }) => Ok(Viewer { name, role, csrf: String::new() }),
+            _ => Err(PageError::Login),
+        };
+    }
+    let Some(id) = cookie_value(headers, COOKIE) else { return Err(PageError::Login) };
+    match state.db.session(&id, chrono::Utc::now().timestamp()).await? {
+        Some((name, role, csrf)) => Ok(Viewer { name, role, csrf }),
+        None => Err(PageError::Login),
+    }
+}
+
+fn html(t: &impl Template) -> PageResult {
+    let mut r = Html(t.render()?).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, "no-store".parse().expect("a valid header value"));
+    h.insert("x-frame-options", "DENY".parse().expect("a valid header value"));
+    h.insert(
+        "content-security-policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'".parse().expect("a valid header value"),
+    );
+    Ok(r)
+}
+
+// ---------------------------------------------------------------- login
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    error: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    message: &'a str,
+}
+
+pub(crate) async fn login_page() -> PageResult {
+    html(&LoginPage { error: "" })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+}
+
+pub(crate) async fn login(AxState(state): St, Form(f): Form<LoginForm>) -> PageResult {
+    let refused = |error| -> PageResult {
+        let mut r = html(&LoginPage { error })?;
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        Ok(r)
+    };
+    let token = f.token.trim();
+    if token.is_empty() || token.len() > 200 {
+        return refused("Give your vault token.");
+    }
+    let user = match state.db.principal(token).await? {
+        Some(Principal::User { name, .. }) => name,
+        Some(Principal::Machine { .. }) => return refused("A machine's token does not open the dashboard: use a user's token."),
+        None => return refused("This token is not valid for this vault."),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let (id, _) = state.db.create_session(&user, now).await?;
+    tracing::info!("dashboard: {user} logged in");
+    let mut r = Redirect::to("/").into_response();
+    let cookie = format!("{COOKIE}={id}; Path=/; Max-Age={SESSION_S}; HttpOnly; Secure; SameSite=Strict");
+    r.headers_mut().insert(header::SET_COOKIE, cookie.parse().map_err(|e| anyhow::anyhow!("cookie: {e}"))?);
+    Ok(r)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LogoutForm {
+    csrf: String,
+}
+
+pub(crate) async fn logout(AxState(state): St, headers: HeaderMap, Form(f): Form<LogoutForm>) -> PageResult {
+    let v = viewer(&state, &headers).await?;
+    if v.csrf.is_empty() || !subtle_eq(v.csrf.as_bytes(), f.csrf.as_bytes()) {
+        return Err(PageError::Login);
+    }
+    if let Some(id) = cookie_value(&headers, COOKIE) {
+        state.db.end_session(&id).await?;
+    }
+    let mut r = Redirect::to("/login").into_response();
+    let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict");
+    r.headers_mut().insert(header::SET_COOKIE, cookie.parse().map_err(|e| anyhow::anyhow!("cookie: {e}"))?);
+    Ok(r)
+}
+
+/// Constant-time equality (for the CSRF token).
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(crate) async fn css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], CSS).into_response()
+}
+
+// ---------------------------------------------------------------- shared view data
+
+fn size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn ago(now: i64, t: i64) -> String {
+    let d = now - t;
+    match d {
+        d if d < 0 => format!("in {}", span(-d)),
+        _ => format!("{} ago", span(d)),
+    }
+}
+
+fn span(s: i64) -> String {
+    match s {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
+fn unix(t: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp())
+}
+
+/// One line of the alerts box.
+struct Alert {
+    /// `bad` or `warn`.
+    level: &'static str,
+    text: String,
+}
+
+/// A machine as the overview shows it.
+struct MachineRow {
+    name: String,
+    state: String,
+    state_class: &'static str,
+    last_backup: String,
+    next_backup: String,
+    protected: String,
+    stored: String,
+}
+
+/// A job as the pages use it, with what its end reported.
+struct JobInfo {
+    kind: String,
+    state: String,
+    end: Option<String>,
+    start: String,
+    files: i64,
+    errors: Vec<String>,
+    total_bytes: Option<i64>,
+    recovery_point: Option<String>,
+}
+
+async fn jobs_of(db: &Db, machine: Option<&str>, limit: i64) -> anyhow::Result<Vec<(String, JobInfo)>> {
+    let base = "SELECT j.machine, j.kind, j.state, j.start, j.\"end\", j.files, j.errors, t.total_bytes, t.recovery_point \
+                FROM jobs j LEFT JOIN job_totals t ON t.job = j.id";
+    let rows = match machine {
+        Some(m) => {
+            sqlx::query(&format!("{base} WHERE j.machine = $1 ORDER BY j.id DESC LIMIT $2")).bind(m).bind(limit).fetch_all(&db.pool).await?
+        }
+        None => sqlx::query(&format!("{base} ORDER BY j.id DESC LIMIT $1")).bind(limit).fetch_all(&db.pool).await?,
+    };
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let errors: String = r.get(6);
+            (
+                r.get::<String, _>(0),
+                JobInfo {
+                    kind: r.get(1),
+                    state: r.get(2),
+                    start: r.get(3),
+                    end: r.get(4),
+                    files: r.get(5),
+                    errors: serde_json::from_str(&errors).unwrap_or_default(),
+                    total_bytes: r.get(7),
+                    recovery_point: r.get(8),
+                },
+            )
+        })
+        .collect())
+}
+
+const BACKUP_KINDS: [&str; 3] = ["backup", "offline-backup", "device-backup"];
+
+/// The next time a policy starts a backup after `now` (the vault's local time stands for the
+/// machine's: policies are written in the machine's local time).
+fn next_backup(policy: &crate::Policy, now: chrono::DateTime<chrono::Local>) -> Option<chrono::DateTime<chrono::Local>> {
+    use chrono::{Datelike, TimeZone};
+    let mut best = None;
+    for day in 0..8 {
+        let date = now.date_naive() + chrono::Days::new(day);
+        let weekday = crate::DAYS[date.weekday().num_days_from_monday() as usize];
+        if !policy.days.is_empty() && !policy.days.iter().any(|d| d == weekday) {
+            continue;
+        }
+        for t in &policy.times {
+            let Some((h, m)) = crate::parse_time(t) else { continue };
+            let Some(at) = date.and_hms_opt(h, m, 0).and_then(|dt| chrono::Local.from_local_datetime(&dt).earliest()) else { continue };
+            if at > now && best.is_none_or(|b| at < b) {
+                best = Some(at);
+            }
+        }
+        if best.is_some() {
+            return best;
+        }
+    }
+    best
+}
+
+/// An SVG line chart of stored and protected bytes over time (numbers only: no text from
+/// users goes into it).
+fn chart(samples: &[Sample]) -> String {
+    const W: f64 = 640.0;
+    const H: f64 = 160.0;
+    if samples.len() < 2 {
+        return String::new();
+    }
+    let t0 = samples.first().map_or(0, |s| s.time) as f64;
+    let t1 = samples.last().map_or(1, |s| s.time) as f64;
+    let top = samples.iter().map(|s| s.stored_bytes.max(s.protected_bytes)).max().unwrap_or(1).max(1) as f64;
+    let x = |t: i64| if t1 > t0 { (t as f64 - t0) / (t1 - t0) * (W - 20.0) + 10.0 } else { 10.0 };
+    let y = |v: u64| H - 10.0 - v as f64 / top * (H - 30.0);
+    let line = |f: fn(&Sample) -> u64| samples.iter().map(|s| format!("{:.1},{:.1}", x(s.time), y(f(s)))).collect::<Vec<_>>().join(" ");
+    format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"stored and protected size over time\">\
+         <line x1=\"10\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" class=\"axis\"/>\
+         <polyline class=\"protected\" points=\"{p}\"/><polyline class=\"stored\" points=\"{s}\"/>\
+         <text x=\"12\" y=\"14\" class=\"label\">{top}</text></svg>",
+        b = H - 10.0,
+        r = W - 10.0,
+        p = line(|s| s.protected_bytes),
+        s = line(|s| s.stored_bytes),
+        top = size(top as u64),
+    )
+}
+
+/// The vault's totals per sample time, from every machine's samples.
+fn totals(per_machine: &[Vec<Sample>]) -> Vec<Sample> {
+    let mut by_time: std::collections::BTreeMap<i64, Sample> = std::collections::BTreeMap::new();
+    for samples in per_machine {
+        for s in samples {
+            let t = by_time.entry(s.time).or_insert(Sample { time: s.time, stored_bytes: 0, stored_objects: 0, protected_bytes: 0 });
+            t.stored_bytes += s.stored_bytes;
+            t.stored_objects += s.stored_objects;
+            t.protected_bytes += s.protected_bytes;
+        }
+    }
+    by_time.into_values().collect()
+}
+
+// ---------------------------------------------------------------- overview
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    user: String,
+    role: &'static str,
+    csrf: String,
+    alerts: Vec<Alert>,
+    machines: Vec<MachineRow>,
+    chart: String,
+    stored: String,
+    protected: String,
+}
+
+pub(crate) async fn overview(AxState(state): St, headers: HeaderMap) -> PageResult {
+    let v = viewer(&state, &headers).await?;
+    let now = chrono::Utc::now().timestamp();
+    state.db.reap_jobs(now, crate::api::job_timeout_s()).await?;
+    let db = &state.db;
+    let machines = db.machines().await?;
+    let latest = db.latest_samples().await?;
+    let jobs = jobs_of(db, None, 5000).await?;
+    let mut alerts = Vec::new();
+    let mut rows = Vec::new();
+    let mut history = Vec::new();
+    for (id, name, _) in &machines {
+        let mine: Vec<&JobInfo> = jobs.iter().filter(|(m, _)| m == id).map(|(_, j)| j).collect();
+        let last = mine.iter().find(|j| BACKUP_KINDS.contains(&j.kind.as_str()));
+        let last_ok = mine.iter().find(|j| BACKUP_KINDS.contains(&j.kind.as_str()) && j.state != "failed" && j.state != "running");
+        let policy: Option<crate::Policy> = db.policy(id).await?.and_then(|p| serde_json::from_value(p).ok());
+        let next = policy.as_ref().and_then(|p| next_backup(p, chrono::Local::now()));
+        let (state_text, class) = match last {
+            None => ("no backup yet".to_string(), "warn"),
+            Some(j) if j.state == "failed" => (format!("last backup failed: {}", j.errors.first().map_or("", String::as_str)), "bad"),
+            Some(j) if j.state == "completed-with-errors" => ("last backup completed with errors".to_string(), "warn"),
+            Some(j) if j.state == "running" => ("backing up".to_string(), "ok"),
+            Some(_) => ("ok".to_string(), "ok"),
+        };
+        if last.is_some() && class != "ok" {
+            alerts.push(Alert { level: class, text: format!("{name}: {state_text}") });
+        }
+        // Missed: a policy that should have run since the last good backup, by more than an hour.
+        if let (Some(p), Some(end)) = (&policy, last_ok.and_then(|j| j.end.as_deref()).and_then(unix)) {
+            let since = chrono::DateTime::from_timestamp(end, 0).map(|t| t.with_timezone(&chrono::Local));
+            if let Some(due) = since.and_then(|t| next_backup(p, t)) {
+                if due.timestamp() + 3600 < now {
+                    alerts.push(Alert { level: "bad", text: format!("{name}: missed the backup due {}", due.format("%Y-%m-%d %H:%M")) });
+                }
+            }
+        }
+        let s = latest.get(id);
+        rows.push(MachineRow {
+            name: name.clone(),
+            state: state_text,
+            state_class: class,
+            last_backup: last_ok
+                .and_then(|j| j.end.as_deref())
+                .and_then(unix)
+                .map_or("never".into(), |t| format!("{} ({})", rfc3339(t), ago(now, t))),
+            next_backup: next.map_or("no policy".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
+            protected: s.map_or("-".into(), |s| size(s.protected_bytes)),
+            stored: s.map_or("-".into(), |s| size(s.stored_bytes)),
+        });
+        history.push(db.samples(id, now - 90 * 86_400).await?);
+    }
+    import_alerts(db, now, &mut alerts).await?;
+    let total = totals(&history);
+    let last = total.last();
+    let page = Overview {
+        user: v.name,
+        role: v.role.as_str(),
+        csrf: v.csrf,
+        alerts,
+        machines: rows,
+        chart: chart(&total),
+        stored: last.map_or("-".into(), |s| size(s.stored_bytes)),
+        protected: last.map_or("-".into(), |s| size(s.protected_bytes)),
+    };
+    html(&page)
+}
+
+/// Import jobs near their deadline or expired, registration credentials about to expire.
+async fn import_alerts(db: &Db, now: i64, alerts: &mut Vec<Alert>) -> anyhow::Result<()> {
+    for j in db.import_jobs(None).await? {
+        match (j.state, j.deadline.as_deref().and_then(unix)) {
+            (JobState::Expired, _) => {
+                alerts.push(Alert { level: "bad", text: format!("import job {} expired without a tracking number", j.name) })
+            }
+            (JobState::Created | JobState::AwaitingShipment, Some(d)) if d - now < DEADLINE_WARN_S => {
+                alerts.push(Alert { level: "warn", text: format!("import job {} must ship by {} ({})", j.name, rfc3339(d), ago(now, d)) })
+            }
+            _ => {}
+        }
+    }
+    let rows = sqlx::query("SELECT expires FROM registrations WHERE used = 0 AND expires > $1 AND expires < $2")
+        .bind(now)
+        .bind(now + CREDENTIALS_WARN_S)
+        .fetch_all(&db.pool)
+        .await?;
+    for r in rows {
+        let t: i64 = r.get(0);
+        alerts.push(Alert { level: "warn", text: format!("unused vault credentials expire {}", ago(now, t)) });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- one machine
+
+struct PointRow {
+    id: String,
+    time: String,
+    size: String,
+    files: String,
+}
+
+struct JobRow {
+    kind: String,
+    state: String,
+    start: String,
+    errors: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "machine.html")]
+struct MachinePage {
+    user: String,
+    role: &'static str,
+    csrf: String,
+    name: String,
+    chart: String,
+    points: Vec<PointRow>,
+    total_points: usize,
+    jobs: Vec<JobRow>,
+}
+
+pub(crate) async fn machine(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> PageResult {
+    let v = viewer(&state, &headers).await?;
+    let db = &state.db;
+    let Some((id, name, _)) = db.machines().await?.into_iter().find(|(_, n, _)| *n == name) else {
+        let page = ErrorPage { message: "No such machine." };
+        let mut r = html(&page)?;
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return Ok(r);
+    };
+    let now = chrono::Utc::now().timestamp();
+    // The recovery points in the store (the truth: retention removes some), with what their
+    // backups reported.
+    let (store, prefix) = (state.store.clone(), format!("machines/{id}/recovery-points/"));
+    let listed =
+        tokio::task::spawn_blocking(move || store.list(&prefix)).await.map_err(anyhow::Error::from)?.map_err(anyhow::Error::from)?;
+    let jobs = jobs_of(db, Some(&id), 100_000).await?;
+    let reported: HashMap<&str, &JobInfo> = jobs.iter().filter_map(|(_, j)| j.recovery_point.as_deref().map(|rp| (rp, j))).collect();
+    let mut points: Vec<(i64, PointRow)> = listed
+        .iter()
+        .map(|o| {
+            let rp = o.key.rsplit('/').next().unwrap_or_default().to_string();
+            let job = reported.get(rp.as_str());
+            let time = job.and_then(|j| j.end.as_deref()).and_then(unix).or(o.modified).unwrap_or(0);
+            let row = PointRow {
+                id: rp.chars().take(16).collect(),
+                time: rfc3339(time),
+                size: job.and_then(|j| j.total_bytes).map_or("-".into(), |b| size(b.max(0) as u64)),
+                files: job.map_or("-".into(), |j| j.files.to_string()),
+            };
+            (time, row)
+        })
+        .collect();
+    points.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+    let total_points = points.len();
+    let jobs_with_errors = jobs
+        .iter()
+        .filter(|(_, j)| j.state == "failed" || !j.errors.is_empty())
+        .take(PAGE)
+        .map(|(_, j)| JobRow { kind: j.kind.clone(), state: j.state.clone(), start: j.start.clone(), errors: j.errors.clone() })
+        .collect();
+    let page = MachinePage {
+        user: v.name,
+        role: v.role.as_str(),
+        csrf: v.csrf,
+        name,
+        chart: chart(&db.samples(&id, now - 90 * 86_400).await?),
+        points: points.into_iter().take(PAGE).map(|(_, r)| r).collect(),
+        total_points,
+        jobs: jobs_with_errors,
+    };
+    html(&page)
+}
+
+// ---------------------------------------------------------------- import jobs and devices
+
+struct ImportRow {
+    name: String,
+    kind: String,
+    machine: String,
+    state: String,
+    disks: String,
+    shipping: String,
+    deadline: String,
+    deadline_class: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "imports.html")]
+struct ImportsPage {
+    user: String,
+    role: &'static str,
+    csrf: String,
+    jobs: Vec<ImportRow>,
+}
+
+fn import_row(j: &ImportJob, now: i64) -> ImportRow {
+    let disks =
+        j.disks.iter().map(|d| format!("{} {}: {}", if j.kind == "device" { "device" } else { "disk" }, d.id, d.state)).collect::<Vec<_>>();
+    let (deadline, class) = match j.deadline.as_deref().and_then(unix) {
+        Some(d) if d <= now => (format!("{} (passed)", rfc3339(d)), "bad"),
+        Some(d) if d - now < DEADLINE_WARN_S => (format!("{} ({} left)", rfc3339(d), span(d - now)), "warn"),
+        Some(d) => (format!("{} ({} left)", rfc3339(d), span(d - now)), ""),
+        None => ("-".into(), ""),
+    };
+    ImportRow {
+        name: j.name.clone(),
+        kind: j.kind.clone(),
+        machine: j.machine_name.clone(),
+        state: j.state.as_str().into(),
+        disks: disks.join(", "),
+        shipping: match (&j.carrier, &j.tracking) {
+            (Some(c), Some(t)) => format!("{c} {t}"),
+            (None, Some(t)) => t.clone(),
+            _ => "-".into(),
+        },
+        deadline,
+        deadline_class: class,
+    }
+}
+
+pub(crate) async fn imports(AxState(state): St, headers: HeaderMap) -> PageResult {
+    let v = viewer(&state, &headers).await?;
+    let now = chrono::Utc::now().timestamp();
+    let jobs = state.db.import_jobs(None).await?.iter().map(|j| import_row(j, now)).collect();
+    html(&ImportsPage { user: v.name, role: v.role.as_str(), csrf: v.csrf, jobs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_spans_and_cookies() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(span(90), "90 s");
+        assert_eq!(span(3 * 86_400), "3 days");
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "a=1; ferry_session=abc; b=2".parse().unwrap());
+        assert_eq!(cookie_value(&h, COOKIE).as_deref(), Some("abc"));
+        assert!(subtle_eq(b"x1", b"x1") && !subtle_eq(b"x1", b"x2") && !subtle_eq(b"x", b"xx"));
+    }
+
+    #[test]
+    fn the_next_backup_follows_days_and_times() {
+        use chrono::TimeZone;
+        let p = crate::Policy {
+            paths: vec!["/".into()],
+            times: vec!["02:00".into(), "14:30".into()],
+            days: vec!["mon".into()],
+            ..Default::default()
+        };
+        // 2026-11-30 is a Monday.
+        let now = chrono::Local.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap();
+        assert_eq!(next_backup(&p, now).unwrap(), chrono::Local.with_ymd_and_hms(2026, 11, 30, 14, 30, 0).unwrap());
+        let later = chrono::Local.with_ymd_and_hms(2026, 11, 30, 15, 0, 0).unwrap();
+        assert_eq!(next_backup(&p, later).unwrap(), chrono::Local.with_ymd_and_hms(2026, 12, 7, 2, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn charts_are_numbers_only() {
+        let s = |time, stored_bytes| Sample { time, stored_bytes, stored_objects: 1, protected_bytes: stored_bytes * 2 };
+        assert_eq!(chart(&[s(0, 1)]), "", "one point is no line");
+        let svg = chart(&[s(0, 100), s(60, 300)]);
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+        assert_eq!(totals(&[vec![s(0, 1), s(60, 2)], vec![s(60, 5)]]).iter().map(|t| t.stored_bytes).collect::<Vec<_>>(), vec![1, 7]);
+    }
+}
