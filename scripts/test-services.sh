@@ -4,6 +4,7 @@
 #   Azurite (Azure Blob emulator, from npm)   on 127.0.0.1:${AZURITE_PORT:-10000}
 #   moto server (S3 emulator, from PyPI)       on 127.0.0.1:${MOTO_PORT:-5000}
 #   PostgreSQL (Debian's package)              on 127.0.0.1:${PG_PORT:-5433}
+#   chromium (Debian) and playwright-core (npm) for the dashboard's browser tests (no service)
 #
 #   scripts/test-services.sh start    install what is missing, start them, wait until they answer
 #   scripts/test-services.sh stop     stop them (also: scripts/stop-services.sh)
@@ -35,6 +36,7 @@ AZURITE_PORT="${AZURITE_PORT:-10000}"
 MOTO_PORT="${MOTO_PORT:-5000}"
 # Azurite 3.36+ requires Node 22; 3.35.0 is the newest that runs on Debian 12's Node 18.
 AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
+PLAYWRIGHT_VERSION="${PLAYWRIGHT_VERSION:-1.65.1}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 PG_PORT="${PG_PORT:-5433}"
 WAIT_SECONDS="${WAIT_SECONDS:-60}"
@@ -79,6 +81,17 @@ install_azurite() {
     npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error \
         "azurite@$AZURITE_VERSION" >&2
     [ -x "$AZURITE_BIN" ] || die "npm install did not provide $AZURITE_BIN"
+}
+
+# The dashboard's browser tests: Debian's chromium, driven by playwright-core (npm).
+install_browser() {
+    command -v chromium >/dev/null || apt_install --no-install-recommends chromium
+    [ -f "$NODE_DIR/node_modules/playwright-core/package.json" ] && return
+    say "installing playwright-core@$PLAYWRIGHT_VERSION into $NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error \
+        "playwright-core@$PLAYWRIGHT_VERSION" >&2
+    [ -f "$NODE_DIR/node_modules/playwright-core/package.json" ] || die "npm install did not provide playwright-core"
 }
 
 install_moto() {
@@ -300,6 +313,7 @@ cmd_start() {
     install_azurite
     install_moto
     install_postgres
+    install_browser
     start_one azurite "$AZURITE_PORT" azurite-blob \
         "$AZURITE_BIN" --blobHost "$HOST" --blobPort "$AZURITE_PORT" \
         --inMemoryPersistence --skipApiVersionCheck --loose --disableProductStyleUrl \
@@ -346,6 +360,8 @@ export AWS_DEFAULT_REGION=us-east-1
 export AWS_ENDPOINT=http://$HOST:$MOTO_PORT
 export AWS_ALLOW_HTTP=true
 export FERRY_TEST_POSTGRES=$PG_URL
+export FERRY_TEST_BROWSER=$NODE_DIR/node_modules/playwright-core
+export FERRY_TEST_CHROMIUM=$(command -v chromium || echo /usr/bin/chromium)
 EOF
 }
 

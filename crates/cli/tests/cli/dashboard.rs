@@ -73,3 +73,89 @@ fn pages_show_machines_recovery_points_jobs_and_import_jobs_to_users_only() {
     let css = page(&site, "", "/static/ferry.css");
     assert!(css.contains("svg.chart"));
 }
+
+/// Visits `paths` in chromium (see tests/browser/visit.cjs) after logging in with `token`
+/// (`-`: not logged in); `None` when the browser is not installed (scripts/test.sh installs it).
+fn browse(site: &Site, token: &str, paths: &[&str]) -> Option<serde_json::Value> {
+    let Ok(module) = std::env::var("FERRY_TEST_BROWSER") else {
+        eprintln!("skipped: FERRY_TEST_BROWSER not set (run scripts/test.sh)");
+        return None;
+    };
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/visit.cjs");
+    let out = std::process::Command::new("node")
+        .arg(script)
+        .args([site.vault.url.as_str(), token, s(&shots)])
+        .args(paths)
+        .env("FERRY_TEST_BROWSER", module)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "browser: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn texts(v: &serde_json::Value) -> Vec<String> {
+    v["pages"].as_array().unwrap().iter().map(|p| p["text"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn in_a_browser_a_user_logs_in_and_follows_machines_recovery_points_and_an_import_job() {
+    if std::env::var("FERRY_TEST_BROWSER").is_err() {
+        eprintln!("skipped: FERRY_TEST_BROWSER not set (run scripts/test.sh)");
+        return;
+    }
+    let site = Site::start(&[("FERRY_VAULT_SAMPLE_S", "1")]);
+    let owner = std::fs::read_to_string(site.vault.data("owner.token")).unwrap().trim().to_string();
+    let reader = site.vault.admin(&site.admin, &["vault", "user", "add", "auditor", "--role", "reader"]).trim().to_string();
+
+    // Before any machine: the overview says so. Without login, every page is the login page.
+    let v = browse(&site, &owner, &["/=empty-vault"]).unwrap();
+    assert!(texts(&v)[0].contains("No machine is registered yet"), "{v}");
+    let v = browse(&site, "-", &["/", "/imports", "/machines/m1"]).unwrap();
+    for p in v["pages"].as_array().unwrap() {
+        assert_eq!(p["final"], "/login", "{p}");
+        assert!(!p["text"].as_str().unwrap().contains("m1"), "{p}");
+    }
+    let v = browse(&site, "not-a-token", &["/login=login-refused"]).unwrap();
+    assert_eq!(v["login_error"], "This token is not valid for this vault.", "{v}");
+
+    // A machine seeds offline (the job travels while the browser watches) after a first backup.
+    let (m, src, staging, b) = crate::seeding::offline_machine(&site, "seed-web");
+    let rp = b["recovery_point"].as_str().unwrap().to_string();
+    let disk = m.path("disk1");
+    m.ok(&crate::seeding::strs(&crate::seeding::diskprep_args(&staging, &[&disk], 1 << 30)));
+    m.ok(&["import-job", "ship", "seed-web", "--carrier", "DHL", "--tracking", "TRK-WEB-1"]);
+
+    let v = browse(&site, &reader, &["/=overview", "/imports=imports-shipping"]).unwrap();
+    assert_eq!(v["after_login"], "/", "{v}");
+    let cookie = &v["cookies"][0];
+    assert_eq!(
+        (cookie["httpOnly"].as_bool(), cookie["secure"].as_bool(), cookie["sameSite"].as_str()),
+        (Some(true), Some(true), Some("Strict"))
+    );
+    let t = texts(&v);
+    assert!(t[0].contains("m1") && t[0].contains("auditor (reader)"), "{}", t[0]);
+    assert!(t[1].contains("seed-web") && t[1].contains("shipping") && t[1].contains("DHL TRK-WEB-1"), "{}", t[1]);
+
+    // Imported and ingested at the vault's site: the page shows the job's new state, the
+    // machine its seeded recovery point, and its chart once sampled twice.
+    let o = site.import_run("seed-web", &[&disk]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    m.backup(&src);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let v = browse(&site, &reader, &["/imports=imports-ingested", "/machines/m1=machine", "/=overview-chart"]).unwrap();
+    let t = texts(&v);
+    assert!(t[0].contains("seed-web") && t[0].contains("ingested"), "{}", t[0]);
+    assert!(t[1].contains(&rp[..16]) && t[1].contains("Recovery points (2)"), "{}", t[1]);
+    assert!(v["pages"][1]["charts"].as_u64() == Some(1) && v["pages"][2]["charts"].as_u64() == Some(1), "{v}");
+
+    // A reader's pages offer nothing that changes the vault (only logging out); no page shows
+    // the token.
+    for p in v["pages"].as_array().unwrap() {
+        let forms: Vec<&str> = p["forms"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        assert_eq!(forms, vec!["/logout"], "{p}");
+        assert_eq!(p["token_in_page"], false, "{p}");
+    }
+}

@@ -127,7 +127,7 @@ pub(crate) fn source(m: &Env) -> PathBuf {
 
 /// Machine `m1` of `site` with a [`source`] backed up offline for import job `job`: the
 /// machine, its source and staging folders and the backup's JSON summary.
-fn offline_machine(site: &Site, job: &str) -> (Env, PathBuf, PathBuf, serde_json::Value) {
+pub(crate) fn offline_machine(site: &Site, job: &str) -> (Env, PathBuf, PathBuf, serde_json::Value) {
     let m = machine();
     site.vault.register(&site.admin, &m, "m1");
     let src = source(&m);
@@ -241,7 +241,7 @@ fn disk_args(disks: &[&Path]) -> Vec<String> {
 /// `ferry diskprep` of `staging` onto `disks` (each capped at `cap`), as machine `m`.
 /// The arguments of `ferry diskprep` of `staging` onto `disks` (made if missing), each capped at
 /// `cap`.
-fn diskprep_args(staging: &Path, disks: &[&Path], cap: u64) -> Vec<String> {
+pub(crate) fn diskprep_args(staging: &Path, disks: &[&Path], cap: u64) -> Vec<String> {
     let mut a = vec!["diskprep".to_string(), "--staging".into(), staging.display().to_string()];
     for d in disks {
         std::fs::create_dir_all(d).unwrap();
@@ -250,7 +250,7 @@ fn diskprep_args(staging: &Path, disks: &[&Path], cap: u64) -> Vec<String> {
     a
 }
 
-fn strs(args: &[String]) -> Vec<&str> {
+pub(crate) fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
@@ -260,7 +260,7 @@ fn diskprep(m: &Env, staging: &Path, disks: &[&Path], cap: u64) -> Output {
 }
 
 impl Site {
-    fn import_run(&self, job: &str, disks: &[&Path]) -> Output {
+    pub(crate) fn import_run(&self, job: &str, disks: &[&Path]) -> Output {
         let logs = self.admin.path("logs");
         let mut a =
             vec!["import".to_string(), "run".into(), "--import-job".into(), job.into(), "--log-dir".into(), logs.display().to_string()];
