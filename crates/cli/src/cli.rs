@@ -382,6 +382,24 @@ pub struct ServeArgs {
     /// The vault site's shipping address for seed disks (diskprep prints it)
     #[arg(long, value_name = "TEXT")]
     pub shipping_address: Option<String>,
+    /// Send each new alert (failed or missed backups, import job deadlines, expiring
+    /// credentials, storage over --storage-alert) as a JSON POST to this URL
+    #[arg(long, value_name = "URL")]
+    pub alert_webhook: Option<String>,
+    /// Send each new alert by e-mail through this SMTP server: smtp://HOST:PORT (a local relay,
+    /// no TLS), smtp://USER:PASSWORD@HOST:587?tls=required (STARTTLS) or
+    /// smtps://USER:PASSWORD@HOST:465
+    #[arg(long, value_name = "URL", requires = "alert_email")]
+    pub smtp: Option<String>,
+    /// The alert e-mails' recipient
+    #[arg(long, value_name = "ADDRESS", requires = "smtp")]
+    pub alert_email: Option<String>,
+    /// The alert e-mails' sender [default: ferry-vault@HOSTNAME]
+    #[arg(long, value_name = "ADDRESS", requires = "smtp")]
+    pub alert_from: Option<String>,
+    /// Alert when all machines together store more than this, e.g. 40TB
+    #[arg(long, value_name = "SIZE")]
+    pub storage_alert: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -18,8 +18,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use sqlx::Row;
 
+use crate::alerts::{self, ago, jobs_of, span, unix, Alert, JobInfo, DEADLINE_WARN_S};
 use crate::db::{token_hash, Db, Principal};
-use crate::imports::{rfc3339, ImportJob, JobState};
+use crate::imports::{rfc3339, ImportJob};
 use crate::samples::Sample;
 use crate::{Role, State};
 
@@ -29,10 +30,6 @@ type St = AxState<Arc<State>>;
 const COOKIE: &str = "ferry_session";
 /// How long a login lasts.
 const SESSION_S: i64 = 12 * 3600;
-/// Import jobs this close to their deadline are highlighted, and alerted.
-const DEADLINE_WARN_S: i64 = 3 * 24 * 3600;
-/// Registration credentials expiring this soon are alerted.
-const CREDENTIALS_WARN_S: i64 = 2 * 24 * 3600;
 /// Recovery points per page.
 const PAGE: usize = 50;
 
@@ -246,34 +243,6 @@ fn size(n: u64) -> String {
     }
 }
 
-fn ago(now: i64, t: i64) -> String {
-    let d = now - t;
-    match d {
-        d if d < 0 => format!("in {}", span(-d)),
-        _ => format!("{} ago", span(d)),
-    }
-}
-
-fn span(s: i64) -> String {
-    match s {
-        s if s < 120 => format!("{s} s"),
-        s if s < 7200 => format!("{} min", s / 60),
-        s if s < 172_800 => format!("{} h", s / 3600),
-        s => format!("{} days", s / 86_400),
-    }
-}
-
-fn unix(t: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp())
-}
-
-/// One line of the alerts box.
-struct Alert {
-    /// `bad` or `warn`.
-    level: &'static str,
-    text: String,
-}
-
 /// A machine as the overview shows it.
 struct MachineRow {
     name: String,
@@ -283,75 +252,6 @@ struct MachineRow {
     next_backup: String,
     protected: String,
     stored: String,
-}
-
-/// A job as the pages use it, with what its end reported.
-struct JobInfo {
-    kind: String,
-    state: String,
-    end: Option<String>,
-    start: String,
-    files: i64,
-    errors: Vec<String>,
-    total_bytes: Option<i64>,
-    recovery_point: Option<String>,
-}
-
-async fn jobs_of(db: &Db, machine: Option<&str>, limit: i64) -> anyhow::Result<Vec<(String, JobInfo)>> {
-    let base = "SELECT j.machine, j.kind, j.state, j.start, j.\"end\", j.files, j.errors, t.total_bytes, t.recovery_point \
-                FROM jobs j LEFT JOIN job_totals t ON t.job = j.id";
-    let rows = match machine {
-        Some(m) => {
-            sqlx::query(&format!("{base} WHERE j.machine = $1 ORDER BY j.id DESC LIMIT $2")).bind(m).bind(limit).fetch_all(&db.pool).await?
-        }
-        None => sqlx::query(&format!("{base} ORDER BY j.id DESC LIMIT $1")).bind(limit).fetch_all(&db.pool).await?,
-    };
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let errors: String = r.get(6);
-            (
-                r.get::<String, _>(0),
-                JobInfo {
-                    kind: r.get(1),
-                    state: r.get(2),
-                    start: r.get(3),
-                    end: r.get(4),
-                    files: r.get(5),
-                    errors: serde_json::from_str(&errors).unwrap_or_default(),
-                    total_bytes: r.get(7),
-                    recovery_point: r.get(8),
-                },
-            )
-        })
-        .collect())
-}
-
-const BACKUP_KINDS: [&str; 3] = ["backup", "offline-backup", "device-backup"];
-
-/// The next time a policy starts a backup after `now` (the vault's local time stands for the
-/// machine's: policies are written in the machine's local time).
-fn next_backup(policy: &crate::Policy, now: chrono::DateTime<chrono::Local>) -> Option<chrono::DateTime<chrono::Local>> {
-    use chrono::{Datelike, TimeZone};
-    let mut best = None;
-    for day in 0..8 {
-        let date = now.date_naive() + chrono::Days::new(day);
-        let weekday = crate::DAYS[date.weekday().num_days_from_monday() as usize];
-        if !policy.days.is_empty() && !policy.days.iter().any(|d| d == weekday) {
-            continue;
-        }
-        for t in &policy.times {
-            let Some((h, m)) = crate::parse_time(t) else { continue };
-            let Some(at) = date.and_hms_opt(h, m, 0).and_then(|dt| chrono::Local.from_local_datetime(&dt).earliest()) else { continue };
-            if at > now && best.is_none_or(|b| at < b) {
-                best = Some(at);
-            }
-        }
-        if best.is_some() {
-            return best;
-        }
-    }
-    best
 }
 
 /// An SVG line chart of stored and protected bytes over time (numbers only: no text from
@@ -415,53 +315,24 @@ pub(crate) async fn overview(AxState(state): St, headers: HeaderMap) -> PageResu
     let now = chrono::Utc::now().timestamp();
     state.db.reap_jobs(now, crate::api::job_timeout_s()).await?;
     let db = &state.db;
-    let machines = db.machines().await?;
     let latest = db.latest_samples().await?;
-    let jobs = jobs_of(db, None, 5000).await?;
-    let mut alerts = Vec::new();
+    let (machines, _) = alerts::machines(db, now).await?;
+    let alerts = alerts::current(db, now, state.alerts.storage_limit).await?;
     let mut rows = Vec::new();
     let mut history = Vec::new();
-    for (id, name, _) in &machines {
-        let mine: Vec<&JobInfo> = jobs.iter().filter(|(m, _)| m == id).map(|(_, j)| j).collect();
-        let last = mine.iter().find(|j| BACKUP_KINDS.contains(&j.kind.as_str()));
-        let last_ok = mine.iter().find(|j| BACKUP_KINDS.contains(&j.kind.as_str()) && j.state != "failed" && j.state != "running");
-        let policy: Option<crate::Policy> = db.policy(id).await?.and_then(|p| serde_json::from_value(p).ok());
-        let next = policy.as_ref().and_then(|p| next_backup(p, chrono::Local::now()));
-        let (state_text, class) = match last {
-            None => ("no backup yet".to_string(), "warn"),
-            Some(j) if j.state == "failed" => (format!("last backup failed: {}", j.errors.first().map_or("", String::as_str)), "bad"),
-            Some(j) if j.state == "completed-with-errors" => ("last backup completed with errors".to_string(), "warn"),
-            Some(j) if j.state == "running" => ("backing up".to_string(), "ok"),
-            Some(_) => ("ok".to_string(), "ok"),
-        };
-        if last.is_some() && class != "ok" {
-            alerts.push(Alert { level: class, text: format!("{name}: {state_text}") });
-        }
-        // Missed: a policy that should have run since the last good backup, by more than an hour.
-        if let (Some(p), Some(end)) = (&policy, last_ok.and_then(|j| j.end.as_deref()).and_then(unix)) {
-            let since = chrono::DateTime::from_timestamp(end, 0).map(|t| t.with_timezone(&chrono::Local));
-            if let Some(due) = since.and_then(|t| next_backup(p, t)) {
-                if due.timestamp() + 3600 < now {
-                    alerts.push(Alert { level: "bad", text: format!("{name}: missed the backup due {}", due.format("%Y-%m-%d %H:%M")) });
-                }
-            }
-        }
-        let s = latest.get(id);
+    for m in machines {
+        let s = latest.get(&m.id);
+        history.push(db.samples(&m.id, now - 90 * 86_400).await?);
         rows.push(MachineRow {
-            name: name.clone(),
-            state: state_text,
-            state_class: class,
-            last_backup: last_ok
-                .and_then(|j| j.end.as_deref())
-                .and_then(unix)
-                .map_or("never".into(), |t| format!("{} ({})", rfc3339(t), ago(now, t))),
-            next_backup: next.map_or("no policy".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
+            name: m.name,
+            state: m.state,
+            state_class: m.class,
+            last_backup: m.last_ok.map_or("never".into(), |t| format!("{} ({})", rfc3339(t), ago(now, t))),
+            next_backup: m.next.map_or("no policy".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
             protected: s.map_or("-".into(), |s| size(s.protected_bytes)),
             stored: s.map_or("-".into(), |s| size(s.stored_bytes)),
         });
-        history.push(db.samples(id, now - 90 * 86_400).await?);
     }
-    import_alerts(db, now, &mut alerts).await?;
     let total = totals(&history);
     let last = total.last();
     let page = Overview {
@@ -475,31 +346,6 @@ pub(crate) async fn overview(AxState(state): St, headers: HeaderMap) -> PageResu
         protected: last.map_or("-".into(), |s| size(s.protected_bytes)),
     };
     html(&page)
-}
-
-/// Import jobs near their deadline or expired, registration credentials about to expire.
-async fn import_alerts(db: &Db, now: i64, alerts: &mut Vec<Alert>) -> anyhow::Result<()> {
-    for j in db.import_jobs(None).await? {
-        match (j.state, j.deadline.as_deref().and_then(unix)) {
-            (JobState::Expired, _) => {
-                alerts.push(Alert { level: "bad", text: format!("import job {} expired without a tracking number", j.name) })
-            }
-            (JobState::Created | JobState::AwaitingShipment, Some(d)) if d - now < DEADLINE_WARN_S => {
-                alerts.push(Alert { level: "warn", text: format!("import job {} must ship by {} ({})", j.name, rfc3339(d), ago(now, d)) })
-            }
-            _ => {}
-        }
-    }
-    let rows = sqlx::query("SELECT expires FROM registrations WHERE used = 0 AND expires > $1 AND expires < $2")
-        .bind(now)
-        .bind(now + CREDENTIALS_WARN_S)
-        .fetch_all(&db.pool)
-        .await?;
-    for r in rows {
-        let t: i64 = r.get(0);
-        alerts.push(Alert { level: "warn", text: format!("unused vault credentials expire {}", ago(now, t)) });
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- one machine
@@ -646,28 +492,10 @@ mod tests {
     fn sizes_spans_and_cookies() {
         assert_eq!(size(512), "512 B");
         assert_eq!(size(1536), "1.5 KiB");
-        assert_eq!(span(90), "90 s");
-        assert_eq!(span(3 * 86_400), "3 days");
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, "a=1; ferry_session=abc; b=2".parse().unwrap());
         assert_eq!(cookie_value(&h, COOKIE).as_deref(), Some("abc"));
         assert!(subtle_eq(b"x1", b"x1") && !subtle_eq(b"x1", b"x2") && !subtle_eq(b"x", b"xx"));
-    }
-
-    #[test]
-    fn the_next_backup_follows_days_and_times() {
-        use chrono::TimeZone;
-        let p = crate::Policy {
-            paths: vec!["/".into()],
-            times: vec!["02:00".into(), "14:30".into()],
-            days: vec!["mon".into()],
-            ..Default::default()
-        };
-        // 2026-11-30 is a Monday.
-        let now = chrono::Local.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap();
-        assert_eq!(next_backup(&p, now).unwrap(), chrono::Local.with_ymd_and_hms(2026, 11, 30, 14, 30, 0).unwrap());
-        let later = chrono::Local.with_ymd_and_hms(2026, 11, 30, 15, 0, 0).unwrap();
-        assert_eq!(next_backup(&p, later).unwrap(), chrono::Local.with_ymd_and_hms(2026, 12, 7, 2, 0, 0).unwrap());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `ferry_store::VaultStore`. What the vault can check without a key, it checks before storing:
 //! packs, index files and recovery points must hash to their names.
 
+pub mod alerts;
 mod api;
 mod dashboard;
 pub mod db;
@@ -179,6 +180,8 @@ pub struct ServeOptions {
     pub import_container: Option<String>,
     /// The vault site's address, to which disks are shipped (printed by diskprep).
     pub shipping_address: Option<String>,
+    /// Where alerts are sent, and the storage threshold.
+    pub alerts: alerts::Sinks,
 }
 
 /// What [`serve`] tells its caller once it listens.
@@ -214,6 +217,8 @@ pub(crate) struct State {
     pub shipping_address: Option<String>,
     /// Import jobs being ingested on this server.
     pub ingesting: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Where alerts go, and the storage threshold.
+    pub alerts: alerts::Sinks,
 }
 
 impl State {
@@ -326,6 +331,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Resu
         import_container: opts.import_container.clone(),
         shipping_address: opts.shipping_address.clone(),
         ingesting: Default::default(),
+        alerts: opts.alerts.clone(),
     });
     // Retention of every machine with a policy, on a timer.
     let retainer = state.clone();
@@ -356,6 +362,19 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Resu
             tokio::time::sleep(std::time::Duration::from_secs(samples::sample_every_s().clamp(1, 60) as u64)).await;
         }
     });
+    // Alerts, each sent once, when the vault has somewhere to send them.
+    if state.alerts.any() {
+        let sender = state.clone();
+        let vault = opts.listen.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(alerts::alert_every_s())).await;
+                if let Err(e) = alerts::send_new(&sender.db, &sender.alerts, &vault).await {
+                    tracing::warn!("sending alerts: {e:#}");
+                }
+            }
+        });
+    }
     // Jobs whose agent went silent are marked failed even when nobody lists them.
     let reaper = state.clone();
     tokio::spawn(async move {

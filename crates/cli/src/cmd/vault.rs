@@ -148,6 +148,16 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
         database: a.database.clone(),
         import_container: a.import_container.clone(),
         shipping_address: a.shipping_address.clone(),
+        alerts: ferry_vault::alerts::Sinks {
+            webhook: a.alert_webhook.clone(),
+            smtp: a.smtp.clone(),
+            email: a.alert_email.clone(),
+            from: a.alert_from.clone(),
+            storage_limit: match &a.storage_alert {
+                Some(s) => Some(super::diskprep::parse_size(s).with_context(|| format!("--storage-alert {s:?}: give a size like 40TB"))?),
+                None => None,
+            },
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the vault's runtime")?;
     rt.block_on(ferry_vault::serve(opts, |r| {

@@ -159,3 +159,125 @@ fn in_a_browser_a_user_logs_in_and_follows_machines_recovery_points_and_an_impor
         assert_eq!(p["token_in_page"], false, "{p}");
     }
 }
+
+/// A listener that answers every HTTP request 200 and keeps the bodies.
+fn webhook_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            keep.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+            let _ = r.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+/// A minimal SMTP server that accepts every message and keeps it.
+fn smtp_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("smtp://{}", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut w = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            let _ = w.write_all(b"220 sink ESMTP\r\n");
+            let (mut data, mut message) = (false, String::new());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if data {
+                    if line == ".\r\n" {
+                        data = false;
+                        keep.lock().unwrap().push(std::mem::take(&mut message));
+                        let _ = w.write_all(b"250 queued\r\n");
+                    } else {
+                        message.push_str(&line);
+                    }
+                    continue;
+                }
+                let cmd = line.to_ascii_uppercase();
+                let answer: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                    b"250 sink\r\n"
+                } else if cmd.starts_with("DATA") {
+                    data = true;
+                    b"354 go on\r\n"
+                } else if cmd.starts_with("QUIT") {
+                    let _ = w.write_all(b"221 bye\r\n");
+                    break;
+                } else {
+                    b"250 ok\r\n"
+                };
+                let _ = w.write_all(answer);
+            }
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn alerts_go_out_once_by_webhook_and_by_email() {
+    let (hook, posts) = webhook_sink();
+    let (smtp, mails) = smtp_sink();
+    let args = [
+        "--alert-webhook",
+        &hook,
+        "--smtp",
+        &smtp,
+        "--alert-email",
+        "ops@example.com",
+        "--alert-from",
+        "vault@example.com",
+        "--storage-alert",
+        "1KB",
+    ];
+    let vault = crate::vault::Vault::start_with(&args, &[("FERRY_VAULT_ALERT_S", "1"), ("FERRY_VAULT_SAMPLE_S", "1")]);
+    let (admin, m) = (machine(), machine());
+    vault.register(&admin, &m, "web2");
+    // A partial backup (its path is missing) and more than 1 KB stored: two alerts.
+    let (_tree, src) = Env::with_tree();
+    m.backup(&src);
+    assert_eq!(m.run(&["backup", s(&m.path("gone"))]).status.code(), Some(3));
+    let start = std::time::Instant::now();
+    let all = |v: &std::sync::Mutex<Vec<String>>| v.lock().unwrap().join("\n");
+    while !(all(&posts).contains("web2: last backup completed with errors") && all(&posts).contains("over the alert threshold")) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "alerts not posted after 30 s: {}", all(&posts));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    while !all(&mails).contains("completed with errors") {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "no alert e-mail after 30 s: {}", all(&mails));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mail = all(&mails);
+    assert!(
+        mail.contains("To: ops@example.com") && mail.contains("From: vault@example.com") && mail.contains("Subject: Ferry vault"),
+        "{mail}"
+    );
+    let post: serde_json::Value = serde_json::from_str(&posts.lock().unwrap()[0]).unwrap();
+    assert!(post["alerts"][0]["key"].is_string() && post["alerts"][0]["level"].is_string(), "{post}");
+    // Sent once: later rounds add nothing for the same occurrences.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(all(&posts).matches("web2: last backup completed with errors").count(), 1, "{}", all(&posts));
+    assert_eq!(all(&mails).matches("web2: last backup completed with errors").count(), 1);
+}
