@@ -153,9 +153,9 @@ impl Job {
 
     /// Closes a backup's job, with the size of the data it covers (the protected size the
     /// vault's dashboard shows) and the recovery point it made.
-    pub fn finish_backup(self, state: &str, bytes: u64, files: u64, errors: Vec<String>, total_bytes: u64, recovery_point: &str) {
-        self.close(serde_json::json!({"state": state, "bytes": bytes, "files": files, "errors": errors,
-                                      "total_bytes": total_bytes, "recovery_point": recovery_point}))
+    pub fn finish_backup(self, state: &str, errors: Vec<String>, end: BackupEnd<'_>) {
+        self.close(serde_json::json!({"state": state, "bytes": end.bytes_added, "files": end.files, "errors": errors,
+                                      "total_bytes": end.total_bytes, "recovery_point": end.recovery_point, "tags": end.tags}))
     }
 
     fn close(mut self, body: serde_json::Value) {
@@ -167,6 +167,15 @@ impl Job {
             tracing::warn!("could not report the job's end to the vault: {e}");
         }
     }
+}
+
+/// What a backup's job reports at its end.
+pub struct BackupEnd<'a> {
+    pub bytes_added: u64,
+    pub files: u64,
+    pub total_bytes: u64,
+    pub recovery_point: &'a str,
+    pub tags: &'a [String],
 }
 
 /// Closes `job` as failed when `r` is an error; passes `r` on.

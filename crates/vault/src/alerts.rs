@@ -65,11 +65,12 @@ pub(crate) struct JobInfo {
     pub errors: Vec<String>,
     pub total_bytes: Option<i64>,
     pub recovery_point: Option<String>,
+    pub tags: Vec<String>,
 }
 
 /// The newest `limit` jobs (of one machine, by ID), newest first, with their machine's ID.
 pub(crate) async fn jobs_of(db: &Db, machine: Option<&str>, limit: i64) -> Result<Vec<(String, JobInfo)>> {
-    let base = "SELECT j.machine, j.kind, j.state, j.start, j.\"end\", j.files, j.errors, t.total_bytes, t.recovery_point, j.id \
+    let base = "SELECT j.machine, j.kind, j.state, j.start, j.\"end\", j.files, j.errors, t.total_bytes, t.recovery_point, j.id, t.tags \
                 FROM jobs j LEFT JOIN job_totals t ON t.job = j.id";
     let rows = match machine {
         Some(m) => {
@@ -93,6 +94,7 @@ pub(crate) async fn jobs_of(db: &Db, machine: Option<&str>, limit: i64) -> Resul
                     total_bytes: r.get(7),
                     recovery_point: r.get(8),
                     id: r.get(9),
+                    tags: r.get::<Option<String>, _>(10).and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
                 },
             )
         })

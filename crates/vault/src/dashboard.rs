@@ -355,6 +355,7 @@ struct PointRow {
     time: String,
     size: String,
     files: String,
+    tags: String,
 }
 
 struct JobRow {
@@ -405,6 +406,7 @@ pub(crate) async fn machine(AxState(state): St, headers: HeaderMap, Path(name): 
                 time: rfc3339(time),
                 size: job.and_then(|j| j.total_bytes).map_or("-".into(), |b| size(b.max(0) as u64)),
                 files: job.map_or("-".into(), |j| j.files.to_string()),
+                tags: job.map_or(String::new(), |j| j.tags.join(", ")),
             };
             (time, row)
         })

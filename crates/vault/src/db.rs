@@ -175,7 +175,7 @@ const DEVICE_JOBS: &str = "CREATE TABLE IF NOT EXISTS device_jobs (name TEXT PRI
 /// What a backup job's end reported: the size of the data it covered (its machine's protected
 /// size then) and the recovery point it made.
 const JOB_TOTALS: &str = "CREATE TABLE IF NOT EXISTS job_totals (job BIGINT PRIMARY KEY, total_bytes BIGINT NOT NULL, \
-     recovery_point TEXT)";
+     recovery_point TEXT, tags TEXT NOT NULL DEFAULT '[]')";
 /// What each machine stores and protects, sampled by the vault (crate::samples).
 const STORAGE_SAMPLES: &str = "CREATE TABLE IF NOT EXISTS storage_samples (time BIGINT NOT NULL, machine TEXT NOT NULL, \
      stored_bytes BIGINT NOT NULL, stored_objects BIGINT NOT NULL, protected_bytes BIGINT NOT NULL)";
@@ -384,12 +384,16 @@ impl Db {
         let updated = r.rows_affected() == 1;
         if let (true, Some(total)) = (updated && u.state != "running", u.total_bytes) {
             let rp = u.recovery_point.as_deref().filter(|r| r.len() == 64 && r.bytes().all(|b| b.is_ascii_hexdigit()));
-            sqlx::query("INSERT INTO job_totals (job, total_bytes, recovery_point) VALUES ($1, $2, $3) ON CONFLICT (job) DO NOTHING")
-                .bind(id)
-                .bind(total as i64)
-                .bind(rp.unwrap_or_default())
-                .execute(&self.pool)
-                .await?;
+            let tags: Vec<&String> = u.tags.iter().filter(|t| t.len() <= 200).take(100).collect();
+            sqlx::query(
+                "INSERT INTO job_totals (job, total_bytes, recovery_point, tags) VALUES ($1, $2, $3, $4) ON CONFLICT (job) DO NOTHING",
+            )
+            .bind(id)
+            .bind(total as i64)
+            .bind(rp.unwrap_or_default())
+            .bind(serde_json::to_string(&tags)?)
+            .execute(&self.pool)
+            .await?;
         }
         Ok(updated)
     }
@@ -566,6 +570,9 @@ pub struct JobUpdate {
     /// A backup's end: the recovery point it made (hex).
     #[serde(default)]
     pub recovery_point: Option<String>,
+    /// A backup's end: the recovery point's tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[cfg(test)]
@@ -615,7 +622,15 @@ mod tests {
             let j1 = db.create_job(&machine, "backup", 1_000).await.unwrap();
             let j2 = db.create_job(&machine, "restore", 1_001).await.unwrap();
             assert!(j2 > j1);
-            let beat = JobUpdate { state: "running".into(), bytes: 5, files: 1, errors: vec![], total_bytes: None, recovery_point: None };
+            let beat = JobUpdate {
+                state: "running".into(),
+                bytes: 5,
+                files: 1,
+                errors: vec![],
+                total_bytes: None,
+                recovery_point: None,
+                tags: vec![],
+            };
             assert!(db.update_job(j1, &machine, &beat, 1_002).await.unwrap());
             let done = JobUpdate {
                 state: "completed".into(),
@@ -624,6 +639,7 @@ mod tests {
                 errors: vec!["e".into()],
                 total_bytes: Some(9),
                 recovery_point: None,
+                tags: vec![],
             };
             assert!(db.update_job(j1, &machine, &done, 1_003).await.unwrap());
             assert!(!db.update_job(j1, &machine, &done, 1_004).await.unwrap(), "ended");

@@ -252,6 +252,7 @@ impl State {
             errors,
             total_bytes: None,
             recovery_point: None,
+            tags: vec![],
         };
         match outcome {
             Ok(r) => {

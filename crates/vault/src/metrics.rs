@@ -172,6 +172,7 @@ mod tests {
                 errors: vec!["f: gone".into()],
                 total_bytes: Some(5000),
                 recovery_point: None,
+                tags: vec![],
             };
             db.update_job(id, &m, &end, chrono::Utc::now().timestamp()).await.unwrap();
             db.create_job(&m, "restore", chrono::Utc::now().timestamp()).await.unwrap();

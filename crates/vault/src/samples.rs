@@ -153,6 +153,7 @@ mod tests {
                     errors: vec![],
                     total_bytes: Some(total),
                     recovery_point: None,
+                    tags: vec![],
                 };
                 db.update_job(id, &a, &end, 1).await.unwrap();
             }

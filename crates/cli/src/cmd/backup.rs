@@ -61,7 +61,14 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
         let state = if out.is_partial() { "completed-with-errors" } else { "completed" };
         let errors = out.errors.iter().map(|e| format!("{}: {}", e.path, e.error)).collect();
         let files = out.summary.files_new + out.summary.files_changed + out.summary.files_unchanged;
-        j.finish_backup(state, out.summary.bytes_added, files, errors, out.summary.total_bytes, &out.recovery_point.to_hex());
+        let end = common::BackupEnd {
+            bytes_added: out.summary.bytes_added,
+            files,
+            total_bytes: out.summary.total_bytes,
+            recovery_point: &out.recovery_point.to_hex(),
+            tags: &a.tag,
+        };
+        j.finish_backup(state, errors, end);
     }
     for e in &out.errors {
         eprintln!("warning: {}: {}", e.path, e.error);

@@ -21,7 +21,7 @@ fn pages_show_machines_recovery_points_jobs_and_import_jobs_to_users_only() {
     let missing = m.path("no-such-folder");
     assert_eq!(m.run(&["backup", s(&missing)]).status.code(), Some(3));
     let (_tree, src) = Env::with_tree();
-    let rp = m.backup(&src)["recovery_point"].as_str().unwrap().to_string();
+    let rp = m.json(&["backup", s(&src), "--tag", "nightly"])["recovery_point"].as_str().unwrap().to_string();
     let tree: u64 = walkdir(&src).iter().map(|p| p.symlink_metadata().unwrap()).filter(|m| m.is_file()).map(|m| m.len()).sum();
     let owner = std::fs::read_to_string(site.vault.data("owner.token")).unwrap().trim().to_string();
     let reader = site.vault.admin(&site.admin, &["vault", "user", "add", "auditor", "--role", "reader"]).trim().to_string();
@@ -50,6 +50,7 @@ fn pages_show_machines_recovery_points_jobs_and_import_jobs_to_users_only() {
     assert!(mp.contains("Recovery points (2)"), "{mp}");
     assert!(mp.contains("no-such-folder"), "the partial backup's error names the path: {mp}");
     assert!(mp.contains(&protected), "the recovery point's size: {mp}");
+    assert!(mp.contains("<td>nightly</td>"), "its tags: {mp}");
     // Import jobs, with their state and the deadline counting down.
     let ip = page(&site, &reader, "/imports");
     assert!(ip.contains("ship-1") && ip.contains("created") && ip.contains("min left"), "{ip}");
