@@ -138,12 +138,13 @@ pub(crate) struct MachineStatus {
 }
 
 /// Every machine's state, and the alerts about machines.
-pub(crate) async fn machines(db: &Db, now: i64) -> Result<(Vec<MachineStatus>, Vec<Alert>)> {
-    let jobs = jobs_of(db, None, 5000).await?;
+async fn machines(db: &Db, now: i64) -> Result<(Vec<MachineStatus>, Vec<Alert>)> {
     let mut out = Vec::new();
     let mut alerts = Vec::new();
     for (id, name, _) in db.machines().await? {
-        let mine: Vec<&JobInfo> = jobs.iter().filter(|(m, _)| *m == id).map(|(_, j)| j).collect();
+        // Its newest jobs: the last backup is among them unless hundreds of restores followed.
+        let jobs = jobs_of(db, Some(&id), 200).await?;
+        let mine: Vec<&JobInfo> = jobs.iter().map(|(_, j)| j).collect();
         let last = mine.iter().find(|j| BACKUP_KINDS.contains(&j.kind.as_str()));
         let last_ok = mine
             .iter()
@@ -180,7 +181,12 @@ pub(crate) async fn machines(db: &Db, now: i64) -> Result<(Vec<MachineStatus>, V
 
 /// Every alert now. `storage_limit`: alert when all machines together store more.
 pub async fn current(db: &Db, now: i64, storage_limit: Option<u64>) -> Result<Vec<Alert>> {
-    let (_, mut alerts) = machines(db, now).await?;
+    Ok(status(db, now, storage_limit).await?.1)
+}
+
+/// Every machine's state and every alert now.
+pub(crate) async fn status(db: &Db, now: i64, storage_limit: Option<u64>) -> Result<(Vec<MachineStatus>, Vec<Alert>)> {
+    let (machines, mut alerts) = machines(db, now).await?;
     for j in db.import_jobs(None).await? {
         match (j.state, j.deadline.as_deref().and_then(unix)) {
             (JobState::Expired, _) => alerts.push(Alert {
@@ -220,7 +226,7 @@ pub async fn current(db: &Db, now: i64, storage_limit: Option<u64>) -> Result<Ve
             });
         }
     }
-    Ok(alerts)
+    Ok((machines, alerts))
 }
 
 /// Where alerts go.

@@ -31,10 +31,6 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
-fn unix(t: &str) -> Option<f64> {
-    chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp() as f64)
-}
-
 /// The whole exposition.
 pub async fn render(db: &Db) -> Result<String> {
     let mut out = String::new();
@@ -46,31 +42,37 @@ pub async fn render(db: &Db) -> Result<String> {
     family(&mut out, "ferry_vault_users", "gauge", "Vault users (tokens with a role).", &[(String::new(), count("users").await?)]);
 
     // Jobs: by kind and state; finished ones' durations and errors by kind; each machine's last
-    // completed backup.
-    let rows = sqlx::query("SELECT m.name, j.kind, j.state, j.start, j.\"end\", j.errors FROM jobs j JOIN machines m ON m.id = j.machine")
-        .fetch_all(&db.pool)
-        .await?;
+    // backup. Aggregated by the database (a vault keeps every job): a finished job's last
+    // heartbeat is its end.
     let mut by_state: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for r in sqlx::query("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state").fetch_all(&db.pool).await? {
+        by_state.insert((r.get(0), r.get(1)), r.get::<i64, _>(2) as f64);
+    }
+    let finished = match db.backend() {
+        crate::db::Backend::Sqlite => {
+            "SELECT kind, CAST(SUM(MAX(heartbeat - CAST(strftime('%s', start) AS INTEGER), 0)) AS BIGINT), COUNT(*), \
+             CAST(SUM(json_array_length(errors)) AS BIGINT) FROM jobs WHERE \"end\" IS NOT NULL GROUP BY kind"
+        }
+        crate::db::Backend::Postgres => {
+            "SELECT kind, CAST(SUM(GREATEST(heartbeat - CAST(EXTRACT(EPOCH FROM CAST(start AS timestamptz)) AS BIGINT), 0)) AS BIGINT), \
+             COUNT(*), CAST(SUM(json_array_length(CAST(errors AS json))) AS BIGINT) FROM jobs WHERE \"end\" IS NOT NULL GROUP BY kind"
+        }
+    };
     let mut durations: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut errors: BTreeMap<String, f64> = BTreeMap::new();
+    for r in sqlx::query(finished).fetch_all(&db.pool).await? {
+        let kind: String = r.get(0);
+        durations.insert(kind.clone(), (r.get::<Option<i64>, _>(1).unwrap_or(0) as f64, r.get::<i64, _>(2) as f64));
+        errors.insert(kind, r.get::<Option<i64>, _>(3).unwrap_or(0) as f64);
+    }
+    let kinds = BACKUP_KINDS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
+    let last_sql = format!(
+        "SELECT m.name, MAX(j.heartbeat) FROM jobs j JOIN machines m ON m.id = j.machine \
+         WHERE j.kind IN ({kinds}) AND j.state <> 'failed' AND j.\"end\" IS NOT NULL GROUP BY m.name"
+    );
     let mut last_backup: BTreeMap<String, f64> = BTreeMap::new();
-    for r in &rows {
-        let (machine, kind, state): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-        let (start, end): (String, Option<String>) = (r.get(3), r.get(4));
-        let errs: String = r.get(5);
-        *by_state.entry((kind.clone(), state.clone())).or_default() += 1.0;
-        let Some(end) = end.as_deref().and_then(unix) else { continue };
-        if let Some(start) = unix(&start) {
-            let d = durations.entry(kind.clone()).or_default();
-            d.0 += (end - start).max(0.0);
-            d.1 += 1.0;
-        }
-        let n = serde_json::from_str::<Vec<serde_json::Value>>(&errs).map(|v| v.len()).unwrap_or(0);
-        *errors.entry(kind.clone()).or_default() += n as f64;
-        if BACKUP_KINDS.contains(&kind.as_str()) && state != "failed" {
-            let t = last_backup.entry(machine).or_default();
-            *t = t.max(end);
-        }
+    for r in sqlx::query(&last_sql).fetch_all(&db.pool).await? {
+        last_backup.insert(r.get(0), r.get::<i64, _>(1) as f64);
     }
     let samples: Vec<(String, f64)> =
         by_state.iter().map(|((k, s), n)| (format!("kind=\"{}\",state=\"{}\"", label(k), label(s)), *n)).collect();
@@ -196,6 +198,39 @@ mod tests {
                 assert!(value.parse::<f64>().is_ok(), "{line}");
                 assert!(name.starts_with("ferry_vault_"), "{line}");
             }
+        });
+    }
+
+    /// The same aggregates on PostgreSQL (`FERRY_TEST_POSTGRES`, set by scripts/test.sh), whose
+    /// SQL differs: a machine of a name unique to this run.
+    #[test]
+    fn the_exposition_runs_on_postgres() {
+        let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") else {
+            eprintln!("skipped: FERRY_TEST_POSTGRES not set (run scripts/test.sh)");
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let db = Db::open(&url).await.unwrap();
+            let name = format!("metered-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+            let secret = db.add_registration(i64::MAX).await.unwrap();
+            let (m, _) = db.register(&secret, &name, 0).await.unwrap().unwrap();
+            let id = db.create_job(&m, "backup", chrono::Utc::now().timestamp()).await.unwrap();
+            let end = crate::db::JobUpdate {
+                state: "completed".into(),
+                bytes: 1,
+                files: 1,
+                errors: vec!["x".into()],
+                total_bytes: None,
+                recovery_point: None,
+                tags: vec![],
+            };
+            db.update_job(id, &m, &end, chrono::Utc::now().timestamp()).await.unwrap();
+            let text = render(&db).await.unwrap();
+            let want = format!("ferry_vault_machine_last_backup_timestamp_seconds{{machine=\"{name}\"}}");
+            assert!(text.contains(&want), "{want:?} not in:\n{text}");
+            assert!(text.contains("ferry_vault_job_duration_seconds_count{kind=\"backup\"}"), "{text}");
+            assert!(text.contains("ferry_vault_job_errors{kind=\"backup\"}"), "{text}");
         });
     }
 }

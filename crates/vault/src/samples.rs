@@ -78,6 +78,19 @@ impl Db {
         Ok(rows.iter().map(sample_of).collect())
     }
 
+    /// The vault's totals since `since`, per sample time (the machines' samples of one round
+    /// share a time), oldest first.
+    pub async fn vault_samples(&self, since: i64) -> Result<Vec<Sample>> {
+        let rows = sqlx::query(
+            "SELECT time, CAST(SUM(stored_bytes) AS BIGINT), CAST(SUM(stored_objects) AS BIGINT), CAST(SUM(protected_bytes) AS BIGINT) \
+             FROM storage_samples WHERE time >= $1 GROUP BY time ORDER BY time",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(sample_of).collect())
+    }
+
     /// Each machine's newest sample.
     pub async fn latest_samples(&self) -> Result<std::collections::HashMap<String, Sample>> {
         let rows = sqlx::query(
@@ -168,6 +181,8 @@ mod tests {
             sample_all(&db, &store, true).await.unwrap();
             let history = db.samples(&a, 0).await.unwrap();
             assert_eq!(history.iter().map(|s| s.stored_bytes).collect::<Vec<_>>(), vec![120, 125]);
+            let vault = db.vault_samples(0).await.unwrap();
+            assert_eq!(vault.iter().map(|s| (s.stored_bytes, s.protected_bytes)).collect::<Vec<_>>(), vec![(127, 3000), (132, 3000)]);
         });
     }
 }
