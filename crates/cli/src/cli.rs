@@ -344,6 +344,13 @@ pub struct PolicySetArgs {
 pub enum UserCommand {
     /// Add a user; prints the user's token (shown once)
     Add(UserAddArgs),
+    /// Set a user's dashboard password (owners for anyone, a user for itself); read from
+    /// --password-file FILE, FERRY_VAULT_USER_PASSWORD or the terminal; at least 16 characters
+    Password {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -91,6 +91,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/register", post(register))
         .route("/v1/machines", get(machines))
         .route("/v1/users", post(add_user))
+        .route("/v1/users/{name}/password", axum::routing::put(set_password))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/machines/{m}/jobs", post(create_job))
         .route("/v1/machines/{m}/policy", get(get_policy).put(set_policy))
@@ -335,6 +336,33 @@ async fn add_user(AxState(state): St, headers: HeaderMap, Json(b): Json<UserBody
         .map_err(|_| ApiError(StatusCode::CONFLICT, format!("a user named {:?} exists already", b.name)))?;
     tracing::info!("added user {} as {}", b.name, role.as_str());
     Ok(Json(json!({"name": b.name, "role": role.as_str(), "token": token})))
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+}
+
+/// Sets a user's dashboard password: owners for anyone, a user for itself.
+async fn set_password(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<PasswordBody>,
+) -> ApiResult<StatusCode> {
+    match principal(&state, &headers).await? {
+        Principal::User { role: Role::Owner, .. } => {}
+        Principal::User { name: me, .. } if me == name => {}
+        _ => return Err(ApiError(StatusCode::FORBIDDEN, "only an owner sets another user's password".into())),
+    }
+    if b.password.chars().count() < 16 || b.password.len() > 1024 {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "a dashboard password has 16 to 1024 characters".into()));
+    }
+    if !state.db.set_password(&name, &b.password).await? {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no user named {name:?}")));
+    }
+    tracing::info!("set the dashboard password of {name}");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

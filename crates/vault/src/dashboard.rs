@@ -90,7 +90,56 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     })
 }
 
+/// Argon2id for dashboard passwords: 19 MiB, 2 passes (OWASP's minimum), so a login costs tens
+/// of milliseconds and a stolen database resists guessing.
+fn password_hash(password: &str, salt: &[u8; 16]) -> anyhow::Result<[u8; 32]> {
+    let params = argon2::Params::new(19 * 1024, 2, 1, Some(32)).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+    let mut out = [0u8; 32];
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password_into(password.as_bytes(), salt, &mut out)
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+    Ok(out)
+}
+
 impl Db {
+    /// Sets user `name`'s dashboard password. `false`: no such user.
+    pub async fn set_password(&self, name: &str, password: &str) -> anyhow::Result<bool> {
+        if sqlx::query("SELECT 1 FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?.is_none() {
+            return Ok(false);
+        }
+        let salt: [u8; 16] = ferry_crypto::random_bytes();
+        let (pw, salt_c) = (password.to_string(), salt);
+        let hash = tokio::task::spawn_blocking(move || password_hash(&pw, &salt_c)).await??;
+        sqlx::query(
+            "INSERT INTO user_passwords (name, salt, hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET salt = excluded.salt, hash = excluded.hash",
+        )
+        .bind(name)
+        .bind(hex::encode(salt))
+        .bind(hex::encode(hash))
+        .execute(&self.pool)
+        .await?;
+        Ok(true)
+    }
+
+    /// Does `password` open user `name`'s dashboard? (A user without a password never matches.)
+    async fn check_password(&self, name: &str, password: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query("SELECT salt, hash FROM user_passwords p JOIN users u ON u.name = p.name WHERE p.name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let (mut salt, mut want) = ([0u8; 16], [0u8; 32]);
+        if hex::decode_to_slice(row.get::<String, _>(0), &mut salt).is_err()
+            || hex::decode_to_slice(row.get::<String, _>(1), &mut want).is_err()
+        {
+            return Ok(false);
+        }
+        let pw = password.to_string();
+        let got = tokio::task::spawn_blocking(move || password_hash(&pw, &salt)).await??;
+        Ok(subtle_eq(&got, &want))
+    }
+
     async fn create_session(&self, user: &str, now: i64) -> anyhow::Result<(String, String)> {
         let id = crate::db::new_token();
         let csrf = hex::encode(ferry_crypto::random_bytes::<16>());
@@ -171,7 +220,12 @@ pub(crate) async fn login_page() -> PageResult {
 
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
+    #[serde(default)]
     token: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
 }
 
 pub(crate) async fn login(AxState(state): St, Form(f): Form<LoginForm>) -> PageResult {
@@ -181,13 +235,23 @@ pub(crate) async fn login(AxState(state): St, Form(f): Form<LoginForm>) -> PageR
         Ok(r)
     };
     let token = f.token.trim();
-    if token.is_empty() || token.len() > 200 {
-        return refused("Give your vault token.");
-    }
-    let user = match state.db.principal(token).await? {
-        Some(Principal::User { name, .. }) => name,
-        Some(Principal::Machine { .. }) => return refused("A machine's token does not open the dashboard: use a user's token."),
-        None => return refused("This token is not valid for this vault."),
+    let user = if !token.is_empty() {
+        if token.len() > 200 {
+            return refused("This token is not valid for this vault.");
+        }
+        match state.db.principal(token).await? {
+            Some(Principal::User { name, .. }) => name,
+            Some(Principal::Machine { .. }) => return refused("A machine's token does not open the dashboard: use a user's token."),
+            None => return refused("This token is not valid for this vault."),
+        }
+    } else if !f.user.is_empty() && !f.password.is_empty() && f.user.len() <= 64 && f.password.len() <= 1024 {
+        if !state.db.check_password(f.user.trim(), &f.password).await? {
+            tracing::warn!("dashboard: refused a password login as {:?}", f.user.trim());
+            return refused("This user name and password do not match.");
+        }
+        f.user.trim().to_string()
+    } else {
+        return refused("Give your user name and password, or your vault token.");
     };
     let now = chrono::Utc::now().timestamp();
     let (id, _) = state.db.create_session(&user, now).await?;

@@ -112,7 +112,7 @@ fn scrub(text: String, url: &str) -> String {
 /// other program on the database uses; this one is "ferry" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0066_6572_7279;
 
-const SQLITE_TABLES: [&str; 14] = [
+const SQLITE_TABLES: [&str; 15] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
@@ -129,11 +129,12 @@ const SQLITE_TABLES: [&str; 14] = [
     STORAGE_SAMPLES_INDEX,
     SESSIONS,
     ALERTS_SENT,
+    USER_PASSWORDS,
     "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, actor TEXT NOT NULL, \
      action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
 
-const POSTGRES_TABLES: [&str; 14] = [
+const POSTGRES_TABLES: [&str; 15] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)",
@@ -150,6 +151,7 @@ const POSTGRES_TABLES: [&str; 14] = [
     STORAGE_SAMPLES_INDEX,
     SESSIONS,
     ALERTS_SENT,
+    USER_PASSWORDS,
     "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, actor TEXT NOT NULL, \
      action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
@@ -182,6 +184,9 @@ const STORAGE_SAMPLES: &str = "CREATE TABLE IF NOT EXISTS storage_samples (time 
 /// Dashboard logins: the session cookie's hash, its user, expiry and CSRF token (crate::dashboard).
 const SESSIONS: &str = "CREATE TABLE IF NOT EXISTS sessions (id_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, \
      expires BIGINT NOT NULL, csrf TEXT NOT NULL)";
+/// Users' dashboard passwords: Argon2id hashes (crate::dashboard).
+const USER_PASSWORDS: &str = "CREATE TABLE IF NOT EXISTS user_passwords (name TEXT PRIMARY KEY, salt TEXT NOT NULL, \
+     hash TEXT NOT NULL)";
 /// Alerts sent by webhook or e-mail, by key (crate::alerts): each is sent once.
 const ALERTS_SENT: &str = "CREATE TABLE IF NOT EXISTS alerts_sent (key TEXT PRIMARY KEY, time BIGINT NOT NULL)";
 const STORAGE_SAMPLES_INDEX: &str = "CREATE INDEX IF NOT EXISTS storage_samples_by_machine ON storage_samples (machine, time)";

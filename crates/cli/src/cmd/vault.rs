@@ -124,6 +124,13 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
             }
             Ok(Outcome::Success)
         }
+        VaultCommand::User(UserCommand::Password { name, password_file }) => {
+            let pw = common::new_passphrase(password_file.as_deref(), "FERRY_VAULT_USER_PASSWORD", None)?;
+            let pw = String::from_utf8(pw).context("the password is not UTF-8")?;
+            common::admin_client(g)?.put_json(&format!("/v1/users/{name}/password"), &serde_json::json!({"password": pw}))?;
+            eprintln!("set the dashboard password of {name}");
+            Ok(Outcome::Success)
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 // Drives Debian's chromium through playwright-core for the dashboard tests
 // (crates/cli/tests/cli/dashboard.rs): logs in with TOKEN through the login form (unless TOKEN
-// is "-"), then visits each PATH (PATH=NAME also saves a screenshot NAME.png in SHOTS) and
+// is "-"; "pw:USER:PASSWORD" logs in with a user name and password instead), then visits each PATH (PATH=NAME also saves a screenshot NAME.png in SHOTS) and
 // prints, as one JSON line, what each page showed.
 //
 //   node visit.cjs URL TOKEN SHOTS PATH[=NAME]...
@@ -20,7 +20,13 @@ const { chromium } = require(process.env.FERRY_TEST_BROWSER);
   const out = { pages: [] };
   if (token !== '-') {
     await page.goto(url + '/login');
-    await page.fill('#token', token);
+    if (token.startsWith('pw:')) {
+      const [, user, ...pw] = token.split(':');
+      await page.fill('#user', user);
+      await page.fill('#password', pw.join(':'));
+    } else {
+      await page.fill('#token', token);
+    }
     await Promise.all([page.waitForLoadState('load'), page.click('button[type=submit]')]);
     await page.waitForLoadState('load');
     out.after_login = new URL(page.url()).pathname;

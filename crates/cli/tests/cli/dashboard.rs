@@ -152,6 +152,16 @@ fn in_a_browser_a_user_logs_in_and_follows_machines_recovery_points_and_an_impor
     assert!(t[1].contains(&rp[..16]) && t[1].contains("Recovery points (2)"), "{}", t[1]);
     assert!(v["pages"][1]["charts"].as_u64() == Some(1) && v["pages"][2]["charts"].as_u64() == Some(1), "{v}");
 
+    // A user logs in with a name and password too, once the owner set one; a wrong one is refused.
+    let pw_file = site.admin.path("auditor.pw");
+    std::fs::write(&pw_file, "correct horse battery staple\n").unwrap();
+    site.vault.admin(&site.admin, &["vault", "user", "password", "auditor", "--password-file", s(&pw_file)]);
+    let v2 = browse(&site, "pw:auditor:correct horse battery staple", &["/machines/m1"]).unwrap();
+    assert_eq!(v2["after_login"], "/", "{v2}");
+    assert!(texts(&v2)[0].contains(&rp[..16]), "{v2}");
+    let v2 = browse(&site, "pw:auditor:wrong horse battery staple", &["/login=login-wrong-password"]).unwrap();
+    assert_eq!(v2["login_error"], "This user name and password do not match.", "{v2}");
+
     // A reader's pages offer nothing that changes the vault (only logging out); no page shows
     // the token.
     for p in v["pages"].as_array().unwrap() {
