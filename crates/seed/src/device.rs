@@ -59,7 +59,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::fsio::{self, TMP_SUFFIX};
-use crate::SeedError;
+use crate::{DiskKey, SeedError};
 
 mod erase;
 mod header;
@@ -100,6 +100,24 @@ pub fn read_device_header(path: &Path) -> Result<Option<DeviceHeader>, SeedError
 /// Reads a device's header, which must be there: `NotADevice` if it is not.
 pub(crate) fn require_header(path: &Path) -> Result<DeviceHeader, SeedError> {
     read_device_header(path)?.ok_or_else(|| SeedError::NotADevice { path: path.to_path_buf() })
+}
+
+/// The headers of `paths` (at least one), each present and verifying with `key`
+/// (`DeviceKeyInvalid` naming the device and the job its header names).
+pub(crate) fn verified_headers(paths: &[PathBuf], key: &DiskKey) -> Result<Vec<(PathBuf, DeviceHeader)>, SeedError> {
+    if paths.is_empty() {
+        return Err(SeedError::InvalidInput { reason: "no devices given".into() });
+    }
+    let mut found = Vec::with_capacity(paths.len());
+    for path in paths {
+        found.push((path.clone(), require_header(path)?));
+    }
+    for (path, h) in &found {
+        if !h.verify(key) {
+            return Err(SeedError::DeviceKeyInvalid { path: path.clone(), device: h.device_number, job: h.job.clone() });
+        }
+    }
+    Ok(found)
 }
 
 /// Initialises a device: writes `header` into `path` (an existing folder, e.g. the device's

@@ -9,7 +9,7 @@ use ferry_store::Store;
 
 use super::seal::MAX_SEAL_LEN;
 use super::{
-    check_distinct, majority_set, require_header, shown, walk, DeviceHeader, Kind, Seal, SealEntry, DEVICE_DIR, HEADER_FILE, REPO_DIR,
+    check_distinct, majority_set, shown, verified_headers, walk, DeviceHeader, Kind, Seal, SealEntry, DEVICE_DIR, HEADER_FILE, REPO_DIR,
     SEAL_FILE,
 };
 use crate::fsio;
@@ -49,18 +49,7 @@ impl DeviceSet {
     /// "added", "removed" or "changed since the device was sealed", naming it). Folders are
     /// not files: an empty one is no change.
     pub fn open(paths: &[PathBuf], job: &str, key: &DiskKey) -> Result<DeviceSet, SeedError> {
-        if paths.is_empty() {
-            return Err(SeedError::InvalidInput { reason: "no devices given".into() });
-        }
-        let mut found: Vec<(PathBuf, DeviceHeader)> = Vec::with_capacity(paths.len());
-        for path in paths {
-            found.push((path.clone(), require_header(path)?));
-        }
-        for (path, h) in &found {
-            if !h.verify(key) {
-                return Err(SeedError::DeviceKeyInvalid { path: path.clone(), device: h.device_number, job: h.job.clone() });
-            }
-        }
+        let mut found = verified_headers(paths, key)?;
         for (path, h) in &found {
             if h.job != job {
                 return Err(SeedError::ForeignDevice {

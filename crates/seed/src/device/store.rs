@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ferry_store::{validate_key, ObjectInfo, Store, StoreError};
 
 use super::{
-    check_distinct, majority_set, require_header, shown, walk, DeviceHeader, Kind, Seal, SealEntry, DEVICE_DIR, HEADER_FILE, REPO_DIR,
+    check_distinct, majority_set, shown, verified_headers, walk, DeviceHeader, Kind, Seal, SealEntry, DEVICE_DIR, HEADER_FILE, REPO_DIR,
     SEAL_FILE,
 };
 use crate::fsio::{self, TMP_SUFFIX};
@@ -114,18 +114,7 @@ impl DeviceStore {
     /// take plus the free space of its file system minus 1 %. Every device keeps room for its
     /// header, the object folders and the seal.
     pub fn open(paths: &[PathBuf], key: &DiskKey, job: &str, machine: &str, keys_from: Arc<dyn Store>) -> Result<DeviceStore, SeedError> {
-        if paths.is_empty() {
-            return Err(SeedError::InvalidInput { reason: "no devices given".into() });
-        }
-        let mut found: Vec<(PathBuf, DeviceHeader)> = Vec::with_capacity(paths.len());
-        for path in paths {
-            found.push((path.clone(), require_header(path)?));
-        }
-        for (path, h) in &found {
-            if !h.verify(key) {
-                return Err(SeedError::DeviceKeyInvalid { path: path.clone(), device: h.device_number, job: h.job.clone() });
-            }
-        }
+        let mut found = verified_headers(paths, key)?;
         for (path, h) in &found {
             let foreign =
                 |reason: String| SeedError::ForeignDevice { path: path.clone(), job: h.job.clone(), device: h.device_number, reason };
