@@ -580,13 +580,42 @@ pub struct JobUpdate {
     pub tags: Vec<String>,
 }
 
+/// Test harness shared by the vault's database tests: one body run on a fresh SQLite file and,
+/// when `FERRY_TEST_POSTGRES` is set (scripts/test.sh sets it), on PostgreSQL, with a tag that
+/// makes names unique to the run in the shared database.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::Db;
 
-    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    pub(crate) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
     }
+
+    pub(crate) fn on_sqlite<F: std::future::Future<Output = ()>>(body: impl FnOnce(Db, String) -> F) {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::open_file(&dir.path().join("v.db")).await.unwrap();
+            body(db, String::new()).await;
+        });
+    }
+
+    pub(crate) fn on_postgres<F: std::future::Future<Output = ()>>(body: impl FnOnce(Db, String) -> F) {
+        let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") else {
+            eprintln!("skipped: FERRY_TEST_POSTGRES not set (run scripts/test.sh)");
+            return;
+        };
+        block_on(async {
+            let db = Db::open(&url).await.unwrap();
+            let tag = format!("-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+            body(db, tag).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::block_on;
+    use super::*;
 
     /// Every call once, on a SQLite file made by an earlier version of the vault (its table
     /// definitions, `end` unquoted): the `$N` placeholders, the quoted `"end"` and RETURNING

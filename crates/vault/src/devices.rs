@@ -388,31 +388,15 @@ impl Db {
 mod tests {
     use super::*;
 
-    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-    }
-
     #[test]
     fn a_device_job_travels_and_is_erased_on_sqlite() {
-        block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let db = Db::open_file(&dir.path().join("v.db")).await.unwrap();
-            travels(&db, "").await;
-        });
+        crate::db::testing::on_sqlite(|db, tag| async move { travels(&db, &tag).await });
     }
 
-    /// The same on PostgreSQL (`FERRY_TEST_POSTGRES`, set by scripts/test.sh).
+    /// The same on PostgreSQL.
     #[test]
     fn a_device_job_travels_and_is_erased_on_postgres() {
-        let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") else {
-            eprintln!("skipped: FERRY_TEST_POSTGRES not set (run scripts/test.sh)");
-            return;
-        };
-        block_on(async {
-            let db = Db::open(&url).await.unwrap();
-            let tag = format!("-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-            travels(&db, &tag).await;
-        });
+        crate::db::testing::on_postgres(|db, tag| async move { travels(&db, &tag).await });
     }
 
     async fn travels(db: &Db, tag: &str) {

@@ -556,10 +556,6 @@ impl Db {
 mod tests {
     use super::*;
 
-    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-    }
-
     fn set(id: &str, complete: bool) -> DiskSet {
         let disks = vec![DiskRecord { id: 1, state: "prepared".into(), bytes: 10, objects: 2, copied: 0, skipped: 0, errors: vec![] }];
         DiskSet { set_id: id.into(), manifest_digest: complete.then(|| "d".repeat(64)), disks, complete }
@@ -567,26 +563,13 @@ mod tests {
 
     #[test]
     fn a_job_moves_through_its_states_and_refuses_what_does_not_fit() {
-        block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let db = Db::open_file(&dir.path().join("v.db")).await.unwrap();
-            states(&db, "").await;
-        });
+        crate::db::testing::on_sqlite(|db, tag| async move { states(&db, &tag).await });
     }
 
-    /// The same on PostgreSQL (`FERRY_TEST_POSTGRES`, set by scripts/test.sh), with names unique
-    /// to this run in the shared database.
+    /// The same on PostgreSQL, with names unique to this run in the shared database.
     #[test]
     fn a_job_moves_through_its_states_on_postgres() {
-        let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") else {
-            eprintln!("skipped: FERRY_TEST_POSTGRES not set (run scripts/test.sh)");
-            return;
-        };
-        block_on(async {
-            let db = Db::open(&url).await.unwrap();
-            let tag = format!("-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-            states(&db, &tag).await;
-        });
+        crate::db::testing::on_postgres(|db, tag| async move { states(&db, &tag).await });
     }
 
     async fn states(db: &Db, tag: &str) {

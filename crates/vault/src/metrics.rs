@@ -205,14 +205,8 @@ mod tests {
     /// SQL differs: a machine of a name unique to this run.
     #[test]
     fn the_exposition_runs_on_postgres() {
-        let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") else {
-            eprintln!("skipped: FERRY_TEST_POSTGRES not set (run scripts/test.sh)");
-            return;
-        };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let db = Db::open(&url).await.unwrap();
-            let name = format!("metered-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        crate::db::testing::on_postgres(|db, tag| async move {
+            let name = format!("metered{tag}");
             let secret = db.add_registration(i64::MAX).await.unwrap();
             let (m, _) = db.register(&secret, &name, 0).await.unwrap().unwrap();
             let id = db.create_job(&m, "backup", chrono::Utc::now().timestamp()).await.unwrap();
