@@ -240,8 +240,42 @@ pub(crate) fn walk(dir: &Path) -> Result<Vec<Walked>, SeedError> {
     Ok(out)
 }
 
+/// Every header names `job`: else `ForeignDevice` ("belongs to job X (device N), not to job
+/// JOB: leave it out" and what `also` adds for that header).
+pub(crate) fn check_job(found: &[(PathBuf, DeviceHeader)], job: &str, also: impl Fn(&DeviceHeader) -> String) -> Result<(), SeedError> {
+    match found.iter().find(|(_, h)| h.job != job) {
+        Some((path, h)) => Err(SeedError::ForeignDevice {
+            path: path.clone(),
+            job: h.job.clone(),
+            device: h.device_number,
+            reason: format!("belongs to job {} (device {}), not to job {job}: leave it out{}", h.job, h.device_number, also(h)),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// All headers carry the set most of them carry, which is returned: else `ForeignDevice` naming
+/// the other set, with `also` after "leave it out".
+pub(crate) fn check_one_set(found: &[(PathBuf, DeviceHeader)], job: &str, also: &str) -> Result<[u8; 16], SeedError> {
+    let set_id = majority_set(found.iter().map(|(_, h)| h));
+    match found.iter().find(|(_, h)| h.set_id != set_id) {
+        Some((path, h)) => Err(SeedError::ForeignDevice {
+            path: path.clone(),
+            job: h.job.clone(),
+            device: h.device_number,
+            reason: format!(
+                "is device {} of another device set (set {}) of job {job}, not of set {}: leave it out{also}",
+                h.device_number,
+                hex::encode(h.set_id),
+                hex::encode(set_id)
+            ),
+        }),
+        None => Ok(set_id),
+    }
+}
+
 /// The set id most of the headers carry (the first one's on a tie).
-pub(crate) fn majority_set<'a>(headers: impl Iterator<Item = &'a DeviceHeader>) -> [u8; 16] {
+fn majority_set<'a>(headers: impl Iterator<Item = &'a DeviceHeader>) -> [u8; 16] {
     let mut counts: Vec<([u8; 16], usize)> = Vec::new();
     for h in headers {
         match counts.iter_mut().find(|(id, _)| *id == h.set_id) {

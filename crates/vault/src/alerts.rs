@@ -68,15 +68,35 @@ pub(crate) struct JobInfo {
     pub tags: Vec<String>,
 }
 
-/// The newest `limit` jobs (of one machine, by ID), newest first, with their machine's ID.
-pub(crate) async fn jobs_of(db: &Db, machine: Option<&str>, limit: i64) -> Result<Vec<(String, JobInfo)>> {
+/// The newest `limit` jobs (of one machine, by ID; `which` of them), newest first, with their
+/// machine's ID.
+/// Which jobs [`jobs_of`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Jobs {
+    All,
+    /// Those whose end reported a recovery point.
+    WithRecoveryPoint,
+    /// Failed ones and those that reported errors.
+    WithErrors,
+}
+
+pub(crate) async fn jobs_of(db: &Db, machine: Option<&str>, which: Jobs, limit: i64) -> Result<Vec<(String, JobInfo)>> {
     let base = "SELECT j.machine, j.kind, j.state, j.start, j.\"end\", j.files, j.errors, t.total_bytes, t.recovery_point, j.id, t.tags \
                 FROM jobs j LEFT JOIN job_totals t ON t.job = j.id";
+    let filter = match which {
+        Jobs::All => "",
+        Jobs::WithRecoveryPoint => " AND t.recovery_point <> ''",
+        Jobs::WithErrors => " AND (j.state = 'failed' OR j.errors <> '[]')",
+    };
     let rows = match machine {
         Some(m) => {
-            sqlx::query(&format!("{base} WHERE j.machine = $1 ORDER BY j.id DESC LIMIT $2")).bind(m).bind(limit).fetch_all(&db.pool).await?
+            sqlx::query(&format!("{base} WHERE j.machine = $1{filter} ORDER BY j.id DESC LIMIT $2"))
+                .bind(m)
+                .bind(limit)
+                .fetch_all(&db.pool)
+                .await?
         }
-        None => sqlx::query(&format!("{base} ORDER BY j.id DESC LIMIT $1")).bind(limit).fetch_all(&db.pool).await?,
+        None => sqlx::query(&format!("{base} WHERE 1 = 1{filter} ORDER BY j.id DESC LIMIT $1")).bind(limit).fetch_all(&db.pool).await?,
     };
     Ok(rows
         .iter()
@@ -143,7 +163,7 @@ async fn machines(db: &Db, now: i64) -> Result<(Vec<MachineStatus>, Vec<Alert>)>
     let mut alerts = Vec::new();
     for (id, name, _) in db.machines().await? {
         // Its newest jobs: the last backup is among them unless hundreds of restores followed.
-        let jobs = jobs_of(db, Some(&id), 200).await?;
+        let jobs = jobs_of(db, Some(&id), Jobs::All, 200).await?;
         let mine: Vec<&JobInfo> = jobs.iter().map(|(_, j)| j).collect();
         let last = mine.iter().find(|j| BACKUP_KINDS.contains(&j.kind.as_str()));
         let last_ok = mine

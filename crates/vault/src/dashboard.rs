@@ -449,7 +449,8 @@ pub(crate) async fn machine(AxState(state): St, headers: HeaderMap, Path(name): 
     let (store, prefix) = (state.store.clone(), format!("machines/{id}/recovery-points/"));
     let listed =
         tokio::task::spawn_blocking(move || store.list(&prefix)).await.map_err(anyhow::Error::from)?.map_err(anyhow::Error::from)?;
-    let jobs = jobs_of(db, Some(&id), 100_000).await?;
+    // The backups that reported a recovery point (retention may have removed some since).
+    let jobs = jobs_of(db, Some(&id), alerts::Jobs::WithRecoveryPoint, 1_000_000).await?;
     let reported: HashMap<&str, &JobInfo> = jobs.iter().filter_map(|(_, j)| j.recovery_point.as_deref().map(|rp| (rp, j))).collect();
     let mut points: Vec<(i64, PointRow)> = listed
         .iter()
@@ -469,10 +470,9 @@ pub(crate) async fn machine(AxState(state): St, headers: HeaderMap, Path(name): 
         .collect();
     points.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
     let total_points = points.len();
-    let jobs_with_errors = jobs
+    let jobs_with_errors = jobs_of(db, Some(&id), alerts::Jobs::WithErrors, PAGE as i64)
+        .await?
         .iter()
-        .filter(|(_, j)| j.state == "failed" || !j.errors.is_empty())
-        .take(PAGE)
         .map(|(_, j)| JobRow { kind: j.kind.clone(), state: j.state.clone(), start: j.start.clone(), errors: j.errors.clone() })
         .collect();
     let page = MachinePage {

@@ -112,7 +112,7 @@ fn scrub(text: String, url: &str) -> String {
 /// other program on the database uses; this one is "ferry" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0066_6572_7279;
 
-const SQLITE_TABLES: [&str; 15] = [
+const SQLITE_TABLES: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
@@ -123,18 +123,11 @@ const SQLITE_TABLES: [&str; 15] = [
     IMPORT_JOBS_SQLITE,
     "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in INTEGER NOT NULL, objects_in INTEGER NOT NULL, \
      bytes_out INTEGER NOT NULL, objects_out INTEGER NOT NULL)",
-    DEVICE_JOBS,
-    JOB_TOTALS,
-    STORAGE_SAMPLES,
-    STORAGE_SAMPLES_INDEX,
-    SESSIONS,
-    ALERTS_SENT,
-    USER_PASSWORDS,
     "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, actor TEXT NOT NULL, \
      action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
 
-const POSTGRES_TABLES: [&str; 15] = [
+const POSTGRES_TABLES: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)",
@@ -145,16 +138,12 @@ const POSTGRES_TABLES: [&str; 15] = [
     IMPORT_JOBS_POSTGRES,
     "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in BIGINT NOT NULL, objects_in BIGINT NOT NULL, \
      bytes_out BIGINT NOT NULL, objects_out BIGINT NOT NULL)",
-    DEVICE_JOBS,
-    JOB_TOTALS,
-    STORAGE_SAMPLES,
-    STORAGE_SAMPLES_INDEX,
-    SESSIONS,
-    ALERTS_SENT,
-    USER_PASSWORDS,
     "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, actor TEXT NOT NULL, \
      action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
 ];
+
+/// Tables whose definition is the same on both databases (no autoincrement, BIGINT only).
+const SHARED_TABLES: [&str; 7] = [DEVICE_JOBS, JOB_TOTALS, STORAGE_SAMPLES, STORAGE_SAMPLES_INDEX, SESSIONS, ALERTS_SENT, USER_PASSWORDS];
 
 /// Import jobs (crate::imports). `tracking` is unique across all jobs (NULLs do not collide);
 /// `disk_key` is sealed under the vault's escrow key; `disks` and `errors` are JSON.
@@ -236,7 +225,7 @@ impl Db {
             Backend::Sqlite => {
                 // SQLite serialises writers itself; these files predate PostgreSQL support and
                 // keep their tables (same columns, `end` unquoted in their definition).
-                for stmt in SQLITE_TABLES {
+                for stmt in SQLITE_TABLES.iter().chain(&SHARED_TABLES) {
                     sqlx::query(stmt).execute(&self.pool).await?;
                 }
             }
@@ -248,7 +237,7 @@ impl Db {
                 let mut tx = self.pool.begin().await?;
                 // The lock function returns `void`, which the Any driver cannot decode: wrap it.
                 sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS schema_lock").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
-                for stmt in POSTGRES_TABLES {
+                for stmt in POSTGRES_TABLES.iter().chain(&SHARED_TABLES) {
                     sqlx::query(stmt).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;

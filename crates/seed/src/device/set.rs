@@ -9,8 +9,8 @@ use ferry_store::Store;
 
 use super::seal::MAX_SEAL_LEN;
 use super::{
-    check_distinct, majority_set, shown, verified_headers, walk, DeviceHeader, Kind, Seal, SealEntry, DEVICE_DIR, HEADER_FILE, REPO_DIR,
-    SEAL_FILE,
+    check_distinct, check_job, check_one_set, shown, verified_headers, walk, DeviceHeader, Kind, Seal, SealEntry, DEVICE_DIR, HEADER_FILE,
+    REPO_DIR, SEAL_FILE,
 };
 use crate::fsio;
 use crate::{DiskKey, SeedError};
@@ -50,32 +50,8 @@ impl DeviceSet {
     /// not files: an empty one is no change.
     pub fn open(paths: &[PathBuf], job: &str, key: &DiskKey) -> Result<DeviceSet, SeedError> {
         let mut found = verified_headers(paths, key)?;
-        for (path, h) in &found {
-            if h.job != job {
-                return Err(SeedError::ForeignDevice {
-                    path: path.clone(),
-                    job: h.job.clone(),
-                    device: h.device_number,
-                    reason: format!("belongs to job {} (device {}), not to job {job}: leave it out", h.job, h.device_number),
-                });
-            }
-        }
-        let set_id = majority_set(found.iter().map(|(_, h)| h));
-        for (path, h) in &found {
-            if h.set_id != set_id {
-                return Err(SeedError::ForeignDevice {
-                    path: path.clone(),
-                    job: h.job.clone(),
-                    device: h.device_number,
-                    reason: format!(
-                        "is device {} of another device set (set {}) of job {job}, not of set {}: leave it out",
-                        h.device_number,
-                        hex::encode(h.set_id),
-                        hex::encode(set_id)
-                    ),
-                });
-            }
-        }
+        check_job(&found, job, |_| String::new())?;
+        let set_id = check_one_set(&found, job, "")?;
         check_distinct(&found)?;
         found.sort_by_key(|(_, h)| h.device_number);
         for (path, h) in &found {

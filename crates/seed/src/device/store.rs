@@ -12,8 +12,8 @@ use bytes::Bytes;
 use ferry_store::{validate_key, ObjectInfo, Store, StoreError};
 
 use super::{
-    check_distinct, majority_set, shown, verified_headers, walk, DeviceHeader, Kind, Seal, SealEntry, DEVICE_DIR, HEADER_FILE, REPO_DIR,
-    SEAL_FILE,
+    check_distinct, check_job, check_one_set, shown, verified_headers, walk, DeviceHeader, Kind, Seal, SealEntry, DEVICE_DIR, HEADER_FILE,
+    REPO_DIR, SEAL_FILE,
 };
 use crate::fsio::{self, TMP_SUFFIX};
 use crate::{DiskKey, SeedError};
@@ -115,38 +115,21 @@ impl DeviceStore {
     /// header, the object folders and the seal.
     pub fn open(paths: &[PathBuf], key: &DiskKey, job: &str, machine: &str, keys_from: Arc<dyn Store>) -> Result<DeviceStore, SeedError> {
         let mut found = verified_headers(paths, key)?;
+        check_job(&found, job, |h| format!(", or use it with the unlock file of job {}", h.job))?;
         for (path, h) in &found {
-            let foreign =
-                |reason: String| SeedError::ForeignDevice { path: path.clone(), job: h.job.clone(), device: h.device_number, reason };
-            if h.job != job {
-                return Err(foreign(format!(
-                    "belongs to job {} (device {}), not to job {job}: leave it out, or use it with the unlock file of job {}",
-                    h.job, h.device_number, h.job
-                )));
-            }
             if h.machine != machine {
-                return Err(foreign(format!(
-                    "is bound to machine {} (ID {}), not to this machine: only that machine's agent may write it; use a device prepared for this machine",
-                    h.machine_name, h.machine
-                )));
-            }
-        }
-        let set_id = majority_set(found.iter().map(|(_, h)| h));
-        for (path, h) in &found {
-            if h.set_id != set_id {
                 return Err(SeedError::ForeignDevice {
                     path: path.clone(),
                     job: h.job.clone(),
                     device: h.device_number,
                     reason: format!(
-                        "is device {} of another device set (set {}) of job {job}, not of set {}: leave it out, or erase it and prepare it again",
-                        h.device_number,
-                        hex::encode(h.set_id),
-                        hex::encode(set_id)
+                        "is bound to machine {} (ID {}), not to this machine: only that machine's agent may write it; use a device prepared for this machine",
+                        h.machine_name, h.machine
                     ),
                 });
             }
         }
+        let set_id = check_one_set(&found, job, ", or erase it and prepare it again")?;
         check_distinct(&found)?;
         for (path, h) in &found {
             if path.join(DEVICE_DIR).join(SEAL_FILE).exists() {
