@@ -38,10 +38,15 @@ const PROBE_FROM: usize = 256 * 1024;
 const PROBE_LEN: usize = 8 * 1024;
 const PROBE_SAMPLES: usize = 8;
 
+/// Compression contexts kept per thread (one per level in use).
+const MAX_CONTEXTS: usize = 3;
+
 thread_local! {
     // One compression context per thread and level, reused across blobs (creating one per
-    // blob costs an allocation and a table reset each time).
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    // blob costs an allocation and a table reset each time). A backup's threads use two levels
+    // (bundles of small files, single blobs), so a context per level is kept: switching one
+    // context between levels made a new one, a megabyte of fresh pages, at each switch.
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(Vec::new()) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
@@ -60,21 +65,37 @@ pub fn compress(plain: &[u8], level: i32) -> (Vec<u8>, bool) {
 /// not allocate, and fault in, a fresh output buffer for each). Returns true when `out` holds
 /// the compressed payload; false when `plain` is to be stored as it is (`out` is then
 /// unspecified).
+/// Empties `out` and makes room for `n` bytes: a buffer too small is replaced, not grown, as
+/// growing would copy its old (discarded) content.
+fn make_room(out: &mut Vec<u8>, n: usize) {
+    out.clear();
+    if out.capacity() < n {
+        *out = Vec::with_capacity(n);
+    }
+}
+
 pub fn compress_into(plain: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
     if plain.len() < 64 || level == 0 {
         return false;
     }
-    let written = COMPRESSOR.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            let mut c = zstd::bulk::Compressor::new(level).ok()?;
-            // The frame checksum is redundant: the blob is authenticated
-            // and its ID is checked after decompression.
-            c.include_checksum(false).ok()?;
-            c.include_dictid(false).ok()?;
-            *slot = Some((level, c));
-        }
-        let c = &mut slot.as_mut()?.1;
+    let written = COMPRESSORS.with(|slot| {
+        let mut contexts = slot.borrow_mut();
+        let at = match contexts.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                let mut c = zstd::bulk::Compressor::new(level).ok()?;
+                // The frame checksum is redundant: the blob is authenticated
+                // and its ID is checked after decompression.
+                c.include_checksum(false).ok()?;
+                c.include_dictid(false).ok()?;
+                if contexts.len() >= MAX_CONTEXTS {
+                    contexts.remove(0);
+                }
+                contexts.push((level, c));
+                contexts.len() - 1
+            }
+        };
+        let c = &mut contexts[at].1;
         // Large chunks: compress a sample first and skip chunks that will not shrink
         // (already compressed or encrypted data), which would cost a full pass for nothing.
         if plain.len() >= PROBE_FROM {
@@ -82,8 +103,7 @@ pub fn compress_into(plain: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
             // encrypted data there) is compressed if any part of it shrinks.
             let step = (plain.len() - PROBE_LEN) / (PROBE_SAMPLES - 1);
             let shrinks = (0..PROBE_SAMPLES).any(|i| {
-                out.clear();
-                out.reserve(zstd::zstd_safe::compress_bound(PROBE_LEN));
+                make_room(out, zstd::zstd_safe::compress_bound(PROBE_LEN));
                 let sample = &plain[i * step..i * step + PROBE_LEN];
                 c.compress_to_buffer(sample, out).is_ok_and(|n| n <= PROBE_LEN - PROBE_LEN / 32)
             });
@@ -91,8 +111,7 @@ pub fn compress_into(plain: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
                 return None;
             }
         }
-        out.clear();
-        out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        make_room(out, zstd::zstd_safe::compress_bound(plain.len()));
         c.compress_to_buffer(plain, out).ok()
     });
     written.is_some_and(|n| n < plain.len() - plain.len() / 16)

@@ -91,7 +91,15 @@ impl Chunker {
 
     /// Splits everything `reader` yields into chunks.
     pub fn chunks<R: Read>(&self, reader: R) -> Chunks<'_, R> {
-        Chunks { chunker: self, reader, buf: Vec::new(), start: 0, eof: false }
+        self.chunks_in(reader, Vec::new())
+    }
+
+    /// Like [`Chunker::chunks`], reading through `buf` (emptied first): a caller that chunks
+    /// many files hands the buffer of one ([`Chunks::into_buffer`]) to the next, so its pages
+    /// are not mapped and zeroed anew for every file.
+    pub fn chunks_in<R: Read>(&self, reader: R, mut buf: Vec<u8>) -> Chunks<'_, R> {
+        buf.clear();
+        Chunks { chunker: self, reader, buf, start: 0, eof: false }
     }
 }
 
@@ -110,6 +118,14 @@ const READ_AHEAD: usize = 4 << 20;
 const REFILL_BELOW: usize = 2 << 20;
 
 impl<R: Read> Chunks<'_, R> {
+    /// The read buffer, for the next file (see [`Chunker::chunks_in`]). A buffer grown past
+    /// the normal read-ahead (a file with no cut point in 4 MiB) is shrunk back to it.
+    pub fn into_buffer(mut self) -> Vec<u8> {
+        self.buf.clear();
+        self.buf.shrink_to(READ_AHEAD);
+        self.buf
+    }
+
     /// Makes at least `want` bytes available after `start` (unless the reader ends), moving the
     /// unconsumed tail to the front first. Bytes are read straight into spare capacity, never
     /// zero-filled first.
@@ -118,6 +134,9 @@ impl<R: Read> Chunks<'_, R> {
             self.buf.drain(..self.start);
             self.start = 0;
         }
+        // Room for all of it at once: `read_to_end` would otherwise grow the buffer step by
+        // step, copying what it holds each time.
+        self.buf.reserve_exact(want.saturating_sub(self.buf.len()));
         while !self.eof && self.buf.len() < want {
             let missing = (want - self.buf.len()) as u64;
             match (&mut self.reader).take(missing).read_to_end(&mut self.buf) {
@@ -138,7 +157,7 @@ impl<R: Read> Chunks<'_, R> {
     /// maximal chunk and the cut looked for again (the cut points are the same either way: the
     /// first one after the minimum). Keeping 1.5 maximal chunks ahead instead cost 12 MiB per
     /// reader, and moved two bytes to the buffer's front for every byte consumed.
-    fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+    pub fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
         let max = self.chunker.params.max_size as usize;
         if self.buf.len() - self.start < REFILL_BELOW.min(max) && !self.eof {
             self.fill(READ_AHEAD.min(max))?;
@@ -151,6 +170,7 @@ impl<R: Read> Chunks<'_, R> {
             }
             let n = self.chunker.cut(rest);
             if n < rest.len() || self.eof || rest.len() >= max {
+                out.reserve_exact(n);
                 out.extend_from_slice(&rest[..n]);
                 self.start += n;
                 return Ok(true);
@@ -221,6 +241,35 @@ mod tests {
         for step in [data.len(), 1 << 20, 100_003] {
             let got: Vec<usize> = c.chunks(Trickle { data: &data, step }).map(|r| r.unwrap().len()).collect();
             assert_eq!(got, expected, "read size {step}");
+        }
+    }
+
+    /// A read buffer handed from file to file, and chunk buffers reused (too small, too large,
+    /// holding old bytes), give exactly the chunks fresh buffers give; the buffer handed on is
+    /// never larger than the normal read-ahead, even after a file that grew it to a maximal chunk.
+    #[test]
+    fn reused_buffers_change_nothing() {
+        let c = Chunker::new(ChunkerParams::default(), 5);
+        let files = [
+            pseudo_random(9 << 20, 1),
+            std::iter::repeat_n(0u8, 20 << 20).collect::<Vec<u8>>(), // no cut point: grows the buffer
+            pseudo_random(3 << 20, 2),
+            pseudo_random(700_000, 3),
+        ];
+        let mut read_buf = b"stale bytes".to_vec();
+        let mut out = vec![7u8; 100];
+        for (i, data) in files.iter().enumerate() {
+            let fresh: Vec<Vec<u8>> = c.chunks(&data[..]).map(|r| r.unwrap()).collect();
+            let mut got = Vec::new();
+            let mut chunks = c.chunks_in(Trickle { data, step: 1 << 20 }, std::mem::take(&mut read_buf));
+            while chunks.next_into(&mut out).unwrap() {
+                got.push(out.clone());
+                // Alternate between a big spare buffer and a small one holding old bytes.
+                out = if got.len() % 2 == 0 { Vec::with_capacity(16 << 20) } else { vec![1u8; 10] };
+            }
+            read_buf = chunks.into_buffer();
+            assert_eq!(got, fresh, "file {i}");
+            assert!(read_buf.capacity() <= READ_AHEAD, "file {i}: {} bytes kept", read_buf.capacity());
         }
     }
 

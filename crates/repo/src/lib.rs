@@ -21,6 +21,7 @@
 
 pub mod backup;
 pub mod blobset;
+mod buffers;
 pub mod cache;
 pub mod check;
 pub mod diff;
