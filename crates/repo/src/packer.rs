@@ -28,7 +28,7 @@ const PACKS_PER_INDEX_FILE: usize = 32;
 
 /// Data blobs smaller than this (small files, mostly) are stored in bundles: compressed
 /// together they take a third less space than each alone, and compress half again as fast.
-const BUNDLE_MEMBER_MAX: usize = 256 * 1024;
+pub(crate) const BUNDLE_MEMBER_MAX: usize = 256 * 1024;
 /// A bundle is sealed once its plaintext reaches this size (restoring one small file decodes
 /// at most this much more than the file).
 const BUNDLE_TARGET: usize = 1024 * 1024;
@@ -38,6 +38,17 @@ const BUNDLE_TARGET: usize = 1024 * 1024;
 struct Bundle {
     plain: Vec<u8>,
     members: Vec<(BlobId, u32)>,
+}
+
+impl Bundle {
+    /// The bundle, to be sealed, once it reaches its target size (an empty one otherwise).
+    fn take_if_full(&mut self) -> Bundle {
+        if self.plain.len() >= BUNDLE_TARGET {
+            std::mem::take(self)
+        } else {
+            Bundle::default()
+        }
+    }
 }
 
 /// Each worker keeps a compression output buffer of up to this size: enough for a bundle and for
@@ -74,6 +85,9 @@ pub(crate) struct PackSink<'r> {
     inflight: Mutex<HashSet<(BlobKind, BlobId)>>,
     /// Small data blobs waiting to be stored together.
     bundle: Mutex<Bundle>,
+    /// One bundle per reader thread, which reads small files straight into it (see
+    /// [`PackSink::add_read`]); a mutex each, so that a checkpoint can seal them.
+    reader_bundles: Vec<Mutex<Bundle>>,
     /// Plaintext buffers of sealed bundles, reused for the next ones.
     bundle_bufs: BufferPool,
     tx: Mutex<Option<Sender<Msg>>>,
@@ -89,7 +103,8 @@ pub(crate) struct PackSink<'r> {
 
 impl<'r> PackSink<'r> {
     /// A sink and the receiving end its uploader reads (see [`PackSink::run_uploader`]).
-    pub(crate) fn new(repo: &'r Repository) -> (PackSink<'r>, Receiver<Msg>) {
+    /// `readers` is the number of reader slots for [`PackSink::add_read`].
+    pub(crate) fn new(repo: &'r Repository, readers: usize) -> (PackSink<'r>, Receiver<Msg>) {
         let (tx, rx) = bounded::<Msg>(0);
         let sink = PackSink {
             repo,
@@ -97,6 +112,7 @@ impl<'r> PackSink<'r> {
             tree: Mutex::new(None),
             inflight: Mutex::new(HashSet::new()),
             bundle: Mutex::new(Bundle::default()),
+            reader_bundles: (0..readers).map(|_| Mutex::new(Bundle::default())).collect(),
             bundle_bufs: BufferPool::new(2, BUNDLE_TARGET + 2 * BUNDLE_MEMBER_MAX),
             tx: Mutex::new(Some(tx)),
             failed: AtomicBool::new(false),
@@ -197,36 +213,83 @@ impl<'r> PackSink<'r> {
         tx.ok_or_else(|| anyhow!("the uploader has already finished"))?.send(m).map_err(|_| anyhow!("the uploader stopped"))
     }
 
-    /// Stores a blob unless the repository (or this backup) already has it. Returns whether
-    /// it was new.
-    pub(crate) fn add(&self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<bool> {
+    /// Whether a blob is new: neither in the repository's index nor stored (or being stored)
+    /// by this backup. A new blob is counted as being stored from here on.
+    fn claim(&self, kind: BlobKind, id: BlobId) -> Result<bool> {
         if self.repo.cache().contains(kind, &id)? {
             return Ok(false);
         }
-        if !self.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, id)) {
+        Ok(self.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, id)))
+    }
+
+    /// Stores a blob unless the repository (or this backup) already has it. Returns whether
+    /// it was new.
+    pub(crate) fn add(&self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<bool> {
+        if !self.claim(kind, id)? {
             return Ok(false);
         }
         if kind == BlobKind::Data && !plain.is_empty() && plain.len() < BUNDLE_MEMBER_MAX {
             let full = {
                 let mut b = self.bundle.lock().unwrap_or_else(|e| e.into_inner());
-                if b.plain.capacity() == 0 {
-                    // Sized for the largest bundle up front: no doubling and copying as it fills.
-                    b.plain = self.bundle_bufs.take();
-                    b.plain.reserve(BUNDLE_TARGET + BUNDLE_MEMBER_MAX);
-                }
+                self.open_bundle(&mut b);
                 b.plain.extend_from_slice(plain);
                 b.members.push((id, plain.len() as u32));
-                if b.plain.len() >= BUNDLE_TARGET {
-                    std::mem::take(&mut *b)
-                } else {
-                    Bundle::default()
-                }
+                b.take_if_full()
             };
             self.seal_bundle(full)?;
             return Ok(true);
         }
         self.compress_and_put(kind, &[(id, plain.len() as u32)], plain, self.level)?;
         Ok(true)
+    }
+
+    /// Stores a small data blob that `read` appends to reader `slot`'s bundle (at most
+    /// `BUNDLE_MEMBER_MAX - 1` bytes): a small file is read straight into the bundle, with no
+    /// buffer of its own and no copy. Returns the blob's ID and length, `None` if `read` added
+    /// nothing; a read error is returned as it is (inner) and leaves the bundle as it was.
+    pub(crate) fn add_read(
+        &self,
+        slot: usize,
+        read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> Result<std::io::Result<Option<(BlobId, usize)>>> {
+        let mut b = self.reader_bundles[slot].lock().unwrap_or_else(|e| e.into_inner());
+        self.open_bundle(&mut b);
+        let start = b.plain.len();
+        if let Err(e) = read(&mut b.plain) {
+            b.plain.truncate(start);
+            return Ok(Err(e));
+        }
+        let len = b.plain.len() - start;
+        if len >= BUNDLE_MEMBER_MAX {
+            b.plain.truncate(start);
+            return Ok(Err(std::io::Error::other(format!("read {len} bytes, more than a bundle member may have"))));
+        }
+        if len == 0 {
+            return Ok(Ok(None));
+        }
+        let id = self.repo.blob_id(&b.plain[start..]);
+        match self.claim(BlobKind::Data, id) {
+            Ok(true) => b.members.push((id, len as u32)),
+            // Known already (or failed): the bytes just read are not kept.
+            other => {
+                b.plain.truncate(start);
+                other?;
+                return Ok(Ok(Some((id, len))));
+            }
+        }
+        let full = b.take_if_full();
+        drop(b);
+        self.seal_bundle(full)?;
+        Ok(Ok(Some((id, len))))
+    }
+
+    /// Gives an empty bundle its buffer, sized for the largest bundle up front: no doubling and
+    /// copying as it fills.
+    fn open_bundle(&self, b: &mut Bundle) {
+        if b.plain.capacity() == 0 {
+            b.plain = self.bundle_bufs.take();
+            b.plain.reserve(BUNDLE_TARGET + BUNDLE_MEMBER_MAX);
+        }
     }
 
     /// Compresses a unit's plaintext into this thread's scratch buffer (reused, as allocating
@@ -292,10 +355,12 @@ impl<'r> PackSink<'r> {
         Ok(())
     }
 
-    /// Seals the open bundle, finishes the open packs and sends them to the uploader.
+    /// Seals the open bundles, finishes the open packs and sends them to the uploader.
     fn flush(&self) -> Result<()> {
-        let open = std::mem::take(&mut *self.bundle.lock().unwrap_or_else(|e| e.into_inner()));
-        self.seal_bundle(open)?;
+        for slot in std::iter::once(&self.bundle).chain(&self.reader_bundles) {
+            let open = std::mem::take(&mut *slot.lock().unwrap_or_else(|e| e.into_inner()));
+            self.seal_bundle(open)?;
+        }
         for slot in [&self.data, &self.tree] {
             let w = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(w) = w.filter(|w| !w.is_empty()) {

@@ -35,7 +35,7 @@ pub use excludes::Excludes;
 
 use crate::buffers::BufferPool;
 use crate::cache::FileEntry;
-use crate::packer::PackSink;
+use crate::packer::{PackSink, BUNDLE_MEMBER_MAX};
 use crate::{Progress, RepoLock, Repository};
 
 /// What to back up and how.
@@ -184,7 +184,7 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
     repo.sync_index()?;
     seed_files_cache(repo, &paths)?;
 
-    let (sink, upload_rx) = PackSink::new(repo);
+    let (sink, upload_rx) = PackSink::new(repo, opts.readers.max(1));
     let files_cache_empty = repo.cache().files_is_empty()?;
     // Two maximal chunks in flight keep both hashers busy.
     let in_flight = InFlight::new(2 * repo.chunker().params().max_size as usize);
@@ -213,9 +213,9 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Resu
                 std::thread::Builder::new().name("ferry-hash".into()).spawn_scoped(scope, move || hasher(sh, rx))?;
             }
             drop(chunk_rx);
-            for _ in 0..opts.readers.max(1) {
+            for slot in 0..opts.readers.max(1) {
                 let (rx, tx) = (file_rx.clone(), chunk_tx.clone());
-                std::thread::Builder::new().name("ferry-read".into()).spawn_scoped(scope, move || reader(sh, rx, tx))?;
+                std::thread::Builder::new().name("ferry-read".into()).spawn_scoped(scope, move || reader(sh, slot, rx, tx))?;
             }
             drop((file_rx, chunk_tx));
             if opts.scan {
@@ -509,7 +509,8 @@ const SPARE_CHUNKS: usize = 3;
 /// its pages.
 const POOLED_CHUNK: usize = 2 << 20;
 
-fn reader(sh: &Shared<'_>, jobs: Receiver<FileJob>, chunks: Sender<ChunkJob>) {
+/// Reader number `slot`: reads, chunks and (small files) stores the files it is handed.
+fn reader(sh: &Shared<'_>, slot: usize, jobs: Receiver<FileJob>, chunks: Sender<ChunkJob>) {
     // The chunker's read buffer, kept from one file to the next.
     let mut read_buf = Vec::new();
     for job in jobs {
@@ -517,12 +518,12 @@ fn reader(sh: &Shared<'_>, jobs: Receiver<FileJob>, chunks: Sender<ChunkJob>) {
             let _ = job.reply.send(Err("backup aborted".into()));
             continue;
         }
-        let r = read_file(sh, &job, &chunks, &mut read_buf);
+        let r = read_file(sh, slot, &job, &chunks, &mut read_buf);
         let _ = job.reply.send(r);
     }
 }
 
-fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>, read_buf: &mut Vec<u8>) -> FileReply {
+fn read_file(sh: &Shared<'_>, slot: usize, job: &FileJob, chunks: &Sender<ChunkJob>, read_buf: &mut Vec<u8>) -> FileReply {
     let mut f = File::open(&job.path).map_err(|e| format!("cannot open: {e}"))?;
     let mut out = Vec::new();
     let mut total = 0u64;
@@ -531,7 +532,24 @@ fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>, read_buf
         sh.counters.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         sh.progress.add_done(0, n as u64);
     };
-    if job.size < min {
+    if job.size > 0 && job.size < BUNDLE_MEMBER_MAX as u64 {
+        // A small file is read straight into this reader's bundle, hashed and stored right
+        // here: no buffer of its own, no copy, no hand-off to a hasher.
+        match sh.sink.add_read(slot, |buf| read_into(&f, job.size as usize, buf)) {
+            Ok(Ok(Some((id, len)))) => {
+                total = len as u64;
+                count(len);
+                out.push(ChunkRef::Done(id));
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return Err(format!("read failed: {e}")),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                sh.sink.fail(e);
+                return Err(msg);
+            }
+        }
+    } else if job.size < min {
         // Small file: one read, one chunk (the chunker would not cut below its minimum),
         // stored right here: no hand-off to a hasher for the common case of small files.
         let data = read_small(&mut f, job.size as usize).map_err(|e| format!("read failed: {e}"))?;
@@ -573,6 +591,25 @@ fn read_file(sh: &Shared<'_>, job: &FileJob, chunks: &Sender<ChunkJob>, read_buf
         *read_buf = chunker.into_buffer();
     }
     Ok((out, total))
+}
+
+/// Appends the `size` bytes a file had when it was listed (fewer if it shrank) to `buf`: read
+/// straight into its spare capacity, with no zero-filling first and, for a file read in one
+/// go, one system call.
+fn read_into(f: &File, size: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let start = buf.len();
+    buf.reserve(size);
+    while buf.len() - start < size {
+        match rustix::io::read(f, rustix::buffer::spare_capacity(buf)) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // A file that grew since it was listed is recorded as it was listed.
+    buf.truncate(start + size);
+    Ok(())
 }
 
 /// Reads the `size` bytes a small file had when it was listed (fewer if it shrank), into a
