@@ -235,9 +235,9 @@ impl LocalCache {
                 rows.extend(p.blobs.iter().map(|e| (blob_key(e.kind, &e.id), encode_loc(&p.id, e))));
             }
             // In key order, the inserts walk the tree once from left to right instead of
-            // jumping to a random leaf each (blob IDs are random): a kernel-tree backup's index
-            // commits took a third less CPU time.
-            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            // jumping to a random leaf each (blob IDs are random). Kernel-tree backup, two
+            // runs each: the uploader thread's CPU time 725-747 ms -> 620-721 ms.
+            rows.sort_unstable_by_key(|r| r.0);
             for (key, loc) in rows {
                 blobs.insert(key, loc)?;
             }
