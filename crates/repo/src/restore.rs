@@ -370,16 +370,39 @@ fn create_file(f: &FileTarget, overwrite: Overwrite) -> std::io::Result<Created>
 
 /// Creates the file empty (it must not exist); an empty one-shot file is finished right away.
 fn create_empty(f: &FileTarget) -> std::io::Result<Created> {
-    let file = create_new(&f.path)?;
     if f.one_shot && f.chunks.is_empty() {
-        finish_open_file(&file, &f.node)?;
+        let (file, known) = create_final(&f.path, &f.node)?;
+        finish_open_file(&file, &f.node, Known { len: Some(0), ..known })?;
         f.done.store(true, Ordering::Relaxed);
+        return Ok(Created::Yes);
     }
+    create_new(&f.path, 0o600)?;
     Ok(Created::Yes)
 }
 
-fn create_new(path: &Path) -> std::io::Result<fs::File> {
-    OpenOptions::new().write(true).create_new(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).mode(0o600).open(path)
+/// Creates a new file with permission bits `mode` (less the umask).
+fn create_new(path: &Path, mode: u32) -> std::io::Result<fs::File> {
+    OpenOptions::new().write(true).create_new(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).mode(mode).open(path)
+}
+
+/// Creates a file that is written and finished at once (a one-shot file) with its recorded
+/// permission bits, so that when the umask lets them through no chmod is needed afterwards.
+/// Files written later are created 0600 instead, so nobody else reads them half-restored.
+fn create_final(path: &Path, node: &Node) -> std::io::Result<(fs::File, Known)> {
+    let bits = node.mode & 0o777;
+    let file = create_new(path, bits)?;
+    Ok((file, Known { len: None, mode: umask().map(|u| bits & !u), fresh: true }))
+}
+
+/// The process's umask, from `/proc/self/status` (reading it with umask(2) would change it
+/// for a moment under the other threads' feet); `None` where that is not available.
+fn umask() -> Option<u32> {
+    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
 }
 
 /// Creates `dir` (and parents) under `target`, replacing a non-folder in the way; notes the
@@ -523,13 +546,14 @@ fn restore_pack(
 /// metadata. Whatever happens, the last phase leaves it alone (an error is reported once).
 fn restore_one_shot(f: &FileTarget, data: &[u8]) -> std::io::Result<Vec<String>> {
     f.done.store(true, Ordering::Relaxed);
-    let file = if f.fresh {
-        create_new(&f.path)?
+    let (file, known) = if f.fresh {
+        create_final(&f.path, &f.node)?
     } else {
-        OpenOptions::new().write(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(&f.path)?
+        (OpenOptions::new().write(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(&f.path)?, Known::default())
     };
-    write_sparse(&file, data, 0)?;
-    finish_open_file(&file, &f.node)
+    let end = write_sparse_to(&file, data, 0)?;
+    // A file just created was empty: its length is where the last write ended.
+    finish_open_file(&file, &f.node, Known { len: known.fresh.then_some(end), ..known })
 }
 
 /// Whether this process runs as root (asked once).
@@ -609,6 +633,12 @@ fn write_chunk(path: &Path, data: &[u8], off: u64, direct: Option<&AtomicBool>) 
 /// Writes `data` at `off`, skipping aligned all-zero blocks so they stay holes (the file was
 /// created empty, so skipped ranges read as zeros).
 fn write_sparse(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
+    write_sparse_to(file, data, off).map(|_| ())
+}
+
+/// [`write_sparse`], returning where the last write ended (`off` if nothing was written).
+fn write_sparse_to(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<u64> {
+    let mut written_end = off;
     let mut pos = 0usize;
     let mut run_start: Option<usize> = None;
     while pos < data.len() {
@@ -620,6 +650,7 @@ fn write_sparse(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
             (false, None) => run_start = Some(pos),
             (true, Some(s)) => {
                 file.write_all_at(&data[s..pos], off + s as u64)?;
+                written_end = off + pos as u64;
                 run_start = None;
             }
             _ => {}
@@ -628,8 +659,9 @@ fn write_sparse(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
     }
     if let Some(s) = run_start {
         file.write_all_at(&data[s..], off + s as u64)?;
+        written_end = off + data.len() as u64;
     }
-    Ok(())
+    Ok(written_end)
 }
 
 /// Sets owner (as root), extended attributes and mode. An attribute the target file system
@@ -659,13 +691,34 @@ fn set_times(path: &Path, node: &Node) -> std::io::Result<()> {
 /// one file descriptor (no path lookups).
 fn finish_file(f: &FileTarget) -> std::io::Result<Vec<String>> {
     let file = OpenOptions::new().write(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(&f.path)?;
-    finish_open_file(&file, &f.node)
+    finish_open_file(&file, &f.node, Known::default())
 }
 
-fn finish_open_file(file: &fs::File, node: &Node) -> std::io::Result<Vec<String>> {
-    file.set_len(node.size)?;
+/// What is known to be right already about a file this restore has open, so that
+/// [`finish_open_file`] does not set it again: each of those calls (a truncate to the same
+/// length, a chmod to the same mode, a chown to the same owner) is a journalled inode update,
+/// three of them per file in a kernel-tree restore.
+#[derive(Debug, Default, Clone, Copy)]
+struct Known {
+    /// The file's length.
+    len: Option<u64>,
+    /// Its permission bits (`& 0o7777`).
+    mode: Option<u32>,
+    /// This restore created it (its owner is this process's, asked with one fstat).
+    fresh: bool,
+}
+
+fn finish_open_file(file: &fs::File, node: &Node, known: Known) -> std::io::Result<Vec<String>> {
+    if known.len != Some(node.size) {
+        file.set_len(node.size)?;
+    }
+    let mut mode = known.mode;
     if is_root() {
-        std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))?;
+        let owned = known.fresh && file.metadata().is_ok_and(|m| (m.uid(), m.gid()) == (node.uid, node.gid));
+        if !owned {
+            std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))?;
+            mode = None; // a chown may clear the set-user-ID and set-group-ID bits
+        }
     }
     let mut refused = Vec::new();
     for (k, v) in &node.xattrs {
@@ -673,7 +726,9 @@ fn finish_open_file(file: &fs::File, node: &Node) -> std::io::Result<Vec<String>
             refused.push(format!("extended attribute {} not restored: {e}", String::from_utf8_lossy(k)));
         }
     }
-    file.set_permissions(fs::Permissions::from_mode(node.mode))?;
+    if mode != Some(node.mode & 0o7777) {
+        file.set_permissions(fs::Permissions::from_mode(node.mode))?;
+    }
     let t = filetime::FileTime::from_unix_time(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000) as u32);
     filetime::set_file_handle_times(file, Some(t), Some(t))?;
     Ok(refused)
