@@ -428,7 +428,7 @@ pub struct RegisterArgs {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// zstd level for new data (0 = no compression) [default: 1]
+    /// zstd level for new data (0 = no compression) [default: 3]
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=22))]
     pub compression: Option<i32>,
     /// zstd level for bundles of small files [default: the lower of --compression and 1]

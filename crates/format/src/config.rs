@@ -36,7 +36,7 @@ fn default_bundle_level() -> i32 {
 
 /// The default zstd level of units of one blob (chunks of large files, trees). See
 /// docs/format.md "Compression" for the measurements behind it.
-pub const DEFAULT_LEVEL: i32 = 1;
+pub const DEFAULT_LEVEL: i32 = 3;
 
 impl Config {
     pub fn new(created: String) -> Self {
@@ -108,7 +108,7 @@ mod tests {
         let c = Config { id: "00".repeat(16), ..Config::new("T".into()) };
         assert_eq!(
             String::from_utf8(serde_json::to_vec(&c).unwrap()).unwrap(),
-            r#"{"magic":"ferry-repository","version":1,"id":"00000000000000000000000000000000","created":"T","chunker":{"min_size":524288,"avg_size":1048576,"max_size":8388608},"compression_level":1,"bundle_compression_level":1,"pack_size":8388608}"#
+            r#"{"magic":"ferry-repository","version":1,"id":"00000000000000000000000000000000","created":"T","chunker":{"min_size":524288,"avg_size":1048576,"max_size":8388608},"compression_level":3,"bundle_compression_level":1,"pack_size":8388608}"#
         );
     }
 
