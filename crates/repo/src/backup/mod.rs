@@ -612,16 +612,16 @@ fn read_into(f: &File, size: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads the `size` bytes a small file had when it was listed (fewer if it shrank), into a
-/// buffer that is not zero-filled first and without the stat and seek `read_to_end` adds.
+/// Reads the `size` bytes a small file had when it was listed (fewer if it shrank) into a
+/// buffer of its own (see [`read_into`]).
 fn read_small(f: &mut File, size: usize) -> std::io::Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(size);
+    let mut data = Vec::new();
     if size == 0 {
         // Empty by its metadata, but pseudo-files (procfs, sysfs) report 0 and have content
         // (or fail to read): read to the end.
         f.read_to_end(&mut data)?;
     } else {
-        f.take(size as u64).read_to_end(&mut data)?;
+        read_into(f, size, &mut data)?;
     }
     Ok(data)
 }
