@@ -23,9 +23,10 @@ pub use master::{IdKey, MasterKey, MASTER_KEY_LEN};
 
 /// Fills `buf` with bytes from the operating system's secure random generator.
 pub fn random_fill(buf: &mut [u8]) {
-    // SystemRandom failing means the OS cannot provide randomness at all; nothing sane can
-    // continue from there (the same policy as `getrandom` users in std).
-    aws_lc_rs::rand::fill(buf).expect("the operating system's random generator failed");
+    // Straight from getrandom(2), not through aws-lc's generator: its first use seeds itself
+    // from CPU jitter as well, 15-30 ms of CPU in every command. The kernel's generator failing
+    // means there is no randomness at all; nothing sane can continue from there (std's policy).
+    getrandom::fill(buf).expect("the operating system's random generator failed");
 }
 
 /// `N` random bytes from the operating system's secure random generator.
