@@ -18,11 +18,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -30,6 +31,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use ferry_format::recovery_point::{RecoveryPoint, Summary};
 use ferry_format::tree::{Node, NodeKind, Tree};
 use ferry_format::{BlobId, BlobKind, PackId, RecoveryPointId};
+use rustix::fs::{Mode, OFlags};
 
 pub use excludes::Excludes;
 
@@ -115,6 +117,9 @@ type FileReply = Result<(Vec<ChunkRef>, u64), String>;
 
 struct FileJob {
     path: PathBuf,
+    /// The folder it was listed in and its name there: the reader opens it relative to the
+    /// folder instead of walking the whole path again (none for a path given on the command line).
+    at: Option<(Arc<OwnedFd>, OsString)>,
     size: u64,
     reply: Sender<FileReply>,
 }
@@ -385,7 +390,7 @@ fn walk_all(sh: &Shared<'_>, paths: &[PathBuf], ex: &Excludes, one_fs: bool, fil
         };
         let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| OsString::from("/"));
         let dev = if one_fs { Some(meta.dev()) } else { None };
-        if let Some(entry) = make_entry(sh, path, &name, &meta, ex, dev, &files, &items, &mut seq) {
+        if let Some(entry) = make_entry(sh, path, None, &name, &meta, ex, dev, &files, &items, &mut seq) {
             let _ = items.send(Item::Top { index, entry: Box::new(entry) });
         }
     }
@@ -396,6 +401,7 @@ fn walk_all(sh: &Shared<'_>, paths: &[PathBuf], ex: &Excludes, one_fs: bool, fil
 fn make_entry(
     sh: &Shared<'_>,
     path: &Path,
+    parent: Option<&Arc<OwnedFd>>,
     name: &std::ffi::OsStr,
     meta: &Metadata,
     ex: &Excludes,
@@ -420,7 +426,7 @@ fn make_entry(
             Content::Dir(*seq)
         }
         NodeKind::Dir => Content::Dir(walk_dir(sh, path, ex, dev, files, items, seq)),
-        NodeKind::File => file_content(sh, path, &node, files),
+        NodeKind::File => file_content(sh, path, parent.map(|d| (d, name)), &node, files),
         _ => Content::None,
     };
     Some(Entry { node, path: path.to_path_buf(), content })
@@ -448,6 +454,8 @@ fn walk_dir(
         Err(e) => sh.error(dir, format!("cannot list folder: {e}")),
     }
     listed.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    // Opened for the readers (see FileJob::at); if it cannot be, they open full paths.
+    let dir_fd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok().map(Arc::new);
     let mut entries = Vec::with_capacity(listed.len());
     for de in listed {
         if sh.sink.has_failed() {
@@ -467,7 +475,7 @@ fn walk_dir(
                 continue;
             }
         };
-        if let Some(entry) = make_entry(sh, &path, &name, &meta, ex, dev, files, items, seq) {
+        if let Some(entry) = make_entry(sh, &path, dir_fd.as_ref(), &name, &meta, ex, dev, files, items, seq) {
             entries.push(entry);
         }
     }
@@ -477,7 +485,13 @@ fn walk_dir(
     my
 }
 
-fn file_content(sh: &Shared<'_>, path: &Path, node: &Node, files: &Sender<FileJob>) -> Content {
+fn file_content(
+    sh: &Shared<'_>,
+    path: &Path,
+    at: Option<(&Arc<OwnedFd>, &std::ffi::OsStr)>,
+    node: &Node,
+    files: &Sender<FileJob>,
+) -> Content {
     sh.counters.total_bytes.fetch_add(node.size, Ordering::Relaxed);
     let key = path.as_os_str().as_bytes();
     let cached = if sh.files_cache_empty { None } else { sh.repo.cache().file(key).ok().flatten() };
@@ -493,7 +507,8 @@ fn file_content(sh: &Shared<'_>, path: &Path, node: &Node, files: &Sender<FileJo
         }
     }
     let (tx, rx) = bounded(1);
-    if files.send(FileJob { path: path.to_path_buf(), size: node.size, reply: tx }).is_err() {
+    let at = at.map(|(dir, name)| (dir.clone(), name.to_os_string()));
+    if files.send(FileJob { path: path.to_path_buf(), at, size: node.size, reply: tx }).is_err() {
         return Content::Cached(Vec::new()); // pipeline is shutting down after a failure
     }
     Content::Pending { rx, changed: cached.is_some() }
@@ -524,7 +539,10 @@ fn reader(sh: &Shared<'_>, slot: usize, jobs: Receiver<FileJob>, chunks: Sender<
 }
 
 fn read_file(sh: &Shared<'_>, slot: usize, job: &FileJob, chunks: &Sender<ChunkJob>, read_buf: &mut Vec<u8>) -> FileReply {
-    let mut f = File::open(&job.path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut f = open_listed(job).map_err(|e| match e {
+        rustix::io::Errno::LOOP => "cannot open: it was replaced by a symbolic link since it was listed".to_string(),
+        e => format!("cannot open: {}", std::io::Error::from(e)),
+    })?;
     let mut out = Vec::new();
     let mut total = 0u64;
     let min = sh.repo.chunker().params().min_size as u64;
@@ -591,6 +609,17 @@ fn read_file(sh: &Shared<'_>, slot: usize, job: &FileJob, chunks: &Sender<ChunkJ
         *read_buf = chunker.into_buffer();
     }
     Ok((out, total))
+}
+
+/// Opens a listed regular file for reading, relative to its folder when that is open. Symbolic
+/// links are not followed: a file replaced by one since it was listed is not read through it.
+fn open_listed(job: &FileJob) -> rustix::io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let fd = match &job.at {
+        Some((dir, name)) => rustix::fs::openat(&**dir, name.as_os_str(), flags, Mode::empty())?,
+        None => rustix::fs::open(&job.path, flags, Mode::empty())?,
+    };
+    Ok(File::from(fd))
 }
 
 /// Appends the `size` bytes a file had when it was listed (fewer if it shrank) to `buf`: read
@@ -866,4 +895,31 @@ fn scan(paths: &[PathBuf], ex: &Excludes, one_fs: bool, progress: &Progress) {
         visit(p, ex, dev, progress);
     }
     progress.scan_finished.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(path: PathBuf, at: Option<(Arc<OwnedFd>, OsString)>) -> FileJob {
+        FileJob { path, at, size: 0, reply: bounded(1).0 }
+    }
+
+    #[test]
+    fn listed_files_open_relative_to_their_folder_and_never_through_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("real"), b"contents").unwrap();
+        std::os::unix::fs::symlink(d.path().join("real"), d.path().join("link")).unwrap();
+        let dir = Arc::new(rustix::fs::open(d.path(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap());
+
+        let mut f = open_listed(&job(d.path().join("real"), Some((dir.clone(), "real".into())))).unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "contents");
+        assert!(open_listed(&job(d.path().join("real"), None)).is_ok());
+
+        // Listed as a regular file, replaced by a symbolic link before it is read.
+        assert_eq!(open_listed(&job(d.path().join("link"), Some((dir, "link".into())))).unwrap_err(), rustix::io::Errno::LOOP);
+        assert_eq!(open_listed(&job(d.path().join("link"), None)).unwrap_err(), rustix::io::Errno::LOOP);
+    }
 }
