@@ -61,8 +61,17 @@ pub(crate) fn node_for(path: &Path, name: &OsStr, meta: &Metadata) -> std::io::R
 }
 
 fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Ok(names) = xattr::list(path) else {
-        return Vec::new();
+    // Most files have none: list them into a buffer on the stack first, so that such a file
+    // costs one system call and no allocation (the xattr crate allocates a buffer per call).
+    let mut probe = [0u8; 1024];
+    let names: Vec<std::ffi::OsString> = match rustix::fs::llistxattr(path, &mut probe[..]) {
+        Ok(n) => probe[..n].split(|b| *b == 0).filter(|n| !n.is_empty()).map(|n| OsStr::from_bytes(n).to_os_string()).collect(),
+        // Longer than the probe: let the xattr crate size the buffer.
+        Err(rustix::io::Errno::RANGE) => match xattr::list(path) {
+            Ok(names) => names.collect(),
+            Err(_) => return Vec::new(),
+        },
+        Err(_) => return Vec::new(),
     };
     let mut out = Vec::new();
     for n in names {
@@ -72,4 +81,35 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_attributes_are_read_whether_their_names_fit_the_probe_or_not() {
+        let d = tempfile::tempdir().unwrap();
+        let (none, few, many) = (d.path().join("none"), d.path().join("few"), d.path().join("many"));
+        for f in [&none, &few, &many] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        if xattr::set(&few, "user.probe", b"1").is_err() {
+            eprintln!("skipped: {} has no user extended attributes", d.path().display());
+            return;
+        }
+        assert!(read_xattrs(&none).is_empty());
+
+        xattr::set(&few, "user.b", b"").unwrap();
+        assert_eq!(read_xattrs(&few), vec![(b"user.b".to_vec(), Vec::new()), (b"user.probe".to_vec(), b"1".to_vec())]);
+
+        // 40 names of 40 bytes: a 1,640-byte list, longer than the probe buffer.
+        let mut want = Vec::new();
+        for i in 0..40 {
+            let name = format!("user.{i:035}");
+            xattr::set(&many, &name, name.as_bytes()).unwrap();
+            want.push((name.clone().into_bytes(), name.into_bytes()));
+        }
+        assert_eq!(read_xattrs(&many), want);
+    }
 }
