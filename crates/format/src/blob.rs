@@ -38,6 +38,9 @@ const PROBE_FROM: usize = 256 * 1024;
 const PROBE_LEN: usize = 8 * 1024;
 const PROBE_SAMPLES: usize = 8;
 
+/// zstd's hash log (log2 of the match table's entries) at level 1.
+const FAST_HASH_LOG: u32 = 13;
+
 /// Compression contexts kept per thread (one per level in use).
 const MAX_CONTEXTS: usize = 3;
 
@@ -88,6 +91,12 @@ pub fn compress_into(plain: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
                 // and its ID is checked after decompression.
                 c.include_checksum(false).ok()?;
                 c.include_dictid(false).ok()?;
+                if level == 1 {
+                    // Level 1's match table is 64 KiB (hash log 14); at 32 KiB it stays in the
+                    // L1 data cache. Bundles of the Linux tree's small files: 5-8 % faster,
+                    // 3 % larger (docs/format.md "Compression").
+                    c.set_parameter(zstd::zstd_safe::CParameter::HashLog(FAST_HASH_LOG)).ok()?;
+                }
                 if contexts.len() >= MAX_CONTEXTS {
                     contexts.remove(0);
                 }
