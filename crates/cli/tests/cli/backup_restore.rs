@@ -1,4 +1,5 @@
 use std::os::unix::fs::MetadataExt;
+use std::process::Command;
 
 use crate::common::*;
 
@@ -309,4 +310,40 @@ fn a_full_target_disk_stops_the_restore_with_one_clear_error() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("free space on the target"), "{err}");
     assert_eq!(err.matches("No space left").count(), 1, "one error, not one per chunk: {err}");
+}
+
+/// A walk holds one open descriptor per level of the tree, however deep: a tree 150 folders
+/// deep backs up and restores with at most 256 open files (`prlimit`), with a file at every
+/// tenth level. (Holding each folder's listing open while descending as well would need more
+/// than 300.)
+#[test]
+fn a_deep_tree_round_trips_within_a_small_open_file_limit() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let mut dir = src.clone();
+    for level in 0..150 {
+        dir = dir.join("d");
+        std::fs::create_dir_all(&dir).unwrap();
+        if level % 10 == 0 {
+            std::fs::write(dir.join(format!("f{level}")), format!("level {level}\n").repeat(level + 1)).unwrap();
+        }
+    }
+    let limited = |args: &[&str]| {
+        let c = env.cmd(args);
+        let mut p = Command::new("prlimit");
+        p.args(["--nofile=256:256", "--"]).arg(c.get_program()).args(c.get_args());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => p.env(k, v),
+                None => p.env_remove(k),
+            };
+        }
+        let o = p.output().unwrap();
+        assert!(o.status.success(), "ferry {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    limited(&["backup", src.to_str().unwrap()]);
+    let target = env.path("restore");
+    limited(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
 }

@@ -458,24 +458,26 @@ fn walk_dir(
     listed.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     // Opened for the readers (see FileJob::at); if it cannot be, they open full paths.
     let dir_fd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok().map(Arc::new);
-    let mut entries = Vec::with_capacity(listed.len());
+    // Every entry is looked at while the listing is open (DirEntry::metadata does not follow
+    // symlinks and looks the name up relative to the open folder, cheaper than a full path
+    // walk); the listing is closed before descending, so a walk holds one descriptor per level
+    // of the tree (dir_fd), however deep.
+    let mut statted = Vec::with_capacity(listed.len());
     for (name, de) in listed {
-        if sh.sink.has_failed() {
-            break;
-        }
         let path = dir.join(&name);
         if ex.matches(&path) {
             continue;
         }
-        // DirEntry::metadata does not follow symlinks and looks the name up relative to the
-        // open folder, cheaper than a full path walk.
-        let meta = match de.metadata() {
-            Ok(m) => m,
-            Err(e) => {
-                sh.error(&path, format!("vanished or unreadable: {e}"));
-                continue;
-            }
-        };
+        match de.metadata() {
+            Ok(m) => statted.push((name, path, m)),
+            Err(e) => sh.error(&path, format!("vanished or unreadable: {e}")),
+        }
+    }
+    let mut entries = Vec::with_capacity(statted.len());
+    for (name, path, meta) in statted {
+        if sh.sink.has_failed() {
+            break;
+        }
         if let Some(entry) = make_entry(sh, path, dir_fd.as_ref(), &name, &meta, ex, dev, files, items, seq) {
             entries.push(entry);
         }
