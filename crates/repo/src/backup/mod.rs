@@ -401,7 +401,7 @@ fn walk_all(sh: &Shared<'_>, paths: &[PathBuf], ex: &Excludes, one_fs: bool, fil
 fn make_entry(
     sh: &Shared<'_>,
     path: PathBuf,
-    parent: Option<&Arc<OwnedFd>>,
+    parent: Option<&DirFd>,
     name: &std::ffi::OsStr,
     meta: &Metadata,
     ex: &Excludes,
@@ -432,6 +432,28 @@ fn make_entry(
     Some(Entry { node, path, content })
 }
 
+/// A listed folder, opened (`O_PATH`) for the readers when the first of its files is handed to
+/// one (see FileJob::at): a folder whose files are all unchanged is never opened. If it cannot
+/// be opened, the readers open full paths.
+struct DirFd<'a> {
+    path: &'a Path,
+    fd: std::cell::OnceCell<Option<Arc<OwnedFd>>>,
+}
+
+impl<'a> DirFd<'a> {
+    fn new(path: &'a Path) -> Self {
+        DirFd { path, fd: std::cell::OnceCell::new() }
+    }
+
+    fn get(&self) -> Option<Arc<OwnedFd>> {
+        self.fd
+            .get_or_init(|| {
+                rustix::fs::open(self.path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok().map(Arc::new)
+            })
+            .clone()
+    }
+}
+
 fn walk_dir(
     sh: &Shared<'_>,
     dir: &Path,
@@ -456,8 +478,7 @@ fn walk_dir(
         Err(e) => sh.error(dir, format!("cannot list folder: {e}")),
     }
     listed.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    // Opened for the readers (see FileJob::at); if it cannot be, they open full paths.
-    let dir_fd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok().map(Arc::new);
+    let dir_fd = DirFd::new(dir);
     // Every entry is looked at while the listing is open (DirEntry::metadata does not follow
     // symlinks and looks the name up relative to the open folder, cheaper than a full path
     // walk); the listing is closed before descending, so a walk holds one descriptor per level
@@ -478,7 +499,7 @@ fn walk_dir(
         if sh.sink.has_failed() {
             break;
         }
-        if let Some(entry) = make_entry(sh, path, dir_fd.as_ref(), &name, &meta, ex, dev, files, items, seq) {
+        if let Some(entry) = make_entry(sh, path, Some(&dir_fd), &name, &meta, ex, dev, files, items, seq) {
             entries.push(entry);
         }
     }
@@ -488,13 +509,7 @@ fn walk_dir(
     my
 }
 
-fn file_content(
-    sh: &Shared<'_>,
-    path: &Path,
-    at: Option<(&Arc<OwnedFd>, &std::ffi::OsStr)>,
-    node: &Node,
-    files: &Sender<FileJob>,
-) -> Content {
+fn file_content(sh: &Shared<'_>, path: &Path, at: Option<(&DirFd, &std::ffi::OsStr)>, node: &Node, files: &Sender<FileJob>) -> Content {
     sh.counters.total_bytes.fetch_add(node.size, Ordering::Relaxed);
     let key = path.as_os_str().as_bytes();
     let cached = if sh.files_cache_empty { None } else { sh.repo.cache().file(key).ok().flatten() };
@@ -510,7 +525,7 @@ fn file_content(
         }
     }
     let (tx, rx) = bounded(1);
-    let at = at.map(|(dir, name)| (dir.clone(), name.to_os_string()));
+    let at = at.and_then(|(dir, name)| Some((dir.get()?, name.to_os_string())));
     if files.send(FileJob { path: path.to_path_buf(), at, size: node.size, reply: tx }).is_err() {
         return Content::Cached(Vec::new()); // pipeline is shutting down after a failure
     }
