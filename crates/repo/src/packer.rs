@@ -18,7 +18,7 @@ use ferry_format::pack::{FinishedPack, PackWriter};
 use ferry_format::{blob, BlobId, BlobKind, PackId};
 
 use crate::buffers::BufferPool;
-use crate::cache::FileEntry;
+use crate::cache::FolderFiles;
 use crate::Repository;
 
 /// An index file is written after this many packs (and at every checkpoint). Until then their
@@ -68,7 +68,7 @@ const fn zstd_bound(n: usize) -> usize {
 pub(crate) enum Msg {
     Pack(FinishedPack),
     /// Write an index file for everything stored so far, then commit these files cache entries.
-    Checkpoint(Vec<(Vec<u8>, FileEntry)>),
+    Checkpoint(Vec<FolderFiles>),
 }
 
 /// Totals of what a backup stored.
@@ -136,9 +136,9 @@ impl<'r> PackSink<'r> {
             }
             let r = match msg {
                 Msg::Pack(p) => self.store_pack(p, &mut pending),
-                Msg::Checkpoint(files) => {
-                    tracing::debug!("checkpoint: indexing {} pack(s), then {} files cache entries", pending.len(), files.len());
-                    self.write_index(&mut pending).and_then(|_| self.repo.cache().put_files(&files))
+                Msg::Checkpoint(folders) => {
+                    tracing::debug!("checkpoint: indexing {} pack(s), then the files cache of {} folder(s)", pending.len(), folders.len());
+                    self.write_index(&mut pending).and_then(|_| self.repo.cache().put_folders(&folders))
                 }
             };
             if let Err(e) = r {
@@ -372,14 +372,14 @@ impl<'r> PackSink<'r> {
 
     /// Flushes, writes an index file, then commits `files` to the files cache. Everything added
     /// before this call is durable in the repository once the uploader handles it.
-    pub(crate) fn checkpoint(&self, files: Vec<(Vec<u8>, FileEntry)>) -> Result<()> {
+    pub(crate) fn checkpoint(&self, folders: Vec<FolderFiles>) -> Result<()> {
         self.flush()?;
-        self.send(Msg::Checkpoint(files))
+        self.send(Msg::Checkpoint(folders))
     }
 
     /// Final checkpoint, then closes the uploader's channel. The caller joins the uploader thread.
-    pub(crate) fn close(&self, files: Vec<(Vec<u8>, FileEntry)>) -> Result<()> {
-        self.checkpoint(files)?;
+    pub(crate) fn close(&self, folders: Vec<FolderFiles>) -> Result<()> {
+        self.checkpoint(folders)?;
         self.bundle_bufs.clear();
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(())

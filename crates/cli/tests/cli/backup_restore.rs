@@ -105,6 +105,30 @@ fn unchanged_files_are_not_read_again_and_changes_are_found() {
 }
 
 #[test]
+fn a_file_named_alone_shares_the_files_cache_without_displacing_its_folder() {
+    let (env, src) = Env::with_tree();
+    let big = src.join("big.bin");
+    env.backup(&src);
+    // The file alone, unchanged: found in its folder's files cache record.
+    let alone = env.backup(&big);
+    assert_eq!((alone["bytes_read"].as_u64(), alone["files_unchanged"].as_u64()), (Some(0), Some(1)), "{alone}");
+    // Changed and backed up alone: read, and merged into its folder's record...
+    std::fs::write(&big, noise(3 << 20, 9)).unwrap();
+    let changed = env.backup(&big);
+    assert_eq!(changed["bytes_read"], 3 << 20, "{changed}");
+    // ...so the whole folder's next backup reads nothing: neither the file (its new entry) nor
+    // the others (their entries were kept).
+    let whole = env.backup(&src);
+    assert_eq!((whole["bytes_read"].as_u64(), whole["files_unchanged"].as_u64()), (Some(0), Some(7)), "{whole}");
+    // A file gone from the folder and one added: only the new one is read, then nothing.
+    std::fs::remove_file(src.join("script.sh")).unwrap();
+    std::fs::write(src.join("docs/b.txt"), b"another").unwrap();
+    let after = env.backup(&src);
+    assert_eq!((after["bytes_read"].as_u64(), after["files_new"].as_u64()), (Some(7), Some(1)), "{after}");
+    assert_eq!(env.backup(&src)["bytes_read"], 0);
+}
+
+#[test]
 fn excludes_tags_and_include_restore() {
     let (env, src) = Env::with_tree();
     std::fs::write(src.join("docs/skip.tmp"), b"x").unwrap();

@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +36,7 @@ use rustix::fs::{Mode, OFlags};
 pub use excludes::Excludes;
 
 use crate::buffers::BufferPool;
-use crate::cache::FileEntry;
+use crate::cache::{FileEntry, FolderFiles};
 use crate::packer::{PackSink, BUNDLE_MEMBER_MAX};
 use crate::{Progress, RepoLock, Repository};
 
@@ -138,8 +138,20 @@ struct Entry {
 }
 
 enum Item {
-    Dir { seq: u64, path: PathBuf, entries: Vec<Entry> },
-    Top { index: usize, entry: Box<Entry> },
+    /// A folder, its entries finished by the walker. `listed` says whether it was listed and
+    /// its entries statted without error (its files cache record may then be replaced);
+    /// `cached` is the number of files its files cache record had.
+    Dir {
+        seq: u64,
+        path: PathBuf,
+        entries: Vec<Entry>,
+        listed: bool,
+        cached: usize,
+    },
+    Top {
+        index: usize,
+        entry: Box<Entry>,
+    },
 }
 
 #[derive(Default)]
@@ -318,21 +330,27 @@ fn seed_files_cache(repo: &Repository, paths: &[PathBuf]) -> Result<()> {
     let Some((id, parent)) = repo.recovery_points()?.into_iter().rev().find(|(_, rp)| rp.paths == wanted) else {
         return Ok(());
     };
-    let mut batch = Vec::new();
-    crate::walk::walk(repo, &parent.tree, &mut |path, n| {
-        if n.kind == NodeKind::File {
-            batch.push((
-                path.as_os_str().as_bytes().to_vec(),
-                FileEntry { size: n.size, mtime_ns: n.mtime_ns, ctime_ns: n.ctime_ns, inode: n.inode, content: n.content.clone() },
-            ));
-            if batch.len() >= 20_000 {
-                repo.cache().put_files(&std::mem::take(&mut batch))?;
-            }
+    let mut batch = Done::default();
+    seed_folder(repo, &parent.tree, Path::new("/"), &mut batch).with_context(|| format!("read parent recovery point {}", id.short()))?;
+    repo.cache().put_folders(&batch.folders)
+}
+
+/// One folder's files cache record from its tree, then its subfolders'.
+fn seed_folder(repo: &Repository, tree: &BlobId, here: &Path, batch: &mut Done) -> Result<()> {
+    let t = repo.load_tree(tree)?;
+    let files: Vec<_> = t.nodes.iter().filter(|n| n.kind == NodeKind::File).map(cache_entry).collect();
+    if !files.is_empty() {
+        batch.push(FolderFiles { folder: here.as_os_str().as_bytes().to_vec(), files, replace: true });
+        if batch.files >= 20_000 {
+            repo.cache().put_folders(&std::mem::take(batch).folders)?;
         }
-        Ok(true)
-    })
-    .with_context(|| format!("read parent recovery point {}", id.short()))?;
-    repo.cache().put_files(&batch)
+    }
+    for n in &t.nodes {
+        if let (NodeKind::Dir, Some(sub)) = (n.kind, &n.subtree) {
+            seed_folder(repo, sub, &here.join(std::ffi::OsStr::from_bytes(&n.name)), batch)?;
+        }
+    }
+    Ok(())
 }
 
 fn paths_as_strings(paths: &[PathBuf]) -> Vec<String> {
@@ -390,7 +408,13 @@ fn walk_all(sh: &Shared<'_>, paths: &[PathBuf], ex: &Excludes, one_fs: bool, fil
         };
         let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| OsString::from("/"));
         let dev = if one_fs { Some(meta.dev()) } else { None };
-        if let Some(entry) = make_entry(sh, path.clone(), None, &name, &meta, ex, dev, &files, &items, &mut seq) {
+        let cached = match path.parent() {
+            Some(folder) if meta.is_file() && !sh.files_cache_empty => {
+                cached_files(sh, folder.as_os_str().as_bytes()).into_iter().find(|(n, _)| n.as_slice() == name.as_bytes()).map(|(_, e)| e)
+            }
+            _ => None,
+        };
+        if let Some(entry) = make_entry(sh, path.clone(), None, &name, &meta, cached, ex, dev, &files, &items, &mut seq) {
             let _ = items.send(Item::Top { index, entry: Box::new(entry) });
         }
     }
@@ -404,6 +428,7 @@ fn make_entry(
     parent: Option<&DirFd>,
     name: &std::ffi::OsStr,
     meta: &Metadata,
+    cached: Option<FileEntry>,
     ex: &Excludes,
     dev: Option<u64>,
     files: &Sender<FileJob>,
@@ -422,11 +447,11 @@ fn make_entry(
         // that a restore recreates the mount point; what is mounted there is not backed up.
         NodeKind::Dir if dev.is_some_and(|d| d != meta.dev()) => {
             *seq += 1;
-            let _ = items.send(Item::Dir { seq: *seq, path: path.clone(), entries: Vec::new() });
+            let _ = items.send(Item::Dir { seq: *seq, path: path.clone(), entries: Vec::new(), listed: false, cached: 0 });
             Content::Dir(*seq)
         }
         NodeKind::Dir => Content::Dir(walk_dir(sh, &path, ex, dev, files, items, seq)),
-        NodeKind::File => file_content(sh, &path, parent.map(|d| (d, name)), &node, files),
+        NodeKind::File => file_content(sh, &path, parent.map(|d| (d, name)), &node, cached, files),
         _ => Content::None,
     };
     Some(Entry { node, path, content })
@@ -466,16 +491,23 @@ fn walk_dir(
     // Each name is taken out once: DirEntry::file_name allocates, and sorting by it made two
     // allocations per comparison.
     let mut listed: Vec<(OsString, fs::DirEntry)> = Vec::new();
+    let mut complete = true;
     match fs::read_dir(dir) {
         Ok(rd) => {
             for e in rd {
                 match e {
                     Ok(e) => listed.push((e.file_name(), e)),
-                    Err(e) => sh.error(dir, format!("cannot list folder: {e}")),
+                    Err(e) => {
+                        complete = false;
+                        sh.error(dir, format!("cannot list folder: {e}"));
+                    }
                 }
             }
         }
-        Err(e) => sh.error(dir, format!("cannot list folder: {e}")),
+        Err(e) => {
+            complete = false;
+            sh.error(dir, format!("cannot list folder: {e}"));
+        }
     }
     listed.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let dir_fd = DirFd::new(dir);
@@ -491,33 +523,67 @@ fn walk_dir(
         }
         match de.metadata() {
             Ok(m) => statted.push((name, path, m)),
-            Err(e) => sh.error(&path, format!("vanished or unreadable: {e}")),
+            Err(e) => {
+                complete = false;
+                sh.error(&path, format!("vanished or unreadable: {e}"));
+            }
         }
     }
+    // The folder's files cache record, read once for all its files (both sorted by name).
+    let mut cached = if sh.files_cache_empty || statted.is_empty() { Vec::new() } else { cached_files(sh, dir.as_os_str().as_bytes()) };
+    let n_cached = cached.len();
+    let mut next_cached = 0;
     let mut entries = Vec::with_capacity(statted.len());
     for (name, path, meta) in statted {
         if sh.sink.has_failed() {
+            complete = false;
             break;
         }
-        if let Some(entry) = make_entry(sh, path, Some(&dir_fd), &name, &meta, ex, dev, files, items, seq) {
+        let mut entry_cache = None;
+        if meta.is_file() {
+            while next_cached < cached.len() && cached[next_cached].0.as_slice() < name.as_bytes() {
+                next_cached += 1;
+            }
+            if next_cached < cached.len() && cached[next_cached].0.as_slice() == name.as_bytes() {
+                entry_cache = Some(std::mem::take(&mut cached[next_cached].1));
+                next_cached += 1;
+            }
+        }
+        if let Some(entry) = make_entry(sh, path, Some(&dir_fd), &name, &meta, entry_cache, ex, dev, files, items, seq) {
             entries.push(entry);
         }
     }
+    drop(cached);
     *seq += 1;
     let my = *seq;
-    let _ = items.send(Item::Dir { seq: my, path: dir.to_path_buf(), entries });
+    let _ = items.send(Item::Dir { seq: my, path: dir.to_path_buf(), entries, listed: complete, cached: n_cached });
     my
 }
 
-fn file_content(sh: &Shared<'_>, path: &Path, at: Option<(&DirFd, &std::ffi::OsStr)>, node: &Node, files: &Sender<FileJob>) -> Content {
+/// The files cache record of a folder; a cache that cannot be read is a miss (files are read).
+fn cached_files(sh: &Shared<'_>, folder: impl AsRef<[u8]>) -> Vec<(Vec<u8>, FileEntry)> {
+    let folder = folder.as_ref();
+    sh.repo.cache().folder_files(folder).unwrap_or_else(|e| {
+        tracing::debug!("files cache of {}: {e:#}", String::from_utf8_lossy(folder));
+        Vec::new()
+    })
+}
+
+fn file_content(
+    sh: &Shared<'_>,
+    path: &Path,
+    at: Option<(&DirFd, &std::ffi::OsStr)>,
+    node: &Node,
+    cached: Option<FileEntry>,
+    files: &Sender<FileJob>,
+) -> Content {
     sh.counters.total_bytes.fetch_add(node.size, Ordering::Relaxed);
-    let key = path.as_os_str().as_bytes();
-    let cached = if sh.files_cache_empty { None } else { sh.repo.cache().file(key).ok().flatten() };
-    if let Some(c) = &cached {
+    let changed = cached.is_some();
+    if let Some(c) = cached {
         if c.size == node.size && c.mtime_ns == node.mtime_ns && c.ctime_ns == node.ctime_ns && c.inode == node.inode {
             let all_there = c.content.iter().all(|id| sh.repo.cache().contains(BlobKind::Data, id).unwrap_or(false));
             if all_there {
-                return Content::Cached(c.content.clone());
+                return Content::Cached(c.content);
             }
             tracing::debug!("{}: unchanged, but some of its chunks are no longer indexed", path.display());
         } else {
@@ -529,7 +595,7 @@ fn file_content(sh: &Shared<'_>, path: &Path, at: Option<(&DirFd, &std::ffi::OsS
     if files.send(FileJob { path: path.to_path_buf(), at, size: node.size, reply: tx }).is_err() {
         return Content::Cached(Vec::new()); // pipeline is shutting down after a failure
     }
-    Content::Pending { rx, changed: cached.is_some() }
+    Content::Pending { rx, changed }
 }
 
 // ---------------------------------------------------------------- readers and hashers
@@ -726,52 +792,101 @@ impl InFlight {
 
 // ---------------------------------------------------------------- assembler
 
-type Assembled = (Vec<Option<Node>>, Vec<(Vec<u8>, FileEntry)>);
+type Assembled = (Vec<Option<Node>>, Vec<FolderFiles>);
+
+/// Files cache records not yet committed (the next checkpoint commits them), and the number of
+/// files they hold.
+#[derive(Default)]
+struct Done {
+    folders: Vec<FolderFiles>,
+    files: usize,
+}
+
+impl Done {
+    fn push(&mut self, f: FolderFiles) {
+        self.files += f.files.len();
+        self.folders.push(f);
+    }
+}
+
+/// What became of a finished entry, for the files cache.
+enum Finished {
+    /// Not a regular file.
+    Other,
+    /// A file reused from the files cache.
+    Cached,
+    /// A file read (new or changed).
+    Read,
+}
+
+fn cache_entry(n: &Node) -> (Vec<u8>, FileEntry) {
+    (n.name.clone(), FileEntry { size: n.size, mtime_ns: n.mtime_ns, ctime_ns: n.ctime_ns, inode: n.inode, content: n.content.clone() })
+}
 
 fn assemble(sh: &Shared<'_>, items: Receiver<Item>, n_top: usize, every: Duration) -> Result<Assembled> {
     let mut subtrees: HashMap<u64, BlobId> = HashMap::new();
     let mut tops: Vec<Option<Node>> = vec![None; n_top];
-    let mut done_files: Vec<(Vec<u8>, FileEntry)> = Vec::new();
+    let mut done = Done::default();
     let mut last_checkpoint = Instant::now();
     for item in items {
         match item {
-            Item::Dir { seq, path, entries } => {
+            Item::Dir { seq, path, entries, listed, cached } => {
                 let mut tree = Tree { nodes: Vec::with_capacity(entries.len()) };
+                let mut files = Vec::new();
+                let mut read_any = false;
                 for e in entries {
-                    if let Some(n) = finish_entry(sh, e, &mut subtrees, &mut done_files)? {
+                    if let Some((n, how)) = finish_entry(sh, e, &mut subtrees)? {
+                        match how {
+                            Finished::Other => {}
+                            Finished::Cached => files.push(cache_entry(&n)),
+                            Finished::Read => {
+                                read_any = true;
+                                files.push(cache_entry(&n));
+                            }
+                        }
                         tree.nodes.push(n);
                     }
                 }
                 let id = store_tree(sh, &mut tree).with_context(|| format!("store tree of {}", path.display()))?;
                 sh.counters.dirs.fetch_add(1, Ordering::Relaxed);
                 subtrees.insert(seq, id);
+                // The record is rewritten when a file was read, or when files went away (no file
+                // read and as many reused as recorded means the record is as it was). A folder
+                // not listed in full only adds to its record.
+                if read_any || files.len() != cached {
+                    done.push(FolderFiles { folder: path.into_os_string().into_vec(), files, replace: listed });
+                }
             }
             Item::Top { index, entry } => {
-                tops[index] = finish_entry(sh, *entry, &mut subtrees, &mut done_files)?;
+                let folder = entry.path.parent().map(|p| p.as_os_str().as_bytes().to_vec());
+                let finished = finish_entry(sh, *entry, &mut subtrees)?;
+                if let (Some((n, Finished::Read)), Some(folder)) = (&finished, folder) {
+                    done.push(FolderFiles { folder, files: vec![cache_entry(n)], replace: false });
+                }
+                tops[index] = finished.map(|(n, _)| n);
             }
         }
-        if last_checkpoint.elapsed() >= every || done_files.len() >= 10_000 {
-            sh.sink.checkpoint(std::mem::take(&mut done_files))?;
+        if last_checkpoint.elapsed() >= every || done.files >= 10_000 {
+            sh.sink.checkpoint(std::mem::take(&mut done).folders)?;
             last_checkpoint = Instant::now();
         }
     }
-    Ok((tops, done_files))
+    Ok((tops, done.folders))
 }
 
-fn finish_entry(
-    sh: &Shared<'_>,
-    e: Entry,
-    subtrees: &mut HashMap<u64, BlobId>,
-    done: &mut Vec<(Vec<u8>, FileEntry)>,
-) -> Result<Option<Node>> {
+fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>) -> Result<Option<(Node, Finished)>> {
     let mut node = e.node;
-    match e.content {
-        Content::None => {}
-        Content::Dir(seq) => node.subtree = subtrees.remove(&seq),
+    let how = match e.content {
+        Content::None => Finished::Other,
+        Content::Dir(seq) => {
+            node.subtree = subtrees.remove(&seq);
+            Finished::Other
+        }
         Content::Cached(ids) => {
             node.content = ids;
             sh.counters.files_unchanged.fetch_add(1, Ordering::Relaxed);
             sh.progress.add_done(1, 0);
+            Finished::Cached
         }
         Content::Pending { rx, changed } => {
             let (chunk_refs, read) = match rx.recv() {
@@ -802,19 +917,10 @@ fn finish_entry(
             sh.progress.add_done(1, 0);
             node.content = ids;
             node.size = read;
-            done.push((
-                e.path.as_os_str().as_bytes().to_vec(),
-                FileEntry {
-                    size: node.size,
-                    mtime_ns: node.mtime_ns,
-                    ctime_ns: node.ctime_ns,
-                    inode: node.inode,
-                    content: node.content.clone(),
-                },
-            ));
+            Finished::Read
         }
-    }
-    Ok(Some(node))
+    };
+    Ok(Some((node, how)))
 }
 
 fn store_tree(sh: &Shared<'_>, tree: &mut Tree) -> Result<BlobId> {
