@@ -81,6 +81,14 @@ fn unchanged_files_are_not_read_again_and_changes_are_found() {
     assert_eq!(second["bytes_read"], 0, "{second}");
     assert_eq!(second["files_unchanged"], 7);
     assert!(second["bytes_added"].as_u64().unwrap() < 4096, "{second}");
+    // A file not read still has its extended attributes recorded (read by path, not from an
+    // open descriptor as for a file read).
+    if xattr::get(src.join("docs/a.txt"), "user.ferry").ok().flatten().is_some() {
+        let target = env.path("unchanged");
+        env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--include", "a.txt"]);
+        let out = restored(&target, &src);
+        assert_eq!(xattr::get(out.join("docs/a.txt"), "user.ferry").unwrap().as_deref(), Some(&b"value"[..]));
+    }
     std::fs::write(src.join("docs/new.txt"), b"new file").unwrap();
     std::fs::write(src.join("big.bin"), noise(5 << 20, 2)).unwrap();
     let third = env.backup(&src);

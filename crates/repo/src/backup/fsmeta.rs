@@ -35,9 +35,11 @@ pub(crate) fn ctime_ns(meta: &Metadata) -> i64 {
     meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec())
 }
 
-/// Builds a node (without content or subtree) for `path`, named `name`. Extended attributes
-/// that cannot be read are left out (some file systems do not support them).
-pub(crate) fn node_for(path: &Path, name: &OsStr, meta: &Metadata) -> std::io::Result<Node> {
+/// Builds a node (without content or subtree) for `path`, named `name`, with its extended
+/// attributes if `with_xattrs` (a file to be read gets them from its open descriptor instead,
+/// see [`fd_xattrs`]). Extended attributes that cannot be read are left out (some file systems
+/// do not support them).
+pub(crate) fn node_for(path: &Path, name: &OsStr, meta: &Metadata, with_xattrs: bool) -> std::io::Result<Node> {
     let kind = kind_of(meta);
     let target = if kind == NodeKind::Symlink { std::fs::read_link(path)?.as_os_str().as_bytes().to_vec() } else { Vec::new() };
     Ok(Node {
@@ -56,26 +58,44 @@ pub(crate) fn node_for(path: &Path, name: &OsStr, meta: &Metadata) -> std::io::R
         subtree: None,
         target,
         rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) { meta.rdev() } else { 0 },
-        xattrs: read_xattrs(path),
+        xattrs: if with_xattrs { path_xattrs(path) } else { Vec::new() },
     })
 }
 
-fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The extended attributes of `path` itself (a symlink's own, not its target's).
+pub(crate) fn path_xattrs(path: &Path) -> Xattrs {
+    collect_xattrs(|buf| rustix::fs::llistxattr(path, buf), || xattr::list(path).map(|l| l.collect()), |n| xattr::get(path, n))
+}
+
+/// The extended attributes of an open file: no path lookup, and they belong to the very file
+/// being read even if its name was replaced since it was listed.
+pub(crate) fn fd_xattrs(f: &std::fs::File) -> Xattrs {
+    use xattr::FileExt;
+    collect_xattrs(|buf| rustix::fs::flistxattr(f, buf), || f.list_xattr().map(|l| l.collect()), |n| f.get_xattr(n))
+}
+
+fn collect_xattrs(
+    list: impl FnOnce(&mut [u8]) -> rustix::io::Result<usize>,
+    list_all: impl FnOnce() -> std::io::Result<Vec<std::ffi::OsString>>,
+    get: impl Fn(&OsStr) -> std::io::Result<Option<Vec<u8>>>,
+) -> Xattrs {
     // Most files have none: list them into a buffer on the stack first, so that such a file
     // costs one system call and no allocation (the xattr crate allocates a buffer per call).
     let mut probe = [0u8; 1024];
-    let names: Vec<std::ffi::OsString> = match rustix::fs::llistxattr(path, &mut probe[..]) {
+    let names: Vec<std::ffi::OsString> = match list(&mut probe[..]) {
         Ok(n) => probe[..n].split(|b| *b == 0).filter(|n| !n.is_empty()).map(|n| OsStr::from_bytes(n).to_os_string()).collect(),
         // Longer than the probe: let the xattr crate size the buffer.
-        Err(rustix::io::Errno::RANGE) => match xattr::list(path) {
-            Ok(names) => names.collect(),
+        Err(rustix::io::Errno::RANGE) => match list_all() {
+            Ok(names) => names,
             Err(_) => return Vec::new(),
         },
         Err(_) => return Vec::new(),
     };
     let mut out = Vec::new();
     for n in names {
-        if let Ok(Some(v)) = xattr::get(path, &n) {
+        if let Ok(Some(v)) = get(&n) {
             out.push((n.as_bytes().to_vec(), v));
         }
     }
@@ -98,10 +118,16 @@ mod tests {
             eprintln!("skipped: {} has no user extended attributes", d.path().display());
             return;
         }
-        assert!(read_xattrs(&none).is_empty());
+        // By path and through an open descriptor, alike.
+        let both = |p: &Path| {
+            let by_path = path_xattrs(p);
+            assert_eq!(fd_xattrs(&std::fs::File::open(p).unwrap()), by_path, "{}", p.display());
+            by_path
+        };
+        assert!(both(&none).is_empty());
 
         xattr::set(&few, "user.b", b"").unwrap();
-        assert_eq!(read_xattrs(&few), vec![(b"user.b".to_vec(), Vec::new()), (b"user.probe".to_vec(), b"1".to_vec())]);
+        assert_eq!(both(&few), vec![(b"user.b".to_vec(), Vec::new()), (b"user.probe".to_vec(), b"1".to_vec())]);
 
         // 40 names of 40 bytes: a 1,640-byte list, longer than the probe buffer.
         let mut want = Vec::new();
@@ -110,6 +136,6 @@ mod tests {
             xattr::set(&many, &name, name.as_bytes()).unwrap();
             want.push((name.clone().into_bytes(), name.into_bytes()));
         }
-        assert_eq!(read_xattrs(&many), want);
+        assert_eq!(both(&many), want);
     }
 }

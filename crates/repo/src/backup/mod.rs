@@ -113,7 +113,15 @@ enum ChunkRef {
 
 /// The file's chunks and the number of bytes actually read (the file may have changed size
 /// since it was listed; the recorded size is what was read).
-type FileReply = Result<(Vec<ChunkRef>, u64), String>;
+type FileReply = Result<ReadFile, String>;
+
+/// A file read: its chunks, the number of bytes read and its extended attributes (read from
+/// the open file, see [`fsmeta::fd_xattrs`]).
+struct ReadFile {
+    chunks: Vec<ChunkRef>,
+    read: u64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
 
 struct FileJob {
     path: PathBuf,
@@ -435,7 +443,9 @@ fn make_entry(
     items: &Sender<Item>,
     seq: &mut u64,
 ) -> Option<Entry> {
-    let node = match fsmeta::node_for(&path, name, meta) {
+    // A regular file's extended attributes are read by the reader from the open file (saves a
+    // path lookup per file), or by file_content when the file is not read.
+    let mut node = match fsmeta::node_for(&path, name, meta, fsmeta::kind_of(meta) != NodeKind::File) {
         Ok(n) => n,
         Err(e) => {
             sh.error(&path, format!("cannot read metadata: {e}"));
@@ -451,7 +461,7 @@ fn make_entry(
             Content::Dir(*seq)
         }
         NodeKind::Dir => Content::Dir(walk_dir(sh, &path, ex, dev, files, items, seq)),
-        NodeKind::File => file_content(sh, &path, parent.map(|d| (d, name)), &node, cached, files),
+        NodeKind::File => file_content(sh, &path, parent.map(|d| (d, name)), &mut node, cached, files),
         _ => Content::None,
     };
     Some(Entry { node, path, content })
@@ -573,7 +583,7 @@ fn file_content(
     sh: &Shared<'_>,
     path: &Path,
     at: Option<(&DirFd, &std::ffi::OsStr)>,
-    node: &Node,
+    node: &mut Node,
     cached: Option<FileEntry>,
     files: &Sender<FileJob>,
 ) -> Content {
@@ -583,6 +593,7 @@ fn file_content(
         if c.size == node.size && c.mtime_ns == node.mtime_ns && c.ctime_ns == node.ctime_ns && c.inode == node.inode {
             let all_there = c.content.iter().all(|id| sh.repo.cache().contains(BlobKind::Data, id).unwrap_or(false));
             if all_there {
+                node.xattrs = fsmeta::path_xattrs(path);
                 return Content::Cached(c.content);
             }
             tracing::debug!("{}: unchanged, but some of its chunks are no longer indexed", path.display());
@@ -627,6 +638,7 @@ fn read_file(sh: &Shared<'_>, slot: usize, job: &FileJob, chunks: &Sender<ChunkJ
         rustix::io::Errno::LOOP => "cannot open: it was replaced by a symbolic link since it was listed".to_string(),
         e => format!("cannot open: {}", std::io::Error::from(e)),
     })?;
+    let xattrs = fsmeta::fd_xattrs(&f);
     let mut out = Vec::new();
     let mut total = 0u64;
     let min = sh.repo.chunker().params().min_size as u64;
@@ -692,7 +704,7 @@ fn read_file(sh: &Shared<'_>, slot: usize, job: &FileJob, chunks: &Sender<ChunkJ
         }
         *read_buf = chunker.into_buffer();
     }
-    Ok((out, total))
+    Ok(ReadFile { chunks: out, read: total, xattrs })
 }
 
 /// Opens a listed regular file for reading, relative to its folder when that is open. Symbolic
@@ -889,7 +901,7 @@ fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>) 
             Finished::Cached
         }
         Content::Pending { rx, changed } => {
-            let (chunk_refs, read) = match rx.recv() {
+            let ReadFile { chunks: chunk_refs, read, xattrs } = match rx.recv() {
                 Ok(Ok(c)) => c,
                 Ok(Err(msg)) => {
                     sh.error(&e.path, msg);
@@ -917,6 +929,7 @@ fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>) 
             sh.progress.add_done(1, 0);
             node.content = ids;
             node.size = read;
+            node.xattrs = xattrs;
             Finished::Read
         }
     };
@@ -979,7 +992,8 @@ fn build_root(sh: &Shared<'_>, paths: &[PathBuf], tops: Vec<Option<Node>>) -> Re
                 Some(n) => n,
                 None => {
                     let meta = fs::symlink_metadata(&path).with_context(|| format!("read metadata of {}", path.display()))?;
-                    let mut n = fsmeta::node_for(&path, &name, &meta).with_context(|| format!("read metadata of {}", path.display()))?;
+                    let mut n =
+                        fsmeta::node_for(&path, &name, &meta, true).with_context(|| format!("read metadata of {}", path.display()))?;
                     n.kind = NodeKind::Dir;
                     n.subtree = Some(build(sh, &path, child)?);
                     n
