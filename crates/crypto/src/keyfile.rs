@@ -70,11 +70,21 @@ fn wrapping_key(passphrase: &[u8], salt: &[u8], p: KdfParams) -> Result<AeadKey,
 
 /// Argon2id, version 0x13, 32 bytes out.
 fn argon2id(passphrase: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    use rayon::iter::ParallelExtend;
     let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
         .map_err(|e| CryptoError::Unsupported(format!("argon2 parameters: {e}")))?;
+    let n_blocks = params.block_count();
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
-    argon.hash_password_into(passphrase, salt, &mut out[..]).map_err(|e| CryptoError::Unsupported(format!("argon2: {e}")))?;
+    // The working memory is zeroed by as many threads as fill it (the crate's own allocation
+    // zeroes 64 MiB on one thread first, faulting in every page: 40 ms before the parallel
+    // passes start, on every command that opens a repository).
+    let mut blocks: Vec<argon2::Block> = Vec::new();
+    blocks.try_reserve_exact(n_blocks).map_err(|_| CryptoError::Unsupported("argon2: out of memory".into()))?;
+    blocks.par_extend(rayon::iter::repeat_n(argon2::Block::new(), n_blocks));
+    argon
+        .hash_password_into_with_memory(passphrase, salt, &mut out[..], &mut blocks[..])
+        .map_err(|e| CryptoError::Unsupported(format!("argon2: {e}")))?;
     Ok(out)
 }
 
