@@ -480,6 +480,27 @@ write_meta() {
     done
 }
 
+# check_space: refuse to start a run that would fill the disk half-way (a full disk makes the
+# tools fail in the middle, which would read as failed restores). Kernel restores are kept until
+# the end (see discard): RUNS x tools kernel trees, plus the repositories (a quarter of the
+# tree each); the large files need the repositories (about 0.6 of the data each) and one restore.
+check_space() {
+    local need=$((2 << 30)) n=${#TOOLS[@]} s k l avail
+    for s in "${SETS[@]}"; do
+        case $s in
+            kernel) k=$(du -sb "$KERNEL_SRC" | cut -f1); need=$((need + RUNS * n * k + n * k / 4)) ;;
+            large) l=$(du -sb "$LARGE_SRC" | cut -f1); need=$((need + n * l * 6 / 10 + l)) ;;
+        esac
+    done
+    avail=$(df -B1 --output=avail "$WORK" | tail -n 1)
+    if ((avail < need)); then
+        echo "bench: $WORK has $((avail >> 30)) GiB free; this run needs about $((need >> 30)) GiB" \
+            "(${RUNS} run(s) of ${TOOLS[*]} on ${SETS[*]}). Free some space, or use fewer --runs," \
+            "--tools or --sets." >&2
+        exit 1
+    fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
@@ -497,6 +518,7 @@ main() {
         esac
     done
     revert_kernel   # in case an earlier run was interrupted while the 1 % change was applied
+    check_space
     echo 'run,set,scenario,tool,status,wall_s,rss_kb,size_bytes,verify,note' >"$CSV"
     : >"$COMMANDS"
     write_meta
