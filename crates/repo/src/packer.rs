@@ -2,7 +2,7 @@
 //! finished packs, records them in the local index and writes index files.
 //!
 //! Crash-safe order: packs are stored; then an index file listing them is stored; then they
-//! enter the local index (one durable commit); files cache entries are committed only after
+//! enter the local index (one durable commit); files cache records are committed only after
 //! the index file that covers their chunks (see [`PackSink::checkpoint`]). A kill between
 //! these steps leaves at most unlisted packs, which a later prune reclaims.
 
@@ -67,7 +67,7 @@ const fn zstd_bound(n: usize) -> usize {
 
 pub(crate) enum Msg {
     Pack(FinishedPack),
-    /// Write an index file for everything stored so far, then commit these files cache entries.
+    /// Write an index file for everything stored so far, then commit these folders' files cache records.
     Checkpoint(Vec<FolderFiles>),
 }
 

@@ -178,7 +178,7 @@ struct Shared<'r> {
     errors: Mutex<Vec<FileError>>,
     counters: Counters,
     progress: &'r Progress,
-    /// No files cache entry exists: skip the per-file lookups (a first backup).
+    /// No files cache record exists: skip the per-folder lookups (a first backup).
     files_cache_empty: bool,
     in_flight: InFlight,
     /// Chunk buffers handed back by the hashers, for the readers' next chunks.
