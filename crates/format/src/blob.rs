@@ -290,11 +290,11 @@ mod tests {
 #[cfg(test)]
 mod probe_tests {
     use super::compress;
-    use crate::test_util::pseudo_random as random;
+    use ferry_testkit::bytes;
 
     #[test]
     fn incompressible_large_chunks_are_stored_raw_and_compressible_ones_compressed() {
-        assert!(!compress(&random(1 << 20, 1), 3).1);
+        assert!(!compress(&bytes(1 << 20, 1), 3).1);
         let text = b"all work and no play makes jack a dull boy\n".repeat(30_000);
         let (c, compressed) = compress(&text, 3);
         assert!(compressed && c.len() < text.len() / 10);
@@ -302,7 +302,7 @@ mod probe_tests {
 
     #[test]
     fn a_chunk_that_starts_random_but_ends_in_text_is_compressed() {
-        let mut data = random(256 * 1024, 7);
+        let mut data = bytes(256 * 1024, 7);
         data.extend(b"the quick brown fox jumps over the lazy dog\n".repeat(20_000));
         let (c, compressed) = compress(&data, 3);
         assert!(compressed && c.len() < data.len() * 3 / 4, "{} of {}", c.len(), data.len());

@@ -23,8 +23,6 @@ pub mod pack;
 pub mod packlist;
 pub mod recovery_point;
 pub mod retention;
-#[cfg(test)]
-mod test_util;
 pub mod tree;
 
 pub use envelope::{open_object, seal_object, ObjectType};

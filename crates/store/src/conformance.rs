@@ -74,10 +74,9 @@ fn err_kind<T: std::fmt::Debug>(r: Result<T>, want: ErrorKind, what: &str) {
     }
 }
 
+/// Object contents: the shared test data, seeded by the length.
 fn random_bytes(len: usize) -> Bytes {
-    let mut data = vec![0u8; len];
-    rand::rng().fill(&mut data[..]);
-    Bytes::from(data)
+    Bytes::from(ferry_testkit::bytes(len, len as u64))
 }
 
 fn round_trips_in(store: &dyn Store, p: &str) {

@@ -132,18 +132,8 @@ pub fn walkdir(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Deterministic pseudo-random bytes.
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+/// Deterministic pseudo-random bytes: the workspace's shared test data.
+pub use ferry_testkit::bytes as noise;
 
 /// A source tree with many kinds of entries.
 pub fn make_tree(root: &Path) {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use ferry_store::{MemoryStore, Store};
+use ferry_testkit::bytes;
 
 use crate::fsio::{OBJECTS_DIR, SEED_DIR};
 use crate::{prepare, DiskKey, DiskSet, DiskTarget, PrepareOptions, PrepareOutcome, SeedError, SourceObject};
@@ -20,19 +21,6 @@ const MIB: usize = 1024 * 1024;
 /// Room for three disks of this size is needed by `staging()`'s objects (see `spanning`).
 const DISK: u64 = 2 * MIB as u64;
 const JOB: &str = "job-1";
-
-/// Deterministic bytes that do not repeat.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A staging location: packs named by their hash (one over 1 MiB, several frames), index
 /// files, a pack list, config, a key, an empty object and a recovery point.
