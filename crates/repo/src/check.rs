@@ -16,7 +16,7 @@ use ferry_format::tree::NodeKind;
 use ferry_format::{BlobId, BlobKind, PackId};
 
 use crate::blobset::BlobSet;
-use crate::{walk, Repository, UnitDecoder};
+use crate::{tree_walk, Repository, UnitDecoder};
 
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
@@ -171,7 +171,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         if !root_ok {
             continue;
         }
-        let r = walk::walk(repo, &rp.tree, &mut |path, node| {
+        let r = tree_walk::walk(repo, &rp.tree, &mut |path, node| {
             if node.kind == NodeKind::Dir {
                 let Some(sub) = node.subtree else {
                     return Ok(false);

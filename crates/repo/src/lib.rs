@@ -32,7 +32,7 @@ mod progress;
 pub mod prune;
 mod repository;
 pub mod restore;
-pub mod walk;
+pub mod tree_walk;
 
 pub use lock::{live_locks, Locked, RepoLock};
 pub use progress::Progress;

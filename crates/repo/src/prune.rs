@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blobset::BlobSet;
 use crate::lock::live_locks;
-use crate::{walk, RepoLock, Repository, UnitDecoder};
+use crate::{tree_walk, RepoLock, Repository, UnitDecoder};
 
 /// Locks taken up to this long after a mark still count as "before" it (clock skew).
 const SKEW_MARGIN_S: i64 = 10 * 60;
@@ -112,7 +112,7 @@ fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, se
             continue;
         }
         used.insert(BlobKind::Tree, &rp.tree)?;
-        walk::walk(repo, &rp.tree, &mut |_, n| {
+        tree_walk::walk(repo, &rp.tree, &mut |_, n| {
             for c in &n.content {
                 used.insert(BlobKind::Data, c)?;
             }

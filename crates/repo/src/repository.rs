@@ -383,7 +383,7 @@ impl Repository {
         let mut packs = HashSet::new();
         let mut seen_trees = HashSet::from([*root]);
         locate(&self.cache, &mut packs, BlobKind::Tree, root)?;
-        crate::walk::walk(self, root, &mut |_, n| {
+        crate::tree_walk::walk(self, root, &mut |_, n| {
             for c in &n.content {
                 locate(&self.cache, &mut packs, BlobKind::Data, c)?;
             }

@@ -1,4 +1,5 @@
-//! Walking the trees of a recovery point.
+//! Walking the trees of a recovery point (what it holds, as stored), not the file system: the
+//! backup's file walker is `backup::walk`.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
