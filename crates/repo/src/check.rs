@@ -65,7 +65,7 @@ struct IndexedPack {
 /// Memory grows with the number of packs, not of blobs: the index files are read one at a
 /// time, twice when a pack must be read or is damaged (its blobs come from the second pass),
 /// and the set of indexed blobs is a scratch database in the cache folder (`BlobSet`).
-pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
+pub fn run(repo: &Repository, opts: &CheckOptions) -> crate::Result<CheckReport> {
     let mut report = CheckReport::default();
     // Index files: each must open. The packs and blobs they list (not the cache's view).
     let mut indexed_blobs = BlobSet::new_in(repo.cache_dir())?;

@@ -25,6 +25,7 @@ mod buffers;
 pub mod cache;
 pub mod check;
 pub mod diff;
+mod error;
 pub mod forget;
 mod lock;
 mod packer;
@@ -34,21 +35,8 @@ mod repository;
 pub mod restore;
 pub mod tree_walk;
 
+pub(crate) use error::RepoError;
+pub use error::{Detail, Error, Result};
 pub use lock::{live_locks, Locked, RepoLock};
 pub use progress::Progress;
 pub use repository::{InitOptions, Repository, UnitDecoder};
-
-use ferry_format::BlobId;
-
-/// Errors a caller branches on (wrapped in `anyhow::Error`; find them with `downcast_ref`).
-#[derive(Debug, thiserror::Error)]
-pub enum RepoError {
-    #[error("there is no Ferry repository at {0}: create one with `ferry init`")]
-    NotARepository(String),
-    #[error("a repository already exists at {0}")]
-    AlreadyExists(String),
-    #[error("wrong passphrase: no key of the repository at {0} opens with it")]
-    WrongPassphrase(String),
-    #[error("blob {0:?} is not in the index: the repository is damaged or the index is incomplete (run `ferry check`)")]
-    MissingBlob(BlobId),
-}

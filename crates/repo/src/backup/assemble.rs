@@ -31,7 +31,7 @@ pub(super) fn seed_files_cache(repo: &Repository, paths: &[PathBuf]) -> Result<(
     };
     let mut batch = Done::default();
     seed_folder(repo, &parent.tree, Path::new("/"), &mut batch).with_context(|| format!("read parent recovery point {}", id.short()))?;
-    repo.cache().put_folders(&batch.folders)
+    Ok(repo.cache().put_folders(&batch.folders)?)
 }
 
 /// One folder's files cache record from its tree, then its subfolders'.

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use ferry_format::recovery_point::{RecoveryPoint, Summary};
 use ferry_format::tree::Node;
@@ -39,6 +39,7 @@ use ferry_format::{BlobId, BlobKind, PackId, RecoveryPointId};
 pub use excludes::Excludes;
 
 use crate::buffers::BufferPool;
+use crate::error::bail;
 use crate::packer::PackSink;
 use crate::{Progress, RepoLock, Repository};
 use assemble::{assemble, build_root, seed_files_cache};
@@ -204,7 +205,7 @@ impl Shared<'_> {
 const LOCK_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// Runs a backup and writes its recovery point.
-pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
+pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> crate::Result<BackupOutcome> {
     let started = Instant::now();
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let paths = normalize_paths(&opts.paths)?;

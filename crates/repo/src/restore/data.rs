@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use ferry_format::{BlobKind, PackId};
 
 use super::metadata::{finish_open_file, Known};
@@ -17,6 +17,7 @@ use super::plan::create_final;
 use super::{err, FileTarget, Places, Plan};
 use crate::backup::FileError;
 use crate::cache::BlobLocation;
+use crate::error::bail;
 use crate::{Progress, Repository, UnitDecoder};
 
 pub(super) fn write_data(
@@ -92,7 +93,7 @@ fn restore_pack(
                     let a = (loc.offset as u64 - start) as usize;
                     decoder.blob(loc, &salt, &bytes[a..a + loc.length as usize])
                 }
-                Err(e) => Err(anyhow::anyhow!("read pack {}: {e}", pack.short())),
+                Err(e) => Err(anyhow::anyhow!("read pack {}: {e}", pack.short()).into()),
             };
             match plain {
                 Ok(data) => {

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use ferry_format::recovery_point::RecoveryPoint;
 use ferry_format::tree::Node;
 use ferry_format::BlobId;
@@ -116,7 +116,7 @@ fn err(out: &Mutex<Vec<FileError>>, path: &Path, e: impl std::fmt::Display) {
 }
 
 /// Restores recovery point `rp` under `opts.target`.
-pub fn run(repo: &Repository, rp: &RecoveryPoint, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreOutcome> {
+pub fn run(repo: &Repository, rp: &RecoveryPoint, opts: &RestoreOptions, progress: &Progress) -> crate::Result<RestoreOutcome> {
     let includes = Includes::new(&opts.includes)?;
     fs::create_dir_all(&opts.target).with_context(|| format!("create target folder {}", opts.target.display()))?;
     let target = fs::canonicalize(&opts.target).with_context(|| format!("resolve target folder {}", opts.target.display()))?;
