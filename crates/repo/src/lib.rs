@@ -6,7 +6,9 @@
 //!   compress, encrypt, upload) and writes packs, then index, then the recovery point;
 //! - [`restore`], [`check`], [`forget`], [`prune`], [`diff`]: the rest of the lifecycle;
 //! - [`cache`]: the on-disk local index and files cache, so memory stays flat however large
-//!   the repository grows.
+//!   the repository grows;
+//! - [`Error`]: what every public function returns on failure, a variant to branch on (locked,
+//!   wrong passphrase, store failure, ...) holding the message chain users see.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
