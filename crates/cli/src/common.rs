@@ -78,7 +78,7 @@ pub fn new_passphrase(file: Option<&Path>, env: &str, g: Option<&Global>) -> Res
 pub fn open(g: &Global) -> Result<Repository> {
     let store = open_store(g)?;
     let pw = passphrase(g, "repository passphrase: ")?;
-    Repository::open(store, &pw, &cache_dir(g))
+    Ok(Repository::open(store, &pw, &cache_dir(g))?)
 }
 
 /// The repository's store: `--repo`, or else this machine's repository in the vault it is
@@ -179,7 +179,7 @@ pub struct BackupEnd<'a> {
 }
 
 /// Closes `job` as failed when `r` is an error; passes `r` on.
-pub fn fail_job_on_error<T>(job: &mut Option<Job>, r: Result<T>) -> Result<T> {
+pub fn fail_job_on_error<T, E: std::fmt::Display>(job: &mut Option<Job>, r: Result<T, E>) -> Result<T, E> {
     if let Err(e) = &r {
         if let Some(j) = job.take() {
             j.finish("failed", 0, 0, vec![format!("{e:#}")]);

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use ferry_format::{BlobId, BlobKind};
 use redb::{Database, Durability, ReadableTableMetadata, TableDefinition};
 
@@ -35,7 +35,7 @@ fn key(kind: BlobKind, id: &BlobId) -> [u8; 33] {
 
 impl BlobSet {
     /// An empty set in a new temporary folder under `dir`.
-    pub fn new_in(dir: &Path) -> Result<BlobSet> {
+    pub fn new_in(dir: &Path) -> crate::Result<BlobSet> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let tmp = tempfile::Builder::new()
             .prefix("blobset-")
@@ -47,7 +47,7 @@ impl BlobSet {
         Ok(set)
     }
 
-    pub fn insert(&mut self, kind: BlobKind, id: &BlobId) -> Result<()> {
+    pub fn insert(&mut self, kind: BlobKind, id: &BlobId) -> crate::Result<()> {
         self.pending.push(key(kind, id));
         if self.pending.len() >= BATCH {
             self.flush()?;
@@ -56,7 +56,7 @@ impl BlobSet {
     }
 
     /// Makes every insert so far visible to [`BlobSet::contains`].
-    pub fn flush(&mut self) -> Result<()> {
+    pub fn flush(&mut self) -> crate::Result<()> {
         // The snapshot would keep the pages this commit frees from being reused.
         self.snapshot = None;
         let mut w = self.db.begin_write()?;
@@ -75,20 +75,20 @@ impl BlobSet {
     }
 
     /// Whether the set holds the blob (as of the last flush).
-    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> crate::Result<bool> {
         debug_assert!(self.pending.is_empty(), "flush before lookups");
         let t = self.snapshot.as_ref().expect("taken at every flush");
         Ok(t.get(key(kind, id))?.is_some())
     }
 
     /// Entries (as of the last flush).
-    pub fn len(&self) -> Result<u64> {
+    pub fn len(&self) -> crate::Result<u64> {
         let t = self.snapshot.as_ref().expect("taken at every flush");
         Ok(t.len()?)
     }
 
     /// No entries (as of the last flush).
-    pub fn is_empty(&self) -> Result<bool> {
+    pub fn is_empty(&self) -> crate::Result<bool> {
         Ok(self.len()? == 0)
     }
 }

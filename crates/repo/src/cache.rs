@@ -164,7 +164,7 @@ impl std::fmt::Debug for LocalCache {
 
 impl LocalCache {
     /// Opens (or creates) the cache database at `path`; `page_cache` bounds its memory.
-    pub fn open(path: &Path, page_cache: usize) -> Result<Self> {
+    pub fn open(path: &Path, page_cache: usize) -> crate::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("create cache folder {}", dir.display()))?;
         }
@@ -186,7 +186,7 @@ impl LocalCache {
         Ok(c)
     }
 
-    fn write(&self, durability: Durability, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+    fn write(&self, durability: Durability, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> crate::Result<()> {
         // The lookup snapshot would keep the pages this commit frees from being reused.
         self.snapshot.write().unwrap_or_else(|e| e.into_inner()).take();
         let mut w = self.db.begin_write().context("begin cache transaction")?;
@@ -198,7 +198,7 @@ impl LocalCache {
     }
 
     /// Where a blob is, if the index knows it.
-    pub fn lookup(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
+    pub fn lookup(&self, kind: BlobKind, id: &BlobId) -> crate::Result<Option<BlobLocation>> {
         let key = blob_key(kind, id);
         let generation = self.generation.load(Ordering::Acquire);
         {
@@ -214,12 +214,12 @@ impl LocalCache {
         Ok(found)
     }
 
-    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> crate::Result<bool> {
         Ok(self.lookup(kind, id)?.is_some())
     }
 
     /// A pack's salt and size.
-    pub fn pack_info(&self, pack: &PackId) -> Result<Option<([u8; 16], u64)>> {
+    pub fn pack_info(&self, pack: &PackId) -> crate::Result<Option<([u8; 16], u64)>> {
         let r = self.db.begin_read()?;
         let t = r.open_table(PACKS)?;
         Ok(t.get(pack.as_bytes())?.map(|v| {
@@ -236,7 +236,7 @@ impl LocalCache {
     /// index file they came from. `durable` forces the commit to disk; otherwise it survives
     /// only a clean exit (the repository index files are the truth, so losing it costs a
     /// resync, never data).
-    pub fn add_packs(&self, packs: &[IndexPack], index_file: Option<&IndexId>, durable: bool) -> Result<()> {
+    pub fn add_packs(&self, packs: &[IndexPack], index_file: Option<&IndexId>, durable: bool) -> crate::Result<()> {
         let d = if durable { Durability::Immediate } else { Durability::None };
         self.write(d, |w| {
             let mut blobs = w.open_table(BLOBS)?;
@@ -270,12 +270,12 @@ impl LocalCache {
     /// Records a whole index file read from the repository. Durable: redb frees pages only at
     /// durable commits, and a rebuild with non-durable ones grew the file quadratically
     /// (measured: 10 GiB at 5 million entries; see BENCHMARKS.md).
-    pub fn add_index_file(&self, id: &IndexId, f: &IndexFile) -> Result<()> {
+    pub fn add_index_file(&self, id: &IndexId, f: &IndexFile) -> crate::Result<()> {
         self.add_packs(&f.packs, Some(id), true)
     }
 
     /// Marks an index file as incorporated (its packs were added during this session).
-    pub fn mark_index_file(&self, id: &IndexId, durable: bool) -> Result<()> {
+    pub fn mark_index_file(&self, id: &IndexId, durable: bool) -> crate::Result<()> {
         let d = if durable { Durability::Immediate } else { Durability::None };
         self.write(d, |w| {
             w.open_table(INDEX_FILES)?.insert(id.as_bytes(), ())?;
@@ -284,7 +284,7 @@ impl LocalCache {
     }
 
     /// The index files this cache holds.
-    pub fn index_files(&self) -> Result<Vec<IndexId>> {
+    pub fn index_files(&self) -> crate::Result<Vec<IndexId>> {
         let r = self.db.begin_read()?;
         let t = r.open_table(INDEX_FILES)?;
         let mut out = Vec::new();
@@ -295,24 +295,24 @@ impl LocalCache {
     }
 
     /// Number of blobs indexed.
-    pub fn blob_count(&self) -> Result<u64> {
+    pub fn blob_count(&self) -> crate::Result<u64> {
         let r = self.db.begin_read()?;
         Ok(r.open_table(BLOBS)?.len()?)
     }
 
     /// Drops the index (not the files cache), before a rebuild.
-    pub fn clear_index(&self) -> Result<()> {
+    pub fn clear_index(&self) -> crate::Result<()> {
         self.write(Durability::Immediate, drop_index_tables)
     }
 
     /// Whether the vault deleted this pack.
-    pub fn is_pack_deleted(&self, pack: &PackId) -> Result<bool> {
+    pub fn is_pack_deleted(&self, pack: &PackId) -> crate::Result<bool> {
         let r = self.db.begin_read()?;
         Ok(r.open_table(DELETED_PACKS)?.get(pack.as_bytes())?.is_some())
     }
 
     /// The `deleted-packs/` records already applied.
-    pub fn deleted_records(&self) -> Result<std::collections::HashSet<String>> {
+    pub fn deleted_records(&self) -> crate::Result<std::collections::HashSet<String>> {
         let r = self.db.begin_read()?;
         let t = r.open_table(DELETED_RECORDS)?;
         let mut out = std::collections::HashSet::new();
@@ -325,7 +325,7 @@ impl LocalCache {
     /// Applies `deleted-packs/` records: their packs are never indexed again. If one of them
     /// is indexed now, the index is dropped in the same transaction (the caller rebuilds it
     /// from the index files, without the deleted packs); returns whether it was.
-    pub fn apply_deleted_packs(&self, records: &[(String, Vec<PackId>)]) -> Result<bool> {
+    pub fn apply_deleted_packs(&self, records: &[(String, Vec<PackId>)]) -> crate::Result<bool> {
         let mut cleared = false;
         self.write(Durability::Immediate, |w| {
             let mut rt = w.open_table(DELETED_RECORDS)?;
@@ -351,20 +351,20 @@ impl LocalCache {
     }
 
     /// Makes everything written so far durable.
-    pub fn persist(&self) -> Result<()> {
+    pub fn persist(&self) -> crate::Result<()> {
         self.write(Durability::Immediate, |_| Ok(()))
     }
 
     /// The files cache record of a folder (absolute path bytes): its files' names and entries,
     /// sorted by name. A damaged part reads as missing (a cache miss, never an error).
-    pub fn folder_files(&self, folder: &[u8]) -> Result<Vec<(Vec<u8>, FileEntry)>> {
+    pub fn folder_files(&self, folder: &[u8]) -> crate::Result<Vec<(Vec<u8>, FileEntry)>> {
         let r = self.db.begin_read()?;
         let t = r.open_table(FOLDERS)?;
-        read_folder(&t, folder)
+        Ok(read_folder(&t, folder)?)
     }
 
     /// Whether the files cache holds no entry at all (a new or lost cache).
-    pub fn files_is_empty(&self) -> Result<bool> {
+    pub fn files_is_empty(&self) -> crate::Result<bool> {
         let r = self.db.begin_read()?;
         Ok(r.open_table(FOLDERS)?.is_empty()?)
     }
@@ -372,7 +372,7 @@ impl LocalCache {
     /// Stores folders' files cache records (after the chunks they name are indexed in the
     /// repository), in one durable commit. One row per part of a folder, not per file: a
     /// kernel-tree backup writes 5,000 rows instead of 78,000.
-    pub fn put_folders(&self, records: &[FolderFiles]) -> Result<()> {
+    pub fn put_folders(&self, records: &[FolderFiles]) -> crate::Result<()> {
         if records.is_empty() {
             return Ok(());
         }

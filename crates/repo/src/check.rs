@@ -16,7 +16,7 @@ use ferry_format::tree::NodeKind;
 use ferry_format::{BlobId, BlobKind, PackId};
 
 use crate::blobset::BlobSet;
-use crate::{walk, Repository, UnitDecoder};
+use crate::{tree_walk, Repository, UnitDecoder};
 
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
@@ -65,7 +65,7 @@ struct IndexedPack {
 /// Memory grows with the number of packs, not of blobs: the index files are read one at a
 /// time, twice when a pack must be read or is damaged (its blobs come from the second pass),
 /// and the set of indexed blobs is a scratch database in the cache folder (`BlobSet`).
-pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
+pub fn run(repo: &Repository, opts: &CheckOptions) -> crate::Result<CheckReport> {
     let mut report = CheckReport::default();
     // Index files: each must open. The packs and blobs they list (not the cache's view).
     let mut indexed_blobs = BlobSet::new_in(repo.cache_dir())?;
@@ -171,7 +171,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         if !root_ok {
             continue;
         }
-        let r = walk::walk(repo, &rp.tree, &mut |path, node| {
+        let r = tree_walk::walk(repo, &rp.tree, &mut |path, node| {
             if node.kind == NodeKind::Dir {
                 let Some(sub) = node.subtree else {
                     return Ok(false);

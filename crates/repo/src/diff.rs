@@ -43,7 +43,7 @@ pub struct DiffEntry {
 }
 
 /// Lists what differs between trees `a` and `b`.
-pub fn diff(repo: &Repository, a: &BlobId, b: &BlobId) -> Result<Vec<DiffEntry>> {
+pub fn diff(repo: &Repository, a: &BlobId, b: &BlobId) -> crate::Result<Vec<DiffEntry>> {
     let mut out = Vec::new();
     diff_trees(repo, Some(a), Some(b), Path::new("/"), &mut out)?;
     Ok(out)

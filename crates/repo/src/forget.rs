@@ -1,7 +1,7 @@
 //! Retention: which recovery points a policy keeps (rules: `ferry_format::retention`; here
 //! recovery points are grouped by host and paths).
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use ferry_format::recovery_point::RecoveryPoint;
 use ferry_format::retention::Candidate;
 pub use ferry_format::retention::{Decision, Policy};
@@ -28,7 +28,7 @@ pub fn apply(policy: &Policy, points: &[(RecoveryPointId, RecoveryPoint)]) -> Ve
 
 /// Deletes recovery points. Deleting a recovery point only removes its object; the space is
 /// reclaimed by `prune`.
-pub fn delete(repo: &Repository, ids: &[RecoveryPointId]) -> Result<()> {
+pub fn delete(repo: &Repository, ids: &[RecoveryPointId]) -> crate::Result<()> {
     for id in ids {
         repo.store().delete(&id.object_key()).with_context(|| format!("delete recovery point {}", id.short()))?;
     }

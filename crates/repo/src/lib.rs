@@ -6,7 +6,9 @@
 //!   compress, encrypt, upload) and writes packs, then index, then the recovery point;
 //! - [`restore`], [`check`], [`forget`], [`prune`], [`diff`]: the rest of the lifecycle;
 //! - [`cache`]: the on-disk local index and files cache, so memory stays flat however large
-//!   the repository grows.
+//!   the repository grows;
+//! - [`Error`]: what every public function returns on failure, a variant to branch on (locked,
+//!   wrong passphrase, store failure, ...) holding the message chain users see.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -25,6 +27,7 @@ mod buffers;
 pub mod cache;
 pub mod check;
 pub mod diff;
+mod error;
 pub mod forget;
 mod lock;
 mod packer;
@@ -32,23 +35,10 @@ mod progress;
 pub mod prune;
 mod repository;
 pub mod restore;
-pub mod walk;
+pub mod tree_walk;
 
+pub(crate) use error::RepoError;
+pub use error::{Detail, Error, Result};
 pub use lock::{live_locks, Locked, RepoLock};
 pub use progress::Progress;
 pub use repository::{InitOptions, Repository, UnitDecoder};
-
-use ferry_format::BlobId;
-
-/// Errors a caller branches on (wrapped in `anyhow::Error`; find them with `downcast_ref`).
-#[derive(Debug, thiserror::Error)]
-pub enum RepoError {
-    #[error("there is no Ferry repository at {0}: create one with `ferry init`")]
-    NotARepository(String),
-    #[error("a repository already exists at {0}")]
-    AlreadyExists(String),
-    #[error("wrong passphrase: no key of the repository at {0} opens with it")]
-    WrongPassphrase(String),
-    #[error("blob {0:?} is not in the index: the repository is damaged or the index is incomplete (run `ferry check`)")]
-    MissingBlob(BlobId),
-}

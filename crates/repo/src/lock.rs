@@ -45,7 +45,7 @@ fn now_unix() -> i64 {
 }
 
 /// Every lock that is not stale, with its object key.
-pub fn live_locks(repo: &Repository) -> Result<Vec<(String, Lock)>> {
+pub fn live_locks(repo: &Repository) -> crate::Result<Vec<(String, Lock)>> {
     let mut out = Vec::new();
     for o in repo.store().list("locks/").context("list locks")? {
         let Ok(b) = repo.store().get(&o.key) else {
@@ -83,7 +83,7 @@ fn describe(l: &Lock) -> String {
 
 impl RepoLock {
     /// Takes a lock. Fails if an exclusive lock is held (or, for an exclusive lock, any lock).
-    pub fn acquire(repo: &Repository, exclusive: bool, purpose: &str) -> Result<RepoLock> {
+    pub fn acquire(repo: &Repository, exclusive: bool, purpose: &str) -> crate::Result<RepoLock> {
         let check = |own: Option<&str>| -> Result<()> {
             for (key, l) in live_locks(repo)? {
                 if Some(key.as_str()) == own {
@@ -143,11 +143,11 @@ impl RepoLock {
     /// Like [`RepoLock::acquire`], but while another process's lock excludes this one, tries
     /// again every 5 s for up to `wait` (a vault's garbage collection holds an exclusive lock
     /// for seconds to minutes; a scheduled backup should wait for it, not fail).
-    pub fn acquire_patiently(repo: &Repository, exclusive: bool, purpose: &str, wait: Duration) -> Result<RepoLock> {
+    pub fn acquire_patiently(repo: &Repository, exclusive: bool, purpose: &str, wait: Duration) -> crate::Result<RepoLock> {
         let start = std::time::Instant::now();
         loop {
             match Self::acquire(repo, exclusive, purpose) {
-                Err(e) if start.elapsed() < wait => match e.downcast_ref::<Locked>() {
+                Err(e) if start.elapsed() < wait => match e.find::<Locked>() {
                     Some(l) => {
                         tracing::info!("waiting for the repository: locked by {}", l.holder);
                         std::thread::sleep(

@@ -138,7 +138,7 @@ impl<'r> PackSink<'r> {
                 Msg::Pack(p) => self.store_pack(p, &mut pending),
                 Msg::Checkpoint(folders) => {
                     tracing::debug!("checkpoint: indexing {} pack(s), then the files cache of {} folder(s)", pending.len(), folders.len());
-                    self.write_index(&mut pending).and_then(|_| self.repo.cache().put_folders(&folders))
+                    self.write_index(&mut pending).and_then(|_| Ok(self.repo.cache().put_folders(&folders)?))
                 }
             };
             if let Err(e) = r {

@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use ferry_format::index::{IndexFile, IndexPack};
 use ferry_format::pack::{self, PackWriter};
@@ -27,8 +27,9 @@ use ferry_format::{BlobId, BlobKind, IndexId, PackId, RecoveryPointId};
 use serde::{Deserialize, Serialize};
 
 use crate::blobset::BlobSet;
+use crate::error::bail;
 use crate::lock::live_locks;
-use crate::{walk, RepoLock, Repository, UnitDecoder};
+use crate::{tree_walk, RepoLock, Repository, UnitDecoder};
 
 /// Locks taken up to this long after a mark still count as "before" it (clock skew).
 const SKEW_MARGIN_S: i64 = 10 * 60;
@@ -112,7 +113,7 @@ fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, se
             continue;
         }
         used.insert(BlobKind::Tree, &rp.tree)?;
-        walk::walk(repo, &rp.tree, &mut |_, n| {
+        tree_walk::walk(repo, &rp.tree, &mut |_, n| {
             for c in &n.content {
                 used.insert(BlobKind::Data, c)?;
             }
@@ -126,7 +127,7 @@ fn used_blobs(repo: &Repository, points: &[RecoveryPointId], used: &mut Used, se
         })
         .with_context(|| format!("read the trees of recovery point {} (prune stops rather than risk deleting data)", id.short()))?;
     }
-    used.flush()
+    Ok(used.flush()?)
 }
 
 /// Where a vault keeps soft-deleted recovery points (`deleted/recovery-points/<id>`) until they
@@ -145,7 +146,7 @@ fn list_points(repo: &Repository) -> Result<Vec<RecoveryPointId>> {
 }
 
 /// Runs prune (mark, then sweep of every record that is safe to sweep).
-pub fn run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+pub fn run(repo: &Repository, opts: &PruneOptions) -> crate::Result<PruneReport> {
     // A vault keeps packs by the pack lists of recovery points: repacking would move blobs into
     // packs no pack list names, which the vault would then delete.
     if !repo.store().list("packlists/").context("list pack lists")?.is_empty() {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use ferry_crypto::keyfile::{KdfParams, KeyFile};
 use ferry_crypto::{CryptoError, IdKey, MasterKey};
@@ -18,6 +18,7 @@ use ferry_format::{blob, BlobId, BlobKind, IndexId, KeyId, PackId, RecoveryPoint
 use ferry_store::Store;
 
 use crate::cache::{BlobLocation, LocalCache};
+use crate::error::bail;
 use crate::RepoError;
 
 /// A recovery point and its ID.
@@ -79,8 +80,8 @@ fn read_config(store: &dyn Store) -> Result<Option<Config>> {
     }
 }
 
-fn is_transient(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<ferry_store::StoreError>().is_some_and(|s| s.is_transient()))
+fn is_transient(e: &crate::Error) -> bool {
+    e.find::<ferry_store::StoreError>().is_some_and(|s| s.is_transient())
 }
 
 fn put_key_file(store: &dyn Store, kf: &KeyFile) -> Result<KeyId> {
@@ -112,7 +113,7 @@ impl<'r> UnitDecoder<'r> {
 
     /// The plaintext of the blob at `loc`, checked against its ID; `stored` is the bytes of
     /// its unit (`loc.offset .. loc.offset + loc.length` of the pack).
-    pub fn blob(&mut self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> Result<&[u8]> {
+    pub fn blob(&mut self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> crate::Result<&[u8]> {
         if self.last != Some((loc.pack, loc.offset)) {
             self.last = None;
             let key = self.repo.master.pack_key(salt);
@@ -129,14 +130,14 @@ impl<'r> UnitDecoder<'r> {
             .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))?;
             self.last = Some((loc.pack, loc.offset));
         }
-        blob::member(&self.repo.id_key, &loc.id, &self.plain, loc.unit_start, loc.raw_len)
-            .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))
+        Ok(blob::member(&self.repo.id_key, &loc.id, &self.plain, loc.unit_start, loc.raw_len)
+            .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))?)
     }
 }
 
 impl Repository {
     /// Creates a repository in an empty location.
-    pub fn init(store: Arc<dyn Store>, passphrase: &[u8], opts: &InitOptions, cache_dir: &Path) -> Result<Repository> {
+    pub fn init(store: Arc<dyn Store>, passphrase: &[u8], opts: &InitOptions, cache_dir: &Path) -> crate::Result<Repository> {
         if read_config(&*store)?.is_some() {
             return Err(RepoError::AlreadyExists(store.describe()).into());
         }
@@ -157,14 +158,14 @@ impl Repository {
         if !store.put_if_absent("config", Bytes::from(config.to_json())).context("write repository config")? {
             return Err(RepoError::AlreadyExists(store.describe()).into());
         }
-        Self::assemble(store, config, master, key_id, cache_dir)
+        Ok(Self::assemble(store, config, master, key_id, cache_dir)?)
     }
 
     /// Opens an existing repository with a passphrase.
-    pub fn open(store: Arc<dyn Store>, passphrase: &[u8], cache_dir: &Path) -> Result<Repository> {
+    pub fn open(store: Arc<dyn Store>, passphrase: &[u8], cache_dir: &Path) -> crate::Result<Repository> {
         let config = read_config(&*store)?.ok_or_else(|| RepoError::NotARepository(store.describe()))?;
         let (key_id, master) = Self::unlock(&*store, passphrase)?;
-        Self::assemble(store, config, master, key_id, cache_dir)
+        Ok(Self::assemble(store, config, master, key_id, cache_dir)?)
     }
 
     fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(KeyId, MasterKey)> {
@@ -217,7 +218,7 @@ impl Repository {
 
     /// Brings the local index up to date with the repository's index files, without the
     /// packs a vault deleted.
-    pub fn sync_index(&self) -> Result<()> {
+    pub fn sync_index(&self) -> crate::Result<()> {
         self.sync_deleted_packs()?;
         let listed = self.store.list("index/").context("list index files")?;
         let repo_ids: std::collections::HashSet<IndexId> =
@@ -226,10 +227,10 @@ impl Repository {
         if !known.is_subset(&repo_ids) {
             // Index files were removed (prune rewrote the index): start over.
             self.cache.clear_index()?;
-            return self.load_index_files(&repo_ids);
+            return Ok(self.load_index_files(&repo_ids)?);
         }
         let missing: std::collections::HashSet<IndexId> = repo_ids.difference(&known).copied().collect();
-        self.load_index_files(&missing)
+        Ok(self.load_index_files(&missing)?)
     }
 
     /// Reads the `deleted-packs/` records not seen before (a vault writes one before it deletes
@@ -259,7 +260,7 @@ impl Repository {
     }
 
     /// Whether a vault deleted this pack (it stays listed in index files written before).
-    pub fn is_pack_deleted(&self, id: &PackId) -> Result<bool> {
+    pub fn is_pack_deleted(&self, id: &PackId) -> crate::Result<bool> {
         self.cache.is_pack_deleted(id)
     }
 
@@ -275,21 +276,21 @@ impl Repository {
                 Err(e) if !is_transient(&e) => {
                     tracing::warn!("skipping damaged index file {}: {e:#}", id.short())
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
-        self.cache.persist()
+        Ok(self.cache.persist()?)
     }
 
     /// Reads and decrypts one index file.
-    pub fn read_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+    pub fn read_index_file(&self, id: &IndexId) -> crate::Result<IndexFile> {
         let bytes = self.store.get(&id.object_key()).with_context(|| format!("read index file {}", id.short()))?;
-        IndexFile::open(&self.master, id, &bytes).with_context(|| format!("open index file {}", id.short()))
+        Ok(IndexFile::open(&self.master, id, &bytes).with_context(|| format!("open index file {}", id.short()))?)
     }
 
     /// Calls `f` with every pack in the store (ID, size), one `data/XX/` folder at a time, so a
     /// repository of millions of packs is never listed into memory at once.
-    pub fn for_each_stored_pack(&self, mut f: impl FnMut(PackId, u64) -> Result<()>) -> Result<()> {
+    pub fn for_each_stored_pack(&self, mut f: impl FnMut(PackId, u64) -> crate::Result<()>) -> crate::Result<()> {
         for dir in 0..=255u8 {
             let prefix = format!("data/{dir:02x}/");
             for o in self.store.list(&prefix).with_context(|| format!("list {prefix}"))? {
@@ -302,7 +303,7 @@ impl Repository {
     }
 
     /// All index file IDs in the repository.
-    pub fn list_index_files(&self) -> Result<Vec<IndexId>> {
+    pub fn list_index_files(&self) -> crate::Result<Vec<IndexId>> {
         Ok(self.store.list("index/")?.iter().filter_map(|o| IndexId::from_hex(o.key.trim_start_matches("index/"))).collect())
     }
 
@@ -339,13 +340,13 @@ impl Repository {
     }
 
     /// Reads, decrypts and verifies one blob.
-    pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+    pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> crate::Result<Vec<u8>> {
         let loc = self.cache.lookup(kind, id)?.ok_or(RepoError::MissingBlob(*id))?;
         self.read_blob_at(&loc)
     }
 
     /// Reads a blob at a known location.
-    pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+    pub fn read_blob_at(&self, loc: &BlobLocation) -> crate::Result<Vec<u8>> {
         let (salt, _) = self.cache.pack_info(&loc.pack)?.ok_or(RepoError::MissingBlob(loc.id))?;
         let stored = self
             .store
@@ -355,18 +356,18 @@ impl Repository {
     }
 
     /// Reads and decodes a tree.
-    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+    pub fn load_tree(&self, id: &BlobId) -> crate::Result<Tree> {
         let data = self.read_blob(BlobKind::Tree, id)?;
-        Tree::decode(&data).with_context(|| format!("decode tree {}", id.short()))
+        Ok(Tree::decode(&data).with_context(|| format!("decode tree {}", id.short()))?)
     }
 
     /// Reads a whole pack object.
-    pub fn read_pack(&self, id: &PackId) -> Result<Bytes> {
-        self.store.get(&id.object_key()).with_context(|| format!("read pack {}", id.short()))
+    pub fn read_pack(&self, id: &PackId) -> crate::Result<Bytes> {
+        Ok(self.store.get(&id.object_key()).with_context(|| format!("read pack {}", id.short()))?)
     }
 
     /// Stores a recovery point (the commit point of a backup).
-    pub fn save_recovery_point(&self, rp: &RecoveryPoint) -> Result<RecoveryPointId> {
+    pub fn save_recovery_point(&self, rp: &RecoveryPoint) -> crate::Result<RecoveryPointId> {
         let (id, bytes) = rp.seal(&self.master);
         self.store.put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store recovery point")?;
         Ok(id)
@@ -374,7 +375,7 @@ impl Repository {
 
     /// Every pack that holds a blob of the tree `root` or below (what a recovery point's pack
     /// list must name; reads every tree).
-    pub fn packs_of_tree(&self, root: &BlobId) -> Result<Vec<PackId>> {
+    pub fn packs_of_tree(&self, root: &BlobId) -> crate::Result<Vec<PackId>> {
         fn locate(cache: &LocalCache, packs: &mut HashSet<PackId>, kind: BlobKind, id: &BlobId) -> Result<()> {
             let loc = cache.lookup(kind, id)?.with_context(|| format!("{kind:?} blob {} is not indexed", id.short()))?;
             packs.insert(loc.pack);
@@ -383,7 +384,7 @@ impl Repository {
         let mut packs = HashSet::new();
         let mut seen_trees = HashSet::from([*root]);
         locate(&self.cache, &mut packs, BlobKind::Tree, root)?;
-        crate::walk::walk(self, root, &mut |_, n| {
+        crate::tree_walk::walk(self, root, &mut |_, n| {
             for c in &n.content {
                 locate(&self.cache, &mut packs, BlobKind::Data, c)?;
             }
@@ -400,7 +401,7 @@ impl Repository {
 
     /// Stores a recovery point and, before it, its pack list (`packlists/<id>`: `packs`, every
     /// pack holding a blob of it), from which a vault enforces retention without the key.
-    pub fn save_recovery_point_with_pack_list(&self, rp: &RecoveryPoint, packs: Vec<PackId>) -> Result<RecoveryPointId> {
+    pub fn save_recovery_point_with_pack_list(&self, rp: &RecoveryPoint, packs: Vec<PackId>) -> crate::Result<RecoveryPointId> {
         let (id, bytes) = rp.seal(&self.master);
         // Domain-separated keyed hash: the vault can group without learning host or paths.
         let mut g = b"ferry retention group v1\0".to_vec();
@@ -417,7 +418,7 @@ impl Repository {
     }
 
     /// All recovery points, oldest first. Damaged ones are reported and skipped.
-    pub fn recovery_points(&self) -> Result<Vec<(RecoveryPointId, RecoveryPoint)>> {
+    pub fn recovery_points(&self) -> crate::Result<Vec<(RecoveryPointId, RecoveryPoint)>> {
         let (points, damaged) = self.recovery_points_checked()?;
         for (id, e) in damaged {
             tracing::warn!("recovery point {} is damaged and skipped: {e}", id.short());
@@ -426,7 +427,7 @@ impl Repository {
     }
 
     /// All recovery points, oldest first, and the damaged ones with their problem.
-    pub fn recovery_points_checked(&self) -> Result<(Vec<Point>, Vec<DamagedPoint>)> {
+    pub fn recovery_points_checked(&self) -> crate::Result<(Vec<Point>, Vec<DamagedPoint>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for o in self.store.list("recovery-points/").context("list recovery points")? {
@@ -436,7 +437,7 @@ impl Repository {
             let bytes = match self.store.get(&o.key) {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() => continue, // deleted meanwhile
-                Err(e) => return Err(e).context("read recovery point"),
+                Err(e) => return Err(anyhow::Error::from(e).context("read recovery point").into()),
             };
             match RecoveryPoint::open(&self.master, &id, &bytes) {
                 Ok(rp) => out.push((id, rp)),
@@ -448,14 +449,14 @@ impl Repository {
     }
 
     /// Finds a recovery point by full ID, unique prefix, or `latest`.
-    pub fn resolve(&self, spec: &str) -> Result<(RecoveryPointId, RecoveryPoint)> {
+    pub fn resolve(&self, spec: &str) -> crate::Result<(RecoveryPointId, RecoveryPoint)> {
         let all = self.recovery_points()?;
         if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| anyhow::anyhow!("the repository has no recovery points yet"));
+            return Ok(all.into_iter().last().ok_or(RepoError::NoRecoveryPoints)?);
         }
         let mut matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec.to_ascii_lowercase())).collect();
         match matches.len() {
-            0 => bail!("no recovery point matches {spec:?} (see `ferry recovery-points`)"),
+            0 => Err(RepoError::NoRecoveryPointMatches(spec.to_string()).into()),
             1 => Ok(matches.remove(0)),
             n => bail!("{n} recovery points start with {spec:?}: give more digits"),
         }
@@ -464,7 +465,7 @@ impl Repository {
     // ---- keys ----
 
     /// All key slots: ID, key file, and whether it is the one that opened this session.
-    pub fn list_keys(&self) -> Result<Vec<(KeyId, KeyFile, bool)>> {
+    pub fn list_keys(&self) -> crate::Result<Vec<(KeyId, KeyFile, bool)>> {
         let mut out = Vec::new();
         for o in self.store.list("keys/")? {
             let Some(id) = KeyId::from_hex(o.key.trim_start_matches("keys/")) else {
@@ -478,13 +479,13 @@ impl Repository {
     }
 
     /// Adds a key slot for another passphrase.
-    pub fn add_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<KeyId> {
+    pub fn add_key(&self, passphrase: &[u8], kdf: KdfParams) -> crate::Result<KeyId> {
         let kf = KeyFile::wrap(&self.master, passphrase, kdf, now(), host_name(), user_name())?;
-        put_key_file(&*self.store, &kf)
+        Ok(put_key_file(&*self.store, &kf)?)
     }
 
     /// Removes a key slot by ID or unique prefix. The slot in use and the last slot are refused.
-    pub fn remove_key(&self, spec: &str) -> Result<KeyId> {
+    pub fn remove_key(&self, spec: &str) -> crate::Result<KeyId> {
         let keys = self.list_keys()?;
         let m: Vec<_> = keys.iter().filter(|(id, _, _)| id.to_hex().starts_with(spec)).collect();
         let (id, _, current) = match m.len() {
@@ -500,7 +501,7 @@ impl Repository {
     }
 
     /// Replaces the current key slot by one for a new passphrase.
-    pub fn change_passphrase(&mut self, new: &[u8], kdf: KdfParams) -> Result<KeyId> {
+    pub fn change_passphrase(&mut self, new: &[u8], kdf: KdfParams) -> crate::Result<KeyId> {
         let new_id = self.add_key(new, kdf)?;
         // The new slot exists before the old one goes: MUST happen in this order.
         self.store.delete(&self.key_id.object_key())?;

@@ -72,7 +72,7 @@ fn setup() -> (tempfile::TempDir, Repository) {
     (dir, repo)
 }
 
-fn restore_to(repo: &Repository, rp: &RecoveryPoint, target: &Path) -> anyhow::Result<restore::RestoreOutcome> {
+fn restore_to(repo: &Repository, rp: &RecoveryPoint, target: &Path) -> ferry_repo::Result<restore::RestoreOutcome> {
     let opts = RestoreOptions { target: target.to_path_buf(), includes: vec![], overwrite: Overwrite::Always, threads: 2 };
     restore::run(repo, rp, &opts, &Progress::default())
 }

@@ -30,7 +30,8 @@ fn a_backup_lock_waits_for_an_exclusive_lock_to_go() {
         "refreshed": now, "host": "ferry-vault", "pid": 1, "purpose": "vault retention", "boot_id": ""});
     repo.store().put("locks/vault", bytes::Bytes::from(lock.to_string())).unwrap();
     let e = RepoLock::acquire(&repo, false, "backup").unwrap_err();
-    assert!(e.downcast_ref::<ferry_repo::Locked>().is_some(), "{e:#}");
+    assert!(matches!(e, ferry_repo::Error::Locked(_)), "{e:#}");
+    assert!(e.find::<ferry_repo::Locked>().is_some(), "{e:#}");
     let e = RepoLock::acquire_patiently(&repo, false, "backup", Duration::from_millis(300)).unwrap_err();
     assert!(e.to_string().contains("vault retention"), "{e:#}");
     // Released meanwhile: the waiting backup gets its lock.

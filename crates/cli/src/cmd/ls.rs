@@ -2,7 +2,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use ferry_format::tree::NodeKind;
-use ferry_repo::{diff, walk};
+use ferry_repo::{diff, tree_walk};
 
 use crate::cli::{DiffArgs, Global, LsArgs};
 use crate::common;
@@ -37,7 +37,7 @@ pub fn ls(g: &Global, a: &LsArgs) -> Result<Outcome> {
     let (_, rp) = repo.resolve(&a.recovery_point)?;
     let (root, prefix) = match &a.path {
         None => (rp.tree, Path::new("/").to_path_buf()),
-        Some(p) => match walk::find(&repo, &rp.tree, p)? {
+        Some(p) => match tree_walk::find(&repo, &rp.tree, p)? {
             Some((path, n)) if n.kind == NodeKind::Dir => match n.subtree {
                 Some(s) => (s, path),
                 None => bail!("{} has no contents", p.display()),
@@ -47,7 +47,7 @@ pub fn ls(g: &Global, a: &LsArgs) -> Result<Outcome> {
         },
     };
     let mut json = Vec::new();
-    walk::walk(&repo, &root, &mut |path, n| {
+    tree_walk::walk(&repo, &root, &mut |path, n| {
         let full = prefix.join(path.strip_prefix("/").unwrap_or(path));
         if g.json {
             json.push(serde_json::json!({

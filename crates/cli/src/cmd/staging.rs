@@ -76,5 +76,5 @@ pub fn open(g: &Global, staging: &Path, job: &str, container: Option<&str>) -> R
         );
     }
     let pw = common::passphrase(g, "repository passphrase: ")?;
-    Repository::open(local, &pw, &common::cache_dir(g).join(format!("seed-{job}")))
+    Ok(Repository::open(local, &pw, &common::cache_dir(g).join(format!("seed-{job}")))?)
 }

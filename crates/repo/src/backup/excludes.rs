@@ -25,7 +25,7 @@ fn build(b: GlobSetBuilder, any: bool) -> Result<Option<GlobSet>> {
 }
 
 impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Self> {
+    pub fn new(patterns: &[String]) -> crate::Result<Self> {
         let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         let (mut any_name, mut any_path) = (false, false);
         for p in patterns.iter().map(|p| p.trim()).filter(|p| !p.is_empty() && !p.starts_with('#')) {

@@ -1,9 +1,9 @@
-//! Walking the trees of a recovery point.
+//! Walking the trees of a recovery point (what it holds, as stored), not the file system: the
+//! backup's file walker is `backup::walk`.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
 use ferry_format::tree::{Node, NodeKind};
 use ferry_format::BlobId;
 
@@ -11,11 +11,16 @@ use crate::Repository;
 
 /// Visits every node below `tree` depth-first in name order, with its path (starting with
 /// `/`). `visit` returns whether to descend into a directory.
-pub fn walk(repo: &Repository, tree: &BlobId, visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
+pub fn walk(repo: &Repository, tree: &BlobId, visit: &mut dyn FnMut(&Path, &Node) -> crate::Result<bool>) -> crate::Result<()> {
     walk_from(repo, tree, Path::new("/"), visit)
 }
 
-fn walk_from(repo: &Repository, tree: &BlobId, here: &Path, visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>) -> Result<()> {
+fn walk_from(
+    repo: &Repository,
+    tree: &BlobId,
+    here: &Path,
+    visit: &mut dyn FnMut(&Path, &Node) -> crate::Result<bool>,
+) -> crate::Result<()> {
     let t = repo.load_tree(tree)?;
     for n in &t.nodes {
         let path = here.join(std::ffi::OsStr::from_bytes(&n.name));
@@ -30,7 +35,7 @@ fn walk_from(repo: &Repository, tree: &BlobId, here: &Path, visit: &mut dyn FnMu
 }
 
 /// Finds the node at `path` (absolute, as shown by `ls`) in a recovery point's tree.
-pub fn find(repo: &Repository, root: &BlobId, path: &Path) -> Result<Option<(PathBuf, Node)>> {
+pub fn find(repo: &Repository, root: &BlobId, path: &Path) -> crate::Result<Option<(PathBuf, Node)>> {
     let mut tree = *root;
     let mut here = PathBuf::from("/");
     let comps: Vec<_> = path
