@@ -602,6 +602,9 @@ pub(crate) mod testing {
 }
 
 #[cfg(test)]
+mod upgrade_tests;
+
+#[cfg(test)]
 mod tests {
     use super::testing::block_on;
     use super::*;
