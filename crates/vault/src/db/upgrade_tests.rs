@@ -72,6 +72,7 @@ fn a_postgres_database_made_before_migrations_keeps_its_rows() {
 
 /// Every table's rows, through the functions that read them; then rows added after them.
 async fn read_back(db: &Db) {
+    assert_eq!(schema::version(&db.pool).await.unwrap(), schema::LATEST, "upgraded");
     assert!(db.has_owner().await.unwrap());
     assert!(db.create_owner_if_none().await.unwrap().is_none(), "the owner exists");
     assert_eq!(db.principal("owner-token").await.unwrap(), Some(Principal::User { name: "owner".into(), role: Role::Owner }));
@@ -126,8 +127,27 @@ async fn read_back(db: &Db) {
 
 /// What `read_back` left, after the database was opened once more.
 async fn read_back_again(db: &Db) {
+    let applied: i64 = sqlx::query("SELECT COUNT(*) FROM schema_migrations").fetch_one(&db.pool).await.unwrap().get(0);
+    assert_eq!(applied, schema::LATEST, "each migration once");
     assert_eq!(db.jobs(None).await.unwrap().len(), 3);
     assert_eq!(db.machines().await.unwrap().len(), 2);
     assert_eq!(db.audit_log(None).await.unwrap().len(), 2);
     assert_eq!(db.principal("owner-token").await.unwrap(), Some(Principal::User { name: "owner".into(), role: Role::Owner }));
+}
+
+#[test]
+fn a_database_of_a_newer_vault_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vault.db");
+    block_on(async {
+        let db = Db::open_file(&path).await.unwrap();
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied) VALUES ($1, 'from the future', 0)")
+            .bind(schema::LATEST + 1)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        db.pool.close().await;
+        let e = format!("{:#}", Db::open_file(&path).await.unwrap_err());
+        assert!(e.contains("newer than this vault's") && e.contains(&format!("version {}", schema::LATEST + 1)), "{e}");
+    });
 }

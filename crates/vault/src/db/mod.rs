@@ -5,9 +5,8 @@
 //! Both go through sqlx's `Any` driver with the same SQL, written to mean the same in both:
 //! `$N` placeholders (SQLite takes them too), the column `end` always quoted (a reserved word in
 //! PostgreSQL), `INSERT ... RETURNING id` instead of SQLite's last row ID, and no untyped NULL
-//! parameters (PostgreSQL cannot infer their type). Only the table definitions differ: 64-bit
-//! integers are `BIGINT` in PostgreSQL (sqlx binds `i64`, which a 32-bit `INTEGER` refuses),
-//! `INTEGER` in SQLite (always 64-bit there), and existing SQLite files keep their tables.
+//! parameters (PostgreSQL cannot infer their type). Only the table definitions differ; they are
+//! in [`schema`], as numbered migrations.
 //!
 //! Tokens and secrets are stored only as BLAKE3 hashes (they are 256-bit random values, so a
 //! fast hash is the right one); the plaintext is shown once, to whoever asked for it.
@@ -22,6 +21,8 @@ use sqlx::AnyPool;
 use sqlx::{ConnectOptions, Connection, Row};
 
 use crate::Role;
+
+pub(crate) mod schema;
 
 /// A random 256-bit token, hex-encoded.
 pub fn new_token() -> String {
@@ -108,78 +109,6 @@ fn scrub(text: String, url: &str) -> String {
     text
 }
 
-/// A fixed key for PostgreSQL's advisory lock around table creation (any 64-bit number that no
-/// other program on the database uses; this one is "ferry" in ASCII).
-const SCHEMA_LOCK: i64 = 0x0066_6572_7279;
-
-const SQLITE_TABLES: [&str; 8] = [
-    "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS policies (machine TEXT PRIMARY KEY, policy TEXT NOT NULL, updated TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, machine TEXT NOT NULL, kind TEXT NOT NULL, \
-     state TEXT NOT NULL, start TEXT NOT NULL, \"end\" TEXT, bytes INTEGER NOT NULL DEFAULT 0, files INTEGER NOT NULL DEFAULT 0, \
-     errors TEXT NOT NULL DEFAULT '[]', heartbeat INTEGER NOT NULL)",
-    IMPORT_JOBS_SQLITE,
-    "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in INTEGER NOT NULL, objects_in INTEGER NOT NULL, \
-     bytes_out INTEGER NOT NULL, objects_out INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, actor TEXT NOT NULL, \
-     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
-];
-
-const POSTGRES_TABLES: [&str; 8] = [
-    "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS policies (machine TEXT PRIMARY KEY, policy TEXT NOT NULL, updated TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS jobs (id BIGSERIAL PRIMARY KEY, machine TEXT NOT NULL, kind TEXT NOT NULL, \
-     state TEXT NOT NULL, start TEXT NOT NULL, \"end\" TEXT, bytes BIGINT NOT NULL DEFAULT 0, files BIGINT NOT NULL DEFAULT 0, \
-     errors TEXT NOT NULL DEFAULT '[]', heartbeat BIGINT NOT NULL)",
-    IMPORT_JOBS_POSTGRES,
-    "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in BIGINT NOT NULL, objects_in BIGINT NOT NULL, \
-     bytes_out BIGINT NOT NULL, objects_out BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, actor TEXT NOT NULL, \
-     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
-];
-
-/// Tables whose definition is the same on both databases (no autoincrement, BIGINT only).
-const SHARED_TABLES: [&str; 7] = [DEVICE_JOBS, JOB_TOTALS, STORAGE_SAMPLES, STORAGE_SAMPLES_INDEX, SESSIONS, ALERTS_SENT, USER_PASSWORDS];
-
-/// Import jobs (crate::imports). `tracking` is unique across all jobs (NULLs do not collide);
-/// `disk_key` is sealed under the vault's escrow key; `disks` and `errors` are JSON.
-const IMPORT_JOBS_SQLITE: &str = "CREATE TABLE IF NOT EXISTS import_jobs (name TEXT PRIMARY KEY, machine TEXT NOT NULL, \
-     container TEXT NOT NULL, state TEXT NOT NULL, created INTEGER NOT NULL, deadline INTEGER NOT NULL, carrier TEXT, \
-     tracking TEXT UNIQUE, return_address TEXT, disk_key TEXT NOT NULL, set_id TEXT, manifest_digest TEXT, \
-     disks TEXT NOT NULL, recovery_point TEXT, receipt TEXT, errors TEXT NOT NULL, cleaned INTEGER NOT NULL DEFAULT 0, \
-     updated INTEGER NOT NULL)";
-const IMPORT_JOBS_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS import_jobs (name TEXT PRIMARY KEY, machine TEXT NOT NULL, \
-     container TEXT NOT NULL, state TEXT NOT NULL, created BIGINT NOT NULL, deadline BIGINT NOT NULL, carrier TEXT, \
-     tracking TEXT UNIQUE, return_address TEXT, disk_key TEXT NOT NULL, set_id TEXT, manifest_digest TEXT, \
-     disks TEXT NOT NULL, recovery_point TEXT, receipt TEXT, errors TEXT NOT NULL, cleaned BIGINT NOT NULL DEFAULT 0, \
-     updated BIGINT NOT NULL)";
-
-/// What a device job (an import job whose disks are the vault's seed devices) adds:
-/// crate::devices. `unlock_expires` is 0 until a device is prepared.
-const DEVICE_JOBS: &str = "CREATE TABLE IF NOT EXISTS device_jobs (name TEXT PRIMARY KEY, device_type TEXT NOT NULL, \
-     capacity BIGINT NOT NULL, unlock_expires BIGINT NOT NULL DEFAULT 0)";
-
-/// What a backup job's end reported: the size of the data it covered (its machine's protected
-/// size then) and the recovery point it made.
-const JOB_TOTALS: &str = "CREATE TABLE IF NOT EXISTS job_totals (job BIGINT PRIMARY KEY, total_bytes BIGINT NOT NULL, \
-     recovery_point TEXT, tags TEXT NOT NULL DEFAULT '[]')";
-/// What each machine stores and protects, sampled by the vault (crate::samples).
-const STORAGE_SAMPLES: &str = "CREATE TABLE IF NOT EXISTS storage_samples (time BIGINT NOT NULL, machine TEXT NOT NULL, \
-     stored_bytes BIGINT NOT NULL, stored_objects BIGINT NOT NULL, protected_bytes BIGINT NOT NULL)";
-/// Dashboard logins: the session cookie's hash, its user, expiry and CSRF token (crate::dashboard).
-const SESSIONS: &str = "CREATE TABLE IF NOT EXISTS sessions (id_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, \
-     expires BIGINT NOT NULL, csrf TEXT NOT NULL)";
-/// Users' dashboard passwords: Argon2id hashes (crate::dashboard).
-const USER_PASSWORDS: &str = "CREATE TABLE IF NOT EXISTS user_passwords (name TEXT PRIMARY KEY, salt TEXT NOT NULL, \
-     hash TEXT NOT NULL)";
-/// Alerts sent by webhook or e-mail, by key (crate::alerts): each is sent once.
-const ALERTS_SENT: &str = "CREATE TABLE IF NOT EXISTS alerts_sent (key TEXT PRIMARY KEY, time BIGINT NOT NULL)";
-const STORAGE_SAMPLES_INDEX: &str = "CREATE INDEX IF NOT EXISTS storage_samples_by_machine ON storage_samples (machine, time)";
-
 #[derive(Debug, Clone)]
 pub struct Db {
     pub(crate) pool: AnyPool,
@@ -196,8 +125,9 @@ impl Db {
         Db::open(url.as_str()).await
     }
 
-    /// Opens the database at `location` (`sqlite:PATH`, `postgres://...`) and creates the tables
-    /// that are missing. Safe when several vault servers open one PostgreSQL database at once.
+    /// Opens the database at `location` (`sqlite:PATH`, `postgres://...`) and applies the schema's
+    /// migrations it lacks (db::schema). Safe when several vault servers open one PostgreSQL
+    /// database at once.
     pub async fn open(location: &str) -> Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of(location)?;
@@ -206,7 +136,7 @@ impl Db {
             Backend::Postgres => open_postgres(location).await?,
         };
         let db = Db { pool, backend, shown };
-        db.create_tables().await.with_context(|| format!("create the vault's tables in {}", db.shown))?;
+        schema::migrate(&db.pool, backend).await.with_context(|| format!("create the vault's tables in {}", db.shown))?;
         Ok(db)
     }
 
@@ -218,32 +148,6 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    async fn create_tables(&self) -> Result<()> {
-        match self.backend {
-            Backend::Sqlite => {
-                // SQLite serialises writers itself; these files predate PostgreSQL support and
-                // keep their tables (same columns, `end` unquoted in their definition).
-                for stmt in SQLITE_TABLES.iter().chain(&SHARED_TABLES) {
-                    sqlx::query(stmt).execute(&self.pool).await?;
-                }
-            }
-            Backend::Postgres => {
-                // Two servers starting at once on an empty database would race in
-                // CREATE TABLE IF NOT EXISTS (both see no table, one fails on the catalog's
-                // unique index). A transaction-scoped advisory lock makes them take turns; DDL
-                // is transactional in PostgreSQL, so the second sees the first one's tables.
-                let mut tx = self.pool.begin().await?;
-                // The lock function returns `void`, which the Any driver cannot decode: wrap it.
-                sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS schema_lock").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
-                for stmt in POSTGRES_TABLES.iter().chain(&SHARED_TABLES) {
-                    sqlx::query(stmt).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
-        }
-        Ok(())
     }
 
     pub async fn has_owner(&self) -> Result<bool> {
