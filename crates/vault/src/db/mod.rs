@@ -1,12 +1,14 @@
-//! The control plane: users, machines, registration secrets, jobs and policies, in SQLite (the
+//! The control plane's data layer: users, machines, registration secrets, jobs and policies,
+//! import and device jobs, storage samples, dashboard sessions and the audit log, in SQLite (the
 //! default, `DATA/vault.db`, for one vault server) or PostgreSQL (for one or several servers
-//! sharing it).
+//! sharing it). This module holds the pool and its opening, the backend, and token hashing; each
+//! domain's SQL is in its own submodule (`users`, `machines`, `jobs`, ...) as methods of [`Db`],
+//! and no code outside `db` writes SQL. The tables and their migrations are in [`schema`].
 //!
-//! Both go through sqlx's `Any` driver with the same SQL, written to mean the same in both:
-//! `$N` placeholders (SQLite takes them too), the column `end` always quoted (a reserved word in
-//! PostgreSQL), `INSERT ... RETURNING id` instead of SQLite's last row ID, and no untyped NULL
-//! parameters (PostgreSQL cannot infer their type). Only the table definitions differ; they are
-//! in [`schema`], as numbered migrations.
+//! Both databases go through sqlx's `Any` driver with the same SQL, written to mean the same in
+//! both: `$N` placeholders (SQLite takes them too), the column `end` always quoted (a reserved
+//! word in PostgreSQL), `INSERT ... RETURNING id` instead of SQLite's last row ID, and no untyped
+//! NULL parameters (PostgreSQL cannot infer their type).
 //!
 //! Tokens and secrets are stored only as BLAKE3 hashes (they are 256-bit random values, so a
 //! fast hash is the right one); the plaintext is shown once, to whoever asked for it.
@@ -18,11 +20,22 @@ use anyhow::{anyhow, bail, Context, Result};
 use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::AnyPool;
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection};
 
 use crate::Role;
 
+mod alerts_sent;
+pub mod audit;
+mod device_jobs;
+mod import_jobs;
+pub(crate) mod jobs;
+mod machines;
+mod samples;
 pub(crate) mod schema;
+mod sessions;
+mod users;
+
+pub use jobs::JobUpdate;
 
 /// A random 256-bit token, hex-encoded.
 pub fn new_token() -> String {
@@ -109,9 +122,11 @@ fn scrub(text: String, url: &str) -> String {
     text
 }
 
+/// The control plane's database: a pool of connections, which backend it is, and how it is
+/// named in messages. Cheap to clone (the clones share the pool).
 #[derive(Debug, Clone)]
 pub struct Db {
-    pub(crate) pool: AnyPool,
+    pool: AnyPool,
     backend: Backend,
     shown: String,
 }
@@ -148,249 +163,6 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    pub async fn has_owner(&self) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM users WHERE role = 'owner' LIMIT 1").fetch_optional(&self.pool).await?;
-        Ok(row.is_some())
-    }
-
-    /// Creates the user `owner` (role owner) unless an owner exists; returns its token when this
-    /// call made it. One statement, so of several servers starting at once on one database
-    /// exactly one makes the owner: the others find it (or collide on the name and do nothing).
-    pub async fn create_owner_if_none(&self) -> Result<Option<String>> {
-        let token = new_token();
-        let r = sqlx::query(
-            "INSERT INTO users (name, role, token_hash, created) SELECT $1, $2, $3, $4 \
-             WHERE NOT EXISTS (SELECT 1 FROM users WHERE role = 'owner') ON CONFLICT (name) DO NOTHING",
-        )
-        .bind("owner")
-        .bind(Role::Owner.as_str())
-        .bind(token_hash(&token))
-        .bind(now_rfc3339())
-        .execute(&self.pool)
-        .await
-        .context("create the owner user")?;
-        Ok((r.rows_affected() == 1).then_some(token))
-    }
-
-    /// Adds a user; returns the user's token (shown once).
-    pub async fn add_user(&self, name: &str, role: Role) -> Result<String> {
-        let token = new_token();
-        sqlx::query("INSERT INTO users (name, role, token_hash, created) VALUES ($1, $2, $3, $4)")
-            .bind(name)
-            .bind(role.as_str())
-            .bind(token_hash(&token))
-            .bind(now_rfc3339())
-            .execute(&self.pool)
-            .await
-            .with_context(|| format!("add user {name:?} (does the name exist already?)"))?;
-        Ok(token)
-    }
-
-    /// The principal a token belongs to, if any.
-    pub async fn principal(&self, token: &str) -> Result<Option<Principal>> {
-        let h = token_hash(token);
-        if let Some(row) = sqlx::query("SELECT name, role FROM users WHERE token_hash = $1").bind(&h).fetch_optional(&self.pool).await? {
-            let role: String = row.get(1);
-            let role = Role::parse(&role).with_context(|| format!("unknown role {role:?} in the database"))?;
-            return Ok(Some(Principal::User { name: row.get(0), role }));
-        }
-        let m = sqlx::query("SELECT id FROM machines WHERE token_hash = $1").bind(&h).fetch_optional(&self.pool).await?;
-        Ok(m.map(|row| Principal::Machine { id: row.get(0) }))
-    }
-
-    /// A one-time registration secret valid until `expires` (Unix seconds).
-    pub async fn add_registration(&self, expires: i64) -> Result<String> {
-        let secret = new_token();
-        sqlx::query("INSERT INTO registrations (secret_hash, expires) VALUES ($1, $2)")
-            .bind(token_hash(&secret))
-            .bind(expires)
-            .execute(&self.pool)
-            .await?;
-        Ok(secret)
-    }
-
-    /// Uses up a registration secret and creates the machine: `Ok(None)` when the secret is
-    /// unknown, used or expired. Returns the machine's ID and token.
-    ///
-    /// One-time even with several servers on one PostgreSQL database, at its default isolation
-    /// (READ COMMITTED): the UPDATE locks the secret's row, a concurrent UPDATE of the same row
-    /// waits for this transaction and then re-checks `used = 0` on the committed row, so it
-    /// changes nothing. If the machine cannot be created (its name is taken), the transaction
-    /// rolls back and the secret stays usable.
-    pub async fn register(&self, secret: &str, name: &str, now: i64) -> Result<Option<(String, String)>> {
-        let mut tx = self.pool.begin().await?;
-        let used = sqlx::query("UPDATE registrations SET used = 1 WHERE secret_hash = $1 AND used = 0 AND expires > $2")
-            .bind(token_hash(secret))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        if used.rows_affected() != 1 {
-            return Ok(None);
-        }
-        let id = hex::encode(ferry_crypto::random_bytes::<16>());
-        let token = new_token();
-        sqlx::query("INSERT INTO machines (id, name, token_hash, created) VALUES ($1, $2, $3, $4)")
-            .bind(&id)
-            .bind(name)
-            .bind(token_hash(&token))
-            .bind(now_rfc3339())
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("a machine named {name:?} is already registered"))?;
-        tx.commit().await?;
-        Ok(Some((id, token)))
-    }
-
-    /// Opens a running job for `machine`; returns its ID.
-    pub async fn create_job(&self, machine: &str, kind: &str, now: i64) -> Result<i64> {
-        let row = sqlx::query("INSERT INTO jobs (machine, kind, state, start, heartbeat) VALUES ($1, $2, 'running', $3, $4) RETURNING id")
-            .bind(machine)
-            .bind(kind)
-            .bind(rfc3339(now))
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.get(0))
-    }
-
-    /// Records a running job's progress, or its end (`state` other than running). Only the
-    /// machine's own, still running jobs change; false if there is none such.
-    pub async fn update_job(&self, id: i64, machine: &str, u: &JobUpdate, now: i64) -> Result<bool> {
-        // The end time is set when the job ends; a heartbeat leaves it as it is. Two statements
-        // rather than COALESCE($N, "end") with a NULL parameter.
-        let sql = if u.state == "running" {
-            "UPDATE jobs SET state = $1, bytes = $2, files = $3, errors = $4, heartbeat = $5 \
-             WHERE id = $6 AND machine = $7 AND state = 'running'"
-        } else {
-            "UPDATE jobs SET state = $1, bytes = $2, files = $3, errors = $4, heartbeat = $5, \"end\" = $8 \
-             WHERE id = $6 AND machine = $7 AND state = 'running'"
-        };
-        let mut q = sqlx::query(sql)
-            .bind(&u.state)
-            .bind(u.bytes as i64)
-            .bind(u.files as i64)
-            .bind(serde_json::to_string(&u.errors)?)
-            .bind(now)
-            .bind(id)
-            .bind(machine);
-        if u.state != "running" {
-            q = q.bind(rfc3339(now));
-        }
-        let r = q.execute(&self.pool).await?;
-        let updated = r.rows_affected() == 1;
-        if let (true, Some(total)) = (updated && u.state != "running", u.total_bytes) {
-            let rp = u.recovery_point.as_deref().filter(|r| r.len() == 64 && r.bytes().all(|b| b.is_ascii_hexdigit()));
-            let tags: Vec<&String> = u.tags.iter().filter(|t| t.len() <= 200).take(100).collect();
-            sqlx::query(
-                "INSERT INTO job_totals (job, total_bytes, recovery_point, tags) VALUES ($1, $2, $3, $4) ON CONFLICT (job) DO NOTHING",
-            )
-            .bind(id)
-            .bind(total as i64)
-            .bind(rp.unwrap_or_default())
-            .bind(serde_json::to_string(&tags)?)
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(updated)
-    }
-
-    /// Marks failed every running job whose agent has not reported for `timeout_s`.
-    pub async fn reap_jobs(&self, now: i64, timeout_s: i64) -> Result<u64> {
-        let r = sqlx::query(
-            "UPDATE jobs SET state = 'failed', \"end\" = $1, errors = '[\"the agent stopped reporting\"]' \
-             WHERE state = 'running' AND heartbeat < $2",
-        )
-        .bind(rfc3339(now))
-        .bind(now - timeout_s)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
-    }
-
-    /// Jobs, newest first; of one machine (by ID) if given.
-    pub async fn jobs(&self, machine: Option<&str>) -> Result<Vec<serde_json::Value>> {
-        const COLUMNS: &str = "SELECT j.id, m.name, j.kind, j.state, j.start, j.\"end\", j.bytes, j.files, j.errors \
-                               FROM jobs j JOIN machines m ON m.id = j.machine";
-        let rows = match machine {
-            Some(m) => {
-                sqlx::query(&format!("{COLUMNS} WHERE j.machine = $1 ORDER BY j.id DESC LIMIT 1000")).bind(m).fetch_all(&self.pool).await?
-            }
-            None => sqlx::query(&format!("{COLUMNS} ORDER BY j.id DESC LIMIT 1000")).fetch_all(&self.pool).await?,
-        };
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let errors: String = r.get(8);
-                serde_json::json!({
-                    "id": r.get::<i64, _>(0),
-                    "machine": r.get::<String, _>(1),
-                    "kind": r.get::<String, _>(2),
-                    "state": r.get::<String, _>(3),
-                    "start": r.get::<String, _>(4),
-                    "end": r.get::<Option<String>, _>(5),
-                    "bytes": r.get::<i64, _>(6),
-                    "files": r.get::<i64, _>(7),
-                    "errors": serde_json::from_str::<serde_json::Value>(&errors).unwrap_or_default(),
-                })
-            })
-            .collect())
-    }
-
-    pub async fn set_policy(&self, machine: &str, policy: &serde_json::Value) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO policies (machine, policy, updated) VALUES ($1, $2, $3) \
-             ON CONFLICT (machine) DO UPDATE SET policy = excluded.policy, updated = excluded.updated",
-        )
-        .bind(machine)
-        .bind(policy.to_string())
-        .bind(now_rfc3339())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn policy(&self, machine: &str) -> Result<Option<serde_json::Value>> {
-        let row = sqlx::query("SELECT policy FROM policies WHERE machine = $1").bind(machine).fetch_optional(&self.pool).await?;
-        Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
-    }
-
-    /// Counts what a machine's requests carried: object bytes received (uploads) and sent
-    /// (downloads). The vault's byte counters, per machine, since its registration.
-    pub async fn add_traffic(&self, machine: &str, bytes_in: u64, objects_in: u64, bytes_out: u64, objects_out: u64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO traffic (machine, bytes_in, objects_in, bytes_out, objects_out) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (machine) DO UPDATE SET bytes_in = traffic.bytes_in + excluded.bytes_in, \
-             objects_in = traffic.objects_in + excluded.objects_in, bytes_out = traffic.bytes_out + excluded.bytes_out, \
-             objects_out = traffic.objects_out + excluded.objects_out",
-        )
-        .bind(machine)
-        .bind(bytes_in as i64)
-        .bind(objects_in as i64)
-        .bind(bytes_out as i64)
-        .bind(objects_out as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Every machine's counters: machine ID -> (bytes in, objects in, bytes out, objects out).
-    pub async fn traffic(&self) -> Result<std::collections::HashMap<String, [u64; 4]>> {
-        let rows = sqlx::query("SELECT machine, bytes_in, objects_in, bytes_out, objects_out FROM traffic").fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let n = |i: usize| r.get::<i64, _>(i).max(0) as u64;
-                (r.get::<String, _>(0), [n(1), n(2), n(3), n(4)])
-            })
-            .collect())
-    }
-
-    /// Every machine: (id, name, created).
-    pub async fn machines(&self) -> Result<Vec<(String, String, String)>> {
-        let rows = sqlx::query("SELECT id, name, created FROM machines ORDER BY name").fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 }
 
@@ -443,34 +215,15 @@ async fn open_postgres(url: &str) -> Result<(AnyPool, String)> {
     Ok((pool, format!("PostgreSQL {shown}")))
 }
 
+/// Now, as the tables keep times written out (RFC 3339, UTC, whole seconds).
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn rfc3339(unix: i64) -> String {
+/// Unix time `unix` as RFC 3339 (UTC, whole seconds): how every time read from the tables is
+/// shown.
+pub(crate) fn rfc3339(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// What an agent reports about a job.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct JobUpdate {
-    /// running | completed | completed-with-errors | failed
-    pub state: String,
-    #[serde(default)]
-    pub bytes: u64,
-    #[serde(default)]
-    pub files: u64,
-    #[serde(default)]
-    pub errors: Vec<String>,
-    /// A backup's end: the size of the data it covers (the machine's protected size).
-    #[serde(default)]
-    pub total_bytes: Option<u64>,
-    /// A backup's end: the recovery point it made (hex).
-    #[serde(default)]
-    pub recovery_point: Option<String>,
-    /// A backup's end: the recovery point's tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
 }
 
 /// Test harness shared by the vault's database tests: one body run on a fresh SQLite file and,

@@ -2,7 +2,7 @@
 //! commit cfcd4f7 and a few rows of each) open with today's `Db`, are upgraded in place and keep
 //! their rows, read back through the public functions, on SQLite and on PostgreSQL.
 
-use sqlx::{ConnectOptions, Connection, Executor};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
 
 use super::testing::block_on;
 use super::*;
@@ -111,6 +111,17 @@ async fn read_back(db: &Db) {
     assert_eq!(order.unlock_expires.as_deref(), Some("2026-02-02T02:40:00Z"));
     assert_eq!(db.import_jobs(Some(M)).await.unwrap().len(), 2);
     assert_eq!(db.device_jobs(None).await.unwrap().len(), 1);
+
+    assert_eq!((db.user_count().await.unwrap(), db.machine_count().await.unwrap()), (2, 1));
+    assert_eq!(db.session("session-id", 1767400000).await.unwrap(), Some(("owner".into(), Role::Owner, "csrf-of-the-session".into())));
+    assert_eq!(db.session("session-id", 4000000001).await.unwrap(), None, "expired");
+    assert_eq!(db.stored_password("viewer").await.unwrap(), Some(("00112233445566778899aabbccddeeff".into(), "0".repeat(64))));
+    let sent = db.sent(&["job-failed-2", "job-failed-3"]).await.unwrap();
+    assert_eq!(sent.into_iter().collect::<Vec<_>>(), ["job-failed-2"]);
+    assert_eq!(db.expiring_registrations(3999999999, 4000000001).await.unwrap().len(), 1);
+    let counts = db.job_counts().await.unwrap();
+    assert!(counts.contains(&("backup".into(), "completed".into(), 1)) && counts.len() == 2, "{counts:?}");
+    assert_eq!(db.last_backups(&["backup"]).await.unwrap(), [("laptop".to_string(), 1767323400)]);
 
     let audit = db.audit_log(Some("dev-1")).await.unwrap();
     assert_eq!((audit.len(), audit[0].id, audit[0].action.as_str(), audit[0].detail.as_str()), (1, 1, "device-prepared", "{\"device\":1}"));
