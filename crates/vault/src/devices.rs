@@ -18,7 +18,7 @@
 use anyhow::{Context, Result};
 
 use crate::db::Db;
-use crate::imports::{DiskRecord, DiskSet, ImportJob, JobState, Refusal};
+use crate::imports::{DiskRecord, DiskSetReport, ImportJob, JobState, Refusal};
 
 /// What a device of type `disk` holds by default (Azure Data Box Disk: 7.2 TB).
 pub const DISK_CAPACITY: u64 = 7_200_000_000_000;
@@ -173,7 +173,7 @@ impl Db {
     }
     /// The machine sealed its devices: records the set's manifest digest and each device's
     /// size; the job stays `in-use` until the owner sends the devices back.
-    pub async fn device_sealed(&self, name: &str, set: &DiskSet) -> Result<std::result::Result<ImportJob, Refusal>> {
+    pub async fn device_sealed(&self, name: &str, set: &DiskSetReport) -> Result<std::result::Result<ImportJob, Refusal>> {
         for _ in 0..RETRIES {
             let job = match self.device_job(name).await? {
                 Ok(j) => j,
@@ -287,9 +287,10 @@ mod tests {
         let disks: Vec<DiskRecord> = (1..=2)
             .map(|id| DiskRecord { id, state: "sealed".into(), bytes: 10 * id as u64, objects: 2, copied: 0, skipped: 0, errors: vec![] })
             .collect();
-        let wrong_set = DiskSet { set_id: "f".repeat(32), manifest_digest: Some("d".repeat(64)), disks: disks.clone(), complete: true };
+        let wrong_set =
+            DiskSetReport { set_id: "f".repeat(32), manifest_digest: Some("d".repeat(64)), disks: disks.clone(), complete: true };
         assert!(db.device_sealed(&job, &wrong_set).await.unwrap().is_err(), "another set");
-        let set = DiskSet { set_id: set1.clone(), manifest_digest: Some("d".repeat(64)), disks, complete: true };
+        let set = DiskSetReport { set_id: set1.clone(), manifest_digest: Some("d".repeat(64)), disks, complete: true };
         let j = db.device_sealed(&job, &set).await.unwrap().unwrap();
         assert_eq!(
             (j.manifest_digest.as_deref(), j.disks[1].bytes, j.disks[1].state.as_str()),

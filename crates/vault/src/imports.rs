@@ -222,7 +222,7 @@ pub enum Refusal {
 
 /// What diskprep tells the vault about a disk set.
 #[derive(Debug, Clone, Deserialize)]
-pub struct DiskSet {
+pub struct DiskSetReport {
     pub set_id: String,
     pub manifest_digest: Option<String>,
     pub disks: Vec<DiskRecord>,
@@ -232,7 +232,7 @@ pub struct DiskSet {
 
 impl Db {
     /// Records what diskprep wrote; a complete set moves the job to awaiting-shipment.
-    pub async fn set_import_disks(&self, name: &str, set: &DiskSet) -> Result<std::result::Result<ImportJob, Refusal>> {
+    pub async fn set_import_disks(&self, name: &str, set: &DiskSetReport) -> Result<std::result::Result<ImportJob, Refusal>> {
         let disks = serde_json::to_string(&set.disks)?;
         let to = if set.complete { JobState::AwaitingShipment } else { JobState::Created };
         let from: &[JobState] = if set.complete { &JobState::EXPIRING } else { &[JobState::Created] };
@@ -375,9 +375,9 @@ impl Db {
 mod tests {
     use super::*;
 
-    fn set(id: &str, complete: bool) -> DiskSet {
+    fn set(id: &str, complete: bool) -> DiskSetReport {
         let disks = vec![DiskRecord { id: 1, state: "prepared".into(), bytes: 10, objects: 2, copied: 0, skipped: 0, errors: vec![] }];
-        DiskSet { set_id: id.into(), manifest_digest: complete.then(|| "d".repeat(64)), disks, complete }
+        DiskSetReport { set_id: id.into(), manifest_digest: complete.then(|| "d".repeat(64)), disks, complete }
     }
 
     #[test]
