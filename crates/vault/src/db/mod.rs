@@ -16,12 +16,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context};
 use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::AnyPool;
 use sqlx::{ConnectOptions, Connection};
 
+use crate::error::Error;
 use crate::Role;
 
 mod alerts_sent;
@@ -64,14 +65,14 @@ pub enum Backend {
 impl Backend {
     /// The backend a `--database` location names: `sqlite:PATH` (also `sqlite://PATH`), or
     /// `postgres://` / `postgresql://` URLs.
-    pub fn of(location: &str) -> Result<Backend> {
+    pub fn of(location: &str) -> crate::error::Result<Backend> {
         if location.starts_with("sqlite:") {
             Ok(Backend::Sqlite)
         } else if location.starts_with("postgres://") || location.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else {
             // Not echoed: a mistyped URL may still hold a password.
-            bail!("--database: expected sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE (the value is not shown: it may hold a password)")
+            Err(Error::Location)
         }
     }
 }
@@ -133,7 +134,7 @@ pub struct Db {
 
 impl Db {
     /// Opens the SQLite database file `path`, creating it and its tables if missing.
-    pub async fn open_file(path: &std::path::Path) -> Result<Db> {
+    pub async fn open_file(path: &std::path::Path) -> crate::error::Result<Db> {
         // Absolute: a relative path would read as a host name in the URL.
         let path = std::path::absolute(path).with_context(|| format!("find the vault database {}", path.display()))?;
         let url = SqliteConnectOptions::new().filename(&path).to_url_lossy();
@@ -143,7 +144,7 @@ impl Db {
     /// Opens the database at `location` (`sqlite:PATH`, `postgres://...`) and applies the schema's
     /// migrations it lacks (db::schema). Safe when several vault servers open one PostgreSQL
     /// database at once.
-    pub async fn open(location: &str) -> Result<Db> {
+    pub async fn open(location: &str) -> crate::error::Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of(location)?;
         let (pool, shown) = match backend {
@@ -151,7 +152,9 @@ impl Db {
             Backend::Postgres => open_postgres(location).await?,
         };
         let db = Db { pool, backend, shown };
-        schema::migrate(&db.pool, backend).await.with_context(|| format!("create the vault's tables in {}", db.shown))?;
+        if let Err(source) = schema::migrate(&db.pool, backend).await {
+            return Err(Error::Schema { shown: db.shown, source });
+        }
         Ok(db)
     }
 
@@ -168,18 +171,21 @@ impl Db {
 
 /// SQLite: the file is made (and write-ahead logging turned on, which the file keeps) with the
 /// SQLite driver itself, since the Any driver takes only a URL and a URL has no journal mode.
-async fn open_sqlite(location: &str) -> Result<(AnyPool, String)> {
+async fn open_sqlite(location: &str) -> crate::error::Result<(AnyPool, String)> {
     let opts = SqliteConnectOptions::from_str(location)
         .with_context(|| format!("--database {location:?}: expected sqlite:PATH"))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal);
     let path = opts.get_filename().to_path_buf();
     if location.contains(":memory:") || location.contains("mode=memory") {
-        bail!("--database {location:?}: an in-memory database would lose the vault's users and machines at every restart; give a file");
+        return Err(anyhow!(
+            "--database {location:?}: an in-memory database would lose the vault's users and machines at every restart; give a file"
+        )
+        .into());
     }
     let shown = format!("SQLite {}", path.display());
     let conn = opts.connect().await.with_context(|| format!("open the vault database {}", path.display()))?;
-    conn.close().await?;
+    conn.close().await.map_err(anyhow::Error::from)?;
     // An absolute path: a relative one would read as a host name in the URL.
     let absolute = std::fs::canonicalize(&path).with_context(|| format!("find the vault database {}", path.display()))?;
     let url = SqliteConnectOptions::new().filename(&absolute).to_url_lossy();
@@ -191,14 +197,9 @@ async fn open_sqlite(location: &str) -> Result<(AnyPool, String)> {
     Ok((pool, shown))
 }
 
-async fn open_postgres(url: &str) -> Result<(AnyPool, String)> {
+async fn open_postgres(url: &str) -> crate::error::Result<(AnyPool, String)> {
     let shown = redact(url);
-    let failed = |e: String| {
-        anyhow!(
-            "cannot connect to PostgreSQL at {shown}: {} — is it running, and are the host, port, user, password and database name right?",
-            scrub(e, url)
-        )
-    };
+    let failed = |e: String| Error::Connect { shown: shown.clone(), reason: scrub(e, url) };
     // One connection first, for the driver's own error (refused, unknown host, authentication):
     // the pool would retry such errors until its timeout and then report only the timeout.
     let first = tokio::time::timeout(Duration::from_secs(20), sqlx::AnyConnection::connect(url))

@@ -158,7 +158,9 @@ fn a_database_of_a_newer_vault_is_refused() {
             .await
             .unwrap();
         db.pool.close().await;
-        let e = format!("{:#}", Db::open_file(&path).await.unwrap_err());
+        let e = Db::open_file(&path).await.unwrap_err();
+        assert!(matches!(e, crate::Error::Schema { .. }), "{e:?}");
+        let e = format!("{:#}", anyhow::Error::from(e));
         assert!(e.contains("newer than this vault's") && e.contains(&format!("version {}", schema::LATEST + 1)), "{e}");
     });
 }
