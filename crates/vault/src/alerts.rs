@@ -8,10 +8,10 @@
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use sqlx::Row;
 
-use crate::db::Db;
-use crate::imports::{rfc3339, JobState};
+use crate::db::jobs::{jobs_of, JobInfo, Jobs};
+use crate::db::{rfc3339, Db};
+use crate::imports::JobState;
 
 /// Import jobs this close to their deadline are alerted (and highlighted on the dashboard).
 pub const DEADLINE_WARN_S: i64 = 3 * 24 * 3600;
@@ -52,73 +52,6 @@ pub(crate) fn span(s: i64) -> String {
 
 pub(crate) fn unix(t: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp())
-}
-
-/// A job with what its end reported.
-pub(crate) struct JobInfo {
-    pub id: i64,
-    pub kind: String,
-    pub state: String,
-    pub end: Option<String>,
-    pub start: String,
-    pub files: i64,
-    pub errors: Vec<String>,
-    pub total_bytes: Option<i64>,
-    pub recovery_point: Option<String>,
-    pub tags: Vec<String>,
-}
-
-/// The newest `limit` jobs (of one machine, by ID; `which` of them), newest first, with their
-/// machine's ID.
-/// Which jobs [`jobs_of`] reads.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Jobs {
-    All,
-    /// Those whose end reported a recovery point.
-    WithRecoveryPoint,
-    /// Failed ones and those that reported errors.
-    WithErrors,
-}
-
-pub(crate) async fn jobs_of(db: &Db, machine: Option<&str>, which: Jobs, limit: i64) -> Result<Vec<(String, JobInfo)>> {
-    let base = "SELECT j.machine, j.kind, j.state, j.start, j.\"end\", j.files, j.errors, t.total_bytes, t.recovery_point, j.id, t.tags \
-                FROM jobs j LEFT JOIN job_totals t ON t.job = j.id";
-    let filter = match which {
-        Jobs::All => "",
-        Jobs::WithRecoveryPoint => " AND t.recovery_point <> ''",
-        Jobs::WithErrors => " AND (j.state = 'failed' OR j.errors <> '[]')",
-    };
-    let rows = match machine {
-        Some(m) => {
-            sqlx::query(&format!("{base} WHERE j.machine = $1{filter} ORDER BY j.id DESC LIMIT $2"))
-                .bind(m)
-                .bind(limit)
-                .fetch_all(&db.pool)
-                .await?
-        }
-        None => sqlx::query(&format!("{base} WHERE 1 = 1{filter} ORDER BY j.id DESC LIMIT $1")).bind(limit).fetch_all(&db.pool).await?,
-    };
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let errors: String = r.get(6);
-            (
-                r.get::<String, _>(0),
-                JobInfo {
-                    kind: r.get(1),
-                    state: r.get(2),
-                    start: r.get(3),
-                    end: r.get(4),
-                    files: r.get(5),
-                    errors: serde_json::from_str(&errors).unwrap_or_default(),
-                    total_bytes: r.get(7),
-                    recovery_point: r.get(8),
-                    id: r.get(9),
-                    tags: r.get::<Option<String>, _>(10).and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default(),
-                },
-            )
-        })
-        .collect())
 }
 
 /// The next time a policy starts a backup after `now` (the vault's local time stands for the
@@ -222,13 +155,7 @@ pub(crate) async fn status(db: &Db, now: i64, storage_limit: Option<u64>) -> Res
             _ => {}
         }
     }
-    let rows = sqlx::query("SELECT secret_hash, expires FROM registrations WHERE used = 0 AND expires > $1 AND expires < $2")
-        .bind(now)
-        .bind(now + CREDENTIALS_WARN_S)
-        .fetch_all(&db.pool)
-        .await?;
-    for r in rows {
-        let (hash, t): (String, i64) = (r.get(0), r.get(1));
+    for (hash, t) in db.expiring_registrations(now, now + CREDENTIALS_WARN_S).await? {
         alerts.push(Alert {
             key: format!("credentials:{}", &hash[..hash.len().min(16)]),
             level: "warn",
@@ -273,28 +200,6 @@ impl Sinks {
 /// How often the sender looks (60 s; `FERRY_VAULT_ALERT_S` overrides it).
 pub fn alert_every_s() -> u64 {
     std::env::var("FERRY_VAULT_ALERT_S").ok().and_then(|v| v.parse().ok()).filter(|s| *s > 0).unwrap_or(60)
-}
-
-impl Db {
-    /// Which of `keys` were sent already.
-    async fn sent(&self, keys: &[&str]) -> Result<std::collections::HashSet<String>> {
-        let mut out = std::collections::HashSet::new();
-        for k in keys {
-            if sqlx::query("SELECT 1 FROM alerts_sent WHERE key = $1").bind(*k).fetch_optional(&self.pool).await?.is_some() {
-                out.insert(k.to_string());
-            }
-        }
-        Ok(out)
-    }
-
-    async fn mark_sent(&self, key: &str, now: i64) -> Result<()> {
-        sqlx::query("INSERT INTO alerts_sent (key, time) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
 }
 
 /// Sends the alerts not sent yet; returns how many were sent. An alert whose sending failed is

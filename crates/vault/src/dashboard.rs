@@ -16,10 +16,10 @@ use axum::extract::{Form, Path, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use sqlx::Row;
 
-use crate::alerts::{self, ago, jobs_of, span, unix, Alert, JobInfo, DEADLINE_WARN_S};
-use crate::db::{token_hash, Db, Principal};
+use crate::alerts::{self, ago, span, unix, Alert, DEADLINE_WARN_S};
+use crate::db::jobs::{jobs_of, JobInfo, Jobs};
+use crate::db::{Db, Principal};
 use crate::imports::{rfc3339, ImportJob};
 use crate::samples::Sample;
 use crate::{Role, State};
@@ -53,12 +53,6 @@ pub(crate) enum PageError {
 impl From<anyhow::Error> for PageError {
     fn from(e: anyhow::Error) -> Self {
         PageError::Internal(e)
-    }
-}
-
-impl From<sqlx::Error> for PageError {
-    fn from(e: sqlx::Error) -> Self {
-        PageError::Internal(e.into())
     }
 }
 
@@ -104,35 +98,21 @@ fn password_hash(password: &str, salt: &[u8; 16]) -> anyhow::Result<[u8; 32]> {
 impl Db {
     /// Sets user `name`'s dashboard password. `false`: no such user.
     pub async fn set_password(&self, name: &str, password: &str) -> anyhow::Result<bool> {
-        if sqlx::query("SELECT 1 FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?.is_none() {
+        if !self.user_exists(name).await? {
             return Ok(false);
         }
         let salt: [u8; 16] = ferry_crypto::random_bytes();
         let (pw, salt_c) = (password.to_string(), salt);
         let hash = tokio::task::spawn_blocking(move || password_hash(&pw, &salt_c)).await??;
-        sqlx::query(
-            "INSERT INTO user_passwords (name, salt, hash) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET salt = excluded.salt, hash = excluded.hash",
-        )
-        .bind(name)
-        .bind(hex::encode(salt))
-        .bind(hex::encode(hash))
-        .execute(&self.pool)
-        .await?;
+        self.store_password(name, &hex::encode(salt), &hex::encode(hash)).await?;
         Ok(true)
     }
 
     /// Does `password` open user `name`'s dashboard? (A user without a password never matches.)
     async fn check_password(&self, name: &str, password: &str) -> anyhow::Result<bool> {
-        let row = sqlx::query("SELECT salt, hash FROM user_passwords p JOIN users u ON u.name = p.name WHERE p.name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(false) };
+        let Some((salt_hex, hash_hex)) = self.stored_password(name).await? else { return Ok(false) };
         let (mut salt, mut want) = ([0u8; 16], [0u8; 32]);
-        if hex::decode_to_slice(row.get::<String, _>(0), &mut salt).is_err()
-            || hex::decode_to_slice(row.get::<String, _>(1), &mut want).is_err()
-        {
+        if hex::decode_to_slice(salt_hex, &mut salt).is_err() || hex::decode_to_slice(hash_hex, &mut want).is_err() {
             return Ok(false);
         }
         let pw = password.to_string();
@@ -143,33 +123,8 @@ impl Db {
     async fn create_session(&self, user: &str, now: i64) -> anyhow::Result<(String, String)> {
         let id = crate::db::new_token();
         let csrf = hex::encode(ferry_crypto::random_bytes::<16>());
-        sqlx::query("DELETE FROM sessions WHERE expires < $1").bind(now).execute(&self.pool).await?;
-        sqlx::query("INSERT INTO sessions (id_hash, user_name, expires, csrf) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash(&id))
-            .bind(user)
-            .bind(now + SESSION_S)
-            .bind(&csrf)
-            .execute(&self.pool)
-            .await?;
+        self.add_session(&id, user, now, now + SESSION_S, &csrf).await?;
         Ok((id, csrf))
-    }
-
-    /// The user and CSRF token of a live session (the user must still exist).
-    async fn session(&self, id: &str, now: i64) -> anyhow::Result<Option<(String, Role, String)>> {
-        let row = sqlx::query(
-            "SELECT s.user_name, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user_name \
-             WHERE s.id_hash = $1 AND s.expires >= $2",
-        )
-        .bind(token_hash(id))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.and_then(|r| Some((r.get::<String, _>(0), Role::parse(&r.get::<String, _>(1))?, r.get::<String, _>(2)))))
-    }
-
-    async fn end_session(&self, id: &str) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(token_hash(id)).execute(&self.pool).await?;
-        Ok(())
     }
 }
 
@@ -450,7 +405,7 @@ pub(crate) async fn machine(AxState(state): St, headers: HeaderMap, Path(name): 
     let listed =
         tokio::task::spawn_blocking(move || store.list(&prefix)).await.map_err(anyhow::Error::from)?.map_err(anyhow::Error::from)?;
     // The backups that reported a recovery point (retention may have removed some since).
-    let jobs = jobs_of(db, Some(&id), alerts::Jobs::WithRecoveryPoint, 1_000_000).await?;
+    let jobs = jobs_of(db, Some(&id), Jobs::WithRecoveryPoint, 1_000_000).await?;
     let reported: HashMap<&str, &JobInfo> = jobs.iter().filter_map(|(_, j)| j.recovery_point.as_deref().map(|rp| (rp, j))).collect();
     let mut points: Vec<(i64, PointRow)> = listed
         .iter()
@@ -470,7 +425,7 @@ pub(crate) async fn machine(AxState(state): St, headers: HeaderMap, Path(name): 
         .collect();
     points.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
     let total_points = points.len();
-    let jobs_with_errors = jobs_of(db, Some(&id), alerts::Jobs::WithErrors, PAGE as i64)
+    let jobs_with_errors = jobs_of(db, Some(&id), Jobs::WithErrors, PAGE as i64)
         .await?
         .iter()
         .map(|(_, j)| JobRow { kind: j.kind.clone(), state: j.state.clone(), start: j.start.clone(), errors: j.errors.clone() })

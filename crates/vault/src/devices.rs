@@ -16,11 +16,9 @@
 //! "shipped"), never moved back. Every erasure is written to the `audit` table.
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use crate::db::Db;
-use crate::imports::{DiskRecord, DiskSet, ImportJob, JobState, Refusal};
+use crate::imports::{DiskRecord, DiskSetReport, ImportJob, JobState, Refusal};
 
 /// What a device of type `disk` holds by default (Azure Data Box Disk: 7.2 TB).
 pub const DISK_CAPACITY: u64 = 7_200_000_000_000;
@@ -59,22 +57,6 @@ pub fn logistics_from(to: JobState) -> Option<&'static [JobState]> {
     })
 }
 
-/// One line of the vault's audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub id: i64,
-    /// RFC 3339.
-    pub time: String,
-    /// Who: `user NAME` or `machine NAME`.
-    pub actor: String,
-    /// What, e.g. `device-erased`, `device-prepared`, `device-status`.
-    pub action: String,
-    /// The job (or other object) it concerns.
-    pub target: String,
-    /// Details (JSON text).
-    pub detail: String,
-}
-
 /// Attempts at a guarded change of a job's disk records before giving up.
 const RETRIES: usize = 20;
 
@@ -87,48 +69,6 @@ fn wrong(name: &str, job: &ImportJob, why: impl Into<String>) -> Refusal {
 }
 
 impl Db {
-    /// Records a new device job in state `ordered`, with its sealed device key.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn order_device_job(
-        &self,
-        name: &str,
-        machine: &str,
-        container: &str,
-        sealed_key: &str,
-        device_type: &str,
-        capacity: u64,
-        now: i64,
-    ) -> Result<std::result::Result<ImportJob, Refusal>> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO import_jobs (name, machine, container, state, created, deadline, disk_key, disks, errors, updated) \
-             VALUES ($1, $2, $3, 'ordered', $4, $5, $6, '[]', '[]', $7) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(machine)
-        .bind(container)
-        .bind(now)
-        .bind(now)
-        .bind(sealed_key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            tx.rollback().await?;
-            let job = self.import_job(name).await?.with_context(|| format!("job {name} vanished"))?;
-            return Ok(Err(Refusal::NameTaken { name: name.into(), machine: job.machine_name, state: job.state.as_str() }));
-        }
-        sqlx::query("INSERT INTO device_jobs (name, device_type, capacity, unlock_expires) VALUES ($1, $2, $3, 0)")
-            .bind(name)
-            .bind(device_type)
-            .bind(i64::try_from(capacity).context("capacity too large")?)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let job = self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?;
-        Ok(Ok(job))
-    }
-
     /// A device job (not a disk import job).
     pub async fn device_job(&self, name: &str) -> Result<std::result::Result<ImportJob, Refusal>> {
         match self.import_job(name).await? {
@@ -145,47 +85,6 @@ impl Db {
     /// Every device job (of one machine, by ID), newest first.
     pub async fn device_jobs(&self, machine: Option<&str>) -> Result<Vec<ImportJob>> {
         Ok(self.import_jobs(machine).await?.into_iter().filter(|j| j.device.is_some()).collect())
-    }
-
-    /// Replaces a job's disk records, moving it from `from` to `to`, only if nobody changed the
-    /// records meanwhile (two devices erased at once must not lose one's record). `false`: the
-    /// records or the state changed; read again and retry.
-    async fn swap_disks(
-        &self,
-        name: &str,
-        old: &[DiskRecord],
-        new: &[DiskRecord],
-        from: &[JobState],
-        to: JobState,
-        set: Option<(&str, Option<&str>)>,
-    ) -> Result<bool> {
-        let now = chrono::Utc::now().timestamp();
-        let (old, new) = (serde_json::to_string(old)?, serde_json::to_string(new)?);
-        let extra = match set {
-            Some((_, Some(_))) => ", set_id = $6, manifest_digest = $7",
-            Some((_, None)) => ", set_id = $6",
-            None => "",
-        };
-        let first = match set {
-            Some((_, Some(_))) => 8,
-            Some((_, None)) => 7,
-            None => 6,
-        };
-        let sql = format!(
-            "UPDATE import_jobs SET state = $1, disks = $2, updated = $3{extra} WHERE name = $4 AND disks = $5 AND state IN ({})",
-            crate::imports::in_list(from, first)
-        );
-        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(new).bind(now).bind(name).bind(old);
-        if let Some((set_id, digest)) = set {
-            q = q.bind(set_id.to_string());
-            if let Some(d) = digest {
-                q = q.bind(d.to_string());
-            }
-        }
-        for s in from {
-            q = q.bind(s.as_str());
-        }
-        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
     }
 
     /// Adds the next device to a job being prepared (ordered or prepared): returns the job and
@@ -222,12 +121,6 @@ impl Db {
         Err(raced(name))
     }
 
-    /// Sets when the job's unlock credentials stop working.
-    pub async fn set_unlock_expires(&self, name: &str, expires: i64) -> Result<()> {
-        sqlx::query("UPDATE device_jobs SET unlock_expires = $1 WHERE name = $2").bind(expires).bind(name).execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// Records a logistics move (`ferry device status JOB --set STATE`), with the carrier and
     /// tracking number of the leg when it is a shipment.
     pub async fn device_logistics(
@@ -245,13 +138,8 @@ impl Db {
             return Ok(Err(wrong(name, &job, format!("{} is not a state an operator sets", to.as_str()))));
         };
         if let Some(t) = tracking {
-            let taken = sqlx::query("SELECT name FROM import_jobs WHERE tracking = $1 AND name <> $2")
-                .bind(t)
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(r) = taken {
-                return Ok(Err(Refusal::TrackingTaken { tracking: t.into(), other: r.get(0) }));
+            if let Some(other) = self.tracking_holder(t, name).await? {
+                return Ok(Err(Refusal::TrackingTaken { tracking: t.into(), other }));
             }
         }
         let mut set: Vec<(&str, Option<&str>)> = Vec::new();
@@ -283,15 +171,9 @@ impl Db {
         })
         .await
     }
-
-    async fn unlock_expires(&self, name: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT unlock_expires FROM device_jobs WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| r.get(0)).unwrap_or(0))
-    }
-
     /// The machine sealed its devices: records the set's manifest digest and each device's
     /// size; the job stays `in-use` until the owner sends the devices back.
-    pub async fn device_sealed(&self, name: &str, set: &DiskSet) -> Result<std::result::Result<ImportJob, Refusal>> {
+    pub async fn device_sealed(&self, name: &str, set: &DiskSetReport) -> Result<std::result::Result<ImportJob, Refusal>> {
         for _ in 0..RETRIES {
             let job = match self.device_job(name).await? {
                 Ok(j) => j,
@@ -347,40 +229,6 @@ impl Db {
             }
         }
         Err(raced(name))
-    }
-
-    /// Appends a line to the audit log.
-    pub async fn audit(&self, actor: &str, action: &str, target: &str, detail: &serde_json::Value) -> Result<()> {
-        let now = chrono::Utc::now().timestamp();
-        sqlx::query("INSERT INTO audit (time, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
-            .bind(now)
-            .bind(actor)
-            .bind(action)
-            .bind(target)
-            .bind(detail.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The audit log (of one target, if given), oldest first.
-    pub async fn audit_log(&self, target: Option<&str>) -> Result<Vec<AuditEntry>> {
-        let base = "SELECT id, time, actor, action, target, detail FROM audit";
-        let rows = match target {
-            Some(t) => sqlx::query(&format!("{base} WHERE target = $1 ORDER BY id")).bind(t).fetch_all(&self.pool).await?,
-            None => sqlx::query(&format!("{base} ORDER BY id")).fetch_all(&self.pool).await?,
-        };
-        Ok(rows
-            .iter()
-            .map(|r| AuditEntry {
-                id: r.get(0),
-                time: crate::imports::rfc3339(r.get(1)),
-                actor: r.get(2),
-                action: r.get(3),
-                target: r.get(4),
-                detail: r.get(5),
-            })
-            .collect())
     }
 }
 
@@ -439,9 +287,10 @@ mod tests {
         let disks: Vec<DiskRecord> = (1..=2)
             .map(|id| DiskRecord { id, state: "sealed".into(), bytes: 10 * id as u64, objects: 2, copied: 0, skipped: 0, errors: vec![] })
             .collect();
-        let wrong_set = DiskSet { set_id: "f".repeat(32), manifest_digest: Some("d".repeat(64)), disks: disks.clone(), complete: true };
+        let wrong_set =
+            DiskSetReport { set_id: "f".repeat(32), manifest_digest: Some("d".repeat(64)), disks: disks.clone(), complete: true };
         assert!(db.device_sealed(&job, &wrong_set).await.unwrap().is_err(), "another set");
-        let set = DiskSet { set_id: set1.clone(), manifest_digest: Some("d".repeat(64)), disks, complete: true };
+        let set = DiskSetReport { set_id: set1.clone(), manifest_digest: Some("d".repeat(64)), disks, complete: true };
         let j = db.device_sealed(&job, &set).await.unwrap().unwrap();
         assert_eq!(
             (j.manifest_digest.as_deref(), j.disks[1].bytes, j.disks[1].state.as_str()),

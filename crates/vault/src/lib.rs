@@ -11,6 +11,7 @@ mod api;
 mod dashboard;
 pub mod db;
 pub mod devices;
+pub mod error;
 pub mod imports;
 pub mod ingest;
 pub mod metrics;
@@ -28,6 +29,7 @@ use anyhow::{Context, Result};
 use ferry_store::Store;
 
 pub use db::{Db, Principal};
+pub use error::Error;
 
 /// The protocol version this vault speaks (the `/v1/` of every path).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -286,12 +288,17 @@ fn retention_every() -> std::time::Duration {
 /// the owner and writes `owner.token` into its own data folder; the others find the owner and
 /// write no token. Repository writers are coordinated by the locks in the store, as with one
 /// server.
-pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Result<()> {
+pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> error::Result<()> {
     std::fs::create_dir_all(&opts.data).with_context(|| format!("create the vault folder {}", opts.data.display()))?;
     let db = match &opts.database {
         Some(location) => Db::open(location).await?,
         None => Db::open_file(&opts.data.join(DB_FILE)).await?,
     };
+    Ok(serve_with(db, opts, on_ready).await?)
+}
+
+/// [`serve`] once the database is open.
+async fn serve_with(db: Db, opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Result<()> {
     let store_location = match &opts.store {
         Some(s) => s.clone(),
         None => opts.data.join("store").to_string_lossy().into_owned(),

@@ -6,12 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use anyhow::Result;
-use sqlx::Row;
 
+use crate::alerts::BACKUP_KINDS;
 use crate::db::Db;
-
-/// The job kinds that make a recovery point, for "last backup".
-const BACKUP_KINDS: [&str; 3] = ["backup", "offline-backup", "device-backup"];
 
 /// A label value as the format wants it: backslash, double quote and newline escaped.
 fn label(v: &str) -> String {
@@ -34,46 +31,19 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
 /// The whole exposition.
 pub async fn render(db: &Db) -> Result<String> {
     let mut out = String::new();
-    let count = |table: &'static str| async move {
-        let row = sqlx::query(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&db.pool).await?;
-        anyhow::Ok(row.get::<i64, _>(0) as f64)
-    };
-    family(&mut out, "ferry_vault_machines", "gauge", "Registered machines.", &[(String::new(), count("machines").await?)]);
-    family(&mut out, "ferry_vault_users", "gauge", "Vault users (tokens with a role).", &[(String::new(), count("users").await?)]);
+    family(&mut out, "ferry_vault_machines", "gauge", "Registered machines.", &[(String::new(), db.machine_count().await? as f64)]);
+    family(&mut out, "ferry_vault_users", "gauge", "Vault users (tokens with a role).", &[(String::new(), db.user_count().await? as f64)]);
 
     // Jobs: by kind and state; finished ones' durations and errors by kind; each machine's last
-    // backup. Aggregated by the database (a vault keeps every job): a finished job's last
-    // heartbeat is its end.
-    let mut by_state: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for r in sqlx::query("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state").fetch_all(&db.pool).await? {
-        by_state.insert((r.get(0), r.get(1)), r.get::<i64, _>(2) as f64);
-    }
-    let finished = match db.backend() {
-        crate::db::Backend::Sqlite => {
-            "SELECT kind, CAST(SUM(MAX(heartbeat - CAST(strftime('%s', start) AS INTEGER), 0)) AS BIGINT), COUNT(*), \
-             CAST(SUM(json_array_length(errors)) AS BIGINT) FROM jobs WHERE \"end\" IS NOT NULL GROUP BY kind"
-        }
-        crate::db::Backend::Postgres => {
-            "SELECT kind, CAST(SUM(GREATEST(heartbeat - CAST(EXTRACT(EPOCH FROM CAST(start AS timestamptz)) AS BIGINT), 0)) AS BIGINT), \
-             COUNT(*), CAST(SUM(json_array_length(CAST(errors AS json))) AS BIGINT) FROM jobs WHERE \"end\" IS NOT NULL GROUP BY kind"
-        }
-    };
+    // backup.
+    let by_state: BTreeMap<(String, String), f64> = db.job_counts().await?.into_iter().map(|(k, s, n)| ((k, s), n as f64)).collect();
     let mut durations: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut errors: BTreeMap<String, f64> = BTreeMap::new();
-    for r in sqlx::query(finished).fetch_all(&db.pool).await? {
-        let kind: String = r.get(0);
-        durations.insert(kind.clone(), (r.get::<Option<i64>, _>(1).unwrap_or(0) as f64, r.get::<i64, _>(2) as f64));
-        errors.insert(kind, r.get::<Option<i64>, _>(3).unwrap_or(0) as f64);
+    for (kind, seconds, count, errs) in db.finished_jobs().await? {
+        durations.insert(kind.clone(), (seconds as f64, count as f64));
+        errors.insert(kind, errs as f64);
     }
-    let kinds = BACKUP_KINDS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
-    let last_sql = format!(
-        "SELECT m.name, MAX(j.heartbeat) FROM jobs j JOIN machines m ON m.id = j.machine \
-         WHERE j.kind IN ({kinds}) AND j.state <> 'failed' AND j.\"end\" IS NOT NULL GROUP BY m.name"
-    );
-    let mut last_backup: BTreeMap<String, f64> = BTreeMap::new();
-    for r in sqlx::query(&last_sql).fetch_all(&db.pool).await? {
-        last_backup.insert(r.get(0), r.get::<i64, _>(1) as f64);
-    }
+    let last_backup: BTreeMap<String, f64> = db.last_backups(&BACKUP_KINDS).await?.into_iter().map(|(m, t)| (m, t as f64)).collect();
     let samples: Vec<(String, f64)> =
         by_state.iter().map(|((k, s), n)| (format!("kind=\"{}\",state=\"{}\"", label(k), label(s)), *n)).collect();
     family(&mut out, "ferry_vault_jobs", "gauge", "Jobs in the vault's database by kind and state.", &samples);

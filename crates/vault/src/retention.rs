@@ -32,6 +32,7 @@ use ferry_format::{PackId, RecoveryPointId};
 use ferry_store::Store;
 use serde::Serialize;
 
+use crate::db::rfc3339;
 use crate::Keep;
 
 /// Where soft-deleted recovery points are kept, under a machine's repository.
@@ -315,10 +316,6 @@ fn lock_bytes(now: i64) -> Bytes {
         boot_id: String::new(),
     };
     Bytes::from(serde_json::to_vec(&l).expect("a lock serializes"))
-}
-
-fn rfc3339(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

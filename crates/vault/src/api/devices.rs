@@ -18,7 +18,7 @@ use serde_json::json;
 use super::{principal, ApiError, ApiResult, St};
 use crate::db::Principal;
 use crate::devices::{capacity_of, unlock_valid_s};
-use crate::imports::{DiskSet, ImportJob, JobState, Refusal};
+use crate::imports::{DiskSetReport, ImportJob, JobState, Refusal};
 use crate::secrets::{Unlock, UNLOCK_MAGIC};
 use crate::{Role, State};
 
@@ -264,7 +264,7 @@ pub(super) async fn sealed(
     AxState(state): St,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Json(set): Json<DiskSet>,
+    Json(set): Json<DiskSetReport>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (_, p) = access(&state, &headers, &name).await?;
     if !matches!(p, Principal::Machine { .. }) {

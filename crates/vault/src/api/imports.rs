@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{principal, ApiError, ApiResult, St};
 use crate::db::Principal;
-use crate::imports::{DiskRecord, DiskSet, ImportJob, JobState, Refusal, DISK_STATES};
+use crate::imports::{DiskRecord, DiskSetReport, ImportJob, JobState, Refusal, DISK_STATES};
 use crate::{Role, State};
 
 impl From<Refusal> for ApiError {
@@ -170,7 +170,7 @@ pub(super) async fn disks(
     AxState(state): St,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Json(set): Json<DiskSet>,
+    Json(set): Json<DiskSetReport>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (_, who, _) = access(&state, &headers, &name).await?;
     if !matches!(who, Who::Preparer) {

@@ -1,0 +1,123 @@
+//! Machines: one-time registration secrets, the machines they registered, each machine's
+//! backup policy and the traffic counters of its requests.
+
+use anyhow::{Context, Result};
+use sqlx::Row;
+
+use super::{new_token, now_rfc3339, token_hash, Db};
+
+impl Db {
+    /// A one-time registration secret valid until `expires` (Unix seconds).
+    pub async fn add_registration(&self, expires: i64) -> Result<String> {
+        let secret = new_token();
+        sqlx::query("INSERT INTO registrations (secret_hash, expires) VALUES ($1, $2)")
+            .bind(token_hash(&secret))
+            .bind(expires)
+            .execute(&self.pool)
+            .await?;
+        Ok(secret)
+    }
+
+    /// Uses up a registration secret and creates the machine: `Ok(None)` when the secret is
+    /// unknown, used or expired. Returns the machine's ID and token.
+    ///
+    /// One-time even with several servers on one PostgreSQL database, at its default isolation
+    /// (READ COMMITTED): the UPDATE locks the secret's row, a concurrent UPDATE of the same row
+    /// waits for this transaction and then re-checks `used = 0` on the committed row, so it
+    /// changes nothing. If the machine cannot be created (its name is taken), the transaction
+    /// rolls back and the secret stays usable.
+    pub async fn register(&self, secret: &str, name: &str, now: i64) -> Result<Option<(String, String)>> {
+        let mut tx = self.pool.begin().await?;
+        let used = sqlx::query("UPDATE registrations SET used = 1 WHERE secret_hash = $1 AND used = 0 AND expires > $2")
+            .bind(token_hash(secret))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if used.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let id = hex::encode(ferry_crypto::random_bytes::<16>());
+        let token = new_token();
+        sqlx::query("INSERT INTO machines (id, name, token_hash, created) VALUES ($1, $2, $3, $4)")
+            .bind(&id)
+            .bind(name)
+            .bind(token_hash(&token))
+            .bind(now_rfc3339())
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("a machine named {name:?} is already registered"))?;
+        tx.commit().await?;
+        Ok(Some((id, token)))
+    }
+
+    pub async fn set_policy(&self, machine: &str, policy: &serde_json::Value) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO policies (machine, policy, updated) VALUES ($1, $2, $3) \
+             ON CONFLICT (machine) DO UPDATE SET policy = excluded.policy, updated = excluded.updated",
+        )
+        .bind(machine)
+        .bind(policy.to_string())
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn policy(&self, machine: &str) -> Result<Option<serde_json::Value>> {
+        let row = sqlx::query("SELECT policy FROM policies WHERE machine = $1").bind(machine).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
+    }
+
+    /// Counts what a machine's requests carried: object bytes received (uploads) and sent
+    /// (downloads). The vault's byte counters, per machine, since its registration.
+    pub async fn add_traffic(&self, machine: &str, bytes_in: u64, objects_in: u64, bytes_out: u64, objects_out: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO traffic (machine, bytes_in, objects_in, bytes_out, objects_out) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (machine) DO UPDATE SET bytes_in = traffic.bytes_in + excluded.bytes_in, \
+             objects_in = traffic.objects_in + excluded.objects_in, bytes_out = traffic.bytes_out + excluded.bytes_out, \
+             objects_out = traffic.objects_out + excluded.objects_out",
+        )
+        .bind(machine)
+        .bind(bytes_in as i64)
+        .bind(objects_in as i64)
+        .bind(bytes_out as i64)
+        .bind(objects_out as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every machine's counters: machine ID -> (bytes in, objects in, bytes out, objects out).
+    pub async fn traffic(&self) -> Result<std::collections::HashMap<String, [u64; 4]>> {
+        let rows = sqlx::query("SELECT machine, bytes_in, objects_in, bytes_out, objects_out FROM traffic").fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let n = |i: usize| r.get::<i64, _>(i).max(0) as u64;
+                (r.get::<String, _>(0), [n(1), n(2), n(3), n(4)])
+            })
+            .collect())
+    }
+
+    /// Every machine: (id, name, created).
+    pub async fn machines(&self) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query("SELECT id, name, created FROM machines ORDER BY name").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Unused registration secrets expiring after `after` and before `before`: (hash, expiry).
+    pub(crate) async fn expiring_registrations(&self, after: i64, before: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT secret_hash, expires FROM registrations WHERE used = 0 AND expires > $1 AND expires < $2")
+            .bind(after)
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// How many machines are registered.
+    pub(crate) async fn machine_count(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM machines").fetch_one(&self.pool).await?;
+        Ok(row.get::<i64, _>(0).max(0) as u64)
+    }
+}

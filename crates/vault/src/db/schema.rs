@@ -1,0 +1,192 @@
+//! The control plane's schema: numbered migrations, applied once each and in order, in a
+//! transaction, on SQLite and PostgreSQL alike, and recorded in `schema_migrations`.
+//!
+//! Migration 1 is the schema as it was before this table existed: its statements are all
+//! `IF NOT EXISTS`, so a database made by an earlier vault (tables, no `schema_migrations`) is
+//! upgraded in place: it gains only the tables it lacks, keeps its rows, and is then at
+//! version 1. Later migrations are applied as written. A database whose version is newer than
+//! this vault knows is refused rather than used half-understood.
+//!
+//! The definitions differ only in their types: 64-bit integers are `BIGINT` in PostgreSQL (sqlx
+//! binds `i64`, which a 32-bit `INTEGER` refuses), `INTEGER` in SQLite (always 64-bit there);
+//! existing SQLite files keep their tables (same columns, `end` unquoted in the oldest).
+
+use anyhow::{bail, Result};
+use sqlx::{AnyPool, Row};
+
+use super::Backend;
+
+/// One step of the schema.
+struct Migration {
+    version: i64,
+    /// What it does, recorded with it.
+    name: &'static str,
+    sqlite: &'static [&'static str],
+    postgres: &'static [&'static str],
+}
+
+impl Migration {
+    fn statements(&self, backend: Backend) -> &'static [&'static str] {
+        match backend {
+            Backend::Sqlite => self.sqlite,
+            Backend::Postgres => self.postgres,
+        }
+    }
+}
+
+/// Every migration, oldest first; versions count up from 1 without gaps. Never edit one that
+/// was released: add the next.
+const MIGRATIONS: [Migration; 1] = [Migration {
+    version: 1,
+    name: "the control plane's tables of the vault before versioned migrations",
+    sqlite: &V1_SQLITE,
+    postgres: &V1_POSTGRES,
+}];
+
+/// Migration 1, SQLite.
+const V1_SQLITE: [&str; 15] = [
+    "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS policies (machine TEXT PRIMARY KEY, policy TEXT NOT NULL, updated TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, machine TEXT NOT NULL, kind TEXT NOT NULL, \
+     state TEXT NOT NULL, start TEXT NOT NULL, \"end\" TEXT, bytes INTEGER NOT NULL DEFAULT 0, files INTEGER NOT NULL DEFAULT 0, \
+     errors TEXT NOT NULL DEFAULT '[]', heartbeat INTEGER NOT NULL)",
+    // Import jobs (db::import_jobs). `tracking` is unique across all jobs (NULLs do not
+    // collide); `disk_key` is sealed under the vault's escrow key; `disks` and `errors` are JSON.
+    "CREATE TABLE IF NOT EXISTS import_jobs (name TEXT PRIMARY KEY, machine TEXT NOT NULL, \
+     container TEXT NOT NULL, state TEXT NOT NULL, created INTEGER NOT NULL, deadline INTEGER NOT NULL, carrier TEXT, \
+     tracking TEXT UNIQUE, return_address TEXT, disk_key TEXT NOT NULL, set_id TEXT, manifest_digest TEXT, \
+     disks TEXT NOT NULL, recovery_point TEXT, receipt TEXT, errors TEXT NOT NULL, cleaned INTEGER NOT NULL DEFAULT 0, \
+     updated INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in INTEGER NOT NULL, objects_in INTEGER NOT NULL, \
+     bytes_out INTEGER NOT NULL, objects_out INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, actor TEXT NOT NULL, \
+     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
+    DEVICE_JOBS,
+    JOB_TOTALS,
+    STORAGE_SAMPLES,
+    STORAGE_SAMPLES_INDEX,
+    SESSIONS,
+    ALERTS_SENT,
+    USER_PASSWORDS,
+];
+
+/// Migration 1, PostgreSQL.
+const V1_POSTGRES: [&str; 15] = [
+    "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS registrations (secret_hash TEXT PRIMARY KEY, expires BIGINT NOT NULL, used BIGINT NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS policies (machine TEXT PRIMARY KEY, policy TEXT NOT NULL, updated TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS jobs (id BIGSERIAL PRIMARY KEY, machine TEXT NOT NULL, kind TEXT NOT NULL, \
+     state TEXT NOT NULL, start TEXT NOT NULL, \"end\" TEXT, bytes BIGINT NOT NULL DEFAULT 0, files BIGINT NOT NULL DEFAULT 0, \
+     errors TEXT NOT NULL DEFAULT '[]', heartbeat BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS import_jobs (name TEXT PRIMARY KEY, machine TEXT NOT NULL, \
+     container TEXT NOT NULL, state TEXT NOT NULL, created BIGINT NOT NULL, deadline BIGINT NOT NULL, carrier TEXT, \
+     tracking TEXT UNIQUE, return_address TEXT, disk_key TEXT NOT NULL, set_id TEXT, manifest_digest TEXT, \
+     disks TEXT NOT NULL, recovery_point TEXT, receipt TEXT, errors TEXT NOT NULL, cleaned BIGINT NOT NULL DEFAULT 0, \
+     updated BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS traffic (machine TEXT PRIMARY KEY, bytes_in BIGINT NOT NULL, objects_in BIGINT NOT NULL, \
+     bytes_out BIGINT NOT NULL, objects_out BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL, actor TEXT NOT NULL, \
+     action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
+    DEVICE_JOBS,
+    JOB_TOTALS,
+    STORAGE_SAMPLES,
+    STORAGE_SAMPLES_INDEX,
+    SESSIONS,
+    ALERTS_SENT,
+    USER_PASSWORDS,
+];
+
+// Tables whose definition is the same on both databases (no autoincrement, BIGINT only).
+
+/// What a device job (an import job whose disks are the vault's seed devices) adds
+/// (db::device_jobs). `unlock_expires` is 0 until a device is prepared.
+const DEVICE_JOBS: &str = "CREATE TABLE IF NOT EXISTS device_jobs (name TEXT PRIMARY KEY, device_type TEXT NOT NULL, \
+     capacity BIGINT NOT NULL, unlock_expires BIGINT NOT NULL DEFAULT 0)";
+/// What a backup job's end reported: the size of the data it covered (its machine's protected
+/// size then) and the recovery point it made.
+const JOB_TOTALS: &str = "CREATE TABLE IF NOT EXISTS job_totals (job BIGINT PRIMARY KEY, total_bytes BIGINT NOT NULL, \
+     recovery_point TEXT, tags TEXT NOT NULL DEFAULT '[]')";
+/// What each machine stores and protects, sampled by the vault (db::samples).
+const STORAGE_SAMPLES: &str = "CREATE TABLE IF NOT EXISTS storage_samples (time BIGINT NOT NULL, machine TEXT NOT NULL, \
+     stored_bytes BIGINT NOT NULL, stored_objects BIGINT NOT NULL, protected_bytes BIGINT NOT NULL)";
+const STORAGE_SAMPLES_INDEX: &str = "CREATE INDEX IF NOT EXISTS storage_samples_by_machine ON storage_samples (machine, time)";
+/// Dashboard logins: the session cookie's hash, its user, expiry and CSRF token (db::users).
+const SESSIONS: &str = "CREATE TABLE IF NOT EXISTS sessions (id_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, \
+     expires BIGINT NOT NULL, csrf TEXT NOT NULL)";
+/// Users' dashboard passwords: Argon2id hashes (db::users).
+const USER_PASSWORDS: &str = "CREATE TABLE IF NOT EXISTS user_passwords (name TEXT PRIMARY KEY, salt TEXT NOT NULL, \
+     hash TEXT NOT NULL)";
+/// Alerts sent by webhook or e-mail, by key (db::alerts_sent): each is sent once.
+const ALERTS_SENT: &str = "CREATE TABLE IF NOT EXISTS alerts_sent (key TEXT PRIMARY KEY, time BIGINT NOT NULL)";
+
+/// The record of applied migrations (the same on both databases).
+const MIGRATIONS_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied BIGINT NOT NULL)";
+
+/// The database's schema version: the newest migration applied (0: none).
+const CURRENT: &str = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
+
+/// A fixed key for PostgreSQL's advisory lock around migrations (any 64-bit number that no
+/// other program on the database uses; this one is "ferry" in ASCII).
+const SCHEMA_LOCK: i64 = 0x0066_6572_7279;
+
+/// The newest schema version this vault knows.
+pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Applies the migrations `pool`'s database lacks, one transaction each. Safe when several
+/// vault servers open one PostgreSQL database at once.
+pub(super) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<()> {
+    loop {
+        let mut tx = pool.begin().await?;
+        if backend == Backend::Postgres {
+            // Two servers starting at once would race in CREATE TABLE IF NOT EXISTS (both see
+            // no table, one fails on the catalog's unique index) and in applying a step. A
+            // transaction-scoped advisory lock makes them take turns; DDL is transactional in
+            // PostgreSQL, so the second sees the first one's tables and versions. (SQLite
+            // serialises writers itself.)
+            // The lock function returns `void`, which the Any driver cannot decode: wrap it.
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS schema_lock").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
+        }
+        sqlx::query(MIGRATIONS_TABLE).execute(&mut *tx).await?;
+        let current: i64 = sqlx::query(CURRENT).fetch_one(&mut *tx).await?.get(0);
+        if current > LATEST {
+            bail!("the database's schema is version {current}, newer than this vault's ({LATEST}): run a newer ferry");
+        }
+        let Some(step) = MIGRATIONS.iter().find(|m| m.version == current + 1) else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        for stmt in step.statements(backend) {
+            sqlx::query(stmt).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied) VALUES ($1, $2, $3)")
+            .bind(step.version)
+            .bind(step.name)
+            .bind(chrono::Utc::now().timestamp())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+}
+
+/// The database's schema version (0: no migration applied).
+#[cfg(test)]
+pub(crate) async fn version(pool: &AnyPool) -> Result<i64> {
+    Ok(sqlx::query(CURRENT).fetch_one(pool).await?.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_up_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "{}", m.name);
+            assert_eq!(m.sqlite.len(), m.postgres.len(), "{}", m.name);
+        }
+    }
+}
