@@ -78,7 +78,12 @@ impl Error {
     /// The first error of type `T` in this error's chain, e.g. the [`Locked`] holder or the
     /// [`ferry_store::StoreError`] (is it transient?).
     pub fn find<T: std::error::Error + 'static>(&self) -> Option<&T> {
-        self.detail().0.chain().find_map(|e| e.downcast_ref::<T>())
+        self.chain().find_map(|e| e.downcast_ref::<T>())
+    }
+
+    /// This error and its causes, outermost first.
+    pub(crate) fn chain(&self) -> anyhow::Chain<'_> {
+        self.detail().0.chain()
     }
 
     fn detail(&self) -> &Detail {

@@ -81,7 +81,7 @@ fn read_config(store: &dyn Store) -> Result<Option<Config>> {
 }
 
 fn is_transient(e: &crate::Error) -> bool {
-    e.find::<ferry_store::StoreError>().is_some_and(|s| s.is_transient())
+    e.chain().any(|c| c.downcast_ref::<ferry_store::StoreError>().is_some_and(|s| s.is_transient()))
 }
 
 fn put_key_file(store: &dyn Store, kf: &KeyFile) -> Result<KeyId> {
