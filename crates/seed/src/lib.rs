@@ -69,7 +69,6 @@ pub mod device;
 mod disk;
 mod error;
 mod fsio;
-mod header;
 mod import;
 pub mod journal;
 mod key;
@@ -84,7 +83,7 @@ mod tests;
 pub use device::{
     erase_device, prepare_device, read_device_header, DeviceHeader, DeviceSet, DeviceStore, Erasure, Seal, SealEntry, DEVICE_DIR,
 };
-pub use error::{SeedError, SeedFormatError};
+pub use error::{FormatError, SeedError};
 pub use import::DiskSet;
 pub use key::DiskKey;
 pub use label::{read_label, Label};

@@ -12,8 +12,7 @@ use std::io::{self, Read, Write};
 
 use ferry_crypto::{AeadKey, NONCE_LEN, TAG_LEN};
 
-use crate::error::SeedFormatError;
-use crate::header::{BinaryHeader, BINARY_HEADER_LEN};
+use crate::error::FormatError;
 use crate::{DiskKey, MAX_DISK_BYTES};
 
 /// The first bytes of every object file.
@@ -22,8 +21,6 @@ pub const OBJECT_MAGIC: &[u8; 12] = b"FERRYSEEDOBJ";
 pub const OBJECT_VERSION: u16 = 1;
 /// Length of the header.
 pub const HEADER_LEN: usize = 30;
-const OBJECT_HEADER: BinaryHeader =
-    BinaryHeader { magic: OBJECT_MAGIC, version: OBJECT_VERSION, name: "seed object file", short: "object file" };
 /// Plaintext bytes per frame (all but the last frame are full).
 pub const FRAME_LEN: usize = 1 << 20;
 const LAST_FRAME: u32 = 1 << 31;
@@ -40,23 +37,33 @@ pub struct ObjectHeader {
 impl ObjectHeader {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
-        h[..BINARY_HEADER_LEN].copy_from_slice(&OBJECT_HEADER.encode());
+        h[..12].copy_from_slice(OBJECT_MAGIC);
+        h[12..14].copy_from_slice(&OBJECT_VERSION.to_le_bytes());
         h[14..22].copy_from_slice(&self.file_id);
         h[22..30].copy_from_slice(&self.size.to_le_bytes());
         h
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<ObjectHeader, SeedFormatError> {
+    pub fn decode(bytes: &[u8]) -> Result<ObjectHeader, FormatError> {
         let h: &[u8; HEADER_LEN] = bytes
             .get(..HEADER_LEN)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| SeedFormatError::malformed("truncated: shorter than an object header"))?;
-        OBJECT_HEADER.check(h)?;
+            .ok_or_else(|| FormatError::malformed("truncated: shorter than an object header"))?;
+        if &h[..12] != OBJECT_MAGIC {
+            return Err(FormatError::malformed("not a seed object file (bad magic)"));
+        }
+        let version = u16::from_le_bytes([h[12], h[13]]);
+        if version == 0 {
+            return Err(FormatError::malformed("object file version 0"));
+        }
+        if version > OBJECT_VERSION {
+            return Err(FormatError::NewerVersion(version.into()));
+        }
         let mut file_id = [0u8; 8];
         file_id.copy_from_slice(&h[14..22]);
-        let size = u64::from_le_bytes(h[22..30].try_into().map_err(|_| SeedFormatError::malformed("size"))?);
+        let size = u64::from_le_bytes(h[22..30].try_into().map_err(|_| FormatError::malformed("size"))?);
         if size > MAX_DISK_BYTES {
-            return Err(SeedFormatError::malformed(format!("implausible object size {size}")));
+            return Err(FormatError::malformed(format!("implausible object size {size}")));
         }
         Ok(ObjectHeader { file_id, size })
     }
@@ -183,20 +190,20 @@ pub fn open_stream<R: Read>(
     expected: Option<ObjectHeader>,
     r: &mut R,
     mut out: Option<&mut Vec<u8>>,
-) -> Result<(ObjectHeader, [u8; 32]), SeedFormatError> {
+) -> Result<(ObjectHeader, [u8; 32]), FormatError> {
     let mut hbytes = [0u8; HEADER_LEN];
     read_full(r, &mut hbytes, "truncated: shorter than an object header")?;
     let header = ObjectHeader::decode(&hbytes)?;
     if let Some(want) = expected {
         if header.file_id != want.file_id {
-            return Err(SeedFormatError::malformed(format!(
+            return Err(FormatError::malformed(format!(
                 "the file holds object file {}, not {}: files were swapped or renamed",
                 file_name(&header.file_id),
                 file_name(&want.file_id)
             )));
         }
         if header.size != want.size {
-            return Err(SeedFormatError::malformed(format!("wrong size: {} bytes, expected {}", header.size, want.size)));
+            return Err(FormatError::malformed(format!("wrong size: {} bytes, expected {}", header.size, want.size)));
         }
     }
     let aad = aad(set_id, &hbytes);
@@ -207,7 +214,7 @@ pub fn open_stream<R: Read>(
         frame.resize(frame_len(header.size, index) + TAG_LEN, 0);
         read_full(r, &mut frame, &format!("truncated: ends in frame {index} of {frames}"))?;
         key.open_in_place(&nonce(&header.file_id, index, index + 1 == frames), &aad, &mut frame)
-            .map_err(|_| SeedFormatError::Authentication)?;
+            .map_err(|_| FormatError::Authentication)?;
         hasher.update(&frame);
         if let Some(out) = out.as_deref_mut() {
             out.extend_from_slice(&frame);
@@ -217,18 +224,18 @@ pub fn open_stream<R: Read>(
     loop {
         match r.read(&mut probe) {
             Ok(0) => break,
-            Ok(_) => return Err(SeedFormatError::malformed("bytes after the last frame")),
+            Ok(_) => return Err(FormatError::malformed("bytes after the last frame")),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(SeedFormatError::Read(e.to_string())),
+            Err(e) => return Err(FormatError::Read(e.to_string())),
         }
     }
     Ok((header, *hasher.finalize().as_bytes()))
 }
 
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8], short: &str) -> Result<(), SeedFormatError> {
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8], short: &str) -> Result<(), FormatError> {
     r.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => SeedFormatError::malformed(short),
-        _ => SeedFormatError::Read(e.to_string()),
+        io::ErrorKind::UnexpectedEof => FormatError::malformed(short),
+        _ => FormatError::Read(e.to_string()),
     })
 }
 
@@ -244,7 +251,7 @@ pub fn seal(key: &DiskKey, set_id: &[u8; 16], file_id: [u8; 8], plaintext: &[u8]
 }
 
 /// Opens an object file held in memory (untrusted bytes); see [`open_stream`].
-pub fn open(key: &DiskKey, set_id: &[u8; 16], bytes: &[u8]) -> Result<Vec<u8>, SeedFormatError> {
+pub fn open(key: &DiskKey, set_id: &[u8; 16], bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::new();
     let mut r = bytes;
     open_stream(&key.object_key(set_id), set_id, None, &mut r, Some(&mut out))?;
@@ -313,28 +320,28 @@ mod tests {
         }
         // Truncated at a frame boundary (the last-frame flag is missing), or mid-frame.
         let cut = HEADER_LEN + FRAME_LEN + TAG_LEN;
-        assert!(matches!(open(&key(), &SET, &sealed[..cut]), Err(SeedFormatError::Malformed(_))));
-        assert!(matches!(open(&key(), &SET, &sealed[..cut + 100]), Err(SeedFormatError::Malformed(_))));
+        assert!(matches!(open(&key(), &SET, &sealed[..cut]), Err(FormatError::Malformed(_))));
+        assert!(matches!(open(&key(), &SET, &sealed[..cut + 100]), Err(FormatError::Malformed(_))));
         // Truncated and the size in the header shortened to match: authentication fails.
         let mut short = sealed[..cut].to_vec();
         short[22..30].copy_from_slice(&(FRAME_LEN as u64).to_le_bytes());
-        assert_eq!(open(&key(), &SET, &short), Err(SeedFormatError::Authentication));
+        assert_eq!(open(&key(), &SET, &short), Err(FormatError::Authentication));
         // Frames swapped.
         let mut swapped = sealed.clone();
         let f = FRAME_LEN + TAG_LEN;
         let (a, b) = (sealed[HEADER_LEN..HEADER_LEN + f].to_vec(), sealed[HEADER_LEN + f..HEADER_LEN + 2 * f].to_vec());
         swapped[HEADER_LEN..HEADER_LEN + f].copy_from_slice(&b);
         swapped[HEADER_LEN + f..HEADER_LEN + 2 * f].copy_from_slice(&a);
-        assert_eq!(open(&key(), &SET, &swapped), Err(SeedFormatError::Authentication));
+        assert_eq!(open(&key(), &SET, &swapped), Err(FormatError::Authentication));
         // Trailing bytes, other set, other key, another file's id in the header.
         let mut longer = sealed.clone();
         longer.push(0);
-        assert!(matches!(open(&key(), &SET, &longer), Err(SeedFormatError::Malformed(_))));
-        assert_eq!(open(&key(), &[0; 16], &sealed), Err(SeedFormatError::Authentication));
-        assert_eq!(open(&DiskKey::from_bytes([8; 32]), &SET, &sealed), Err(SeedFormatError::Authentication));
+        assert!(matches!(open(&key(), &SET, &longer), Err(FormatError::Malformed(_))));
+        assert_eq!(open(&key(), &[0; 16], &sealed), Err(FormatError::Authentication));
+        assert_eq!(open(&DiskKey::from_bytes([8; 32]), &SET, &sealed), Err(FormatError::Authentication));
         let mut renamed = sealed.clone();
         renamed[14] ^= 1;
-        assert_eq!(open(&key(), &SET, &renamed), Err(SeedFormatError::Authentication));
+        assert_eq!(open(&key(), &SET, &renamed), Err(FormatError::Authentication));
         // The expected header: a swapped file is named as such.
         let aead = key().object_key(&SET);
         let other = ObjectHeader { file_id: [0; 8], size: data.len() as u64 };

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::SeedFormatError;
+use crate::error::FormatError;
 use crate::label::{check_job, parse_hex};
 use crate::{DiskKey, MAX_DISKS};
 
@@ -143,15 +143,22 @@ impl DeviceHeader {
     }
 
     /// Parses a header file (untrusted bytes). Checks every field's form, not the MAC.
-    pub fn decode(bytes: &[u8]) -> Result<DeviceHeader, SeedFormatError> {
+    pub fn decode(bytes: &[u8]) -> Result<DeviceHeader, FormatError> {
         if bytes.len() as u64 > MAX_DEVICE_HEADER_LEN {
-            return Err(SeedFormatError::malformed("device header too large"));
+            return Err(FormatError::malformed("device header too large"));
         }
-        let json: HeaderJson =
-            serde_json::from_slice(bytes).map_err(|e| SeedFormatError::malformed(format!("not a device header: {e}")))?;
-        crate::header::check_json(&json.magic, json.version, DEVICE_HEADER_MAGIC, DEVICE_HEADER_VERSION)?;
-        let set_id: [u8; 16] = parse_hex(&json.set_id).ok_or_else(|| SeedFormatError::malformed("set_id is not 32 hex digits"))?;
-        let mac: [u8; 32] = parse_hex(&json.mac).ok_or_else(|| SeedFormatError::malformed("mac is not 64 hex digits"))?;
+        let json: HeaderJson = serde_json::from_slice(bytes).map_err(|e| FormatError::malformed(format!("not a device header: {e}")))?;
+        if json.magic != DEVICE_HEADER_MAGIC {
+            return Err(FormatError::malformed(format!("magic {:?} is not {DEVICE_HEADER_MAGIC:?}", json.magic)));
+        }
+        if json.version == 0 {
+            return Err(FormatError::malformed("version 0"));
+        }
+        if json.version > DEVICE_HEADER_VERSION {
+            return Err(FormatError::NewerVersion(json.version));
+        }
+        let set_id: [u8; 16] = parse_hex(&json.set_id).ok_or_else(|| FormatError::malformed("set_id is not 32 hex digits"))?;
+        let mac: [u8; 32] = parse_hex(&json.mac).ok_or_else(|| FormatError::malformed("mac is not 64 hex digits"))?;
         let header = DeviceHeader {
             job: json.job,
             machine: json.machine,
@@ -163,7 +170,7 @@ impl DeviceHeader {
             prepared: json.prepared,
             mac,
         };
-        header.check().map_err(SeedFormatError::Malformed)?;
+        header.check().map_err(FormatError::Malformed)?;
         Ok(header)
     }
 
@@ -284,10 +291,10 @@ mod tests {
             String::new(),
         ];
         for bad in cases {
-            assert!(matches!(DeviceHeader::decode(bad.as_bytes()), Err(SeedFormatError::Malformed(_))), "{bad}");
+            assert!(matches!(DeviceHeader::decode(bad.as_bytes()), Err(FormatError::Malformed(_))), "{bad}");
         }
         let newer = good.replace("\"version\": 1", "\"version\": 2");
-        assert_eq!(DeviceHeader::decode(newer.as_bytes()), Err(SeedFormatError::NewerVersion(2)));
+        assert_eq!(DeviceHeader::decode(newer.as_bytes()), Err(FormatError::NewerVersion(2)));
         // An empty machine name and an unstated capacity are valid.
         let h = DeviceHeader::new(&key(), "j", "m", "", [1; 16], 10, "disk", 0, "2026-12-01T10:00:00+01:00");
         assert_eq!(DeviceHeader::decode(&h.encode()).unwrap(), h);
