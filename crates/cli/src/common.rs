@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ferry_api::JobUpdate;
 use ferry_repo::{Progress, Repository};
 
 use crate::cli::Global;
@@ -105,7 +106,8 @@ pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> 
 /// effort: a vault that cannot take the report never fails the backup itself.
 pub struct Job {
     client: ferry_store::VaultClient,
-    path: String,
+    machine: String,
+    id: i64,
     stop: Arc<AtomicBool>,
     beat: Option<std::thread::JoinHandle<()>>,
 }
@@ -118,19 +120,18 @@ impl Job {
         }
         let reg = Registration::load_for(g).ok().flatten()?;
         let client = ferry_store::VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token).ok()?;
-        let opened = client.post_json(&format!("/v1/machines/{}/jobs", reg.machine), &serde_json::json!({"kind": kind}));
-        let id = match opened.map(|v| v["id"].as_i64()) {
-            Ok(Some(id)) => id,
-            Ok(None) | Err(_) => {
+        let id = match client.open_job(&reg.machine, kind) {
+            Ok(opened) => opened.id,
+            Err(_) => {
                 tracing::warn!("the vault did not open a {kind} job; going on without reporting");
                 return None;
             }
         };
-        let path = format!("/v1/machines/{}/jobs/{id}", reg.machine);
+        let machine = reg.machine;
         let stop = Arc::new(AtomicBool::new(false));
         let every = std::env::var("FERRY_JOB_HEARTBEAT_S").ok().and_then(|v| v.parse().ok()).unwrap_or(10u64);
         let beat = {
-            let (client, path, stop) = (client.clone(), path.clone(), stop.clone());
+            let (client, machine, stop) = (client.clone(), machine.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut waited = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -138,32 +139,39 @@ impl Job {
                     waited += 100;
                     if waited >= every * 1000 {
                         waited = 0;
-                        let _ = client.post_json(&path, &serde_json::json!({"state": "running"}));
+                        let _ = client.report_job(&machine, id, &JobUpdate { state: "running".into(), ..Default::default() });
                     }
                 }
             })
         };
-        Some(Job { client, path, stop, beat: Some(beat) })
+        Some(Job { client, machine, id, stop, beat: Some(beat) })
     }
 
     /// Closes the job: `state` is completed, completed-with-errors or failed.
     pub fn finish(self, state: &str, bytes: u64, files: u64, errors: Vec<String>) {
-        self.close(serde_json::json!({"state": state, "bytes": bytes, "files": files, "errors": errors}))
+        self.close(JobUpdate { state: state.into(), bytes, files, errors, ..Default::default() })
     }
 
     /// Closes a backup's job, with the size of the data it covers (the protected size the
     /// vault's dashboard shows) and the recovery point it made.
     pub fn finish_backup(self, state: &str, errors: Vec<String>, end: BackupEnd<'_>) {
-        self.close(serde_json::json!({"state": state, "bytes": end.bytes_added, "files": end.files, "errors": errors,
-                                      "total_bytes": end.total_bytes, "recovery_point": end.recovery_point, "tags": end.tags}))
+        self.close(JobUpdate {
+            state: state.into(),
+            bytes: end.bytes_added,
+            files: end.files,
+            errors,
+            total_bytes: Some(end.total_bytes),
+            recovery_point: Some(end.recovery_point.into()),
+            tags: end.tags.to_vec(),
+        })
     }
 
-    fn close(mut self, body: serde_json::Value) {
+    fn close(mut self, report: JobUpdate) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(b) = self.beat.take() {
             let _ = b.join();
         }
-        if let Err(e) = self.client.post_json(&self.path, &body) {
+        if let Err(e) = self.client.report_job(&self.machine, self.id, &report) {
             tracing::warn!("could not report the job's end to the vault: {e}");
         }
     }
@@ -200,7 +208,7 @@ pub fn admin_client_and_pin(g: &Global) -> Result<(ferry_store::VaultClient, Str
         (None, None) => bail!("which vault? pass --vault URL or set FERRY_VAULT"),
     };
     let pin = match (&g.vault_cert, &registered) {
-        (Some(c), _) => ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(c)?),
+        (Some(c), _) => ferry_store::cert_file_fingerprint(c)?,
         (None, Some(r)) if r.vault == url => r.cert_sha256.clone(),
         _ => bail!("the vault's certificate is needed to trust it: pass --vault-cert FILE or set FERRY_VAULT_CERT"),
     };
@@ -244,14 +252,14 @@ impl Registration {
             r.vault = url.clone();
         }
         if let Some(cert) = &g.vault_cert {
-            r.cert_sha256 = ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(cert)?);
+            r.cert_sha256 = ferry_store::cert_file_fingerprint(cert)?;
         }
         Ok(Some(r))
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        ferry_vault::tls::write_private(&dir.join(Self::FILE), &serde_json::to_vec_pretty(self)?)
+        Ok(ferry_store::write_private(&dir.join(Self::FILE), &serde_json::to_vec_pretty(self)?)?)
     }
 
     pub fn store(&self) -> Result<std::sync::Arc<dyn ferry_store::Store>> {
@@ -328,6 +336,17 @@ impl Drop for ProgressDisplay {
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// Prints the vault's answer as pretty JSON on stdout, its fields in name order (as the vault
+/// sends them and `--json` has always shown them).
+pub fn print_answer<T: serde::Serialize>(v: &T) -> Result<()> {
+    print_json(&serde_json::to_value(v)?)
+}
+
+/// A text field for a human, `-` when it is missing.
+pub fn text(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
 }
 
 /// Human-readable size.

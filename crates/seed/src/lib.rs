@@ -87,7 +87,7 @@ pub use error::{FormatError, SeedError};
 pub use import::DiskSet;
 pub use key::DiskKey;
 pub use label::{read_label, Label};
-pub use manifest::{seed_digest, Manifest, ManifestEntry};
+pub use manifest::{Manifest, ManifestEntry};
 pub use plan::disks_needed;
 pub use prepare::{prepare, DiskSummary, DiskTarget, PrepareOptions, PrepareOutcome, SetSummary, SourceObject};
 

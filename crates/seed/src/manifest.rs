@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 
+use ferry_api::seed_digest;
 use ferry_crypto::{NONCE_LEN, TAG_LEN};
 use serde::{Deserialize, Serialize};
 
@@ -176,21 +177,6 @@ fn aad(set_id: &[u8; 16]) -> [u8; HEADER_LEN + 16] {
     a[..HEADER_LEN].copy_from_slice(&header());
     a[HEADER_LEN..].copy_from_slice(set_id);
     a
-}
-
-/// The digest of a seed's objects, in any order:
-/// `BLAKE3-derive-mode("ferry seed digest v1", for each (key, hash) sorted by key: u32le(len(key)) || key || hash)`.
-/// The agent computes it over its staging location to check the vault's ingest receipt.
-pub fn seed_digest<'a>(items: impl IntoIterator<Item = (&'a str, &'a [u8; 32])>) -> [u8; 32] {
-    let mut items: Vec<(&str, &[u8; 32])> = items.into_iter().collect();
-    items.sort_unstable();
-    let mut h = blake3::Hasher::new_derive_key("ferry seed digest v1");
-    for (key, hash) in items {
-        h.update(&(key.len() as u32).to_le_bytes());
-        h.update(key.as_bytes());
-        h.update(hash);
-    }
-    *h.finalize().as_bytes()
 }
 
 #[cfg(test)]

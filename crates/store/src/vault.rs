@@ -16,13 +16,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::backend::block_on;
+use crate::credentials::cert_fingerprint;
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::store::{ObjectInfo, Store};
-
-/// SHA-256 of a certificate's DER bytes, hex.
-pub fn cert_fingerprint(cert: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert))
-}
 
 /// Accepts exactly one certificate, named by its fingerprint; handshake signatures are still
 /// verified, so only the holder of that certificate's key gets through.
@@ -117,7 +113,7 @@ impl VaultClient {
         &self.base
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, format!("{}{path}", self.base));
         if self.token.is_empty() {
             r
@@ -127,7 +123,7 @@ impl VaultClient {
     }
 
     /// Sends a request and returns the body of a 2xx answer, or the vault's error.
-    fn send(&self, op: &'static str, key: &str, req: reqwest::RequestBuilder) -> Result<Bytes> {
+    pub(crate) fn send(&self, op: &'static str, key: &str, req: reqwest::RequestBuilder) -> Result<Bytes> {
         block_on(async {
             let resp = req.send().await.map_err(|e| StoreError::transient(op, key, format!("vault unreachable: {}", without_url(e))))?;
             let status = resp.status();

@@ -15,12 +15,13 @@ use askama::Template;
 use axum::extract::{Form, Path, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use ferry_api::ImportJob;
 use serde::Deserialize;
 use sqlx::Row;
 
 use crate::alerts::{self, ago, jobs_of, span, unix, Alert, JobInfo, DEADLINE_WARN_S};
 use crate::db::{token_hash, Db, Principal};
-use crate::imports::{rfc3339, ImportJob};
+use crate::imports::rfc3339;
 use crate::samples::Sample;
 use crate::{Role, State};
 

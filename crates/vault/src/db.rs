@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use ferry_api::JobUpdate;
 use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::AnyPool;
@@ -545,28 +546,6 @@ fn now_rfc3339() -> String {
 
 fn rfc3339(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// What an agent reports about a job.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct JobUpdate {
-    /// running | completed | completed-with-errors | failed
-    pub state: String,
-    #[serde(default)]
-    pub bytes: u64,
-    #[serde(default)]
-    pub files: u64,
-    #[serde(default)]
-    pub errors: Vec<String>,
-    /// A backup's end: the size of the data it covers (the machine's protected size).
-    #[serde(default)]
-    pub total_bytes: Option<u64>,
-    /// A backup's end: the recovery point it made (hex).
-    #[serde(default)]
-    pub recovery_point: Option<String>,
-    /// A backup's end: the recovery point's tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
 }
 
 /// Test harness shared by the vault's database tests: one body run on a fresh SQLite file and,

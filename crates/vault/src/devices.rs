@@ -16,11 +16,11 @@
 //! "shipped"), never moved back. Every erasure is written to the `audit` table.
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use ferry_api::{AuditEntry, DiskRecord, DiskSetReport, ImportJob, JobState};
 use sqlx::Row;
 
 use crate::db::Db;
-use crate::imports::{DiskRecord, DiskSet, ImportJob, JobState, Refusal};
+use crate::imports::Refusal;
 
 /// What a device of type `disk` holds by default (Azure Data Box Disk: 7.2 TB).
 pub const DISK_CAPACITY: u64 = 7_200_000_000_000;
@@ -57,22 +57,6 @@ pub fn logistics_from(to: JobState) -> Option<&'static [JobState]> {
         JobState::Returning => &[JobState::ShippedToCustomer, JobState::Delivered, JobState::InUse, JobState::Returning],
         _ => return None,
     })
-}
-
-/// One line of the vault's audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub id: i64,
-    /// RFC 3339.
-    pub time: String,
-    /// Who: `user NAME` or `machine NAME`.
-    pub actor: String,
-    /// What, e.g. `device-erased`, `device-prepared`, `device-status`.
-    pub action: String,
-    /// The job (or other object) it concerns.
-    pub target: String,
-    /// Details (JSON text).
-    pub detail: String,
 }
 
 /// Attempts at a guarded change of a job's disk records before giving up.
@@ -291,7 +275,7 @@ impl Db {
 
     /// The machine sealed its devices: records the set's manifest digest and each device's
     /// size; the job stays `in-use` until the owner sends the devices back.
-    pub async fn device_sealed(&self, name: &str, set: &DiskSet) -> Result<std::result::Result<ImportJob, Refusal>> {
+    pub async fn device_sealed(&self, name: &str, set: &DiskSetReport) -> Result<std::result::Result<ImportJob, Refusal>> {
         for _ in 0..RETRIES {
             let job = match self.device_job(name).await? {
                 Ok(j) => j,
@@ -439,9 +423,10 @@ mod tests {
         let disks: Vec<DiskRecord> = (1..=2)
             .map(|id| DiskRecord { id, state: "sealed".into(), bytes: 10 * id as u64, objects: 2, copied: 0, skipped: 0, errors: vec![] })
             .collect();
-        let wrong_set = DiskSet { set_id: "f".repeat(32), manifest_digest: Some("d".repeat(64)), disks: disks.clone(), complete: true };
+        let wrong_set =
+            DiskSetReport { set_id: "f".repeat(32), manifest_digest: Some("d".repeat(64)), disks: disks.clone(), complete: true };
         assert!(db.device_sealed(&job, &wrong_set).await.unwrap().is_err(), "another set");
-        let set = DiskSet { set_id: set1.clone(), manifest_digest: Some("d".repeat(64)), disks, complete: true };
+        let set = DiskSetReport { set_id: set1.clone(), manifest_digest: Some("d".repeat(64)), disks, complete: true };
         let j = db.device_sealed(&job, &set).await.unwrap().unwrap();
         assert_eq!(
             (j.manifest_digest.as_deref(), j.disks[1].bytes, j.disks[1].state.as_str()),

@@ -32,7 +32,7 @@ use ferry_format::{PackId, RecoveryPointId};
 use ferry_store::Store;
 use serde::Serialize;
 
-use crate::Keep;
+use ferry_api::Keep;
 
 /// Where soft-deleted recovery points are kept, under a machine's repository.
 pub const SOFT_DELETED: &str = "deleted/recovery-points/";

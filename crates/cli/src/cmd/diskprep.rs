@@ -5,6 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use ferry_api::{DiskRecord, DiskSetReport, SiteImportJob};
 use ferry_seed::{DiskKey, DiskTarget, PrepareOptions, PrepareOutcome, SourceObject};
 
 use super::import_job::{self, SeedFile};
@@ -69,12 +70,11 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
         bail!("import job {job} was ingested and cleaned up: nothing to prepare");
     }
     let client = import_job::client(g)?;
-    let key_hex = client.get_json(&format!("/v1/import-jobs/{job}/disk-key"))?;
-    let key = DiskKey::from_hex(key_hex["disk_key"].as_str().unwrap_or_default()).context("the vault sent a malformed disk key")?;
+    let key = DiskKey::from_hex(&client.disk_key(&job)?).context("the vault sent a malformed disk key")?;
     let staging = ferry_store::open(&a.staging.to_string_lossy())?;
     let objects: Vec<SourceObject> = import_job::staging_objects(staging.as_ref())?
         .into_iter()
-        .map(|(key, size)| SourceObject { phase: ferry_vault::ingest::commit_phase(&key), key, size })
+        .map(|(key, size)| SourceObject { phase: ferry_api::commit_phase(&key), key, size })
         .collect();
     if !objects.iter().any(|o| o.key.starts_with("recovery-points/")) {
         bail!(
@@ -148,8 +148,8 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
             "import_job": job,
             "set_id": hex::encode(summary.set_id),
             "disks": summary.disks.iter().map(|d| serde_json::json!({"id": d.number, "path": d.path, "objects": d.objects, "bytes": d.bytes})).collect::<Vec<_>>(),
-            "state": j["state"],
-            "shipping_address": j["shipping_address"],
+            "state": j.job.state,
+            "shipping_address": j.shipping_address,
         }))?;
     } else {
         println!("import job {job}: {} disks prepared and verified", summary.disks.len());
@@ -163,25 +163,36 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
                 common::size(d.bytes)
             );
         }
-        match j["shipping_address"].as_str() {
+        match &j.shipping_address {
             Some(addr) => println!("ship the disks to: {addr}"),
             None => println!("ship the disks to the vault's site (the vault has no shipping address set: ask its operator)"),
         }
         println!(
             "then record the shipment: ferry import-job ship {job} --carrier CARRIER --tracking NUMBER (by {})",
-            j["deadline"].as_str().unwrap_or("the deadline")
+            j.job.deadline.as_deref().unwrap_or("the deadline")
         );
     }
     Ok(Outcome::Success)
 }
 
 /// Tells the vault what the disks hold; a digest marks the set complete.
-fn record(client: &ferry_store::VaultClient, job: &str, s: &ferry_seed::SetSummary, digest: Option<&str>) -> Result<serde_json::Value> {
-    let disks: Vec<_> =
-        s.disks.iter().map(|d| serde_json::json!({"id": d.number, "state": "prepared", "bytes": d.bytes, "objects": d.objects})).collect();
-    let body =
-        serde_json::json!({"set_id": hex::encode(s.set_id), "manifest_digest": digest, "disks": disks, "complete": digest.is_some()});
-    Ok(client.post_json(&format!("/v1/import-jobs/{job}/disks"), &body)?)
+fn record(client: &ferry_store::VaultClient, job: &str, s: &ferry_seed::SetSummary, digest: Option<&str>) -> Result<SiteImportJob> {
+    let disks = s
+        .disks
+        .iter()
+        .map(|d| DiskRecord {
+            id: d.number,
+            state: "prepared".into(),
+            bytes: d.bytes,
+            objects: d.objects,
+            copied: 0,
+            skipped: 0,
+            errors: vec![],
+        })
+        .collect();
+    let set =
+        DiskSetReport { set_id: hex::encode(s.set_id), manifest_digest: digest.map(str::to_string), disks, complete: digest.is_some() };
+    Ok(client.record_disks(job, &set)?)
 }
 
 #[cfg(test)]

@@ -65,10 +65,10 @@ struct WireEntry {
 }
 
 impl Seal {
-    /// The seed digest of the entries ([`seed_digest`](crate::seed_digest), the function disk
+    /// The seed digest of the entries ([`seed_digest`](ferry_api::seed_digest), the function disk
     /// manifests use): what the vault's ingest receipt signs.
     pub fn digest(&self) -> [u8; 32] {
-        crate::seed_digest(self.entries.iter().map(|e| (e.key.as_str(), &e.hash)))
+        ferry_api::seed_digest(self.entries.iter().map(|e| (e.key.as_str(), &e.hash)))
     }
 
     /// The seal file's bytes for device `device_number`, sealed under `key` (entries are
