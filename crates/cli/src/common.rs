@@ -92,7 +92,7 @@ pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> 
     if let Some(name) = &g.machine {
         // Another machine's repository, with a user's token.
         let client = admin_client(g)?;
-        let id = crate::cmd::machine_id(&client, name)?;
+        let id = machine_id(&client, name)?;
         return Ok(ferry_store::open_vault(client, &id)?);
     }
     match Registration::load_for(g)? {
@@ -217,6 +217,16 @@ pub fn admin_client_and_pin(g: &Global) -> Result<(ferry_store::VaultClient, Str
 
 pub fn admin_client(g: &Global) -> Result<ferry_store::VaultClient> {
     admin_client_and_pin(g).map(|(c, _)| c)
+}
+
+/// A machine's ID from its name.
+pub fn machine_id(client: &ferry_store::VaultClient, name: &str) -> Result<String> {
+    client
+        .machines()?
+        .into_iter()
+        .find(|m| m.name == name)
+        .map(|m| m.id)
+        .with_context(|| format!("the vault has no machine named {name:?} (`ferry vault machines` lists them)"))
 }
 
 pub fn config_dir(g: &Global) -> PathBuf {
@@ -349,6 +359,65 @@ pub fn text(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("-")
 }
 
+/// The vault as the seeding commands reach it: with `--token-file`, as that user; otherwise as
+/// this registered machine.
+pub fn seeding_client(g: &Global) -> Result<ferry_store::VaultClient> {
+    if g.token_file.is_some() {
+        return admin_client(g);
+    }
+    match Registration::load_for(g)? {
+        Some(r) => Ok(ferry_store::VaultClient::new(&r.vault, &r.cert_sha256, &r.token)?),
+        None => {
+            bail!("this machine is not registered with a vault: run `ferry register`, or pass --token-file (and --vault) as a vault user")
+        }
+    }
+}
+
+/// The lines of a job's disks (or devices: `unit`, padded to 6), its seeded recovery point and
+/// its errors, for `show` and `device status`.
+pub fn disks_and_outcome(s: &mut String, j: &ferry_api::ImportJob, unit: &str) {
+    for d in &j.disks {
+        s.push_str(&format!("  {unit}{}:   {}, {} objects, {}", d.id, d.state, d.objects, size(d.bytes)));
+        if d.copied + d.skipped > 0 {
+            s.push_str(&format!(", {} copied, {} there already", d.copied, d.skipped));
+        }
+        s.push('\n');
+        for e in &d.errors {
+            s.push_str(&format!("      error: {e}\n"));
+        }
+    }
+    if let Some(rp) = &j.recovery_point {
+        s.push_str(&format!("  seeded recovery point: {rp}\n"));
+    }
+    for e in &j.errors {
+        s.push_str(&format!("  error: {e}\n"));
+    }
+}
+
+/// A size given on the command line: `500GiB`, `2TB`, `1048576`: decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB) units.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "m" | "mb" => 1000u64.pow(2),
+        "g" | "gb" => 1000u64.pow(3),
+        "t" | "tb" => 1000u64.pow(4),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
+}
+// Written here rather than taken from a crate: the accepted forms (decimal and binary units,
+// case-insensitive, fractions, a bare byte count) are part of the command line's contract, and
+// the crates that parse sizes each accept a different set.
+
 /// Human-readable size.
 pub fn size(n: u64) -> String {
     const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -362,5 +431,19 @@ pub fn size(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.2} {}", U[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500GiB"), Some(500 << 30));
+        assert_eq!(parse_size("2TB"), Some(2_000_000_000_000));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("1.5MiB"), Some(3 << 19));
+        assert_eq!(parse_size("12 parsecs"), None);
     }
 }

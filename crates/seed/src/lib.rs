@@ -68,6 +68,7 @@
 pub mod device;
 mod disk;
 mod error;
+mod estimate;
 mod fsio;
 mod import;
 pub mod journal;
@@ -77,6 +78,7 @@ pub mod manifest;
 pub mod object;
 mod plan;
 mod prepare;
+mod staging;
 #[cfg(test)]
 mod tests;
 
@@ -84,12 +86,14 @@ pub use device::{
     erase_device, prepare_device, read_device_header, DeviceHeader, DeviceSet, DeviceStore, Erasure, Seal, SealEntry, DEVICE_DIR,
 };
 pub use error::{FormatError, SeedError};
+pub use estimate::{fit, sample, total_size, Fit, Sample};
 pub use import::DiskSet;
 pub use key::DiskKey;
 pub use label::{read_label, Label};
 pub use manifest::{Manifest, ManifestEntry};
 pub use plan::disks_needed;
 pub use prepare::{prepare, DiskSummary, DiskTarget, PrepareOptions, PrepareOutcome, SetSummary, SourceObject};
+pub use staging::{empty_staging, staging_digest, staging_objects, SeedFile, SEED_PREFIXES};
 
 /// Most disks in one import job (the seed documents' limit).
 pub const MAX_DISKS: u32 = 10;

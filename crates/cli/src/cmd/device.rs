@@ -18,7 +18,6 @@ use ferry_seed::{DeviceHeader, DeviceSet, DeviceStore, DiskKey};
 use ferry_store::{Store, VaultClient};
 
 use super::import::{self, CopyPlan, SeedItem};
-use super::import_job;
 use crate::cli::{DeviceCommand, Global};
 use crate::common::{self, text, Registration};
 use crate::Outcome;
@@ -42,7 +41,7 @@ pub fn run(g: &Global, c: &DeviceCommand) -> Result<Outcome> {
 fn order(g: &Global, machine: &str, device_type: &str, capacity: Option<&str>, container: &Option<String>) -> Result<Outcome> {
     let client = common::admin_client(g).context("ordering a seed device needs a vault user's token (owner or contributor)")?;
     let capacity = match capacity {
-        Some(c) => Some(super::diskprep::parse_size(c).with_context(|| format!("--capacity {c:?}: give a size like 2TB or 500GiB"))?),
+        Some(c) => Some(common::parse_size(c).with_context(|| format!("--capacity {c:?}: give a size like 2TB or 500GiB"))?),
         None => None,
     };
     let order = DeviceOrderRequest { machine: machine.into(), device_type: device_type.into(), capacity, container: container.clone() };
@@ -135,7 +134,7 @@ fn prepare(g: &Global, job: &str, path: &Path, unlock_out: &Path) -> Result<Outc
 }
 
 fn status(g: &Global, job: Option<&str>, set: Option<&str>, carrier: &Option<String>, tracking: &Option<String>) -> Result<Outcome> {
-    let client = import_job::client(g)?;
+    let client = common::seeding_client(g)?;
     match (job, set) {
         (Some(job), Some(state)) => {
             let state = JobState::parse(state)
@@ -208,7 +207,7 @@ fn details(j: &ImportJob, audit: &[AuditEntry]) -> String {
     if let Some(t) = &j.tracking {
         s.push_str(&format!("  shipping:   {} tracking {t}\n", text(&j.carrier)));
     }
-    import_job::disks_and_outcome(&mut s, j, "device");
+    common::disks_and_outcome(&mut s, j, "device");
     for a in audit {
         s.push_str(&format!("  {} {} {} {}\n", a.time, a.actor, a.action, a.detail));
     }
@@ -312,31 +311,10 @@ fn record_earlier_seal(
     Ok(None)
 }
 
-/// Refuses, before anything is written, data that would not fit in `usable` bytes. Sources on
-/// file systems that hold less than `usable` in all fit without a look (a file system mounted
-/// inside a source is not counted: if the devices fill up anyway, the backup stops with an error
-/// saying what to do, and resumes); otherwise their files are summed, and only data larger than
-/// the devices is sampled for compressibility.
+/// Refuses, before anything is written, data that would not fit in `usable` bytes
+/// ([`ferry_seed::fit`]).
 fn check_fits(sources: &[PathBuf], usable: u64, job: &str) -> Result<()> {
-    let fs_used = |p: &Path| -> Option<u64> {
-        let st = rustix::fs::statvfs(p).ok()?;
-        Some(st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize))
-    };
-    let bound: Option<u64> = sources.iter().map(|p| fs_used(p)).sum();
-    if bound.is_some_and(|b| b.saturating_add(b / 100) <= usable) {
-        return Ok(());
-    }
-    let total: u64 = sources.iter().map(|p| super::plan::total_size(p)).sum::<Result<u64>>()?;
-    if total.saturating_add(total / 100) <= usable {
-        return Ok(());
-    }
-    let mut compressed = 0.0;
-    for p in sources {
-        let (n, ratio, _) = super::plan::sample(p)?;
-        compressed += n as f64 * ratio;
-    }
-    let needed = (compressed * 1.01) as u64;
-    if needed > usable {
+    if let ferry_seed::Fit::TooLarge { total, needed } = ferry_seed::fit(sources, usable)? {
         let share = usable as f64 / needed as f64 * 100.0;
         bail!(
             "the data to back up is {} ({} compressed, estimated from a sample), but the device(s) of job {job} hold {}: \
@@ -397,7 +375,7 @@ fn report_seal(g: &Global, client: &VaultClient, job: &str, set_id: &str, seal: 
 }
 
 fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Path>) -> Result<Outcome> {
-    let client = import_job::client(g)?;
+    let client = common::seeding_client(g)?;
     let j = client.device_job(job)?.job;
     let state = j.state.as_str();
     if matches!(j.state, JobState::Ingested | JobState::Erased) {
@@ -433,7 +411,7 @@ fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Pat
 }
 
 fn erase(g: &Global, job: &str, paths: &[PathBuf]) -> Result<Outcome> {
-    let client = import_job::client(g)?;
+    let client = common::seeding_client(g)?;
     let state = client.device_job(job)?.job.state;
     if !matches!(state, JobState::Ingested | JobState::Erased | JobState::Cancelled) {
         let state = state.as_str();

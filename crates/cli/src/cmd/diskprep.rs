@@ -6,33 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ferry_api::{DiskRecord, DiskSetReport, SiteImportJob};
-use ferry_seed::{DiskKey, DiskTarget, PrepareOptions, PrepareOutcome, SourceObject};
+use ferry_seed::{DiskKey, DiskTarget, PrepareOptions, PrepareOutcome, SeedFile, SourceObject};
 
-use super::import_job::{self, SeedFile};
 use crate::cli::{DiskprepArgs, Global};
-use crate::common;
+use crate::common::{self, parse_size};
 use crate::Outcome;
-
-/// `500GiB`, `2TB`, `1048576`: decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB) units.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "m" | "mb" => 1000u64.pow(2),
-        "g" | "gb" => 1000u64.pow(3),
-        "t" | "tb" => 1000u64.pow(4),
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => return None,
-    };
-    let n: f64 = num.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
-}
 
 /// `PATH[:CAPACITY]`: the part after the last `:` is a capacity when it reads as one.
 fn parse_disk(spec: &str) -> Result<DiskTarget> {
@@ -69,10 +47,10 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
     if seed.cleaned {
         bail!("import job {job} was ingested and cleaned up: nothing to prepare");
     }
-    let client = import_job::client(g)?;
+    let client = common::seeding_client(g)?;
     let key = DiskKey::from_hex(&client.disk_key(&job)?).context("the vault sent a malformed disk key")?;
     let staging = ferry_store::open(&a.staging.to_string_lossy())?;
-    let objects: Vec<SourceObject> = import_job::staging_objects(staging.as_ref())?
+    let objects: Vec<SourceObject> = ferry_seed::staging_objects(staging.as_ref())?
         .into_iter()
         .map(|(key, size)| SourceObject { phase: ferry_api::commit_phase(&key), key, size })
         .collect();
@@ -200,12 +178,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_disks() {
-        assert_eq!(parse_size("500GiB"), Some(500 << 30));
-        assert_eq!(parse_size("2TB"), Some(2_000_000_000_000));
-        assert_eq!(parse_size("1048576"), Some(1 << 20));
-        assert_eq!(parse_size("1.5MiB"), Some(3 << 19));
-        assert_eq!(parse_size("12 parsecs"), None);
+    fn disks() {
         let d = parse_disk("/mnt/d1:20MiB").unwrap();
         assert_eq!((d.path, d.capacity), (PathBuf::from("/mnt/d1"), Some(20 << 20)));
         let d = parse_disk("/mnt/odd:name").unwrap();

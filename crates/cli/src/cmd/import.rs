@@ -18,7 +18,6 @@ use ferry_api::{
 use ferry_seed::{DiskKey, DiskSet, SeedError};
 use ferry_store::VaultClient;
 
-use super::import_job;
 use crate::cli::{Global, ImportRunArgs};
 use crate::common;
 use crate::Outcome;
@@ -60,7 +59,7 @@ impl Logs {
 }
 
 pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
-    let client = import_job::client(g)?;
+    let client = common::seeding_client(g)?;
     let name = &a.import_job;
     let job = client.import_job(name)?.job;
     if job.state == JobState::Ingested {

@@ -1,72 +1,19 @@
 //! `ferry import-job ...`: an import job's life as its owner sees it (list, show, ship, cancel,
-//! cleanup), and the pieces the other seeding commands share (which vault client, the staging
-//! location's `seed.json`).
+//! cleanup).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ferry_api::{ImportJob, Shipment, SiteImportJob};
+use ferry_seed::SeedFile;
 use ferry_store::VaultClient;
-use serde::{Deserialize, Serialize};
 
 use crate::cli::{Global, ImportJobCommand};
-use crate::common::{self, text, Registration};
+use crate::common::{self, text};
 use crate::Outcome;
 
-/// The vault as the seeding commands reach it: with `--token-file`, as that user; otherwise as
-/// this registered machine.
-pub fn client(g: &Global) -> Result<VaultClient> {
-    if g.token_file.is_some() {
-        return common::admin_client(g);
-    }
-    match Registration::load_for(g)? {
-        Some(r) => Ok(VaultClient::new(&r.vault, &r.cert_sha256, &r.token)?),
-        None => {
-            bail!("this machine is not registered with a vault: run `ferry register`, or pass --token-file (and --vault) as a vault user")
-        }
-    }
-}
-
-/// The staging location's record of its import job (`DIR/seed.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeedFile {
-    pub job: String,
-    /// The machine's ID and name, and its vault.
-    pub machine: String,
-    pub machine_name: String,
-    pub vault: String,
-    pub created: String,
-    /// Set once cleanup verified the ingest receipt against the staging location (so a cleanup
-    /// killed while emptying it is finished by a rerun), and once it emptied it.
-    #[serde(default)]
-    pub receipt_verified: bool,
-    #[serde(default)]
-    pub cleaned: bool,
-}
-
-impl SeedFile {
-    pub const NAME: &'static str = "seed.json";
-
-    pub fn load(staging: &Path) -> Result<Option<SeedFile>> {
-        common::read_json(
-            &staging.join(Self::NAME),
-            "it names the staging location's import job: restore it from the job (`ferry import-job show`)",
-        )
-    }
-
-    pub fn save(&self, staging: &Path) -> Result<()> {
-        let path = staging.join(Self::NAME);
-        let tmp = staging.join(".seed.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
-    }
-}
-
-/// The prefixes of a repository that a seed carries (not locks, not mark records).
-pub const SEED_PREFIXES: [&str; 5] = ["keys/", "data/", "index/", "packlists/", "recovery-points/"];
-
 pub fn run(g: &Global, c: &ImportJobCommand) -> Result<Outcome> {
-    let client = client(g)?;
+    let client = common::seeding_client(g)?;
     match c {
         ImportJobCommand::List => {
             let jobs = client.import_jobs()?;
@@ -138,29 +85,8 @@ fn details(site: &SiteImportJob) -> String {
     if let Some(a) = &site.shipping_address {
         s.push_str(&format!("  ship to:    {a}\n"));
     }
-    disks_and_outcome(&mut s, j, "disk  ");
+    common::disks_and_outcome(&mut s, j, "disk  ");
     s
-}
-
-/// The lines of a job's disks (or devices: `unit`, padded to 6), its seeded recovery point and
-/// its errors, for `show` and `device status`.
-pub fn disks_and_outcome(s: &mut String, j: &ImportJob, unit: &str) {
-    for d in &j.disks {
-        s.push_str(&format!("  {unit}{}:   {}, {} objects, {}", d.id, d.state, d.objects, common::size(d.bytes)));
-        if d.copied + d.skipped > 0 {
-            s.push_str(&format!(", {} copied, {} there already", d.copied, d.skipped));
-        }
-        s.push('\n');
-        for e in &d.errors {
-            s.push_str(&format!("      error: {e}\n"));
-        }
-    }
-    if let Some(rp) = &j.recovery_point {
-        s.push_str(&format!("  seeded recovery point: {rp}\n"));
-    }
-    for e in &j.errors {
-        s.push_str(&format!("  error: {e}\n"));
-    }
 }
 
 /// Cleanup: the receipt is fetched and verified (the vault's signature, this machine, and the
@@ -181,7 +107,8 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
             bail!("the receipt is for machine {}, this staging location for {}", receipt.machine, seed.machine);
         }
         if !seed.receipt_verified {
-            let digest = staging_digest(dir)?;
+            let store = ferry_store::open(&dir.to_string_lossy())?;
+            let digest = hex::encode(ferry_seed::staging_digest(store.as_ref())?);
             if digest != receipt.manifest_digest {
                 bail!(
                     "the ingest receipt of import job {name} covers other objects than {} holds (digest {} vs {digest}): \
@@ -196,7 +123,7 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
     let removed = client.clean_up_import_job(name)?.container_objects_removed;
     let mut emptied = 0u64;
     if let Some(dir) = staging {
-        emptied = empty_staging(dir)?;
+        emptied = ferry_seed::empty_staging(dir)?;
         let mut seed = SeedFile::load(dir)?.context("seed.json vanished")?;
         seed.cleaned = true;
         seed.save(dir)?;
@@ -219,58 +146,4 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
         );
     }
     Ok(Outcome::Success)
-}
-
-/// Every object a seed carries from `staging`: (key, size), sorted by key.
-pub fn staging_objects(store: &dyn ferry_store::Store) -> Result<Vec<(String, u64)>> {
-    let mut out = Vec::new();
-    if let Some(size) = store.head("config")? {
-        out.push(("config".to_string(), size));
-    }
-    for p in SEED_PREFIXES {
-        out.extend(store.list(p)?.into_iter().map(|o| (o.key, o.size)));
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The seed manifest digest of what `staging` holds (every object read and hashed).
-pub fn staging_digest(staging: &Path) -> Result<String> {
-    let store = ferry_store::open(&staging.to_string_lossy())?;
-    let mut entries = Vec::new();
-    for (key, _) in staging_objects(store.as_ref())? {
-        let bytes = store.get(&key)?;
-        entries.push((key, *blake3::hash(&bytes).as_bytes()));
-    }
-    Ok(hex::encode(ferry_api::seed_digest(entries.iter().map(|(k, h)| (k.as_str(), h)))))
-}
-
-/// Removes the repository's objects from a staging location (not `seed.json`); returns how many
-/// files went.
-fn empty_staging(dir: &Path) -> Result<u64> {
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
-        let entry = entry?;
-        let p: PathBuf = entry.path();
-        if entry.file_name() == SeedFile::NAME {
-            continue;
-        }
-        if entry.file_type()?.is_dir() {
-            n += count_files(&p);
-            std::fs::remove_dir_all(&p).with_context(|| format!("remove {}", p.display()))?;
-        } else {
-            std::fs::remove_file(&p).with_context(|| format!("remove {}", p.display()))?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
-fn count_files(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| if e.file_type().is_ok_and(|t| t.is_dir()) { count_files(&e.path()) } else { 1 })
-        .sum()
 }

@@ -12,8 +12,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use ferry_api::NewImportJob;
 use ferry_repo::Repository;
+use ferry_seed::SeedFile;
 
-use super::import_job::SeedFile;
 use crate::cli::Global;
 use crate::common::{self, Registration};
 

@@ -33,7 +33,7 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
                 bail!("policy for {}: {e}", a.machine_name);
             }
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, &a.machine_name)?;
+            let id = common::machine_id(&client, &a.machine_name)?;
             client.set_policy(&id, &policy)?;
             if !g.json {
                 println!("policy of {} set: {} at {}", a.machine_name, a.paths.join(" "), a.times.join(", "));
@@ -42,13 +42,13 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
         }
         VaultCommand::Policy(PolicyCommand::Show { machine_name }) => {
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, machine_name)?;
+            let id = common::machine_id(&client, machine_name)?;
             common::print_answer(&client.policy(&id)?)?;
             Ok(Outcome::Success)
         }
         VaultCommand::Retention { machine_name } => {
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, machine_name)?;
+            let id = common::machine_id(&client, machine_name)?;
             let r = client.run_retention(&id)?;
             if g.json {
                 common::print_answer(&r)?;
@@ -70,7 +70,7 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
         }
         VaultCommand::Deleted { machine_name } => {
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, machine_name)?;
+            let id = common::machine_id(&client, machine_name)?;
             let list = client.soft_deleted(&id)?;
             if g.json {
                 common::print_answer(&list)?;
@@ -85,7 +85,7 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
         }
         VaultCommand::Undelete { machine_name, recovery_point } => {
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, machine_name)?;
+            let id = common::machine_id(&client, machine_name)?;
             let list = client.soft_deleted(&id)?;
             let found: Vec<&str> = list.iter().map(|d| d.id.as_str()).filter(|rp| rp.starts_with(recovery_point.as_str())).collect();
             let rp = match found.as_slice() {
@@ -149,7 +149,7 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
             email: a.alert_email.clone(),
             from: a.alert_from.clone(),
             storage_limit: match &a.storage_alert {
-                Some(s) => Some(super::diskprep::parse_size(s).with_context(|| format!("--storage-alert {s:?}: give a size like 40TB"))?),
+                Some(s) => Some(common::parse_size(s).with_context(|| format!("--storage-alert {s:?}: give a size like 40TB"))?),
                 None => None,
             },
         },
@@ -186,16 +186,6 @@ fn credentials(g: &Global, a: &CredentialsArgs) -> Result<Outcome> {
         println!("wrote vault credentials to {} (one use; valid 10 days; it holds a secret)", a.out.display());
     }
     Ok(Outcome::Success)
-}
-
-/// A machine's ID from its name.
-pub fn machine_id(client: &VaultClient, name: &str) -> Result<String> {
-    client
-        .machines()?
-        .into_iter()
-        .find(|m| m.name == name)
-        .map(|m| m.id)
-        .with_context(|| format!("the vault has no machine named {name:?} (`ferry vault machines` lists them)"))
 }
 
 fn jobs(g: &Global) -> Result<Outcome> {
