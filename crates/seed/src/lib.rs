@@ -70,6 +70,7 @@ mod disk;
 mod error;
 mod estimate;
 mod fsio;
+mod header;
 mod import;
 pub mod journal;
 mod key;
@@ -85,7 +86,7 @@ mod tests;
 pub use device::{
     erase_device, prepare_device, read_device_header, DeviceHeader, DeviceSet, DeviceStore, Erasure, Seal, SealEntry, DEVICE_DIR,
 };
-pub use error::{FormatError, SeedError};
+pub use error::{DiskFormatError, SeedError};
 pub use estimate::{fit, sample, total_size, Fit, Sample};
 pub use import::DiskSet;
 pub use key::DiskKey;
