@@ -20,6 +20,7 @@
 mod control;
 mod devices;
 mod import_jobs;
+mod objects;
 mod policy;
 mod seed;
 mod signed;
@@ -33,6 +34,7 @@ pub use import_jobs::{
     Cleanup, DeviceOrder, DiskKeyReply, DiskRecord, DiskSetReport, ImportJob, JobState, NewImportJob, ReceivedDisks, Shipment,
     SiteImportJob, TransferReport, DISK_STATES,
 };
+pub use objects::{ObjectEntry, ObjectSize, ObjectWritten};
 pub use policy::{parse_time, BackupPolicy, Bandwidth, Keep, DAYS};
 pub use seed::{commit_phase, manifest_digest, seed_digest, SeedManifest, SeedObject, SEED_MANIFEST_KEY};
 pub use signed::{Receipt, Unlock, UNLOCK_MAGIC};
