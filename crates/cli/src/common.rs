@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ferry_api::JobUpdate;
 use ferry_repo::{Progress, Repository};
 
 use crate::cli::Global;
@@ -91,7 +92,7 @@ pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> 
     if let Some(name) = &g.machine {
         // Another machine's repository, with a user's token.
         let client = admin_client(g)?;
-        let id = crate::cmd::machine_id(&client, name)?;
+        let id = machine_id(&client, name)?;
         return Ok(ferry_store::open_vault(client, &id)?);
     }
     match Registration::load_for(g)? {
@@ -105,7 +106,8 @@ pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> 
 /// effort: a vault that cannot take the report never fails the backup itself.
 pub struct Job {
     client: ferry_store::VaultClient,
-    path: String,
+    machine: String,
+    id: i64,
     stop: Arc<AtomicBool>,
     beat: Option<std::thread::JoinHandle<()>>,
 }
@@ -118,19 +120,18 @@ impl Job {
         }
         let reg = Registration::load_for(g).ok().flatten()?;
         let client = ferry_store::VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token).ok()?;
-        let opened = client.post_json(&format!("/v1/machines/{}/jobs", reg.machine), &serde_json::json!({"kind": kind}));
-        let id = match opened.map(|v| v["id"].as_i64()) {
-            Ok(Some(id)) => id,
-            Ok(None) | Err(_) => {
+        let id = match client.open_job(&reg.machine, kind) {
+            Ok(opened) => opened.id,
+            Err(_) => {
                 tracing::warn!("the vault did not open a {kind} job; going on without reporting");
                 return None;
             }
         };
-        let path = format!("/v1/machines/{}/jobs/{id}", reg.machine);
+        let machine = reg.machine;
         let stop = Arc::new(AtomicBool::new(false));
         let every = std::env::var("FERRY_JOB_HEARTBEAT_S").ok().and_then(|v| v.parse().ok()).unwrap_or(10u64);
         let beat = {
-            let (client, path, stop) = (client.clone(), path.clone(), stop.clone());
+            let (client, machine, stop) = (client.clone(), machine.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut waited = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -138,32 +139,39 @@ impl Job {
                     waited += 100;
                     if waited >= every * 1000 {
                         waited = 0;
-                        let _ = client.post_json(&path, &serde_json::json!({"state": "running"}));
+                        let _ = client.report_job(&machine, id, &JobUpdate { state: "running".into(), ..Default::default() });
                     }
                 }
             })
         };
-        Some(Job { client, path, stop, beat: Some(beat) })
+        Some(Job { client, machine, id, stop, beat: Some(beat) })
     }
 
     /// Closes the job: `state` is completed, completed-with-errors or failed.
     pub fn finish(self, state: &str, bytes: u64, files: u64, errors: Vec<String>) {
-        self.close(serde_json::json!({"state": state, "bytes": bytes, "files": files, "errors": errors}))
+        self.close(JobUpdate { state: state.into(), bytes, files, errors, ..Default::default() })
     }
 
     /// Closes a backup's job, with the size of the data it covers (the protected size the
     /// vault's dashboard shows) and the recovery point it made.
     pub fn finish_backup(self, state: &str, errors: Vec<String>, end: BackupEnd<'_>) {
-        self.close(serde_json::json!({"state": state, "bytes": end.bytes_added, "files": end.files, "errors": errors,
-                                      "total_bytes": end.total_bytes, "recovery_point": end.recovery_point, "tags": end.tags}))
+        self.close(JobUpdate {
+            state: state.into(),
+            bytes: end.bytes_added,
+            files: end.files,
+            errors,
+            total_bytes: Some(end.total_bytes),
+            recovery_point: Some(end.recovery_point.into()),
+            tags: end.tags.to_vec(),
+        })
     }
 
-    fn close(mut self, body: serde_json::Value) {
+    fn close(mut self, report: JobUpdate) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(b) = self.beat.take() {
             let _ = b.join();
         }
-        if let Err(e) = self.client.post_json(&self.path, &body) {
+        if let Err(e) = self.client.report_job(&self.machine, self.id, &report) {
             tracing::warn!("could not report the job's end to the vault: {e}");
         }
     }
@@ -200,7 +208,7 @@ pub fn admin_client_and_pin(g: &Global) -> Result<(ferry_store::VaultClient, Str
         (None, None) => bail!("which vault? pass --vault URL or set FERRY_VAULT"),
     };
     let pin = match (&g.vault_cert, &registered) {
-        (Some(c), _) => ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(c)?),
+        (Some(c), _) => ferry_store::cert_file_fingerprint(c)?,
         (None, Some(r)) if r.vault == url => r.cert_sha256.clone(),
         _ => bail!("the vault's certificate is needed to trust it: pass --vault-cert FILE or set FERRY_VAULT_CERT"),
     };
@@ -209,6 +217,16 @@ pub fn admin_client_and_pin(g: &Global) -> Result<(ferry_store::VaultClient, Str
 
 pub fn admin_client(g: &Global) -> Result<ferry_store::VaultClient> {
     admin_client_and_pin(g).map(|(c, _)| c)
+}
+
+/// A machine's ID from its name.
+pub fn machine_id(client: &ferry_store::VaultClient, name: &str) -> Result<String> {
+    client
+        .machines()?
+        .into_iter()
+        .find(|m| m.name == name)
+        .map(|m| m.id)
+        .with_context(|| format!("the vault has no machine named {name:?} (`ferry vault machines` lists them)"))
 }
 
 pub fn config_dir(g: &Global) -> PathBuf {
@@ -244,14 +262,14 @@ impl Registration {
             r.vault = url.clone();
         }
         if let Some(cert) = &g.vault_cert {
-            r.cert_sha256 = ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(cert)?);
+            r.cert_sha256 = ferry_store::cert_file_fingerprint(cert)?;
         }
         Ok(Some(r))
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        ferry_vault::tls::write_private(&dir.join(Self::FILE), &serde_json::to_vec_pretty(self)?)
+        Ok(ferry_store::write_private(&dir.join(Self::FILE), &serde_json::to_vec_pretty(self)?)?)
     }
 
     pub fn store(&self) -> Result<std::sync::Arc<dyn ferry_store::Store>> {
@@ -330,6 +348,76 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// Prints the vault's answer as pretty JSON on stdout, its fields in name order (as the vault
+/// sends them and `--json` has always shown them).
+pub fn print_answer<T: serde::Serialize>(v: &T) -> Result<()> {
+    print_json(&serde_json::to_value(v)?)
+}
+
+/// A text field for a human, `-` when it is missing.
+pub fn text(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+/// The vault as the seeding commands reach it: with `--token-file`, as that user; otherwise as
+/// this registered machine.
+pub fn seeding_client(g: &Global) -> Result<ferry_store::VaultClient> {
+    if g.token_file.is_some() {
+        return admin_client(g);
+    }
+    match Registration::load_for(g)? {
+        Some(r) => Ok(ferry_store::VaultClient::new(&r.vault, &r.cert_sha256, &r.token)?),
+        None => {
+            bail!("this machine is not registered with a vault: run `ferry register`, or pass --token-file (and --vault) as a vault user")
+        }
+    }
+}
+
+/// The lines of a job's disks (or devices: `unit`, padded to 6), its seeded recovery point and
+/// its errors, for `show` and `device status`.
+pub fn disks_and_outcome(s: &mut String, j: &ferry_api::ImportJob, unit: &str) {
+    for d in &j.disks {
+        s.push_str(&format!("  {unit}{}:   {}, {} objects, {}", d.id, d.state, d.objects, size(d.bytes)));
+        if d.copied + d.skipped > 0 {
+            s.push_str(&format!(", {} copied, {} there already", d.copied, d.skipped));
+        }
+        s.push('\n');
+        for e in &d.errors {
+            s.push_str(&format!("      error: {e}\n"));
+        }
+    }
+    if let Some(rp) = &j.recovery_point {
+        s.push_str(&format!("  seeded recovery point: {rp}\n"));
+    }
+    for e in &j.errors {
+        s.push_str(&format!("  error: {e}\n"));
+    }
+}
+
+/// A size given on the command line: `500GiB`, `2TB`, `1048576`: decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB) units.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "m" | "mb" => 1000u64.pow(2),
+        "g" | "gb" => 1000u64.pow(3),
+        "t" | "tb" => 1000u64.pow(4),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
+}
+// Written here rather than taken from a crate: the accepted forms (decimal and binary units,
+// case-insensitive, fractions, a bare byte count) are part of the command line's contract, and
+// the crates that parse sizes each accept a different set.
+
 /// Human-readable size.
 pub fn size(n: u64) -> String {
     const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -343,5 +431,19 @@ pub fn size(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.2} {}", U[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500GiB"), Some(500 << 30));
+        assert_eq!(parse_size("2TB"), Some(2_000_000_000_000));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("1.5MiB"), Some(3 << 19));
+        assert_eq!(parse_size("12 parsecs"), None);
     }
 }

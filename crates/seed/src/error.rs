@@ -190,7 +190,7 @@ impl SeedError {
 /// decoders of outside data return this, and the disk-level code wraps it with the disk and the
 /// object into a [`SeedError`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FormatError {
+pub enum DiskFormatError {
     /// AES-GCM or the MAC did not verify: altered, damaged, or another key.
     #[error("authentication failed: the disk was altered or damaged")]
     Authentication,
@@ -205,9 +205,9 @@ pub enum FormatError {
     Read(String),
 }
 
-impl FormatError {
+impl DiskFormatError {
     pub(crate) fn malformed(what: impl Into<String>) -> Self {
-        FormatError::Malformed(what.into())
+        DiskFormatError::Malformed(what.into())
     }
 }
 

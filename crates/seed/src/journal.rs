@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use ferry_crypto::{AeadKey, NONCE_LEN, TAG_LEN};
 use serde::{Deserialize, Serialize};
 
-use crate::error::FormatError;
+use crate::error::DiskFormatError;
+use crate::header::Header;
 use crate::object::stored_size;
 use crate::{DiskKey, SeedError, MAX_DISKS};
 
@@ -25,6 +26,7 @@ use crate::{DiskKey, SeedError, MAX_DISKS};
 pub const JOURNAL_MAGIC: &[u8; 12] = b"FERRYSEEDJNL";
 /// The journal version this build writes and the newest it reads.
 pub const JOURNAL_VERSION: u16 = 1;
+const HEADER: Header = Header { magic: JOURNAL_MAGIC, version: JOURNAL_VERSION as u32, what: "a seed journal", short: "journal" };
 /// Length of the journal header.
 pub const JOURNAL_HEADER_LEN: usize = 14;
 /// Largest sealed record (an object key is at most 1024 bytes).
@@ -57,10 +59,7 @@ pub struct ObjectRecord {
 
 /// A journal's header bytes.
 pub fn header() -> [u8; JOURNAL_HEADER_LEN] {
-    let mut h = [0u8; JOURNAL_HEADER_LEN];
-    h[..12].copy_from_slice(JOURNAL_MAGIC);
-    h[12..].copy_from_slice(&JOURNAL_VERSION.to_le_bytes());
-    h
+    HEADER.binary()
 }
 
 fn aad(set_id: &[u8; 16], disk: u32) -> [u8; 20] {
@@ -101,23 +100,14 @@ pub struct Journal {
 
 /// Parses a journal (untrusted bytes) of disk `disk` of set `set_id`. A torn last record is
 /// ignored (`torn`); any other damage is an error.
-pub fn parse(key: &DiskKey, set_id: &[u8; 16], disk: u32, bytes: &[u8]) -> Result<Journal, FormatError> {
+pub fn parse(key: &DiskKey, set_id: &[u8; 16], disk: u32, bytes: &[u8]) -> Result<Journal, DiskFormatError> {
     let aead = key.journal_key();
     let aad = aad(set_id, disk);
     if bytes.len() < JOURNAL_HEADER_LEN {
         // A journal is created whole (atomically) with its header, so this is damage.
-        return Err(FormatError::malformed("shorter than a journal header"));
+        return Err(DiskFormatError::malformed("shorter than a journal header"));
     }
-    if &bytes[..12] != JOURNAL_MAGIC {
-        return Err(FormatError::malformed("not a seed journal (bad magic)"));
-    }
-    let version = u16::from_le_bytes([bytes[12], bytes[13]]);
-    if version == 0 {
-        return Err(FormatError::malformed("journal version 0"));
-    }
-    if version > JOURNAL_VERSION {
-        return Err(FormatError::NewerVersion(version.into()));
-    }
+    HEADER.check_binary(bytes)?;
     let mut entries = Vec::new();
     let mut at = JOURNAL_HEADER_LEN;
     let torn = loop {
@@ -136,20 +126,20 @@ pub fn parse(key: &DiskKey, set_id: &[u8; 16], disk: u32, bytes: &[u8]) -> Resul
         }
         let at_end = rest.len() == 4 + n;
         if !(MIN_RECORD_LEN..=MAX_RECORD_LEN).contains(&n) {
-            return Err(FormatError::malformed(format!("record at byte {at} has an impossible length {n}")));
+            return Err(DiskFormatError::malformed(format!("record at byte {at} has an impossible length {n}")));
         }
         let body = match aead.open_random_nonce(&aad, &rest[4..4 + n]) {
             Ok(body) => body,
             // A whole last record that does not authenticate was torn by a crash before its
             // fsync (or altered: ignoring it only means writing that object again).
             Err(_) if at_end => break true,
-            Err(_) => return Err(FormatError::Authentication),
+            Err(_) => return Err(DiskFormatError::Authentication),
         };
         let entry: Entry = match postcard::from_bytes(&body) {
             Ok(entry) => entry,
-            Err(e) => return Err(FormatError::malformed(format!("record at byte {at}: {e}"))),
+            Err(e) => return Err(DiskFormatError::malformed(format!("record at byte {at}: {e}"))),
         };
-        check_entry(&entry, disk).map_err(|e| FormatError::malformed(format!("record at byte {at}: {e}")))?;
+        check_entry(&entry, disk).map_err(|e| DiskFormatError::malformed(format!("record at byte {at}: {e}")))?;
         entries.push(entry);
         at += 4 + n;
     };
@@ -285,20 +275,20 @@ mod tests {
         let full = journal(&[record(1), record(2)]);
         let mut bad = full.clone();
         bad[JOURNAL_HEADER_LEN + 10] ^= 1;
-        assert_eq!(parse(&key(), &SET, 2, &bad), Err(FormatError::Authentication));
+        assert_eq!(parse(&key(), &SET, 2, &bad), Err(DiskFormatError::Authentication));
         // Other key, other set, other disk: the first record fails authentication.
-        assert_eq!(parse(&DiskKey::from_bytes([5; 32]), &SET, 2, &full), Err(FormatError::Authentication));
-        assert_eq!(parse(&key(), &[0; 16], 2, &full), Err(FormatError::Authentication));
-        assert_eq!(parse(&key(), &SET, 1, &full), Err(FormatError::Authentication));
+        assert_eq!(parse(&DiskKey::from_bytes([5; 32]), &SET, 2, &full), Err(DiskFormatError::Authentication));
+        assert_eq!(parse(&key(), &[0; 16], 2, &full), Err(DiskFormatError::Authentication));
+        assert_eq!(parse(&key(), &SET, 1, &full), Err(DiskFormatError::Authentication));
         let mut long = full.clone();
         long[JOURNAL_HEADER_LEN..JOURNAL_HEADER_LEN + 4].copy_from_slice(&5u32.to_le_bytes());
-        assert!(matches!(parse(&key(), &SET, 2, &long), Err(FormatError::Malformed(_))));
-        assert!(matches!(parse(&key(), &SET, 2, b"FERRYSEEDJN"), Err(FormatError::Malformed(_))));
-        assert!(matches!(parse(&key(), &SET, 2, b"FERRYSEEDJNX\x01\x00"), Err(FormatError::Malformed(_))));
-        assert_eq!(parse(&key(), &SET, 2, b"FERRYSEEDJNL\x02\x00"), Err(FormatError::NewerVersion(2)));
+        assert!(matches!(parse(&key(), &SET, 2, &long), Err(DiskFormatError::Malformed(_))));
+        assert!(matches!(parse(&key(), &SET, 2, b"FERRYSEEDJN"), Err(DiskFormatError::Malformed(_))));
+        assert!(matches!(parse(&key(), &SET, 2, b"FERRYSEEDJNX\x01\x00"), Err(DiskFormatError::Malformed(_))));
+        assert_eq!(parse(&key(), &SET, 2, b"FERRYSEEDJNL\x02\x00"), Err(DiskFormatError::NewerVersion(2)));
         // A NextDisk that does not follow this disk.
         let odd = journal(&[Entry::NextDisk(5), record(1)]);
-        assert!(matches!(parse(&key(), &SET, 2, &odd), Err(FormatError::Malformed(_))));
+        assert!(matches!(parse(&key(), &SET, 2, &odd), Err(DiskFormatError::Malformed(_))));
     }
 
     #[test]

@@ -5,14 +5,16 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::FormatError;
+use crate::error::DiskFormatError;
 use crate::fsio::{self, LABEL_FILE, SEED_DIR};
+use crate::header::Header;
 use crate::{DiskKey, SeedError, MAX_DISKS};
 
 /// The label's `magic` field.
 pub const LABEL_MAGIC: &str = "ferry-seed-label";
 /// The label version this build writes and the newest it reads.
 pub const LABEL_VERSION: u32 = 1;
+const HEADER: Header = Header { magic: LABEL_MAGIC.as_bytes(), version: LABEL_VERSION, what: "a seed label", short: "label" };
 /// Longest label file read (a label is a few hundred bytes).
 pub const MAX_LABEL_LEN: u64 = 64 * 1024;
 /// Longest import job name, in bytes.
@@ -106,31 +108,23 @@ impl Label {
     }
 
     /// Parses a label file (untrusted bytes). Checks every field's form, not the MAC.
-    pub fn decode(bytes: &[u8]) -> Result<Label, FormatError> {
+    pub fn decode(bytes: &[u8]) -> Result<Label, DiskFormatError> {
         if bytes.len() as u64 > MAX_LABEL_LEN {
-            return Err(FormatError::malformed("label too large"));
+            return Err(DiskFormatError::malformed("label too large"));
         }
-        let json: LabelJson = serde_json::from_slice(bytes).map_err(|e| FormatError::malformed(format!("not a seed label: {e}")))?;
-        if json.magic != LABEL_MAGIC {
-            return Err(FormatError::malformed(format!("magic {:?} is not {LABEL_MAGIC:?}", json.magic)));
-        }
-        if json.version == 0 {
-            return Err(FormatError::malformed("version 0"));
-        }
-        if json.version > LABEL_VERSION {
-            return Err(FormatError::NewerVersion(json.version));
-        }
-        check_job(&json.job).map_err(FormatError::Malformed)?;
+        let json: LabelJson = serde_json::from_slice(bytes).map_err(|e| DiskFormatError::malformed(format!("not a seed label: {e}")))?;
+        HEADER.check_json(&json.magic, json.version)?;
+        check_job(&json.job).map_err(DiskFormatError::Malformed)?;
         if json.created.is_empty() || json.created.len() > MAX_CREATED_LEN || chrono::DateTime::parse_from_rfc3339(&json.created).is_err() {
-            return Err(FormatError::malformed("created is not an RFC 3339 time"));
+            return Err(DiskFormatError::malformed("created is not an RFC 3339 time"));
         }
-        let set_id: [u8; 16] = parse_hex(&json.set_id).ok_or_else(|| FormatError::malformed("set_id is not 32 hex digits"))?;
-        let mac: [u8; 32] = parse_hex(&json.mac).ok_or_else(|| FormatError::malformed("mac is not 64 hex digits"))?;
+        let set_id: [u8; 16] = parse_hex(&json.set_id).ok_or_else(|| DiskFormatError::malformed("set_id is not 32 hex digits"))?;
+        let mac: [u8; 32] = parse_hex(&json.mac).ok_or_else(|| DiskFormatError::malformed("mac is not 64 hex digits"))?;
         if json.disk_number == 0 || json.disk_number > MAX_DISKS {
-            return Err(FormatError::malformed(format!("disk number {} is not in 1..={MAX_DISKS}", json.disk_number)));
+            return Err(DiskFormatError::malformed(format!("disk number {} is not in 1..={MAX_DISKS}", json.disk_number)));
         }
         if json.disk_count != 0 && (json.disk_count < json.disk_number || json.disk_count > MAX_DISKS) {
-            return Err(FormatError::malformed(format!("disk count {} is impossible for disk {}", json.disk_count, json.disk_number)));
+            return Err(DiskFormatError::malformed(format!("disk count {} is impossible for disk {}", json.disk_count, json.disk_number)));
         }
         Ok(Label { job: json.job, set_id, disk_number: json.disk_number, disk_count: json.disk_count, created: json.created, mac })
     }
@@ -247,10 +241,10 @@ mod tests {
             String::new(),
         ];
         for bad in cases {
-            assert!(matches!(Label::decode(bad.as_bytes()), Err(FormatError::Malformed(_))), "{bad}");
+            assert!(matches!(Label::decode(bad.as_bytes()), Err(DiskFormatError::Malformed(_))), "{bad}");
         }
         let newer = good.replace("\"version\": 1", "\"version\": 2");
-        assert_eq!(Label::decode(newer.as_bytes()), Err(FormatError::NewerVersion(2)));
+        assert_eq!(Label::decode(newer.as_bytes()), Err(DiskFormatError::NewerVersion(2)));
     }
 
     #[test]

@@ -68,7 +68,9 @@
 pub mod device;
 mod disk;
 mod error;
+mod estimate;
 mod fsio;
+mod header;
 mod import;
 pub mod journal;
 mod key;
@@ -77,19 +79,22 @@ pub mod manifest;
 pub mod object;
 mod plan;
 mod prepare;
+mod staging;
 #[cfg(test)]
 mod tests;
 
 pub use device::{
     erase_device, prepare_device, read_device_header, DeviceHeader, DeviceSet, DeviceStore, Erasure, Seal, SealEntry, DEVICE_DIR,
 };
-pub use error::{FormatError, SeedError};
+pub use error::{DiskFormatError, SeedError};
+pub use estimate::{fit, sample, total_size, Fit, Sample};
 pub use import::DiskSet;
 pub use key::DiskKey;
 pub use label::{read_label, Label};
-pub use manifest::{seed_digest, Manifest, ManifestEntry};
+pub use manifest::{Manifest, ManifestEntry};
 pub use plan::disks_needed;
 pub use prepare::{prepare, DiskSummary, DiskTarget, PrepareOptions, PrepareOutcome, SetSummary, SourceObject};
+pub use staging::{empty_staging, staging_digest, staging_objects, SeedFile, SEED_PREFIXES};
 
 /// Most disks in one import job (the seed documents' limit).
 pub const MAX_DISKS: u32 = 10;

@@ -8,10 +8,12 @@
 
 use std::collections::HashSet;
 
+use ferry_api::seed_digest;
 use ferry_crypto::{NONCE_LEN, TAG_LEN};
 use serde::{Deserialize, Serialize};
 
-use crate::error::FormatError;
+use crate::error::DiskFormatError;
+use crate::header::Header;
 use crate::object::{file_name, parse_file_name};
 use crate::{DiskKey, MAX_DISKS, MAX_DISK_BYTES};
 
@@ -19,6 +21,7 @@ use crate::{DiskKey, MAX_DISKS, MAX_DISK_BYTES};
 pub const MANIFEST_MAGIC: &[u8; 12] = b"FERRYSEEDMAN";
 /// The manifest version this build writes and the newest it reads.
 pub const MANIFEST_VERSION: u16 = 1;
+const HEADER: Header = Header { magic: MANIFEST_MAGIC, version: MANIFEST_VERSION as u32, what: "a seed manifest", short: "manifest" };
 /// Largest manifest file read (about 15 million objects).
 pub const MAX_MANIFEST_LEN: u64 = 2 << 30;
 const HEADER_LEN: usize = 14;
@@ -97,51 +100,43 @@ impl Manifest {
     /// Opens a manifest file (untrusted bytes) of set `set_id`, checking every entry: valid
     /// object keys in ascending order without duplicates, disks within the count, files named
     /// by 16 hex digits and each used once.
-    pub fn open(key: &DiskKey, set_id: &[u8; 16], bytes: &[u8]) -> Result<Manifest, FormatError> {
+    pub fn open(key: &DiskKey, set_id: &[u8; 16], bytes: &[u8]) -> Result<Manifest, DiskFormatError> {
         if bytes.len() as u64 > MAX_MANIFEST_LEN {
-            return Err(FormatError::malformed("manifest too large"));
+            return Err(DiskFormatError::malformed("manifest too large"));
         }
         if bytes.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
-            return Err(FormatError::malformed("truncated manifest"));
+            return Err(DiskFormatError::malformed("truncated manifest"));
         }
-        if &bytes[..12] != MANIFEST_MAGIC {
-            return Err(FormatError::malformed("not a seed manifest (bad magic)"));
-        }
-        let version = u16::from_le_bytes([bytes[12], bytes[13]]);
-        if version == 0 {
-            return Err(FormatError::malformed("manifest version 0"));
-        }
-        if version > MANIFEST_VERSION {
-            return Err(FormatError::NewerVersion(version.into()));
-        }
-        let body = key.manifest_key().open_random_nonce(&aad(set_id), &bytes[HEADER_LEN..]).map_err(|_| FormatError::Authentication)?;
-        let (wire, rest): (Wire, &[u8]) = postcard::take_from_bytes(&body).map_err(|e| FormatError::malformed(format!("manifest: {e}")))?;
+        HEADER.check_binary(bytes)?;
+        let body = key.manifest_key().open_random_nonce(&aad(set_id), &bytes[HEADER_LEN..]).map_err(|_| DiskFormatError::Authentication)?;
+        let (wire, rest): (Wire, &[u8]) =
+            postcard::take_from_bytes(&body).map_err(|e| DiskFormatError::malformed(format!("manifest: {e}")))?;
         if !rest.is_empty() {
-            return Err(FormatError::malformed("manifest: bytes after the entries"));
+            return Err(DiskFormatError::malformed("manifest: bytes after the entries"));
         }
         if &wire.set_id != set_id {
-            return Err(FormatError::malformed("manifest of another disk set"));
+            return Err(DiskFormatError::malformed("manifest of another disk set"));
         }
-        crate::label::check_job(&wire.job).map_err(FormatError::Malformed)?;
+        crate::label::check_job(&wire.job).map_err(DiskFormatError::Malformed)?;
         if wire.disk_count == 0 || wire.disk_count > MAX_DISKS {
-            return Err(FormatError::malformed(format!("manifest disk count {}", wire.disk_count)));
+            return Err(DiskFormatError::malformed(format!("manifest disk count {}", wire.disk_count)));
         }
         let mut files = HashSet::with_capacity(wire.entries.len());
         let mut previous: Option<&str> = None;
         for e in &wire.entries {
-            ferry_store::validate_key("manifest", &e.key).map_err(|err| FormatError::malformed(format!("manifest: {err}")))?;
+            ferry_store::validate_key("manifest", &e.key).map_err(|err| DiskFormatError::malformed(format!("manifest: {err}")))?;
             if previous.is_some_and(|p| p >= e.key.as_str()) {
-                return Err(FormatError::malformed(format!("manifest: entry {} out of order or repeated", e.key)));
+                return Err(DiskFormatError::malformed(format!("manifest: entry {} out of order or repeated", e.key)));
             }
             previous = Some(&e.key);
             if e.disk == 0 || e.disk > wire.disk_count {
-                return Err(FormatError::malformed(format!("manifest: object {} on disk {} of {}", e.key, e.disk, wire.disk_count)));
+                return Err(DiskFormatError::malformed(format!("manifest: object {} on disk {} of {}", e.key, e.disk, wire.disk_count)));
             }
             if e.size > MAX_DISK_BYTES {
-                return Err(FormatError::malformed(format!("manifest: object {} of implausible size {}", e.key, e.size)));
+                return Err(DiskFormatError::malformed(format!("manifest: object {} of implausible size {}", e.key, e.size)));
             }
             if !files.insert((e.disk, e.file)) {
-                return Err(FormatError::malformed(format!("manifest: file {} of disk {} used twice", file_name(&e.file), e.disk)));
+                return Err(DiskFormatError::malformed(format!("manifest: file {} of disk {} used twice", file_name(&e.file), e.disk)));
             }
         }
         Ok(Manifest {
@@ -165,10 +160,7 @@ pub fn seal_body(key: &DiskKey, set_id: &[u8; 16], body: &[u8]) -> Vec<u8> {
 }
 
 fn header() -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[..12].copy_from_slice(MANIFEST_MAGIC);
-    h[12..].copy_from_slice(&MANIFEST_VERSION.to_le_bytes());
-    h
+    HEADER.binary()
 }
 
 fn aad(set_id: &[u8; 16]) -> [u8; HEADER_LEN + 16] {
@@ -176,21 +168,6 @@ fn aad(set_id: &[u8; 16]) -> [u8; HEADER_LEN + 16] {
     a[..HEADER_LEN].copy_from_slice(&header());
     a[HEADER_LEN..].copy_from_slice(set_id);
     a
-}
-
-/// The digest of a seed's objects, in any order:
-/// `BLAKE3-derive-mode("ferry seed digest v1", for each (key, hash) sorted by key: u32le(len(key)) || key || hash)`.
-/// The agent computes it over its staging location to check the vault's ingest receipt.
-pub fn seed_digest<'a>(items: impl IntoIterator<Item = (&'a str, &'a [u8; 32])>) -> [u8; 32] {
-    let mut items: Vec<(&str, &[u8; 32])> = items.into_iter().collect();
-    items.sort_unstable();
-    let mut h = blake3::Hasher::new_derive_key("ferry seed digest v1");
-    for (key, hash) in items {
-        h.update(&(key.len() as u32).to_le_bytes());
-        h.update(key.as_bytes());
-        h.update(hash);
-    }
-    *h.finalize().as_bytes()
 }
 
 #[cfg(test)]
@@ -259,30 +236,30 @@ mod tests {
         let sealed = sample().seal(&key());
         let mut bad = sealed.clone();
         bad[40] ^= 1;
-        assert_eq!(Manifest::open(&key(), &SET, &bad), Err(FormatError::Authentication));
-        assert_eq!(Manifest::open(&key(), &[0; 16], &sealed), Err(FormatError::Authentication));
-        assert_eq!(Manifest::open(&DiskKey::from_bytes([1; 32]), &SET, &sealed), Err(FormatError::Authentication));
-        assert!(matches!(Manifest::open(&key(), &SET, &sealed[..20]), Err(FormatError::Malformed(_))));
+        assert_eq!(Manifest::open(&key(), &SET, &bad), Err(DiskFormatError::Authentication));
+        assert_eq!(Manifest::open(&key(), &[0; 16], &sealed), Err(DiskFormatError::Authentication));
+        assert_eq!(Manifest::open(&DiskKey::from_bytes([1; 32]), &SET, &sealed), Err(DiskFormatError::Authentication));
+        assert!(matches!(Manifest::open(&key(), &SET, &sealed[..20]), Err(DiskFormatError::Malformed(_))));
         let mut version = sealed.clone();
         version[12] = 2;
-        assert_eq!(Manifest::open(&key(), &SET, &version), Err(FormatError::NewerVersion(2)));
+        assert_eq!(Manifest::open(&key(), &SET, &version), Err(DiskFormatError::NewerVersion(2)));
         let reseal = |m: &Manifest| Manifest::open(&key(), &SET, &m.seal(&key()));
         let mut m = sample();
         m.entries[0].disk = 3;
-        assert!(matches!(reseal(&m), Err(FormatError::Malformed(_))));
+        assert!(matches!(reseal(&m), Err(DiskFormatError::Malformed(_))));
         let mut m = sample();
         m.entries[1].key = "config".into();
-        assert!(matches!(reseal(&m), Err(FormatError::Malformed(_))));
+        assert!(matches!(reseal(&m), Err(DiskFormatError::Malformed(_))));
         let mut m = sample();
         m.entries[1].key = "../x".into();
-        assert!(matches!(reseal(&m), Err(FormatError::Malformed(_))));
+        assert!(matches!(reseal(&m), Err(DiskFormatError::Malformed(_))));
         let mut m = sample();
         m.entries[1].disk = 2;
         m.entries[1].file = m.entries[0].file.clone();
-        assert!(matches!(reseal(&m), Err(FormatError::Malformed(_))));
+        assert!(matches!(reseal(&m), Err(DiskFormatError::Malformed(_))));
         let mut m = sample();
         m.disk_count = 0;
-        assert!(matches!(reseal(&m), Err(FormatError::Malformed(_))));
+        assert!(matches!(reseal(&m), Err(DiskFormatError::Malformed(_))));
     }
 
     proptest! {

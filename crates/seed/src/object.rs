@@ -12,13 +12,15 @@ use std::io::{self, Read, Write};
 
 use ferry_crypto::{AeadKey, NONCE_LEN, TAG_LEN};
 
-use crate::error::FormatError;
+use crate::error::DiskFormatError;
+use crate::header::{Header, BINARY_HEADER_LEN};
 use crate::{DiskKey, MAX_DISK_BYTES};
 
 /// The first bytes of every object file.
 pub const OBJECT_MAGIC: &[u8; 12] = b"FERRYSEEDOBJ";
 /// The object-file version this build writes and the newest it reads.
 pub const OBJECT_VERSION: u16 = 1;
+const HEADER: Header = Header { magic: OBJECT_MAGIC, version: OBJECT_VERSION as u32, what: "a seed object file", short: "object file" };
 /// Length of the header.
 pub const HEADER_LEN: usize = 30;
 /// Plaintext bytes per frame (all but the last frame are full).
@@ -37,33 +39,23 @@ pub struct ObjectHeader {
 impl ObjectHeader {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
-        h[..12].copy_from_slice(OBJECT_MAGIC);
-        h[12..14].copy_from_slice(&OBJECT_VERSION.to_le_bytes());
+        h[..BINARY_HEADER_LEN].copy_from_slice(&HEADER.binary());
         h[14..22].copy_from_slice(&self.file_id);
         h[22..30].copy_from_slice(&self.size.to_le_bytes());
         h
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<ObjectHeader, FormatError> {
+    pub fn decode(bytes: &[u8]) -> Result<ObjectHeader, DiskFormatError> {
         let h: &[u8; HEADER_LEN] = bytes
             .get(..HEADER_LEN)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| FormatError::malformed("truncated: shorter than an object header"))?;
-        if &h[..12] != OBJECT_MAGIC {
-            return Err(FormatError::malformed("not a seed object file (bad magic)"));
-        }
-        let version = u16::from_le_bytes([h[12], h[13]]);
-        if version == 0 {
-            return Err(FormatError::malformed("object file version 0"));
-        }
-        if version > OBJECT_VERSION {
-            return Err(FormatError::NewerVersion(version.into()));
-        }
+            .ok_or_else(|| DiskFormatError::malformed("truncated: shorter than an object header"))?;
+        HEADER.check_binary(h)?;
         let mut file_id = [0u8; 8];
         file_id.copy_from_slice(&h[14..22]);
-        let size = u64::from_le_bytes(h[22..30].try_into().map_err(|_| FormatError::malformed("size"))?);
+        let size = u64::from_le_bytes(h[22..30].try_into().map_err(|_| DiskFormatError::malformed("size"))?);
         if size > MAX_DISK_BYTES {
-            return Err(FormatError::malformed(format!("implausible object size {size}")));
+            return Err(DiskFormatError::malformed(format!("implausible object size {size}")));
         }
         Ok(ObjectHeader { file_id, size })
     }
@@ -190,20 +182,20 @@ pub fn open_stream<R: Read>(
     expected: Option<ObjectHeader>,
     r: &mut R,
     mut out: Option<&mut Vec<u8>>,
-) -> Result<(ObjectHeader, [u8; 32]), FormatError> {
+) -> Result<(ObjectHeader, [u8; 32]), DiskFormatError> {
     let mut hbytes = [0u8; HEADER_LEN];
     read_full(r, &mut hbytes, "truncated: shorter than an object header")?;
     let header = ObjectHeader::decode(&hbytes)?;
     if let Some(want) = expected {
         if header.file_id != want.file_id {
-            return Err(FormatError::malformed(format!(
+            return Err(DiskFormatError::malformed(format!(
                 "the file holds object file {}, not {}: files were swapped or renamed",
                 file_name(&header.file_id),
                 file_name(&want.file_id)
             )));
         }
         if header.size != want.size {
-            return Err(FormatError::malformed(format!("wrong size: {} bytes, expected {}", header.size, want.size)));
+            return Err(DiskFormatError::malformed(format!("wrong size: {} bytes, expected {}", header.size, want.size)));
         }
     }
     let aad = aad(set_id, &hbytes);
@@ -214,7 +206,7 @@ pub fn open_stream<R: Read>(
         frame.resize(frame_len(header.size, index) + TAG_LEN, 0);
         read_full(r, &mut frame, &format!("truncated: ends in frame {index} of {frames}"))?;
         key.open_in_place(&nonce(&header.file_id, index, index + 1 == frames), &aad, &mut frame)
-            .map_err(|_| FormatError::Authentication)?;
+            .map_err(|_| DiskFormatError::Authentication)?;
         hasher.update(&frame);
         if let Some(out) = out.as_deref_mut() {
             out.extend_from_slice(&frame);
@@ -224,18 +216,18 @@ pub fn open_stream<R: Read>(
     loop {
         match r.read(&mut probe) {
             Ok(0) => break,
-            Ok(_) => return Err(FormatError::malformed("bytes after the last frame")),
+            Ok(_) => return Err(DiskFormatError::malformed("bytes after the last frame")),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(FormatError::Read(e.to_string())),
+            Err(e) => return Err(DiskFormatError::Read(e.to_string())),
         }
     }
     Ok((header, *hasher.finalize().as_bytes()))
 }
 
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8], short: &str) -> Result<(), FormatError> {
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8], short: &str) -> Result<(), DiskFormatError> {
     r.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => FormatError::malformed(short),
-        _ => FormatError::Read(e.to_string()),
+        io::ErrorKind::UnexpectedEof => DiskFormatError::malformed(short),
+        _ => DiskFormatError::Read(e.to_string()),
     })
 }
 
@@ -251,7 +243,7 @@ pub fn seal(key: &DiskKey, set_id: &[u8; 16], file_id: [u8; 8], plaintext: &[u8]
 }
 
 /// Opens an object file held in memory (untrusted bytes); see [`open_stream`].
-pub fn open(key: &DiskKey, set_id: &[u8; 16], bytes: &[u8]) -> Result<Vec<u8>, FormatError> {
+pub fn open(key: &DiskKey, set_id: &[u8; 16], bytes: &[u8]) -> Result<Vec<u8>, DiskFormatError> {
     let mut out = Vec::new();
     let mut r = bytes;
     open_stream(&key.object_key(set_id), set_id, None, &mut r, Some(&mut out))?;
@@ -320,28 +312,28 @@ mod tests {
         }
         // Truncated at a frame boundary (the last-frame flag is missing), or mid-frame.
         let cut = HEADER_LEN + FRAME_LEN + TAG_LEN;
-        assert!(matches!(open(&key(), &SET, &sealed[..cut]), Err(FormatError::Malformed(_))));
-        assert!(matches!(open(&key(), &SET, &sealed[..cut + 100]), Err(FormatError::Malformed(_))));
+        assert!(matches!(open(&key(), &SET, &sealed[..cut]), Err(DiskFormatError::Malformed(_))));
+        assert!(matches!(open(&key(), &SET, &sealed[..cut + 100]), Err(DiskFormatError::Malformed(_))));
         // Truncated and the size in the header shortened to match: authentication fails.
         let mut short = sealed[..cut].to_vec();
         short[22..30].copy_from_slice(&(FRAME_LEN as u64).to_le_bytes());
-        assert_eq!(open(&key(), &SET, &short), Err(FormatError::Authentication));
+        assert_eq!(open(&key(), &SET, &short), Err(DiskFormatError::Authentication));
         // Frames swapped.
         let mut swapped = sealed.clone();
         let f = FRAME_LEN + TAG_LEN;
         let (a, b) = (sealed[HEADER_LEN..HEADER_LEN + f].to_vec(), sealed[HEADER_LEN + f..HEADER_LEN + 2 * f].to_vec());
         swapped[HEADER_LEN..HEADER_LEN + f].copy_from_slice(&b);
         swapped[HEADER_LEN + f..HEADER_LEN + 2 * f].copy_from_slice(&a);
-        assert_eq!(open(&key(), &SET, &swapped), Err(FormatError::Authentication));
+        assert_eq!(open(&key(), &SET, &swapped), Err(DiskFormatError::Authentication));
         // Trailing bytes, other set, other key, another file's id in the header.
         let mut longer = sealed.clone();
         longer.push(0);
-        assert!(matches!(open(&key(), &SET, &longer), Err(FormatError::Malformed(_))));
-        assert_eq!(open(&key(), &[0; 16], &sealed), Err(FormatError::Authentication));
-        assert_eq!(open(&DiskKey::from_bytes([8; 32]), &SET, &sealed), Err(FormatError::Authentication));
+        assert!(matches!(open(&key(), &SET, &longer), Err(DiskFormatError::Malformed(_))));
+        assert_eq!(open(&key(), &[0; 16], &sealed), Err(DiskFormatError::Authentication));
+        assert_eq!(open(&DiskKey::from_bytes([8; 32]), &SET, &sealed), Err(DiskFormatError::Authentication));
         let mut renamed = sealed.clone();
         renamed[14] ^= 1;
-        assert_eq!(open(&key(), &SET, &renamed), Err(FormatError::Authentication));
+        assert_eq!(open(&key(), &SET, &renamed), Err(DiskFormatError::Authentication));
         // The expected header: a swapped file is named as such.
         let aead = key().object_key(&SET);
         let other = ObjectHeader { file_id: [0; 8], size: data.len() as u64 };

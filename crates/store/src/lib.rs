@@ -83,6 +83,7 @@
 mod azure;
 mod backend;
 mod cloud;
+mod credentials;
 pub mod direct;
 mod error;
 mod fault;
@@ -93,6 +94,7 @@ mod retry;
 mod s3;
 mod store;
 mod vault;
+mod vault_api;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -101,12 +103,13 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 pub use backend::ObjectStoreBackend;
+pub use credentials::{cert_file_fingerprint, cert_fingerprint, write_private};
 pub use error::{ErrorKind, Result, StoreError};
 pub use fault::{FaultStore, FAULT_INJECT_ENV};
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
 pub use store::{validate_key, ObjectInfo, Store, MAX_KEY_LEN};
-pub use vault::{cert_fingerprint, set_rate_limit, VaultClient, VaultStore};
+pub use vault::{set_rate_limit, VaultClient, VaultStore};
 
 /// A machine's repository in a vault, with the same fault injection and retries as [`open`].
 pub fn open_vault(client: VaultClient, machine: &str) -> Result<Arc<dyn Store>> {

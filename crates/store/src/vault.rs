@@ -11,18 +11,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferry_api::{ObjectEntry, ObjectSize, ObjectWritten};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::backend::block_on;
+use crate::credentials::cert_fingerprint;
 use crate::error::{ErrorKind, Result, StoreError};
 use crate::store::{ObjectInfo, Store};
-
-/// SHA-256 of a certificate's DER bytes, hex.
-pub fn cert_fingerprint(cert: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert))
-}
 
 /// Accepts exactly one certificate, named by its fingerprint; handshake signatures are still
 /// verified, so only the holder of that certificate's key gets through.
@@ -117,7 +114,7 @@ impl VaultClient {
         &self.base
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, format!("{}{path}", self.base));
         if self.token.is_empty() {
             r
@@ -127,7 +124,7 @@ impl VaultClient {
     }
 
     /// Sends a request and returns the body of a 2xx answer, or the vault's error.
-    fn send(&self, op: &'static str, key: &str, req: reqwest::RequestBuilder) -> Result<Bytes> {
+    pub(crate) fn send(&self, op: &'static str, key: &str, req: reqwest::RequestBuilder) -> Result<Bytes> {
         block_on(async {
             let resp = req.send().await.map_err(|e| StoreError::transient(op, key, format!("vault unreachable: {}", without_url(e))))?;
             let status = resp.status();
@@ -242,9 +239,9 @@ impl VaultStore {
         pace(data.len());
         let req = self.client.request(reqwest::Method::PUT, &self.object(key)).query(&[("mode", mode)]).body(data);
         let answer = self.client.send(op, key, req)?;
-        let v: serde_json::Value =
+        let written: ObjectWritten =
             serde_json::from_slice(&answer).map_err(|e| StoreError::permanent(op, key, format!("vault answer: {e}")))?;
-        Ok(v.get("created").and_then(|c| c.as_bool()).unwrap_or(false))
+        Ok(written.created)
     }
 }
 
@@ -276,25 +273,19 @@ impl Store for VaultStore {
     fn head(&self, key: &str) -> Result<Option<u64>> {
         crate::validate_key("head", key)?;
         let path = format!("/v1/machines/{}/head/{key}", self.machine);
-        let v = self.client.get_json(&path)?;
-        Ok(v.get("size").and_then(|s| s.as_u64()))
+        let bytes = self.client.send("get", &path, self.client.request(reqwest::Method::GET, &path))?;
+        let answer: ObjectSize =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("get", &path, format!("vault answer is not JSON: {e}")))?;
+        Ok(answer.size)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let path = format!("/v1/machines/{}/list", self.machine);
         let req = self.client.request(reqwest::Method::GET, &path).query(&[("prefix", prefix)]);
         let bytes = self.client.send("list", prefix, req)?;
-        let v: Vec<serde_json::Value> =
+        let entries: Vec<ObjectEntry> =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("list", prefix, format!("vault answer: {e}")))?;
-        Ok(v.iter()
-            .filter_map(|o| {
-                Some(ObjectInfo {
-                    key: o.get("key")?.as_str()?.to_string(),
-                    size: o.get("size")?.as_u64()?,
-                    modified: o.get("modified").and_then(|m| m.as_i64()),
-                })
-            })
-            .collect())
+        Ok(entries.into_iter().map(|o| ObjectInfo { key: o.key, size: o.size, modified: o.modified }).collect())
     }
 
     fn delete(&self, key: &str) -> Result<()> {

@@ -9,9 +9,10 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use ferry_api::JobState;
+
 use crate::db::jobs::{jobs_of, JobInfo, Jobs};
 use crate::db::{rfc3339, Db};
-use crate::imports::JobState;
 
 /// Import jobs this close to their deadline are alerted (and highlighted on the dashboard).
 pub const DEADLINE_WARN_S: i64 = 3 * 24 * 3600;
@@ -56,18 +57,21 @@ pub(crate) fn unix(t: &str) -> Option<i64> {
 
 /// The next time a policy starts a backup after `now` (the vault's local time stands for the
 /// machine's: policies are written in the machine's local time).
-pub(crate) fn next_backup(policy: &crate::Policy, now: chrono::DateTime<chrono::Local>) -> Option<chrono::DateTime<chrono::Local>> {
+pub(crate) fn next_backup(
+    policy: &ferry_api::BackupPolicy,
+    now: chrono::DateTime<chrono::Local>,
+) -> Option<chrono::DateTime<chrono::Local>> {
     use chrono::{Datelike, TimeZone};
     for day in 0..8 {
         let date = now.date_naive() + chrono::Days::new(day);
-        let weekday = crate::DAYS[date.weekday().num_days_from_monday() as usize];
+        let weekday = ferry_api::DAYS[date.weekday().num_days_from_monday() as usize];
         if !policy.days.is_empty() && !policy.days.iter().any(|d| d == weekday) {
             continue;
         }
         let best = policy
             .times
             .iter()
-            .filter_map(|t| crate::parse_time(t))
+            .filter_map(|t| ferry_api::parse_time(t))
             .filter_map(|(h, m)| date.and_hms_opt(h, m, 0).and_then(|dt| chrono::Local.from_local_datetime(&dt).earliest()))
             .filter(|at| *at > now)
             .min();
@@ -104,7 +108,7 @@ async fn machines(db: &Db, now: i64) -> Result<(Vec<MachineStatus>, Vec<Alert>)>
             .find(|j| BACKUP_KINDS.contains(&j.kind.as_str()) && j.state != "failed" && j.state != "running")
             .and_then(|j| j.end.as_deref())
             .and_then(unix);
-        let policy: Option<crate::Policy> = db.policy(&id).await?.and_then(|p| serde_json::from_value(p).ok());
+        let policy: Option<ferry_api::BackupPolicy> = db.policy(&id).await?.and_then(|p| serde_json::from_value(p).ok());
         let (state, class) = match last {
             None => ("no backup yet".to_string(), "warn"),
             Some(j) if j.state == "failed" => (format!("last backup failed: {}", j.errors.first().map_or("", String::as_str)), "bad"),
@@ -256,7 +260,7 @@ mod tests {
     #[test]
     fn the_next_backup_follows_days_and_times() {
         use chrono::TimeZone;
-        let p = crate::Policy {
+        let p = ferry_api::BackupPolicy {
             paths: vec!["/".into()],
             times: vec!["02:00".into(), "14:30".into()],
             days: vec!["mon".into()],

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use ferry_api::{BackupPolicy, JobUpdate, NewJob, NewPassword, NewUser, RegisterRequest};
 use serde_json::json;
 
 use crate::db::Principal;
@@ -233,11 +233,6 @@ async fn machine_itself(state: &State, headers: &HeaderMap, m: &str) -> ApiResul
     }
 }
 
-#[derive(Deserialize)]
-struct NewJob {
-    kind: String,
-}
-
 async fn create_job(
     AxState(state): St,
     headers: HeaderMap,
@@ -256,7 +251,7 @@ async fn update_job(
     AxState(state): St,
     headers: HeaderMap,
     Path((m, id)): Path<(String, i64)>,
-    Json(u): Json<crate::db::JobUpdate>,
+    Json(u): Json<JobUpdate>,
 ) -> ApiResult<StatusCode> {
     machine_itself(&state, &headers, &m).await?;
     if !["running", "completed", "completed-with-errors", "failed"].contains(&u.state.as_str()) {
@@ -292,7 +287,7 @@ async fn list_jobs(AxState(state): St, headers: HeaderMap, Query(q): Query<HashM
     Ok(Json(json!(state.db.jobs(machine.as_deref()).await?)))
 }
 
-async fn set_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String>, Json(p): Json<crate::Policy>) -> ApiResult<StatusCode> {
+async fn set_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String>, Json(p): Json<BackupPolicy>) -> ApiResult<StatusCode> {
     match principal(&state, &headers).await? {
         Principal::User { role: Role::Owner | Role::Contributor, .. } => {}
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "only owners and contributors set policies".into())),
@@ -314,13 +309,7 @@ async fn get_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String
     state.db.policy(&m).await?.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("machine {m} has no policy yet")))
 }
 
-#[derive(Deserialize)]
-struct UserBody {
-    name: String,
-    role: String,
-}
-
-async fn add_user(AxState(state): St, headers: HeaderMap, Json(b): Json<UserBody>) -> ApiResult<Json<serde_json::Value>> {
+async fn add_user(AxState(state): St, headers: HeaderMap, Json(b): Json<NewUser>) -> ApiResult<Json<serde_json::Value>> {
     match principal(&state, &headers).await? {
         Principal::User { role: Role::Owner, .. } => {}
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "only an owner adds users".into())),
@@ -338,17 +327,12 @@ async fn add_user(AxState(state): St, headers: HeaderMap, Json(b): Json<UserBody
     Ok(Json(json!({"name": b.name, "role": role.as_str(), "token": token})))
 }
 
-#[derive(Deserialize)]
-struct PasswordBody {
-    password: String,
-}
-
 /// Sets a user's dashboard password: owners for anyone, a user for itself.
 async fn set_password(
     AxState(state): St,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<PasswordBody>,
+    Json(b): Json<NewPassword>,
 ) -> ApiResult<StatusCode> {
     match principal(&state, &headers).await? {
         Principal::User { role: Role::Owner, .. } => {}
@@ -365,13 +349,7 @@ async fn set_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct RegisterBody {
-    secret: String,
-    name: String,
-}
-
-async fn register(AxState(state): St, Json(b): Json<RegisterBody>) -> ApiResult<Json<serde_json::Value>> {
+async fn register(AxState(state): St, Json(b): Json<RegisterRequest>) -> ApiResult<Json<serde_json::Value>> {
     let name_ok = !b.name.is_empty() && b.name.len() <= 64 && b.name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
     if !name_ok {
         return Err(ApiError(StatusCode::BAD_REQUEST, "a machine name is 1 to 64 letters, digits, '-', '_' or '.'".into()));

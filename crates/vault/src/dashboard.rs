@@ -15,12 +15,13 @@ use askama::Template;
 use axum::extract::{Form, Path, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use ferry_api::ImportJob;
 use serde::Deserialize;
 
 use crate::alerts::{self, ago, span, unix, Alert, DEADLINE_WARN_S};
 use crate::db::jobs::{jobs_of, JobInfo, Jobs};
 use crate::db::{Db, Principal};
-use crate::imports::{rfc3339, ImportJob};
+use crate::imports::rfc3339;
 use crate::samples::Sample;
 use crate::{Role, State};
 

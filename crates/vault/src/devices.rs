@@ -16,9 +16,10 @@
 //! "shipped"), never moved back. Every erasure is written to the `audit` table.
 
 use anyhow::{Context, Result};
+use ferry_api::{DiskRecord, DiskSetReport, ImportJob, JobState};
 
 use crate::db::Db;
-use crate::imports::{DiskRecord, DiskSetReport, ImportJob, JobState, Refusal};
+use crate::imports::Refusal;
 
 /// What a device of type `disk` holds by default (Azure Data Box Disk: 7.2 TB).
 pub const DISK_CAPACITY: u64 = 7_200_000_000_000;

@@ -21,7 +21,7 @@
 //! shipped disk.
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use ferry_api::{DiskRecord, DiskSetReport, ImportJob, JobState};
 
 pub(crate) use crate::db::rfc3339;
 use crate::db::Db;
@@ -30,181 +30,6 @@ use crate::db::Db;
 /// as for Azure import jobs; `FERRY_VAULT_SHIP_WITHIN_S` overrides it, for tests).
 pub fn ship_within_s() -> i64 {
     std::env::var("FERRY_VAULT_SHIP_WITHIN_S").ok().and_then(|v| v.parse().ok()).unwrap_or(14 * 24 * 3600)
-}
-
-/// An import job's state (`ferry import-job show`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobState {
-    Created,
-    AwaitingShipment,
-    Shipping,
-    Received,
-    Transferring,
-    Completed,
-    CompletedWithErrors,
-    Failed,
-    Ingesting,
-    Ingested,
-    Expired,
-    Cancelled,
-    // Seed devices (docs/design/seed-devices.md): the vault's device travels to the machine and
-    // back, then joins the import states at `received`, and ends `erased`.
-    Ordered,
-    Prepared,
-    ShippedToCustomer,
-    Delivered,
-    InUse,
-    Returning,
-    Erased,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 19] = [
-        JobState::Created,
-        JobState::AwaitingShipment,
-        JobState::Shipping,
-        JobState::Received,
-        JobState::Transferring,
-        JobState::Completed,
-        JobState::CompletedWithErrors,
-        JobState::Failed,
-        JobState::Ingesting,
-        JobState::Ingested,
-        JobState::Expired,
-        JobState::Cancelled,
-        JobState::Ordered,
-        JobState::Prepared,
-        JobState::ShippedToCustomer,
-        JobState::Delivered,
-        JobState::InUse,
-        JobState::Returning,
-        JobState::Erased,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Created => "created",
-            JobState::AwaitingShipment => "awaiting-shipment",
-            JobState::Shipping => "shipping",
-            JobState::Received => "received",
-            JobState::Transferring => "transferring",
-            JobState::Completed => "completed",
-            JobState::CompletedWithErrors => "completed-with-errors",
-            JobState::Failed => "failed",
-            JobState::Ingesting => "ingesting",
-            JobState::Ingested => "ingested",
-            JobState::Expired => "expired",
-            JobState::Cancelled => "cancelled",
-            JobState::Ordered => "ordered",
-            JobState::Prepared => "prepared",
-            JobState::ShippedToCustomer => "shipped-to-customer",
-            JobState::Delivered => "delivered",
-            JobState::InUse => "in-use",
-            JobState::Returning => "returning",
-            JobState::Erased => "erased",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// States a job is cancelled from (before its disks are being copied).
-    pub const CANCELLABLE: [JobState; 10] = [
-        JobState::Created,
-        JobState::AwaitingShipment,
-        JobState::Shipping,
-        JobState::Received,
-        JobState::Ordered,
-        JobState::Prepared,
-        JobState::ShippedToCustomer,
-        JobState::Delivered,
-        JobState::InUse,
-        JobState::Returning,
-    ];
-    /// States in which a job without a tracking number expires at its deadline.
-    pub const EXPIRING: [JobState; 2] = [JobState::Created, JobState::AwaitingShipment];
-}
-
-/// One disk of a job's set, as the vault knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiskRecord {
-    /// The disk's number in its set, 1..=count.
-    pub id: u32,
-    /// `prepared`, `never-received`, `received`, `manifest-error`, `key-invalid`, `corrupted`,
-    /// `transferring`, `completed`, `completed-with-errors`.
-    pub state: String,
-    /// Bytes on the disk and objects it holds (from diskprep).
-    pub bytes: u64,
-    pub objects: u64,
-    /// Objects copied into the container by the import, and found there already.
-    #[serde(default)]
-    pub copied: u64,
-    #[serde(default)]
-    pub skipped: u64,
-    /// The disk's error log (each line names the object).
-    #[serde(default)]
-    pub errors: Vec<String>,
-}
-
-/// The disk states an import reports (and a device's `sealed` and `erased`).
-pub const DISK_STATES: [&str; 11] = [
-    "prepared",
-    "never-received",
-    "received",
-    "manifest-error",
-    "key-invalid",
-    "corrupted",
-    "transferring",
-    "completed",
-    "completed-with-errors",
-    "sealed",
-    "erased",
-];
-
-/// An import job as the API shows it (never with its disk key).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImportJob {
-    pub name: String,
-    /// The machine's ID and name.
-    pub machine: String,
-    pub machine_name: String,
-    /// Where the import puts the objects (a store location: folder, az://, s3://).
-    pub container: String,
-    pub state: JobState,
-    pub created: String,
-    /// Ship by then or the job expires (RFC 3339); `null` once shipped.
-    pub deadline: Option<String>,
-    pub carrier: Option<String>,
-    pub tracking: Option<String>,
-    pub return_address: Option<String>,
-    /// The disk set's ID (hex) and the BLAKE3 digest of its manifest, from diskprep.
-    pub set_id: Option<String>,
-    pub manifest_digest: Option<String>,
-    pub disks: Vec<DiskRecord>,
-    /// The seeded recovery point, once ingested.
-    pub recovery_point: Option<String>,
-    pub errors: Vec<String>,
-    pub updated: String,
-    /// `disks` (the customer's disks, `ferry diskprep`) or `device` (a vault-provisioned seed
-    /// device; its disks are the devices).
-    pub kind: String,
-    /// A device job's order.
-    pub device: Option<DeviceOrder>,
-}
-
-/// What was ordered for a device job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceOrder {
-    /// `disk` or `box`.
-    #[serde(rename = "type")]
-    pub device_type: String,
-    /// Bytes one device holds.
-    pub capacity: u64,
-    /// When the current unlock credential stops opening the device (RFC 3339); `null` before
-    /// the first device is prepared.
-    pub unlock_expires: Option<String>,
 }
 
 /// Why a change of a job was refused (a message for the caller, naming the job).
@@ -218,16 +43,6 @@ pub enum Refusal {
     WrongState { name: String, state: &'static str, why: String },
     #[error("tracking number {tracking:?} is already used by import job {other:?}: check the number")]
     TrackingTaken { tracking: String, other: String },
-}
-
-/// What diskprep tells the vault about a disk set.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DiskSetReport {
-    pub set_id: String,
-    pub manifest_digest: Option<String>,
-    pub disks: Vec<DiskRecord>,
-    /// All objects are on the disks and verified: the job awaits shipment.
-    pub complete: bool,
 }
 
 impl Db {

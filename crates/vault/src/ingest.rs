@@ -2,7 +2,7 @@
 //! (docs/design/offline-seeding.md, step 5).
 //!
 //! `ferry import run` leaves in the container every object of the seed under its repository key
-//! and, beside them, [`SEED_MANIFEST_KEY`]: the list of (key, size, BLAKE3) it decrypted from the
+//! and, beside them, [`SEED_MANIFEST_KEY`](ferry_api::SEED_MANIFEST_KEY): the list of (key, size, BLAKE3) it decrypted from the
 //! disks. The vault trusts that list only if its digest is the one `ferry diskprep` recorded on
 //! the job from the staging location (the agent's side), and every object only if its bytes hash
 //! to the list's entry and pass the checks of an online upload ([`crate::verify`]). Objects are
@@ -14,56 +14,11 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use ferry_api::{commit_phase, Invalid, SeedManifest, SEED_MANIFEST_KEY};
 use ferry_store::Store;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::verify::{self, Write};
-
-/// The key of the seed manifest inside an import job's container.
-pub const SEED_MANIFEST_KEY: &str = "seed-manifest.json";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeedObject {
-    pub key: String,
-    pub size: u64,
-    /// BLAKE3 of the object's bytes (hex).
-    pub hash: String,
-}
-
-/// What `ferry import run` writes beside the objects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeedManifest {
-    pub job: String,
-    pub set_id: String,
-    /// Hex of the manifest's digest as the disks' manifest computes it (must equal the job's).
-    pub digest: String,
-    pub objects: Vec<SeedObject>,
-}
-
-/// The order in which a repository's objects become visible: packs (0), then index files, pack
-/// lists, config and keys (1), recovery points last (2). What refers to something is written
-/// after it.
-pub fn commit_phase(key: &str) -> u8 {
-    if key.starts_with("data/") {
-        0
-    } else if key.starts_with("recovery-points/") {
-        2
-    } else {
-        1
-    }
-}
-
-/// The digest of a seed's object list ([`ferry_seed::seed_digest`]): computed by diskprep from
-/// the disks' manifest and recorded on the job, recomputed here from what the import decrypted.
-pub fn manifest_digest(m: &SeedManifest) -> Result<String> {
-    let mut entries: Vec<(&str, [u8; 32])> = Vec::with_capacity(m.objects.len());
-    for o in &m.objects {
-        let mut h = [0u8; 32];
-        hex::decode_to_slice(&o.hash, &mut h).with_context(|| format!("seed manifest: the hash of {} is not 64 hex digits", o.key))?;
-        entries.push((&o.key, h));
-    }
-    Ok(hex::encode(ferry_seed::seed_digest(entries.iter().map(|(k, h)| (*k, h)))))
-}
 
 /// What an ingest did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -84,7 +39,7 @@ pub fn ingest(
     machine: &str,
     job: &str,
     digest: &str,
-    digest_of: impl Fn(&SeedManifest) -> Result<String>,
+    digest_of: impl Fn(&SeedManifest) -> std::result::Result<String, Invalid>,
 ) -> Result<Ingested> {
     let bytes = container.get(SEED_MANIFEST_KEY).with_context(|| format!("read the seed manifest of import job {job} in its container"))?;
     let manifest: SeedManifest =
@@ -149,6 +104,7 @@ pub fn ingest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_api::{manifest_digest, SeedObject};
     use ferry_store::MemoryStore;
 
     /// A container holding a small seed (config, a pack, an index file, a recovery point) and

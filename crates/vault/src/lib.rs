@@ -67,103 +67,6 @@ impl Role {
     }
 }
 
-/// What a machine backs up, when, and what it keeps (`ferry vault policy set`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Policy {
-    pub paths: Vec<String>,
-    #[serde(default)]
-    pub excludes: Vec<String>,
-    /// Times of day (local time of the machine, `HH:MM`) at which a backup starts.
-    pub times: Vec<String>,
-    /// Days of the week (`mon` .. `sun`) the times apply to; empty = every day.
-    #[serde(default)]
-    pub days: Vec<String>,
-    /// Recovery points kept: daily, weekly, monthly, yearly; enforced by the vault
-    /// (`retention`). All zero: everything is kept.
-    #[serde(default)]
-    pub keep: Keep,
-    /// Transfer limits between the machine and the vault.
-    #[serde(default)]
-    pub bandwidth: Bandwidth,
-}
-
-/// Limits in KiB/s (0 = none) during work hours (on `work_days`) and outside them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Bandwidth {
-    pub work_kibps: u32,
-    pub other_kibps: u32,
-    /// `HH:MM-HH:MM`, the machine's local time.
-    pub work_hours: String,
-    pub work_days: Vec<String>,
-}
-
-impl Default for Bandwidth {
-    fn default() -> Self {
-        Bandwidth {
-            work_kibps: 0,
-            other_kibps: 0,
-            work_hours: "08:00-18:00".into(),
-            work_days: DAYS[..5].iter().map(|d| d.to_string()).collect(),
-        }
-    }
-}
-
-impl Bandwidth {
-    /// The work hours as minutes of the day, [start, end).
-    pub fn work_window(&self) -> Option<(u32, u32)> {
-        let (a, b) = self.work_hours.split_once('-')?;
-        let ((ah, am), (bh, bm)) = (parse_time(a)?, parse_time(b)?);
-        Some((ah * 60 + am, bh * 60 + bm))
-    }
-
-    /// The limit in bytes per second at `weekday` (`mon`..) and `minute` of the day; 0 = none.
-    pub fn limit_at(&self, weekday: &str, minute: u32) -> u64 {
-        let work = self.work_days.iter().any(|d| d == weekday) && self.work_window().is_some_and(|(a, b)| a <= minute && minute < b);
-        1024 * u64::from(if work { self.work_kibps } else { self.other_kibps })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Keep {
-    pub daily: u32,
-    pub weekly: u32,
-    pub monthly: u32,
-    pub yearly: u32,
-}
-
-pub const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
-impl Policy {
-    /// What is wrong with it, if anything.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.paths.is_empty() || self.paths.iter().any(|p| !p.starts_with('/')) {
-            return Err("a policy backs up at least one absolute path".into());
-        }
-        if self.times.is_empty() {
-            return Err("a policy has at least one time of day (HH:MM)".into());
-        }
-        for t in &self.times {
-            parse_time(t).ok_or_else(|| format!("time {t:?}: expected HH:MM, 00:00 to 23:59"))?;
-        }
-        for d in self.days.iter().chain(&self.bandwidth.work_days) {
-            if !DAYS.contains(&d.as_str()) {
-                return Err(format!("day {d:?}: expected one of {}", DAYS.join(", ")));
-            }
-        }
-        if self.bandwidth.work_window().is_none_or(|(a, b)| a >= b) {
-            return Err(format!("work hours {:?}: expected HH:MM-HH:MM, the start before the end", self.bandwidth.work_hours));
-        }
-        Ok(())
-    }
-}
-
-/// `HH:MM` as (hour, minute).
-pub fn parse_time(t: &str) -> Option<(u32, u32)> {
-    let (h, m) = t.split_once(':')?;
-    let (h, m) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60 && t.len() == 5).then_some((h, m))
-}
-
 /// How `ferry vault serve` was asked to run.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -238,8 +141,8 @@ impl State {
         }
         let _running = Running(self, machine.to_string());
         let keep = match self.db.policy(machine).await? {
-            Some(v) => serde_json::from_value::<Policy>(v).map(|p| p.keep).unwrap_or_default(),
-            None => Keep::default(),
+            Some(v) => serde_json::from_value::<ferry_api::BackupPolicy>(v).map(|p| p.keep).unwrap_or_default(),
+            None => ferry_api::Keep::default(),
         };
         let now = chrono::Utc::now().timestamp();
         let job = self.db.create_job(machine, "retention", now).await?;
@@ -247,7 +150,7 @@ impl State {
         let timing = retention::Timing::from_env();
         let outcome = tokio::task::spawn_blocking(move || repo.enforce(&keep, timing, now)).await.context("retention task")?;
         let end = chrono::Utc::now().timestamp();
-        let update = |state: &str, bytes: u64, files: u64, errors: Vec<String>| db::JobUpdate {
+        let update = |state: &str, bytes: u64, files: u64, errors: Vec<String>| ferry_api::JobUpdate {
             state: state.into(),
             bytes,
             files,
@@ -319,12 +222,12 @@ async fn serve_with(db: Db, opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)
             (c, k)
         }
     };
-    let fingerprint = tls::fingerprint(&tls::load_cert(&cert_path)?);
+    let fingerprint = ferry_store::cert_file_fingerprint(&cert_path)?;
     let secrets = secrets::Secrets::load_or_create(&opts.data)?;
     let mut new_owner = None;
     if let Some(token) = db.create_owner_if_none().await? {
         let path = opts.data.join(OWNER_TOKEN_FILE);
-        tls::write_private(&path, format!("{token}\n").as_bytes())?;
+        ferry_store::write_private(&path, format!("{token}\n").as_bytes())?;
         new_owner = Some(path);
     }
     let config = tls::server_config(&cert_path, &key_path)?;
@@ -398,22 +301,4 @@ async fn serve_with(db: Db, opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)
         }
     });
     api::run(listener, config, state).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bandwidth_limits_follow_work_hours_and_days() {
-        let b = Bandwidth { work_kibps: 100, other_kibps: 0, ..Bandwidth::default() };
-        assert_eq!(b.limit_at("mon", 9 * 60), 100 * 1024);
-        assert_eq!(b.limit_at("mon", 18 * 60), 0, "the window's end is outside it");
-        assert_eq!(b.limit_at("sat", 9 * 60), 0, "not a work day");
-        let p = Policy { paths: vec!["/x".into()], times: vec!["01:00".into()], bandwidth: b, ..Default::default() };
-        assert!(p.validate().is_ok());
-        let bad = Policy { bandwidth: Bandwidth { work_hours: "18:00-08:00".into(), ..Bandwidth::default() }, ..p.clone() };
-        assert!(bad.validate().is_err());
-        assert!(Policy { times: vec!["7:5".into()], ..p }.validate().is_err());
-    }
 }

@@ -137,7 +137,7 @@ mod tests {
             let secret = db.add_registration(i64::MAX).await.unwrap();
             let (m, _) = db.register(&secret, "web \"1\"", 0).await.unwrap().unwrap();
             let id = db.create_job(&m, "backup", chrono::Utc::now().timestamp()).await.unwrap();
-            let end = crate::db::JobUpdate {
+            let end = ferry_api::JobUpdate {
                 state: "completed".into(),
                 bytes: 100,
                 files: 3,
@@ -180,7 +180,7 @@ mod tests {
             let secret = db.add_registration(i64::MAX).await.unwrap();
             let (m, _) = db.register(&secret, &name, 0).await.unwrap().unwrap();
             let id = db.create_job(&m, "backup", chrono::Utc::now().timestamp()).await.unwrap();
-            let end = crate::db::JobUpdate {
+            let end = ferry_api::JobUpdate {
                 state: "completed".into(),
                 bytes: 1,
                 files: 1,

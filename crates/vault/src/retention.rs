@@ -32,8 +32,9 @@ use ferry_format::{PackId, RecoveryPointId};
 use ferry_store::Store;
 use serde::Serialize;
 
+use ferry_api::Keep;
+
 use crate::db::rfc3339;
-use crate::Keep;
 
 /// Where soft-deleted recovery points are kept, under a machine's repository.
 pub const SOFT_DELETED: &str = "deleted/recovery-points/";

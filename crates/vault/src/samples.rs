@@ -75,7 +75,7 @@ mod tests {
             store.put(&format!("machines/{b}/data/z"), Bytes::from(vec![0u8; 7])).unwrap();
             for total in [1000, 3000] {
                 let id = db.create_job(&a, "backup", 0).await.unwrap();
-                let end = crate::db::JobUpdate {
+                let end = ferry_api::JobUpdate {
                     state: "completed".into(),
                     bytes: 1,
                     files: 1,

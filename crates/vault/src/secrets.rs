@@ -12,9 +12,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use ferry_api::{Receipt, Unlock};
 use ferry_crypto::AeadKey;
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 pub const SECRET_FILE: &str = "vault-secret.key";
@@ -40,7 +40,7 @@ impl Secrets {
         let path = data.join(SECRET_FILE);
         if !path.exists() {
             let secret = Zeroizing::new(hex::encode(ferry_crypto::random_bytes::<32>()));
-            crate::tls::write_private(&path, format!("{}\n", secret.as_str()).as_bytes())?;
+            ferry_store::write_private(&path, format!("{}\n", secret.as_str()).as_bytes())?;
         }
         let text = Zeroizing::new(std::fs::read_to_string(&path).with_context(|| format!("read the vault secret {}", path.display()))?);
         let mut secret = Zeroizing::new([0u8; 32]);
@@ -97,142 +97,10 @@ impl Secrets {
     }
 }
 
-/// The `magic` of an unlock credential file.
-pub const UNLOCK_MAGIC: &str = "ferry-device-unlock";
-
-/// A seed device's unlock credential (`ferry device prepare --unlock-out FILE`): the device key
-/// of a device job, bound to the job, the machine and the device set, valid until `expires`,
-/// signed by the vault. The vault gives it to the machine's owner, apart from the device; the
-/// agent checks the signature with the vault's public key (over the pinned connection), the
-/// machine, the expiry, and that the key opens the device's header.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Unlock {
-    pub magic: String,
-    pub version: u32,
-    pub job: String,
-    /// The machine's ID and name.
-    pub machine: String,
-    pub machine_name: String,
-    /// The device set's ID (hex).
-    pub set_id: String,
-    /// The device key (64 hex digits): the secret of this file.
-    pub device_key: String,
-    /// RFC 3339.
-    pub issued: String,
-    pub expires: String,
-    /// Hex of the vault's Ed25519 public key and of the signature.
-    pub public_key: String,
-    pub signature: String,
-}
-
-impl std::fmt::Debug for Unlock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unlock").field("job", &self.job).field("machine", &self.machine).field("expires", &self.expires).finish()
-    }
-}
-
-impl Unlock {
-    fn signed_bytes(&self) -> Vec<u8> {
-        let mut s = String::from("ferry device unlock v1\n");
-        for f in [
-            &self.magic,
-            &self.version.to_string(),
-            &self.job,
-            &self.machine,
-            &self.machine_name,
-            &self.set_id,
-            &self.device_key,
-            &self.issued,
-            &self.expires,
-            &self.public_key,
-        ] {
-            s.push_str(f);
-            s.push('\n');
-        }
-        s.into_bytes()
-    }
-
-    /// Checks the form and the signature with the vault's public key `expected` (hex).
-    pub fn verify(&self, expected: &str) -> Result<()> {
-        if self.magic != UNLOCK_MAGIC || self.version != 1 {
-            bail!("not a Ferry device unlock credential (magic {:?}, version {})", self.magic, self.version);
-        }
-        let fields = [&self.job, &self.machine, &self.machine_name, &self.set_id, &self.device_key, &self.issued, &self.expires];
-        if fields.iter().any(|f| f.contains('\n')) {
-            bail!("the unlock credential of device job {} is malformed", self.job);
-        }
-        if self.public_key != expected {
-            bail!("the unlock credential of device job {} was not issued by this machine's vault", self.job);
-        }
-        let key = hex::decode(expected).context("the vault's public key is not hex")?;
-        let sig = hex::decode(&self.signature).context("the credential's signature is not hex")?;
-        UnparsedPublicKey::new(&ED25519, key)
-            .verify(&self.signed_bytes(), &sig)
-            .map_err(|_| anyhow::anyhow!("the unlock credential of device job {} does not verify: it was altered", self.job))
-    }
-
-    /// The expiry as a Unix time (0 if unreadable: expired).
-    pub fn expires_unix(&self) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(&self.expires).map(|t| t.timestamp()).unwrap_or(0)
-    }
-}
-
-/// The vault's signed statement that a seed was ingested: which objects (by the digest of the
-/// seed manifest: every object's key and BLAKE3 hash), into which machine's repository, giving
-/// which recovery points. The agent checks it against its staging location before cleanup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Receipt {
-    pub job: String,
-    /// The machine's ID.
-    pub machine: String,
-    pub recovery_points: Vec<String>,
-    /// Hex of the seed manifest's digest.
-    pub manifest_digest: String,
-    pub objects: u64,
-    pub bytes: u64,
-    /// RFC 3339.
-    pub ingested: String,
-    /// Hex of the vault's Ed25519 public key and of the signature.
-    pub public_key: String,
-    pub signature: String,
-}
-
-impl Receipt {
-    /// What is signed: a context line, then the fields but the signature, one per line.
-    fn signed_bytes(&self) -> Vec<u8> {
-        let mut s = String::from("ferry ingest receipt v1\n");
-        for f in [&self.job, &self.machine, &self.recovery_points.join(","), &self.manifest_digest] {
-            // Fields never hold a newline (names and hex), so lines cannot be shifted.
-            s.push_str(f);
-            s.push('\n');
-        }
-        s.push_str(&format!("{}\n{}\n{}\n{}\n", self.objects, self.bytes, self.ingested, self.public_key));
-        s.into_bytes()
-    }
-
-    /// Checks the signature with the vault's public key `expected` (hex, from the vault over
-    /// the pinned connection); the receipt's own `public_key` must be that key.
-    pub fn verify(&self, expected: &str) -> Result<()> {
-        if self.public_key != expected {
-            bail!("the ingest receipt of import job {} is signed by another key than this vault's", self.job);
-        }
-        if [&self.job, &self.machine, &self.manifest_digest, &self.ingested].iter().any(|f| f.contains('\n'))
-            || self.recovery_points.iter().any(|r| r.contains('\n') || r.contains(','))
-        {
-            bail!("the ingest receipt of import job {} is malformed", self.job);
-        }
-        let key = hex::decode(expected).context("the vault's public key is not hex")?;
-        let sig = hex::decode(&self.signature).context("the receipt's signature is not hex")?;
-        UnparsedPublicKey::new(&ED25519, key)
-            .verify(&self.signed_bytes(), &sig)
-            .map_err(|_| anyhow::anyhow!("the ingest receipt of import job {} does not verify: it was altered", self.job))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_api::UNLOCK_MAGIC;
 
     #[test]
     fn unlock_credentials_verify_only_unaltered() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use chrono::{Datelike, Local, NaiveTime, TimeZone, Timelike};
+use ferry_api::{parse_time, BackupPolicy, DAYS};
 
 use crate::cli::{AgentRunArgs, BackupArgs, Global};
 use crate::common::Registration;
@@ -14,25 +15,24 @@ use crate::Outcome;
 /// How often the daemon looks at the vault for a changed policy while it waits.
 const POLL: Duration = Duration::from_secs(60);
 
-fn fetch_policy(reg: &Registration) -> Result<ferry_vault::Policy> {
+fn fetch_policy(reg: &Registration) -> Result<BackupPolicy> {
     let client = ferry_store::VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token)?;
-    let v = client.get_json(&format!("/v1/machines/{}/policy", reg.machine)).context("fetch this machine's policy")?;
-    let p: ferry_vault::Policy = serde_json::from_value(v).context("the vault's policy is not one this agent understands")?;
+    let p = client.policy(&reg.machine).context("fetch this machine's policy")?;
     p.validate().map_err(|e| anyhow::anyhow!("the policy is invalid: {e}"))?;
     Ok(p)
 }
 
 /// The first time after `now` that the policy names.
-pub fn next_run(p: &ferry_vault::Policy, now: chrono::DateTime<Local>) -> Option<chrono::DateTime<Local>> {
+pub fn next_run(p: &BackupPolicy, now: chrono::DateTime<Local>) -> Option<chrono::DateTime<Local>> {
     let mut best: Option<chrono::DateTime<Local>> = None;
     for day in 0..8 {
         let date = (now + chrono::Duration::days(day)).date_naive();
-        let wd = ferry_vault::DAYS[date.weekday().num_days_from_monday() as usize];
+        let wd = DAYS[date.weekday().num_days_from_monday() as usize];
         if !p.days.is_empty() && !p.days.iter().any(|d| d == wd) {
             continue;
         }
         for t in &p.times {
-            let (h, m) = ferry_vault::parse_time(t)?;
+            let (h, m) = parse_time(t)?;
             let at = Local.from_local_datetime(&date.and_time(NaiveTime::from_hms_opt(h, m, 0)?)).earliest()?;
             if at > now && best.is_none_or(|b| at < b) {
                 best = Some(at);
@@ -43,13 +43,13 @@ pub fn next_run(p: &ferry_vault::Policy, now: chrono::DateTime<Local>) -> Option
 }
 
 /// The policy's transfer limit now, bytes per second (0 = none).
-fn limit_now(p: &ferry_vault::Policy) -> u64 {
+fn limit_now(p: &BackupPolicy) -> u64 {
     let now = Local::now();
-    let weekday = ferry_vault::DAYS[now.weekday().num_days_from_monday() as usize];
+    let weekday = DAYS[now.weekday().num_days_from_monday() as usize];
     p.bandwidth.limit_at(weekday, now.hour() * 60 + now.minute())
 }
 
-fn backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
+fn backup(g: &Global, p: &BackupPolicy) -> Result<Outcome> {
     let limit = limit_now(p);
     ferry_store::set_rate_limit(limit);
     if limit > 0 {
@@ -77,7 +77,7 @@ fn backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
     outcome
 }
 
-fn run_policy_backup(g: &Global, p: &ferry_vault::Policy) -> Result<Outcome> {
+fn run_policy_backup(g: &Global, p: &BackupPolicy) -> Result<Outcome> {
     let args = BackupArgs {
         paths: p.paths.iter().map(Into::into).collect(),
         exclude: p.excludes.clone(),
@@ -137,10 +137,10 @@ mod tests {
 
     #[test]
     fn the_next_run_is_the_first_named_time_after_now() {
-        let p = ferry_vault::Policy { paths: vec!["/x".into()], times: vec!["09:30".into(), "21:00".into()], ..Default::default() };
+        let p = BackupPolicy { paths: vec!["/x".into()], times: vec!["09:30".into(), "21:00".into()], ..Default::default() };
         let now = Local.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap(); // a Monday
         assert_eq!(next_run(&p, now).unwrap(), Local.with_ymd_and_hms(2026, 11, 23, 21, 0, 0).unwrap());
-        let weekly = ferry_vault::Policy { days: vec!["sat".into()], ..p };
+        let weekly = BackupPolicy { days: vec!["sat".into()], ..p };
         assert_eq!(next_run(&weekly, now).unwrap(), Local.with_ymd_and_hms(2026, 11, 28, 9, 30, 0).unwrap());
     }
 }

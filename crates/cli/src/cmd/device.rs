@@ -12,23 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use ferry_api::{AuditEntry, DeviceErased, DeviceOrderRequest, DeviceStatus, DiskRecord, DiskSetReport, ImportJob, JobState, Unlock};
 use ferry_repo::Repository;
 use ferry_seed::{DeviceHeader, DeviceSet, DeviceStore, DiskKey};
 use ferry_store::{Store, VaultClient};
-use ferry_vault::secrets::Unlock;
 
 use super::import::{self, CopyPlan, SeedItem};
-use super::import_job;
 use crate::cli::{DeviceCommand, Global};
-use crate::common::{self, Registration};
+use crate::common::{self, text, Registration};
 use crate::Outcome;
 
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn text(v: &serde_json::Value) -> &str {
-    v.as_str().unwrap_or("-")
 }
 
 pub fn run(g: &Global, c: &DeviceCommand) -> Result<Outcome> {
@@ -46,17 +41,17 @@ pub fn run(g: &Global, c: &DeviceCommand) -> Result<Outcome> {
 fn order(g: &Global, machine: &str, device_type: &str, capacity: Option<&str>, container: &Option<String>) -> Result<Outcome> {
     let client = common::admin_client(g).context("ordering a seed device needs a vault user's token (owner or contributor)")?;
     let capacity = match capacity {
-        Some(c) => Some(super::diskprep::parse_size(c).with_context(|| format!("--capacity {c:?}: give a size like 2TB or 500GiB"))?),
+        Some(c) => Some(common::parse_size(c).with_context(|| format!("--capacity {c:?}: give a size like 2TB or 500GiB"))?),
         None => None,
     };
-    let body = serde_json::json!({"machine": machine, "type": device_type, "capacity": capacity, "container": container});
-    let j = client.post_json("/v1/devices", &body)?;
+    let order = DeviceOrderRequest { machine: machine.into(), device_type: device_type.into(), capacity, container: container.clone() };
+    let j = client.order_device(&order)?;
     if g.json {
-        common::print_json(&j)?;
+        common::print_answer(&j)?;
     } else {
-        let cap = j["device"]["capacity"].as_u64().unwrap_or(0);
+        let cap = j.job.device.as_ref().map_or(0, |d| d.capacity);
         eprintln!("ordered a {device_type} device ({}) for machine {machine}; prepare it with `ferry device prepare`", common::size(cap));
-        println!("{}", text(&j["device_job"]));
+        println!("{}", j.device_job);
     }
     Ok(Outcome::Success)
 }
@@ -67,7 +62,7 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let name = path.file_name().context("--unlock-out names no file")?.to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
-    ferry_vault::tls::write_private(&tmp, bytes)?;
+    ferry_store::write_private(&tmp, bytes)?;
     std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))
 }
 
@@ -79,7 +74,7 @@ fn prepare(g: &Global, job: &str, path: &Path, unlock_out: &Path) -> Result<Outc
     // A device prepared already for this job keeps its number: only the credential is new.
     let unlock = match ferry_seed::read_device_header(path)? {
         Some(h) if h.job == job => {
-            let u = client.get_json(&format!("/v1/devices/{job}/unlock"))?;
+            let u = client.device_unlock(job)?;
             eprintln!("device {} is device {} of job {job} already; a new unlock credential was issued", path.display(), h.device_number);
             u
         }
@@ -97,108 +92,124 @@ fn prepare(g: &Global, job: &str, path: &Path, unlock_out: &Path) -> Result<Outc
             if entries.any(|e| e.map_or(true, |e| e.file_name() != "lost+found")) {
                 bail!("device {} is not empty: a device is prepared empty (nothing on it is kept)", path.display());
             }
-            let p = client.post_json(&format!("/v1/devices/{job}/prepare"), &serde_json::json!({}))?;
-            let key = DiskKey::from_hex(text(&p["device_key"])).context("the vault sent a malformed device key")?;
+            let p = client.prepare_device(job)?;
+            let key = DiskKey::from_hex(&p.device_key).context("the vault sent a malformed device key")?;
             let mut set_id = [0u8; 16];
-            hex::decode_to_slice(text(&p["set_id"]), &mut set_id).context("the vault sent a malformed set ID")?;
-            let number = p["device_number"].as_u64().context("the vault sent no device number")? as u32;
+            hex::decode_to_slice(&p.set_id, &mut set_id).context("the vault sent a malformed set ID")?;
+            let number = p.device_number;
             let header = DeviceHeader::new(
                 &key,
                 job,
-                text(&p["job"]["machine"]),
-                text(&p["job"]["machine_name"]),
+                &p.job.machine,
+                &p.job.machine_name,
                 set_id,
                 number,
-                text(&p["type"]),
-                p["capacity"].as_u64().unwrap_or(0),
+                &p.device_type,
+                p.capacity,
                 &now_rfc3339(),
             );
             ferry_seed::prepare_device(path, &header)?;
             eprintln!(
                 "device {} prepared as device {number} of job {job} for machine {} ({} {})",
                 path.display(),
-                text(&p["job"]["machine_name"]),
-                text(&p["type"]),
+                p.job.machine_name,
+                p.device_type,
                 common::size(header.capacity)
             );
-            p["unlock"].clone()
+            p.unlock
         }
     };
-    write_secret(unlock_out, &serde_json::to_vec_pretty(&unlock)?)?;
+    // Its fields in name order, as the file has always had them.
+    write_secret(unlock_out, &serde_json::to_vec_pretty(&serde_json::to_value(&unlock)?)?)?;
     if g.json {
-        common::print_json(&serde_json::json!({"device_job": job, "unlock_file": unlock_out, "unlock_expires": unlock["expires"]}))?;
+        common::print_json(&serde_json::json!({"device_job": job, "unlock_file": unlock_out, "unlock_expires": unlock.expires}))?;
     } else {
         eprintln!(
             "unlock credential written to {} (valid until {}): give it to the machine's owner apart from the device",
             unlock_out.display(),
-            text(&unlock["expires"])
+            unlock.expires
         );
     }
     Ok(Outcome::Success)
 }
 
 fn status(g: &Global, job: Option<&str>, set: Option<&str>, carrier: &Option<String>, tracking: &Option<String>) -> Result<Outcome> {
-    let client = import_job::client(g)?;
-    let j = match (job, set) {
+    let client = common::seeding_client(g)?;
+    match (job, set) {
         (Some(job), Some(state)) => {
-            let body = serde_json::json!({"state": state, "carrier": carrier, "tracking": tracking});
-            client.post_json(&format!("/v1/devices/{job}/status"), &body)?
+            let state = JobState::parse(state)
+                .with_context(|| format!("--set {state:?}: a device is recorded shipped-to-customer, delivered, in-use or returning"))?;
+            let j = client.set_device_status(job, &DeviceStatus { state, carrier: carrier.clone(), tracking: tracking.clone() })?;
+            show(g, &j, &[])
         }
-        (Some(job), None) => client.get_json(&format!("/v1/devices/{job}"))?,
-        (None, _) => {
-            let list = client.get_json("/v1/devices")?;
+        (Some(job), None) => {
+            let j = client.device_job(job)?;
             if g.json {
-                common::print_json(&list)?;
+                common::print_answer(&j)
             } else {
-                for j in list.as_array().into_iter().flatten() {
+                show(g, &j.job, &j.audit)
+            }
+        }
+        (None, _) => {
+            let list = client.device_jobs()?;
+            if g.json {
+                common::print_answer(&list)?;
+            } else {
+                for j in &list {
                     println!("{}", one_line(j));
                 }
             }
-            return Ok(Outcome::Success);
+            Ok(())
         }
-    };
-    if g.json {
-        common::print_json(&j)?;
-    } else {
-        print!("{}", details(&j));
-    }
+    }?;
     Ok(Outcome::Success)
 }
 
-fn one_line(j: &serde_json::Value) -> String {
+/// One device job, as JSON or for a human.
+fn show(g: &Global, j: &ImportJob, audit: &[AuditEntry]) -> Result<()> {
+    if g.json {
+        common::print_answer(j)
+    } else {
+        print!("{}", details(j, audit));
+        Ok(())
+    }
+}
+
+/// The order's type and capacity, `-` and 0 B for a job that has none.
+fn order_of(j: &ImportJob) -> (&str, u64) {
+    j.device.as_ref().map_or(("-", 0), |d| (d.device_type.as_str(), d.capacity))
+}
+
+fn one_line(j: &ImportJob) -> String {
+    let (device_type, capacity) = order_of(j);
     let mut s = format!(
         "{}  {}  {} {}  machine {}  {} device(s)",
-        text(&j["name"]),
-        text(&j["state"]),
-        text(&j["device"]["type"]),
-        common::size(j["device"]["capacity"].as_u64().unwrap_or(0)),
-        text(&j["machine_name"]),
-        j["disks"].as_array().map_or(0, Vec::len)
+        j.name,
+        j.state.as_str(),
+        device_type,
+        common::size(capacity),
+        j.machine_name,
+        j.disks.len()
     );
-    if let Some(t) = j["tracking"].as_str() {
-        s.push_str(&format!("  tracking {t} ({})", text(&j["carrier"])));
+    if let Some(t) = &j.tracking {
+        s.push_str(&format!("  tracking {t} ({})", text(&j.carrier)));
     }
     s
 }
 
-fn details(j: &serde_json::Value) -> String {
-    let mut s =
-        format!("device job {}\n  state:      {}\n  machine:    {}\n", text(&j["name"]), text(&j["state"]), text(&j["machine_name"]));
-    s.push_str(&format!(
-        "  device:     {} of {}\n  ordered:    {}\n",
-        text(&j["device"]["type"]),
-        common::size(j["device"]["capacity"].as_u64().unwrap_or(0)),
-        text(&j["created"])
-    ));
-    if let Some(e) = j["device"]["unlock_expires"].as_str() {
+fn details(j: &ImportJob, audit: &[AuditEntry]) -> String {
+    let (device_type, capacity) = order_of(j);
+    let mut s = format!("device job {}\n  state:      {}\n  machine:    {}\n", j.name, j.state.as_str(), j.machine_name);
+    s.push_str(&format!("  device:     {device_type} of {}\n  ordered:    {}\n", common::size(capacity), j.created));
+    if let Some(e) = j.device.as_ref().and_then(|d| d.unlock_expires.as_deref()) {
         s.push_str(&format!("  unlock valid until: {e}\n"));
     }
-    if let Some(t) = j["tracking"].as_str() {
-        s.push_str(&format!("  shipping:   {} tracking {t}\n", text(&j["carrier"])));
+    if let Some(t) = &j.tracking {
+        s.push_str(&format!("  shipping:   {} tracking {t}\n", text(&j.carrier)));
     }
-    import_job::disks_and_outcome(&mut s, j, "device");
-    for a in j["audit"].as_array().into_iter().flatten() {
-        s.push_str(&format!("  {} {} {} {}\n", text(&a["time"]), text(&a["actor"]), text(&a["action"]), text(&a["detail"])));
+    common::disks_and_outcome(&mut s, j, "device");
+    for a in audit {
+        s.push_str(&format!("  {} {} {} {}\n", a.time, a.actor, a.action, a.detail));
     }
     s
 }
@@ -229,7 +240,7 @@ pub fn open_for_backup(
     let client = VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token)?;
     let unlock: Unlock = common::read_json(unlock_file, "ask the vault's owner for the device's unlock credential again")?
         .with_context(|| format!("no unlock credential at {}", unlock_file.display()))?;
-    let vault_key = client.get_json("/v1/health")?["receipt_key"].as_str().map(str::to_string);
+    let vault_key = client.health()?.receipt_key;
     unlock
         .verify(&vault_key.context("this vault does not sign unlock credentials (an older version?)")?)
         .with_context(|| format!("unlock credential {}", unlock_file.display()))?;
@@ -258,7 +269,7 @@ pub fn open_for_backup(
     };
     let (used, usable) = store.space();
     check_fits(sources, usable, &unlock.job)?;
-    client.post_json(&format!("/v1/devices/{}/in-use", unlock.job), &serde_json::json!({})).with_context(|| {
+    client.device_in_use(&unlock.job).with_context(|| {
         format!("device job {}: the vault does not let this machine write its device (is the credential expired?)", unlock.job)
     })?;
     if !g.json {
@@ -287,8 +298,8 @@ fn record_earlier_seal(
     key: &DiskKey,
     sealed: ferry_seed::SeedError,
 ) -> Result<Option<(Repository, DeviceBackup)>> {
-    let job = client.get_json(&format!("/v1/devices/{}", unlock.job))?;
-    if !job["manifest_digest"].is_null() || job["state"] != "in-use" {
+    let job = client.device_job(&unlock.job)?.job;
+    if job.manifest_digest.is_some() || job.state != JobState::InUse {
         return Err(sealed.into());
     }
     let set = DeviceSet::open(devices, &unlock.job, key)
@@ -300,31 +311,10 @@ fn record_earlier_seal(
     Ok(None)
 }
 
-/// Refuses, before anything is written, data that would not fit in `usable` bytes. Sources on
-/// file systems that hold less than `usable` in all fit without a look (a file system mounted
-/// inside a source is not counted: if the devices fill up anyway, the backup stops with an error
-/// saying what to do, and resumes); otherwise their files are summed, and only data larger than
-/// the devices is sampled for compressibility.
+/// Refuses, before anything is written, data that would not fit in `usable` bytes
+/// ([`ferry_seed::fit`]).
 fn check_fits(sources: &[PathBuf], usable: u64, job: &str) -> Result<()> {
-    let fs_used = |p: &Path| -> Option<u64> {
-        let st = rustix::fs::statvfs(p).ok()?;
-        Some(st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize))
-    };
-    let bound: Option<u64> = sources.iter().map(|p| fs_used(p)).sum();
-    if bound.is_some_and(|b| b.saturating_add(b / 100) <= usable) {
-        return Ok(());
-    }
-    let total: u64 = sources.iter().map(|p| super::plan::total_size(p)).sum::<Result<u64>>()?;
-    if total.saturating_add(total / 100) <= usable {
-        return Ok(());
-    }
-    let mut compressed = 0.0;
-    for p in sources {
-        let (n, ratio, _) = super::plan::sample(p)?;
-        compressed += n as f64 * ratio;
-    }
-    let needed = (compressed * 1.01) as u64;
-    if needed > usable {
+    if let ferry_seed::Fit::TooLarge { total, needed } = ferry_seed::fit(sources, usable)? {
         let share = usable as f64 / needed as f64 * 100.0;
         bail!(
             "the data to back up is {} ({} compressed, estimated from a sample), but the device(s) of job {job} hold {}: \
@@ -363,14 +353,15 @@ impl DeviceBackup {
 /// device's size.
 fn report_seal(g: &Global, client: &VaultClient, job: &str, set_id: &str, seal: &ferry_seed::Seal) -> Result<()> {
     let digest = hex::encode(seal.digest());
-    let disks: Vec<serde_json::Value> = (1..=seal.device_count)
+    let disks = (1..=seal.device_count)
         .map(|n| {
             let on = seal.entries.iter().filter(|e| e.device == n);
-            serde_json::json!({"id": n, "state": "sealed", "bytes": on.clone().map(|e| e.size).sum::<u64>(), "objects": on.count()})
+            let bytes = on.clone().map(|e| e.size).sum();
+            DiskRecord { id: n, state: "sealed".into(), bytes, objects: on.count() as u64, copied: 0, skipped: 0, errors: vec![] }
         })
         .collect();
-    let body = serde_json::json!({"set_id": set_id, "manifest_digest": digest, "disks": disks, "complete": true});
-    client.post_json(&format!("/v1/devices/{job}/sealed"), &body).with_context(|| {
+    let set = DiskSetReport { set_id: set_id.to_string(), manifest_digest: Some(digest), disks, complete: true };
+    client.device_sealed(job, &set).with_context(|| {
         format!("device job {job}: the devices are sealed, but the vault did not record it; run the backup again to record it")
     })?;
     if !g.json {
@@ -384,14 +375,13 @@ fn report_seal(g: &Global, client: &VaultClient, job: &str, set_id: &str, seal: 
 }
 
 fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Path>) -> Result<Outcome> {
-    let client = import_job::client(g)?;
-    let j = client.get_json(&format!("/v1/devices/{job}"))?;
-    let state = text(&j["state"]).to_string();
-    if matches!(state.as_str(), "ingested" | "erased") {
+    let client = common::seeding_client(g)?;
+    let j = client.device_job(job)?.job;
+    let state = j.state.as_str();
+    if matches!(j.state, JobState::Ingested | JobState::Erased) {
         bail!("device job {job} was imported and ingested already (state {state}): a device is imported only once; erase it (`ferry device erase`)");
     }
-    let key = client.get_json(&format!("/v1/devices/{job}/key"))?;
-    let key = DiskKey::from_hex(text(&key["device_key"])).context("the vault sent a malformed device key")?;
+    let key = DiskKey::from_hex(&client.device_key(job)?).context("the vault sent a malformed device key")?;
     let set = match DeviceSet::open(paths, job, &key) {
         Ok(s) => s,
         Err(e) => {
@@ -400,15 +390,15 @@ fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Pat
         }
     };
     let seal = set.seal();
-    if j["set_id"].as_str() != Some(hex::encode(seal.set_id).as_str()) {
-        bail!("device job {job}: these devices are set {}, not the job's set {}", hex::encode(seal.set_id), text(&j["set_id"]));
+    if j.set_id.as_deref() != Some(hex::encode(seal.set_id).as_str()) {
+        bail!("device job {job}: these devices are set {}, not the job's set {}", hex::encode(seal.set_id), text(&j.set_id));
     }
     let digest = hex::encode(seal.digest());
-    if j["manifest_digest"].as_str() != Some(digest.as_str()) {
+    if j.manifest_digest.as_deref() != Some(digest.as_str()) {
         bail!(
             "device job {job}: the devices' seal (digest {digest}) is not the one the machine reported ({}): \
              the devices were altered, or were never sealed by the machine; nothing was copied",
-            text(&j["manifest_digest"])
+            text(&j.manifest_digest)
         );
     }
     let items = seal.entries.iter().map(|e| SeedItem { key: e.key.clone(), size: e.size, hash: e.hash, unit: e.device }).collect();
@@ -421,17 +411,16 @@ fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Pat
 }
 
 fn erase(g: &Global, job: &str, paths: &[PathBuf]) -> Result<Outcome> {
-    let client = import_job::client(g)?;
-    let j = client.get_json(&format!("/v1/devices/{job}"))?;
-    let state = text(&j["state"]);
-    if !matches!(state, "ingested" | "erased" | "cancelled") {
+    let client = common::seeding_client(g)?;
+    let state = client.device_job(job)?.job.state;
+    if !matches!(state, JobState::Ingested | JobState::Erased | JobState::Cancelled) {
+        let state = state.as_str();
         bail!(
             "device job {job} is {state}: a device is erased only after its seed is ingested (or the job was cancelled); \
              erasing now would lose the only copy of the machine's first backup"
         );
     }
-    let key = client.get_json(&format!("/v1/devices/{job}/key"))?;
-    let key = DiskKey::from_hex(text(&key["device_key"])).context("the vault sent a malformed device key")?;
+    let key = DiskKey::from_hex(&client.device_key(job)?).context("the vault sent a malformed device key")?;
     let mut done = Vec::new();
     for path in paths {
         let header = ferry_seed::read_device_header(path)?.with_context(|| {
@@ -441,10 +430,7 @@ fn erase(g: &Global, job: &str, paths: &[PathBuf]) -> Result<Outcome> {
             )
         })?;
         let erased = ferry_seed::erase_device(path, &key, job)?;
-        let r = client.post_json(
-            &format!("/v1/devices/{job}/erased"),
-            &serde_json::json!({"device": header.device_number, "files": erased.files, "bytes": erased.bytes}),
-        );
+        let r = client.device_erased(job, &DeviceErased { device: header.device_number, files: erased.files, bytes: erased.bytes });
         r.with_context(|| format!("device {} was erased, but the vault did not record it: run the erase again", path.display()))?;
         if !g.json {
             eprintln!(

@@ -5,33 +5,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ferry_seed::{DiskKey, DiskTarget, PrepareOptions, PrepareOutcome, SourceObject};
+use ferry_api::{DiskRecord, DiskSetReport, SiteImportJob};
+use ferry_seed::{DiskKey, DiskTarget, PrepareOptions, PrepareOutcome, SeedFile, SourceObject};
 
-use super::import_job::{self, SeedFile};
 use crate::cli::{DiskprepArgs, Global};
-use crate::common;
+use crate::common::{self, parse_size};
 use crate::Outcome;
-
-/// `500GiB`, `2TB`, `1048576`: decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB) units.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "m" | "mb" => 1000u64.pow(2),
-        "g" | "gb" => 1000u64.pow(3),
-        "t" | "tb" => 1000u64.pow(4),
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => return None,
-    };
-    let n: f64 = num.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
-}
 
 /// `PATH[:CAPACITY]`: the part after the last `:` is a capacity when it reads as one.
 fn parse_disk(spec: &str) -> Result<DiskTarget> {
@@ -68,13 +47,12 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
     if seed.cleaned {
         bail!("import job {job} was ingested and cleaned up: nothing to prepare");
     }
-    let client = import_job::client(g)?;
-    let key_hex = client.get_json(&format!("/v1/import-jobs/{job}/disk-key"))?;
-    let key = DiskKey::from_hex(key_hex["disk_key"].as_str().unwrap_or_default()).context("the vault sent a malformed disk key")?;
+    let client = common::seeding_client(g)?;
+    let key = DiskKey::from_hex(&client.disk_key(&job)?).context("the vault sent a malformed disk key")?;
     let staging = ferry_store::open(&a.staging.to_string_lossy())?;
-    let objects: Vec<SourceObject> = import_job::staging_objects(staging.as_ref())?
+    let objects: Vec<SourceObject> = ferry_seed::staging_objects(staging.as_ref())?
         .into_iter()
-        .map(|(key, size)| SourceObject { phase: ferry_vault::ingest::commit_phase(&key), key, size })
+        .map(|(key, size)| SourceObject { phase: ferry_api::commit_phase(&key), key, size })
         .collect();
     if !objects.iter().any(|o| o.key.starts_with("recovery-points/")) {
         bail!(
@@ -148,8 +126,8 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
             "import_job": job,
             "set_id": hex::encode(summary.set_id),
             "disks": summary.disks.iter().map(|d| serde_json::json!({"id": d.number, "path": d.path, "objects": d.objects, "bytes": d.bytes})).collect::<Vec<_>>(),
-            "state": j["state"],
-            "shipping_address": j["shipping_address"],
+            "state": j.job.state,
+            "shipping_address": j.shipping_address,
         }))?;
     } else {
         println!("import job {job}: {} disks prepared and verified", summary.disks.len());
@@ -163,25 +141,36 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
                 common::size(d.bytes)
             );
         }
-        match j["shipping_address"].as_str() {
+        match &j.shipping_address {
             Some(addr) => println!("ship the disks to: {addr}"),
             None => println!("ship the disks to the vault's site (the vault has no shipping address set: ask its operator)"),
         }
         println!(
             "then record the shipment: ferry import-job ship {job} --carrier CARRIER --tracking NUMBER (by {})",
-            j["deadline"].as_str().unwrap_or("the deadline")
+            j.job.deadline.as_deref().unwrap_or("the deadline")
         );
     }
     Ok(Outcome::Success)
 }
 
 /// Tells the vault what the disks hold; a digest marks the set complete.
-fn record(client: &ferry_store::VaultClient, job: &str, s: &ferry_seed::SetSummary, digest: Option<&str>) -> Result<serde_json::Value> {
-    let disks: Vec<_> =
-        s.disks.iter().map(|d| serde_json::json!({"id": d.number, "state": "prepared", "bytes": d.bytes, "objects": d.objects})).collect();
-    let body =
-        serde_json::json!({"set_id": hex::encode(s.set_id), "manifest_digest": digest, "disks": disks, "complete": digest.is_some()});
-    Ok(client.post_json(&format!("/v1/import-jobs/{job}/disks"), &body)?)
+fn record(client: &ferry_store::VaultClient, job: &str, s: &ferry_seed::SetSummary, digest: Option<&str>) -> Result<SiteImportJob> {
+    let disks = s
+        .disks
+        .iter()
+        .map(|d| DiskRecord {
+            id: d.number,
+            state: "prepared".into(),
+            bytes: d.bytes,
+            objects: d.objects,
+            copied: 0,
+            skipped: 0,
+            errors: vec![],
+        })
+        .collect();
+    let set =
+        DiskSetReport { set_id: hex::encode(s.set_id), manifest_digest: digest.map(str::to_string), disks, complete: digest.is_some() };
+    Ok(client.record_disks(job, &set)?)
 }
 
 #[cfg(test)]
@@ -189,12 +178,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_disks() {
-        assert_eq!(parse_size("500GiB"), Some(500 << 30));
-        assert_eq!(parse_size("2TB"), Some(2_000_000_000_000));
-        assert_eq!(parse_size("1048576"), Some(1 << 20));
-        assert_eq!(parse_size("1.5MiB"), Some(3 << 19));
-        assert_eq!(parse_size("12 parsecs"), None);
+    fn disks() {
         let d = parse_disk("/mnt/d1:20MiB").unwrap();
         assert_eq!((d.path, d.capacity), (PathBuf::from("/mnt/d1"), Some(20 << 20)));
         let d = parse_disk("/mnt/odd:name").unwrap();

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use ferry_api::{
+    DiskRecord, ImportJob, JobState, ReceivedDisks, SeedManifest, SeedObject, SiteImportJob, TransferReport, SEED_MANIFEST_KEY,
+};
 use ferry_seed::{DiskKey, DiskSet, SeedError};
 use ferry_store::VaultClient;
-use ferry_vault::imports::DiskRecord;
-use ferry_vault::ingest::{SeedManifest, SeedObject, SEED_MANIFEST_KEY};
 
-use super::import_job;
 use crate::cli::{Global, ImportRunArgs};
 use crate::common;
 use crate::Outcome;
@@ -59,15 +59,13 @@ impl Logs {
 }
 
 pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
-    let client = import_job::client(g)?;
+    let client = common::seeding_client(g)?;
     let name = &a.import_job;
-    let job = client.get_json(&format!("/v1/import-jobs/{name}"))?;
-    let state = job["state"].as_str().unwrap_or_default().to_string();
-    if state == "ingested" {
+    let job = client.import_job(name)?.job;
+    if job.state == JobState::Ingested {
         bail!("import job {name} was ingested already; a seed is ingested only once");
     }
-    let key = client.get_json(&format!("/v1/import-jobs/{name}/disk-key"))?;
-    let key = DiskKey::from_hex(key["disk_key"].as_str().unwrap_or_default()).context("the vault sent a malformed disk key")?;
+    let key = DiskKey::from_hex(&client.disk_key(name)?).context("the vault sent a malformed disk key")?;
     let set = match DiskSet::open(&a.disks, name, &key) {
         Ok(s) => s,
         Err(e) => {
@@ -76,15 +74,15 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
         }
     };
     let manifest = set.manifest();
-    if job["set_id"].as_str() != Some(hex::encode(manifest.set_id).as_str()) {
+    if job.set_id.as_deref() != Some(hex::encode(manifest.set_id).as_str()) {
         bail!(
             "import job {name}: these disks are set {}, but diskprep recorded set {} for the job: were they prepared again?",
             hex::encode(manifest.set_id),
-            job["set_id"].as_str().unwrap_or("(none)")
+            job.set_id.as_deref().unwrap_or("(none)")
         );
     }
     let digest = hex::encode(manifest.digest());
-    if job["manifest_digest"].as_str() != Some(digest.as_str()) {
+    if job.manifest_digest.as_deref() != Some(digest.as_str()) {
         bail!("import job {name}: the disks' manifest is not the one diskprep recorded (digest {digest}): the disks were altered; nothing was copied");
     }
     let items = manifest.entries.iter().map(|e| SeedItem { key: e.key.clone(), size: e.size, hash: e.hash, unit: e.disk }).collect();
@@ -99,8 +97,8 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
 
 /// Records on the job what a failed set check found: the named disk's (or device's) problem,
 /// or which never arrived. Best effort: the error itself is what the operator sees.
-pub fn report_set_error(client: &VaultClient, name: &str, job: &serde_json::Value, e: &SeedError) {
-    let mut disks: Vec<DiskRecord> = serde_json::from_value(job["disks"].clone()).unwrap_or_default();
+pub fn report_set_error(client: &VaultClient, name: &str, job: &ImportJob, e: &SeedError) {
+    let mut disks = job.disks.clone();
     let changed = match (e, disk_state(e), e.disk()) {
         (SeedError::MissingDisks { numbers, .. }, _, _) => {
             for d in disks.iter_mut() {
@@ -118,7 +116,7 @@ pub fn report_set_error(client: &VaultClient, name: &str, job: &serde_json::Valu
         _ => false,
     };
     if changed && !disks.is_empty() {
-        let _ = client.post_json(&format!("/v1/import-jobs/{name}/receive"), &serde_json::json!({"disks": disks}));
+        let _ = client.receive_disks(name, &ReceivedDisks { disks });
     }
 }
 
@@ -150,13 +148,13 @@ pub struct CopyPlan<'a> {
 pub fn copy_and_ingest(
     g: &Global,
     client: &VaultClient,
-    job: &serde_json::Value,
+    job: &ImportJob,
     plan: CopyPlan<'_>,
     log_dir: Option<&Path>,
     read: &mut ReadObject<'_>,
 ) -> Result<Outcome> {
     let (name, unit) = (plan.name, plan.unit);
-    let state = job["state"].as_str().unwrap_or_default().to_string();
+    let copied_already = matches!(job.state, JobState::Completed | JobState::Ingesting);
     let mut disks: Vec<DiskRecord> = (1..=plan.count)
         .map(|n| {
             let on = plan.items.iter().filter(|e| e.unit == n);
@@ -171,23 +169,21 @@ pub fn copy_and_ingest(
             }
         })
         .collect();
-    if !matches!(state.as_str(), "completed" | "ingesting") {
-        client.post_json(&format!("/v1/import-jobs/{name}/receive"), &serde_json::json!({"disks": disks}))?;
+    if !copied_already {
+        client.receive_disks(name, &ReceivedDisks { disks: disks.clone() })?;
     }
-    let container_url = job["container"].as_str().context("the import job has no container")?.to_string();
-    let container = ferry_store::open(&container_url).with_context(|| format!("open the container {}", common::redact(&container_url)))?;
+    let container = ferry_store::open(&job.container).with_context(|| format!("open the container {}", common::redact(&job.container)))?;
     let log_dir = log_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let mut failed = false;
-    if !matches!(state.as_str(), "completed" | "ingesting") {
-        let transfer = |disks: &[DiskRecord], st: &str, errors: Vec<String>| {
-            client
-                .post_json(&format!("/v1/import-jobs/{name}/transfer"), &serde_json::json!({"state": st, "disks": disks, "errors": errors}))
+    if !copied_already {
+        let transfer = |disks: &[DiskRecord], state: JobState, errors: Vec<String>| {
+            client.report_transfer(name, &TransferReport { state, disks: disks.to_vec(), errors })
         };
         let mut buf = Vec::new();
         for d in disks.iter_mut() {
             d.state = "transferring".into();
         }
-        transfer(&disks, "transferring", vec![])?;
+        transfer(&disks, JobState::Transferring, vec![])?;
         let started = Instant::now();
         for n in 1..=plan.count {
             let mut logs = Logs::open(&log_dir, name, unit, n)?;
@@ -218,11 +214,11 @@ pub fn copy_and_ingest(
             if !d.errors.is_empty() {
                 eprintln!("{unit} {n}: {} objects could not be imported; see {}", d.errors.len(), logs.error_path.display());
             }
-            transfer(&disks, "transferring", vec![])?;
+            transfer(&disks, JobState::Transferring, vec![])?;
         }
         if failed {
             let errors = vec![format!("objects could not be read from the {unit}s; see each {unit}'s error log")];
-            transfer(&disks, "completed-with-errors", errors)?;
+            transfer(&disks, JobState::CompletedWithErrors, errors)?;
             bail!(
                 "import job {name}: completed with errors: damaged objects were not copied, and the seed is not ingested; \
                  the {unit}s' error logs in {} name them",
@@ -232,7 +228,7 @@ pub fn copy_and_ingest(
         let objects = plan.items.iter().map(|e| SeedObject { key: e.key.clone(), size: e.size, hash: hex::encode(e.hash) }).collect();
         let seed = SeedManifest { job: name.to_string(), set_id: plan.set_id.clone(), digest: plan.digest.clone(), objects };
         container.put(SEED_MANIFEST_KEY, serde_json::to_vec(&seed)?.into())?;
-        transfer(&disks, "completed", vec![])?;
+        transfer(&disks, JobState::Completed, vec![])?;
         let copied: u64 = disks.iter().map(|d| d.copied).sum();
         let skipped: u64 = disks.iter().map(|d| d.skipped).sum();
         eprintln!(
@@ -242,26 +238,23 @@ pub fn copy_and_ingest(
     }
     let j = ingest(client, name)?;
     if g.json {
-        common::print_json(&j)?;
+        common::print_answer(&j)?;
     } else {
-        println!("import job {name}: ingested; recovery point {}", j["recovery_point"].as_str().unwrap_or("-"));
+        println!("import job {name}: ingested; recovery point {}", common::text(&j.job.recovery_point));
     }
     Ok(Outcome::Success)
 }
 
 /// Starts the vault's ingest and waits for its end.
-fn ingest(client: &VaultClient, name: &str) -> Result<serde_json::Value> {
-    client.post_json(&format!("/v1/import-jobs/{name}/ingest"), &serde_json::json!({}))?;
+fn ingest(client: &VaultClient, name: &str) -> Result<SiteImportJob> {
+    client.start_ingest(name)?;
     let every = Duration::from_millis(200);
     loop {
-        let j = client.get_json(&format!("/v1/import-jobs/{name}"))?;
-        match j["state"].as_str() {
-            Some("ingested") => return Ok(j),
-            Some("ingesting") => std::thread::sleep(every),
-            other => {
-                let why: Vec<&str> = j["errors"].as_array().into_iter().flatten().filter_map(|e| e.as_str()).collect();
-                bail!("import job {name}: ingest did not finish (state {}): {}", other.unwrap_or("?"), why.join("; "));
-            }
+        let j = client.import_job(name)?;
+        match j.job.state {
+            JobState::Ingested => return Ok(j),
+            JobState::Ingesting => std::thread::sleep(every),
+            other => bail!("import job {name}: ingest did not finish (state {}): {}", other.as_str(), j.job.errors.join("; ")),
         }
     }
 }

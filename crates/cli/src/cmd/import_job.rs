@@ -1,107 +1,55 @@
 //! `ferry import-job ...`: an import job's life as its owner sees it (list, show, ship, cancel,
-//! cleanup), and the pieces the other seeding commands share (which vault client, the staging
-//! location's `seed.json`).
+//! cleanup).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use ferry_api::{ImportJob, Shipment, SiteImportJob};
+use ferry_seed::SeedFile;
 use ferry_store::VaultClient;
-use serde::{Deserialize, Serialize};
 
 use crate::cli::{Global, ImportJobCommand};
-use crate::common::{self, Registration};
+use crate::common::{self, text};
 use crate::Outcome;
 
-/// The vault as the seeding commands reach it: with `--token-file`, as that user; otherwise as
-/// this registered machine.
-pub fn client(g: &Global) -> Result<VaultClient> {
-    if g.token_file.is_some() {
-        return common::admin_client(g);
-    }
-    match Registration::load_for(g)? {
-        Some(r) => Ok(VaultClient::new(&r.vault, &r.cert_sha256, &r.token)?),
-        None => {
-            bail!("this machine is not registered with a vault: run `ferry register`, or pass --token-file (and --vault) as a vault user")
-        }
-    }
-}
-
-/// The staging location's record of its import job (`DIR/seed.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeedFile {
-    pub job: String,
-    /// The machine's ID and name, and its vault.
-    pub machine: String,
-    pub machine_name: String,
-    pub vault: String,
-    pub created: String,
-    /// Set once cleanup verified the ingest receipt against the staging location (so a cleanup
-    /// killed while emptying it is finished by a rerun), and once it emptied it.
-    #[serde(default)]
-    pub receipt_verified: bool,
-    #[serde(default)]
-    pub cleaned: bool,
-}
-
-impl SeedFile {
-    pub const NAME: &'static str = "seed.json";
-
-    pub fn load(staging: &Path) -> Result<Option<SeedFile>> {
-        common::read_json(
-            &staging.join(Self::NAME),
-            "it names the staging location's import job: restore it from the job (`ferry import-job show`)",
-        )
-    }
-
-    pub fn save(&self, staging: &Path) -> Result<()> {
-        let path = staging.join(Self::NAME);
-        let tmp = staging.join(".seed.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))
-    }
-}
-
-/// The prefixes of a repository that a seed carries (not locks, not mark records).
-pub const SEED_PREFIXES: [&str; 5] = ["keys/", "data/", "index/", "packlists/", "recovery-points/"];
-
 pub fn run(g: &Global, c: &ImportJobCommand) -> Result<Outcome> {
-    let client = client(g)?;
+    let client = common::seeding_client(g)?;
     match c {
         ImportJobCommand::List => {
-            let jobs = client.get_json("/v1/import-jobs")?;
+            let jobs = client.import_jobs()?;
             if g.json {
-                common::print_json(&jobs)?;
+                common::print_answer(&jobs)?;
             } else {
-                for j in jobs.as_array().into_iter().flatten() {
+                for j in &jobs {
                     println!("{}", one_line(j));
                 }
             }
         }
         ImportJobCommand::Show { name, receipt } => {
             if *receipt {
-                common::print_json(&client.get_json(&format!("/v1/import-jobs/{name}/receipt"))?)?;
+                common::print_answer(&client.receipt(name)?)?;
             } else {
-                let j = client.get_json(&format!("/v1/import-jobs/{name}"))?;
+                let j = client.import_job(name)?;
                 if g.json {
-                    common::print_json(&j)?;
+                    common::print_answer(&j)?;
                 } else {
                     print!("{}", details(&j));
                 }
             }
         }
         ImportJobCommand::Ship { name, carrier, tracking, return_address } => {
-            let body = serde_json::json!({"carrier": carrier, "tracking": tracking, "return_address": return_address});
-            let j = client.post_json(&format!("/v1/import-jobs/{name}/ship"), &body)?;
+            let shipment = Shipment { carrier: carrier.clone(), tracking: tracking.clone(), return_address: return_address.clone() };
+            let j = client.ship_import_job(name, &shipment)?;
             if g.json {
-                common::print_json(&j)?;
+                common::print_answer(&j)?;
             } else {
                 println!("import job {name}: shipping with {carrier}, tracking number {tracking}");
             }
         }
         ImportJobCommand::Cancel { name } => {
-            let j = client.post_json(&format!("/v1/import-jobs/{name}/cancel"), &serde_json::json!({}))?;
+            let j = client.cancel_import_job(name)?;
             if g.json {
-                common::print_json(&j)?;
+                common::print_answer(&j)?;
             } else {
                 println!("import job {name} cancelled: its disks will not be imported");
             }
@@ -111,74 +59,41 @@ pub fn run(g: &Global, c: &ImportJobCommand) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn text(v: &serde_json::Value) -> &str {
-    v.as_str().unwrap_or("-")
-}
-
-fn one_line(j: &serde_json::Value) -> String {
-    let mut s = format!("{}  {}  {}  machine {}", text(&j["name"]), text(&j["state"]), text(&j["created"]), text(&j["machine_name"]));
-    match j["tracking"].as_str() {
-        Some(t) => s.push_str(&format!("  tracking {} ({})", t, text(&j["carrier"]))),
-        None if j["deadline"].is_string() => s.push_str(&format!("  ship by {}", text(&j["deadline"]))),
-        None => {}
+fn one_line(j: &ImportJob) -> String {
+    let mut s = format!("{}  {}  {}  machine {}", j.name, j.state.as_str(), j.created, j.machine_name);
+    match (&j.tracking, &j.deadline) {
+        (Some(t), _) => s.push_str(&format!("  tracking {} ({})", t, text(&j.carrier))),
+        (None, Some(d)) => s.push_str(&format!("  ship by {d}")),
+        (None, None) => {}
     }
     s
 }
 
-fn details(j: &serde_json::Value) -> String {
-    let mut s =
-        format!("import job {}\n  state:      {}\n  machine:    {}\n", text(&j["name"]), text(&j["state"]), text(&j["machine_name"]));
-    s.push_str(&format!("  created:    {}\n  container:  {}\n", text(&j["created"]), common::redact(text(&j["container"]))));
-    if let Some(d) = j["deadline"].as_str() {
+fn details(site: &SiteImportJob) -> String {
+    let j = &site.job;
+    let mut s = format!("import job {}\n  state:      {}\n  machine:    {}\n", j.name, j.state.as_str(), j.machine_name);
+    s.push_str(&format!("  created:    {}\n  container:  {}\n", j.created, common::redact(&j.container)));
+    if let Some(d) = &j.deadline {
         s.push_str(&format!("  ship by:    {d} (the job expires without a tracking number by then)\n"));
     }
-    if let Some(t) = j["tracking"].as_str() {
-        s.push_str(&format!("  shipping:   {} tracking {}\n", text(&j["carrier"]), t));
+    if let Some(t) = &j.tracking {
+        s.push_str(&format!("  shipping:   {} tracking {}\n", text(&j.carrier), t));
     }
-    if let Some(a) = j["return_address"].as_str() {
+    if let Some(a) = &j.return_address {
         s.push_str(&format!("  return to:  {a}\n"));
     }
-    if let Some(a) = j["shipping_address"].as_str() {
+    if let Some(a) = &site.shipping_address {
         s.push_str(&format!("  ship to:    {a}\n"));
     }
-    disks_and_outcome(&mut s, j, "disk  ");
+    common::disks_and_outcome(&mut s, j, "disk  ");
     s
-}
-
-/// The lines of a job's disks (or devices: `unit`, padded to 6), its seeded recovery point and
-/// its errors, for `show` and `device status`.
-pub fn disks_and_outcome(s: &mut String, j: &serde_json::Value, unit: &str) {
-    for d in j["disks"].as_array().into_iter().flatten() {
-        s.push_str(&format!(
-            "  {unit}{}:   {}, {} objects, {}",
-            d["id"],
-            text(&d["state"]),
-            d["objects"],
-            common::size(d["bytes"].as_u64().unwrap_or(0))
-        ));
-        if d["copied"].as_u64().unwrap_or(0) + d["skipped"].as_u64().unwrap_or(0) > 0 {
-            s.push_str(&format!(", {} copied, {} there already", d["copied"], d["skipped"]));
-        }
-        s.push('\n');
-        for e in d["errors"].as_array().into_iter().flatten() {
-            s.push_str(&format!("      error: {}\n", text(e)));
-        }
-    }
-    if let Some(rp) = j["recovery_point"].as_str() {
-        s.push_str(&format!("  seeded recovery point: {rp}\n"));
-    }
-    for e in j["errors"].as_array().into_iter().flatten() {
-        s.push_str(&format!("  error: {}\n", text(e)));
-    }
 }
 
 /// Cleanup: the receipt is fetched and verified (the vault's signature, this machine, and the
 /// digest of the staging location's own objects) before anything is removed.
 fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>) -> Result<Outcome> {
-    let receipt: ferry_vault::secrets::Receipt = serde_json::from_value(client.get_json(&format!("/v1/import-jobs/{name}/receipt"))?)
-        .with_context(|| format!("the vault's ingest receipt of import job {name} is malformed"))?;
-    let key = client.get_json("/v1/health")?["receipt_key"].as_str().map(str::to_string);
-    let key = key.context("this vault does not sign ingest receipts (an older version?)")?;
+    let receipt = client.receipt(name)?;
+    let key = client.health()?.receipt_key.context("this vault does not sign ingest receipts (an older version?)")?;
     receipt.verify(&key)?;
     if receipt.job != name {
         bail!("the vault answered with the receipt of import job {}, not {name}", receipt.job);
@@ -192,7 +107,8 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
             bail!("the receipt is for machine {}, this staging location for {}", receipt.machine, seed.machine);
         }
         if !seed.receipt_verified {
-            let digest = staging_digest(dir)?;
+            let store = ferry_store::open(&dir.to_string_lossy())?;
+            let digest = hex::encode(ferry_seed::staging_digest(store.as_ref())?);
             if digest != receipt.manifest_digest {
                 bail!(
                     "the ingest receipt of import job {name} covers other objects than {} holds (digest {} vs {digest}): \
@@ -204,10 +120,10 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
             SeedFile { receipt_verified: true, ..seed }.save(dir)?;
         }
     }
-    let v = client.post_json(&format!("/v1/import-jobs/{name}/cleanup"), &serde_json::json!({}))?;
+    let removed = client.clean_up_import_job(name)?.container_objects_removed;
     let mut emptied = 0u64;
     if let Some(dir) = staging {
-        emptied = empty_staging(dir)?;
+        emptied = ferry_seed::empty_staging(dir)?;
         let mut seed = SeedFile::load(dir)?.context("seed.json vanished")?;
         seed.cleaned = true;
         seed.save(dir)?;
@@ -218,70 +134,16 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
     }
     if g.json {
         common::print_json(
-            &serde_json::json!({"job": name, "receipt": receipt, "container_objects_removed": v["container_objects_removed"], "staging_files_removed": emptied}),
+            &serde_json::json!({"job": name, "receipt": receipt, "container_objects_removed": removed, "staging_files_removed": emptied}),
         )?;
     } else {
         println!(
             "import job {name}: receipt verified ({} objects, recovery point {}); {} objects removed from the container{}",
             receipt.objects,
             receipt.recovery_points.join(", "),
-            v["container_objects_removed"],
+            removed,
             if staging.is_some() { format!(", {emptied} files from the staging location") } else { String::new() }
         );
     }
     Ok(Outcome::Success)
-}
-
-/// Every object a seed carries from `staging`: (key, size), sorted by key.
-pub fn staging_objects(store: &dyn ferry_store::Store) -> Result<Vec<(String, u64)>> {
-    let mut out = Vec::new();
-    if let Some(size) = store.head("config")? {
-        out.push(("config".to_string(), size));
-    }
-    for p in SEED_PREFIXES {
-        out.extend(store.list(p)?.into_iter().map(|o| (o.key, o.size)));
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The seed manifest digest of what `staging` holds (every object read and hashed).
-pub fn staging_digest(staging: &Path) -> Result<String> {
-    let store = ferry_store::open(&staging.to_string_lossy())?;
-    let mut entries = Vec::new();
-    for (key, _) in staging_objects(store.as_ref())? {
-        let bytes = store.get(&key)?;
-        entries.push((key, *blake3::hash(&bytes).as_bytes()));
-    }
-    Ok(hex::encode(ferry_seed::seed_digest(entries.iter().map(|(k, h)| (k.as_str(), h)))))
-}
-
-/// Removes the repository's objects from a staging location (not `seed.json`); returns how many
-/// files went.
-fn empty_staging(dir: &Path) -> Result<u64> {
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
-        let entry = entry?;
-        let p: PathBuf = entry.path();
-        if entry.file_name() == SeedFile::NAME {
-            continue;
-        }
-        if entry.file_type()?.is_dir() {
-            n += count_files(&p);
-            std::fs::remove_dir_all(&p).with_context(|| format!("remove {}", p.display()))?;
-        } else {
-            std::fs::remove_file(&p).with_context(|| format!("remove {}", p.display()))?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
-fn count_files(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| if e.file_type().is_ok_and(|t| t.is_dir()) { count_files(&e.path()) } else { 1 })
-        .sum()
 }

@@ -16,7 +16,6 @@ mod staging;
 mod vault;
 
 use anyhow::Result;
-pub use vault::machine_id;
 
 use crate::cli::{Cli, Command};
 use crate::Outcome;

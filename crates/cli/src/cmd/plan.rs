@@ -13,20 +13,14 @@
 //! Deduplication is not estimated (it only makes both ways faster).
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::diskprep::parse_size;
 use crate::cli::{Global, PlanArgs};
-use crate::common;
+use crate::common::{self, parse_size};
 use crate::Outcome;
-
-/// Most bytes the compressibility sample reads.
-const SAMPLE_BYTES: u64 = 64 << 20;
-/// Bytes read from one file for the sample at most.
-const SAMPLE_PER_FILE: u64 = 1 << 20;
 
 /// `100Mbit`, `20Mbps`, `1Gbit/s` (bits) or `2MB/s`, `500KiB/s` (bytes): bytes per second.
 pub fn parse_rate(s: &str) -> Option<f64> {
@@ -49,62 +43,6 @@ pub fn parse_rate(s: &str) -> Option<f64> {
     };
     let n: f64 = n.parse().ok()?;
     (n.is_finite() && n > 0.0).then_some(n * mult / 8.0)
-}
-
-/// Every regular file under `root` with its size (symlinks are not followed).
-fn files(root: &Path, out: &mut Vec<(PathBuf, u64)>) -> Result<()> {
-    let meta = std::fs::symlink_metadata(root).with_context(|| format!("read {}", root.display()))?;
-    if meta.is_file() {
-        out.push((root.to_path_buf(), meta.len()));
-    } else if meta.is_dir() {
-        let entries = match std::fs::read_dir(root) {
-            Ok(e) => e,
-            // An unreadable folder is left out of the estimate, as the backup would report it.
-            Err(_) => return Ok(()),
-        };
-        for e in entries.flatten() {
-            files(&e.path(), out)?;
-        }
-    }
-    Ok(())
-}
-
-/// Total size of the regular files under `source`.
-pub fn total_size(source: &Path) -> Result<u64> {
-    let mut all = Vec::new();
-    files(source, &mut all)?;
-    Ok(all.iter().map(|(_, n)| n).sum())
-}
-
-/// Total size of the source and its compressibility (compressed / original) from a sample.
-pub fn sample(source: &Path) -> Result<(u64, f64, u64)> {
-    let mut all = Vec::new();
-    files(source, &mut all)?;
-    let total: u64 = all.iter().map(|(_, n)| n).sum();
-    if total == 0 {
-        return Ok((0, 1.0, 0));
-    }
-    // Files spread over the whole list (by position), so big and small files both count.
-    let want = (SAMPLE_BYTES / SAMPLE_PER_FILE).max(1) as usize;
-    let step = all.len().div_ceil(want).max(1);
-    let (mut read, mut compressed) = (0u64, 0u64);
-    let mut buf = Vec::new();
-    for (path, size) in all.iter().step_by(step) {
-        if read >= SAMPLE_BYTES {
-            break;
-        }
-        let Ok(mut f) = std::fs::File::open(path) else { continue };
-        buf.clear();
-        let take = (*size).min(SAMPLE_PER_FILE);
-        if Read::by_ref(&mut f).take(take).read_to_end(&mut buf).is_err() || buf.is_empty() {
-            continue;
-        }
-        let z = zstd::bulk::compress(&buf, 3).map(|c| c.len()).unwrap_or(buf.len()).min(buf.len());
-        read += buf.len() as u64;
-        compressed += z as u64;
-    }
-    let ratio = if read == 0 { 1.0 } else { compressed as f64 / read as f64 };
-    Ok((total, ratio, read))
 }
 
 /// Writes and reads back 64 MiB in `dir` (fsynced, dropped from the page cache): bytes/s.
@@ -144,7 +82,10 @@ fn duration(secs: f64) -> String {
 pub fn run(g: &Global, a: &PlanArgs) -> Result<Outcome> {
     let uplink = parse_rate(&a.uplink).with_context(|| format!("--uplink {:?}: expected e.g. 100Mbit, 20Mbps or 2MB/s", a.uplink))?;
     let (size, ratio, sampled) = match (&a.source, &a.size) {
-        (Some(src), _) => sample(src)?,
+        (Some(src), _) => {
+            let s = ferry_seed::sample(src)?;
+            (s.total, s.ratio, s.read)
+        }
         (None, Some(s)) => (parse_size(s).with_context(|| format!("--size {s:?}: expected e.g. 4TB or 500GiB"))?, 1.0, 0),
         (None, None) => bail!("give --source PATH (measured) or --size SIZE"),
     };

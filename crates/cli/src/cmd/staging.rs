@@ -10,9 +10,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use ferry_api::NewImportJob;
 use ferry_repo::Repository;
+use ferry_seed::SeedFile;
 
-use super::import_job::SeedFile;
 use crate::cli::Global;
 use crate::common::{self, Registration};
 
@@ -37,8 +38,8 @@ pub fn open(g: &Global, staging: &Path, job: &str, container: Option<&str>) -> R
             }
         }
     }
-    let body = serde_json::json!({"name": job, "container": container});
-    let created = client.post_json("/v1/import-jobs", &body).with_context(|| format!("create import job {job} in the vault"))?;
+    let new = NewImportJob { name: job.to_string(), container: container.map(str::to_string), machine: None };
+    let created = client.create_import_job(&new).with_context(|| format!("create import job {job} in the vault"))?;
     let vault_repo = reg.store()?;
     let local =
         ferry_store::open(&staging.to_string_lossy()).with_context(|| format!("open the staging location {}", staging.display()))?;
@@ -72,7 +73,7 @@ pub fn open(g: &Global, staging: &Path, job: &str, container: Option<&str>) -> R
         eprintln!(
             "offline backup to {} for import job {job} (ship its disks by {})",
             staging.display(),
-            created["deadline"].as_str().unwrap_or("the deadline")
+            created.job.deadline.as_deref().unwrap_or("the deadline")
         );
     }
     let pw = common::passphrase(g, "repository passphrase: ")?;

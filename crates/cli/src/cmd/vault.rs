@@ -1,6 +1,7 @@
 //! `ferry vault ...` (at the vault site) and `ferry register` (on a protected machine).
 
 use anyhow::{bail, Context, Result};
+use ferry_api::{NewPassword, NewUser, RegisterRequest};
 use ferry_repo::{InitOptions, Repository};
 use ferry_store::VaultClient;
 
@@ -15,13 +16,13 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
         VaultCommand::Machines => machines(g),
         VaultCommand::Jobs => jobs(g),
         VaultCommand::Policy(PolicyCommand::Set(a)) => {
-            let policy = ferry_vault::Policy {
+            let policy = ferry_api::BackupPolicy {
                 paths: a.paths.clone(),
                 excludes: a.exclude.clone(),
                 times: a.times.clone(),
                 days: a.days.clone(),
-                keep: ferry_vault::Keep { daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly, yearly: a.keep_yearly },
-                bandwidth: ferry_vault::Bandwidth {
+                keep: ferry_api::Keep { daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly, yearly: a.keep_yearly },
+                bandwidth: ferry_api::Bandwidth {
                     work_kibps: a.work_limit,
                     other_kibps: a.other_limit,
                     work_hours: a.work_hours.clone(),
@@ -32,8 +33,8 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
                 bail!("policy for {}: {e}", a.machine_name);
             }
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, &a.machine_name)?;
-            client.put_json(&format!("/v1/machines/{id}/policy"), &serde_json::to_value(&policy)?)?;
+            let id = common::machine_id(&client, &a.machine_name)?;
+            client.set_policy(&id, &policy)?;
             if !g.json {
                 println!("policy of {} set: {} at {}", a.machine_name, a.paths.join(" "), a.times.join(", "));
             }
@@ -41,28 +42,27 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
         }
         VaultCommand::Policy(PolicyCommand::Show { machine_name }) => {
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, machine_name)?;
-            common::print_json(&client.get_json(&format!("/v1/machines/{id}/policy"))?)?;
+            let id = common::machine_id(&client, machine_name)?;
+            common::print_answer(&client.policy(&id)?)?;
             Ok(Outcome::Success)
         }
         VaultCommand::Retention { machine_name } => {
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, machine_name)?;
-            let r = client.post_json(&format!("/v1/machines/{id}/retention"), &serde_json::json!({}))?;
+            let id = common::machine_id(&client, machine_name)?;
+            let r = client.run_retention(&id)?;
             if g.json {
-                common::print_json(&r)?;
+                common::print_answer(&r)?;
             } else {
-                let count = |k: &str| r[k].as_array().map_or(0, Vec::len);
                 println!(
                     "{machine_name}: {} recovery points, {} kept, {} soft-deleted, {} purged; {} packs ({}) deleted",
-                    r["recovery_points"],
-                    r["kept"],
-                    count("soft_deleted"),
-                    count("purged"),
-                    r["packs_deleted"],
-                    common::size(r["bytes_deleted"].as_u64().unwrap_or(0))
+                    r.recovery_points,
+                    r.kept,
+                    r.soft_deleted.len(),
+                    r.purged.len(),
+                    r.packs_deleted,
+                    common::size(r.bytes_deleted)
                 );
-                if let Some(why) = r["gc_skipped"].as_str() {
+                if let Some(why) = &r.gc_skipped {
                     println!("garbage collection skipped: {why}");
                 }
             }
@@ -70,36 +70,24 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
         }
         VaultCommand::Deleted { machine_name } => {
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, machine_name)?;
-            let list = client.get_json(&format!("/v1/machines/{id}/deleted"))?;
+            let id = common::machine_id(&client, machine_name)?;
+            let list = client.soft_deleted(&id)?;
             if g.json {
-                common::print_json(&list)?;
+                common::print_answer(&list)?;
             } else {
-                let when = |v: &serde_json::Value| {
-                    v.as_i64().and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map_or("unknown".into(), |t| t.to_rfc3339())
-                };
-                for d in list.as_array().into_iter().flatten() {
-                    println!(
-                        "{}  deleted {}  expires {}",
-                        d["id"].as_str().unwrap_or_default(),
-                        when(&d["deleted_at"]),
-                        when(&d["expires_at"])
-                    );
+                let when =
+                    |t: Option<i64>| t.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map_or("unknown".into(), |t| t.to_rfc3339());
+                for d in &list {
+                    println!("{}  deleted {}  expires {}", d.id, when(d.deleted_at), when(d.expires_at));
                 }
             }
             Ok(Outcome::Success)
         }
         VaultCommand::Undelete { machine_name, recovery_point } => {
             let client = common::admin_client(g)?;
-            let id = machine_id(&client, machine_name)?;
-            let list = client.get_json(&format!("/v1/machines/{id}/deleted"))?;
-            let found: Vec<&str> = list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|d| d["id"].as_str())
-                .filter(|rp| rp.starts_with(recovery_point.as_str()))
-                .collect();
+            let id = common::machine_id(&client, machine_name)?;
+            let list = client.soft_deleted(&id)?;
+            let found: Vec<&str> = list.iter().map(|d| d.id.as_str()).filter(|rp| rp.starts_with(recovery_point.as_str())).collect();
             let rp = match found.as_slice() {
                 [one] => *one,
                 [] => {
@@ -107,15 +95,15 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
                 }
                 _ => bail!("{recovery_point} matches {} soft-deleted recovery points of {machine_name}: give more digits", found.len()),
             };
-            client.post_json(&format!("/v1/machines/{id}/deleted/{rp}/undelete"), &serde_json::json!({}))?;
+            client.undelete(&id, rp)?;
             if !g.json {
                 println!("recovery point {rp} of {machine_name} is back, exempt from retention for the soft-delete period");
             }
             Ok(Outcome::Success)
         }
         VaultCommand::User(UserCommand::Add(a)) => {
-            let v = common::admin_client(g)?.post_json("/v1/users", &serde_json::json!({"name": a.name, "role": a.role}))?;
-            let token = v["token"].as_str().unwrap_or_default();
+            let added = common::admin_client(g)?.add_user(&NewUser { name: a.name.clone(), role: a.role.clone() })?;
+            let token = added.token.as_str();
             if g.json {
                 common::print_json(&serde_json::json!({"name": a.name, "role": a.role, "token": token}))?;
             } else {
@@ -127,7 +115,7 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
         VaultCommand::User(UserCommand::Password { name, password_file }) => {
             let pw = common::new_passphrase(password_file.as_deref(), "FERRY_VAULT_USER_PASSWORD", None)?;
             let pw = String::from_utf8(pw).context("the password is not UTF-8")?;
-            common::admin_client(g)?.put_json(&format!("/v1/users/{name}/password"), &serde_json::json!({"password": pw}))?;
+            common::admin_client(g)?.set_password(name, &NewPassword { password: pw })?;
             eprintln!("set the dashboard password of {name}");
             Ok(Outcome::Success)
         }
@@ -161,7 +149,7 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
             email: a.alert_email.clone(),
             from: a.alert_from.clone(),
             storage_limit: match &a.storage_alert {
-                Some(s) => Some(super::diskprep::parse_size(s).with_context(|| format!("--storage-alert {s:?}: give a size like 40TB"))?),
+                Some(s) => Some(common::parse_size(s).with_context(|| format!("--storage-alert {s:?}: give a size like 40TB"))?),
                 None => None,
             },
         },
@@ -184,55 +172,41 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
 
 fn credentials(g: &Global, a: &CredentialsArgs) -> Result<Outcome> {
     let (client, fp) = common::admin_client_and_pin(g)?;
-    let v = client.post_json("/v1/credentials", &serde_json::json!({}))?;
+    let v = client.credentials()?;
     let file = serde_json::json!({
         "vault": client.url(),
         "cert_sha256": fp,
-        "secret": v["secret"],
-        "expires": v["expires"],
+        "secret": v.secret,
+        "expires": v.expires,
     });
-    ferry_vault::tls::write_private(&a.out, &serde_json::to_vec_pretty(&file)?)?;
+    ferry_store::write_private(&a.out, &serde_json::to_vec_pretty(&file)?)?;
     if g.json {
-        common::print_json(&serde_json::json!({"file": a.out, "expires": v["expires"]}))?;
+        common::print_json(&serde_json::json!({"file": a.out, "expires": v.expires}))?;
     } else {
         println!("wrote vault credentials to {} (one use; valid 10 days; it holds a secret)", a.out.display());
     }
     Ok(Outcome::Success)
 }
 
-/// A machine's ID from its name.
-pub fn machine_id(client: &VaultClient, name: &str) -> Result<String> {
-    let list = client.get_json("/v1/machines")?;
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"].as_str() == Some(name))
-        .and_then(|m| m["id"].as_str())
-        .map(str::to_string)
-        .with_context(|| format!("the vault has no machine named {name:?} (`ferry vault machines` lists them)"))
-}
-
 fn jobs(g: &Global) -> Result<Outcome> {
-    let path = match &g.machine {
-        Some(m) => format!("/v1/jobs?machine={m}"),
-        None => "/v1/jobs".to_string(),
-    };
-    let v = common::admin_client(g)?.get_json(&path)?;
+    let jobs = common::admin_client(g)?.jobs(g.machine.as_deref())?;
     if g.json {
-        common::print_json(&v)?;
+        common::print_answer(&jobs)?;
     } else {
         println!("{:>6}  {:<16} {:<8} {:<22} {:<20} {:>12} {:>8}  errors", "id", "machine", "kind", "state", "start", "bytes", "files");
-        for j in v.as_array().into_iter().flatten() {
+        // The numbers are printed unpadded, as they always were (they came as JSON values,
+        // which ignore a width).
+        for j in &jobs {
             println!(
-                "{:>6}  {:<16} {:<8} {:<22} {:<20} {:>12} {:>8}  {}",
-                j["id"],
-                j["machine"].as_str().unwrap_or(""),
-                j["kind"].as_str().unwrap_or(""),
-                j["state"].as_str().unwrap_or(""),
-                j["start"].as_str().unwrap_or(""),
-                j["bytes"],
-                j["files"],
-                j["errors"].as_array().map_or(0, |e| e.len())
+                "{}  {:<16} {:<8} {:<22} {:<20} {} {}  {}",
+                j.id,
+                j.machine,
+                j.kind,
+                j.state,
+                j.start,
+                j.bytes,
+                j.files,
+                j.errors.len()
             );
         }
     }
@@ -240,17 +214,12 @@ fn jobs(g: &Global) -> Result<Outcome> {
 }
 
 fn machines(g: &Global) -> Result<Outcome> {
-    let v = common::admin_client(g)?.get_json("/v1/machines")?;
+    let machines = common::admin_client(g)?.machines()?;
     if g.json {
-        common::print_json(&v)?;
+        common::print_answer(&machines)?;
     } else {
-        for m in v.as_array().into_iter().flatten() {
-            println!(
-                "{}  {}  registered {}",
-                m["id"].as_str().unwrap_or(""),
-                m["name"].as_str().unwrap_or(""),
-                m["created"].as_str().unwrap_or("")
-            );
+        for m in &machines {
+            println!("{}  {}  registered {}", m.id, m.name, m.created);
         }
     }
     Ok(Outcome::Success)
@@ -284,16 +253,14 @@ pub fn register(g: &Global, a: &RegisterArgs) -> Result<Outcome> {
     // Ask for the passphrase before anything changes in the vault.
     let pw = common::new_passphrase(g.password_file.as_deref(), "FERRY_PASSWORD", None)?;
     let client = VaultClient::new(&creds.vault, &creds.cert_sha256, "")?;
-    let v = client.post_json("/v1/register", &serde_json::json!({"secret": creds.secret, "name": name}))?;
-    let (Some(machine), Some(token)) = (v["machine"].as_str(), v["token"].as_str()) else {
-        bail!("the vault's answer to the registration lacks the machine or its token");
-    };
+    let registered = client.register(&RegisterRequest { secret: creds.secret.clone(), name: name.clone() })?;
+    let machine = registered.machine.as_str();
     let reg = Registration {
         vault: creds.vault.clone(),
         cert_sha256: creds.cert_sha256.clone(),
         machine: machine.into(),
         name: name.clone(),
-        token: token.into(),
+        token: registered.token.clone(),
     };
     reg.save(&dir)?;
     let repo = Repository::init(reg.store()?, &pw, &InitOptions::default(), &common::cache_dir(g))

@@ -100,7 +100,7 @@ fn capacity_for(staging: &Path, job: &str, n: u32) -> u64 {
     for prefix in ["config", "keys/", "data/", "index/", "packlists/", "recovery-points/"] {
         for o in store.list(prefix).unwrap() {
             if prefix != "config" || o.key == "config" {
-                objects.push(ferry_seed::SourceObject { phase: ferry_vault::ingest::commit_phase(&o.key), key: o.key, size: o.size });
+                objects.push(ferry_seed::SourceObject { phase: ferry_api::commit_phase(&o.key), key: o.key, size: o.size });
             }
         }
     }

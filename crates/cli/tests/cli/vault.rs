@@ -162,7 +162,7 @@ impl Vault {
     }
 
     pub(crate) fn fingerprint(&self) -> String {
-        ferry_vault::tls::fingerprint(&ferry_vault::tls::load_cert(std::path::Path::new(&self.data("vault-cert.pem"))).unwrap())
+        ferry_store::cert_file_fingerprint(std::path::Path::new(&self.data("vault-cert.pem"))).unwrap()
     }
 
     /// A store on machine `machine`'s repository with `token`.

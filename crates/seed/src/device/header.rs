@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::FormatError;
+use crate::error::DiskFormatError;
+use crate::header::Header;
 use crate::label::{check_job, parse_hex};
 use crate::{DiskKey, MAX_DISKS};
 
@@ -11,6 +12,8 @@ use crate::{DiskKey, MAX_DISKS};
 pub const DEVICE_HEADER_MAGIC: &str = "ferry-device";
 /// The header version this build writes and the newest it reads.
 pub const DEVICE_HEADER_VERSION: u32 = 1;
+const HEADER: Header =
+    Header { magic: DEVICE_HEADER_MAGIC.as_bytes(), version: DEVICE_HEADER_VERSION, what: "a device header", short: "device header" };
 /// Longest header file read (a header is a few hundred bytes).
 pub const MAX_DEVICE_HEADER_LEN: u64 = 64 * 1024;
 /// The kinds of device: a customer-size disk, or a large appliance.
@@ -143,22 +146,15 @@ impl DeviceHeader {
     }
 
     /// Parses a header file (untrusted bytes). Checks every field's form, not the MAC.
-    pub fn decode(bytes: &[u8]) -> Result<DeviceHeader, FormatError> {
+    pub fn decode(bytes: &[u8]) -> Result<DeviceHeader, DiskFormatError> {
         if bytes.len() as u64 > MAX_DEVICE_HEADER_LEN {
-            return Err(FormatError::malformed("device header too large"));
+            return Err(DiskFormatError::malformed("device header too large"));
         }
-        let json: HeaderJson = serde_json::from_slice(bytes).map_err(|e| FormatError::malformed(format!("not a device header: {e}")))?;
-        if json.magic != DEVICE_HEADER_MAGIC {
-            return Err(FormatError::malformed(format!("magic {:?} is not {DEVICE_HEADER_MAGIC:?}", json.magic)));
-        }
-        if json.version == 0 {
-            return Err(FormatError::malformed("version 0"));
-        }
-        if json.version > DEVICE_HEADER_VERSION {
-            return Err(FormatError::NewerVersion(json.version));
-        }
-        let set_id: [u8; 16] = parse_hex(&json.set_id).ok_or_else(|| FormatError::malformed("set_id is not 32 hex digits"))?;
-        let mac: [u8; 32] = parse_hex(&json.mac).ok_or_else(|| FormatError::malformed("mac is not 64 hex digits"))?;
+        let json: HeaderJson =
+            serde_json::from_slice(bytes).map_err(|e| DiskFormatError::malformed(format!("not a device header: {e}")))?;
+        HEADER.check_json(&json.magic, json.version)?;
+        let set_id: [u8; 16] = parse_hex(&json.set_id).ok_or_else(|| DiskFormatError::malformed("set_id is not 32 hex digits"))?;
+        let mac: [u8; 32] = parse_hex(&json.mac).ok_or_else(|| DiskFormatError::malformed("mac is not 64 hex digits"))?;
         let header = DeviceHeader {
             job: json.job,
             machine: json.machine,
@@ -170,7 +166,7 @@ impl DeviceHeader {
             prepared: json.prepared,
             mac,
         };
-        header.check().map_err(FormatError::Malformed)?;
+        header.check().map_err(DiskFormatError::Malformed)?;
         Ok(header)
     }
 
@@ -291,10 +287,10 @@ mod tests {
             String::new(),
         ];
         for bad in cases {
-            assert!(matches!(DeviceHeader::decode(bad.as_bytes()), Err(FormatError::Malformed(_))), "{bad}");
+            assert!(matches!(DeviceHeader::decode(bad.as_bytes()), Err(DiskFormatError::Malformed(_))), "{bad}");
         }
         let newer = good.replace("\"version\": 1", "\"version\": 2");
-        assert_eq!(DeviceHeader::decode(newer.as_bytes()), Err(FormatError::NewerVersion(2)));
+        assert_eq!(DeviceHeader::decode(newer.as_bytes()), Err(DiskFormatError::NewerVersion(2)));
         // An empty machine name and an unstated capacity are valid.
         let h = DeviceHeader::new(&key(), "j", "m", "", [1; 16], 10, "disk", 0, "2026-12-01T10:00:00+01:00");
         assert_eq!(DeviceHeader::decode(&h.encode()).unwrap(), h);

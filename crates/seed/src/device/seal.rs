@@ -10,13 +10,15 @@
 use ferry_crypto::{NONCE_LEN, TAG_LEN};
 use serde::{Deserialize, Serialize};
 
-use crate::error::FormatError;
+use crate::error::DiskFormatError;
+use crate::header::Header;
 use crate::{DiskKey, MAX_DISKS, MAX_SEED_BYTES};
 
 /// The seal's first bytes.
 pub const SEAL_MAGIC: &[u8; 12] = b"FERRYDEVSEAL";
 /// The seal version this build writes and the newest it reads.
 pub const SEAL_VERSION: u16 = 1;
+const HEADER: Header = Header { magic: SEAL_MAGIC, version: SEAL_VERSION as u32, what: "a device seal", short: "seal" };
 /// Largest seal file read (about 15 million objects).
 pub const MAX_SEAL_LEN: u64 = 2 << 30;
 const HEADER_LEN: usize = 14;
@@ -65,10 +67,10 @@ struct WireEntry {
 }
 
 impl Seal {
-    /// The seed digest of the entries ([`seed_digest`](crate::seed_digest), the function disk
+    /// The seed digest of the entries ([`seed_digest`](ferry_api::seed_digest), the function disk
     /// manifests use): what the vault's ingest receipt signs.
     pub fn digest(&self) -> [u8; 32] {
-        crate::seed_digest(self.entries.iter().map(|e| (e.key.as_str(), &e.hash)))
+        ferry_api::seed_digest(self.entries.iter().map(|e| (e.key.as_str(), &e.hash)))
     }
 
     /// The seal file's bytes for device `device_number`, sealed under `key` (entries are
@@ -91,59 +93,50 @@ impl Seal {
     /// checking every entry: valid object keys in ascending order without duplicates, never
     /// `config` or `keys/…` (a device does not hold them), devices within the count, sizes
     /// plausible; and `device_number` within the count.
-    pub fn decode(bytes: &[u8], key: &DiskKey, set_id: &[u8; 16], device_number: u32) -> Result<Seal, FormatError> {
+    pub fn decode(bytes: &[u8], key: &DiskKey, set_id: &[u8; 16], device_number: u32) -> Result<Seal, DiskFormatError> {
         if bytes.len() as u64 > MAX_SEAL_LEN {
-            return Err(FormatError::malformed("seal too large"));
+            return Err(DiskFormatError::malformed("seal too large"));
         }
         if bytes.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
-            return Err(FormatError::malformed("truncated seal"));
+            return Err(DiskFormatError::malformed("truncated seal"));
         }
-        if &bytes[..12] != SEAL_MAGIC {
-            return Err(FormatError::malformed("not a device seal (bad magic)"));
-        }
-        let version = u16::from_le_bytes([bytes[12], bytes[13]]);
-        if version == 0 {
-            return Err(FormatError::malformed("seal version 0"));
-        }
-        if version > SEAL_VERSION {
-            return Err(FormatError::NewerVersion(version.into()));
-        }
+        HEADER.check_binary(bytes)?;
         let body = key
             .device_seal_key()
             .open_random_nonce(&aad(set_id, device_number), &bytes[HEADER_LEN..])
-            .map_err(|_| FormatError::Authentication)?;
-        let (wire, rest): (Wire, &[u8]) = postcard::take_from_bytes(&body).map_err(|e| FormatError::malformed(format!("seal: {e}")))?;
+            .map_err(|_| DiskFormatError::Authentication)?;
+        let (wire, rest): (Wire, &[u8]) = postcard::take_from_bytes(&body).map_err(|e| DiskFormatError::malformed(format!("seal: {e}")))?;
         if !rest.is_empty() {
-            return Err(FormatError::malformed("seal: bytes after the entries"));
+            return Err(DiskFormatError::malformed("seal: bytes after the entries"));
         }
         if &wire.set_id != set_id {
-            return Err(FormatError::malformed("seal of another device set"));
+            return Err(DiskFormatError::malformed("seal of another device set"));
         }
-        crate::label::check_job(&wire.job).map_err(FormatError::Malformed)?;
+        crate::label::check_job(&wire.job).map_err(DiskFormatError::Malformed)?;
         if wire.device_count == 0 || wire.device_count > MAX_DISKS {
-            return Err(FormatError::malformed(format!("seal device count {}", wire.device_count)));
+            return Err(DiskFormatError::malformed(format!("seal device count {}", wire.device_count)));
         }
         if device_number == 0 || device_number > wire.device_count {
-            return Err(FormatError::malformed(format!("seal of a set of {} devices on device {device_number}", wire.device_count)));
+            return Err(DiskFormatError::malformed(format!("seal of a set of {} devices on device {device_number}", wire.device_count)));
         }
         if wire.sealed.is_empty() || wire.sealed.len() > MAX_TIME_LEN || chrono::DateTime::parse_from_rfc3339(&wire.sealed).is_err() {
-            return Err(FormatError::malformed("seal: sealed is not an RFC 3339 time"));
+            return Err(DiskFormatError::malformed("seal: sealed is not an RFC 3339 time"));
         }
         let mut previous: Option<&str> = None;
         for e in &wire.entries {
-            ferry_store::validate_key("seal", &e.key).map_err(|err| FormatError::malformed(format!("seal: {err}")))?;
+            ferry_store::validate_key("seal", &e.key).map_err(|err| DiskFormatError::malformed(format!("seal: {err}")))?;
             if e.key == "config" || e.key.starts_with("keys/") {
-                return Err(FormatError::malformed(format!("seal: object {} is never on a device", e.key)));
+                return Err(DiskFormatError::malformed(format!("seal: object {} is never on a device", e.key)));
             }
             if previous.is_some_and(|p| p >= e.key.as_str()) {
-                return Err(FormatError::malformed(format!("seal: entry {} out of order or repeated", e.key)));
+                return Err(DiskFormatError::malformed(format!("seal: entry {} out of order or repeated", e.key)));
             }
             previous = Some(&e.key);
             if e.device == 0 || e.device > wire.device_count {
-                return Err(FormatError::malformed(format!("seal: object {} on device {} of {}", e.key, e.device, wire.device_count)));
+                return Err(DiskFormatError::malformed(format!("seal: object {} on device {} of {}", e.key, e.device, wire.device_count)));
             }
             if e.size > MAX_SEED_BYTES {
-                return Err(FormatError::malformed(format!("seal: object {} of implausible size {}", e.key, e.size)));
+                return Err(DiskFormatError::malformed(format!("seal: object {} of implausible size {}", e.key, e.size)));
             }
         }
         Ok(Seal {
@@ -164,10 +157,7 @@ pub fn seal_body(key: &DiskKey, set_id: &[u8; 16], device_number: u32, body: &[u
 }
 
 fn header() -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    h[..12].copy_from_slice(SEAL_MAGIC);
-    h[12..].copy_from_slice(&SEAL_VERSION.to_le_bytes());
-    h
+    HEADER.binary()
 }
 
 fn aad(set_id: &[u8; 16], device_number: u32) -> [u8; HEADER_LEN + 20] {
@@ -248,22 +238,22 @@ mod tests {
         for at in [14, 30, sealed.len() - 1] {
             let mut bad = sealed.clone();
             bad[at] ^= 1;
-            assert_eq!(Seal::decode(&bad, &key(), &SET, 1), Err(FormatError::Authentication), "byte {at}");
+            assert_eq!(Seal::decode(&bad, &key(), &SET, 1), Err(DiskFormatError::Authentication), "byte {at}");
         }
         // Another device's copy, another set, another key.
-        assert_eq!(Seal::decode(&sealed, &key(), &SET, 2), Err(FormatError::Authentication));
-        assert_eq!(Seal::decode(&sealed, &key(), &[0; 16], 1), Err(FormatError::Authentication));
-        assert_eq!(Seal::decode(&sealed, &DiskKey::from_bytes([1; 32]), &SET, 1), Err(FormatError::Authentication));
-        assert!(matches!(Seal::decode(&sealed[..20], &key(), &SET, 1), Err(FormatError::Malformed(_))));
+        assert_eq!(Seal::decode(&sealed, &key(), &SET, 2), Err(DiskFormatError::Authentication));
+        assert_eq!(Seal::decode(&sealed, &key(), &[0; 16], 1), Err(DiskFormatError::Authentication));
+        assert_eq!(Seal::decode(&sealed, &DiskKey::from_bytes([1; 32]), &SET, 1), Err(DiskFormatError::Authentication));
+        assert!(matches!(Seal::decode(&sealed[..20], &key(), &SET, 1), Err(DiskFormatError::Malformed(_))));
         let mut magic = sealed.clone();
         magic[0] = b'X';
-        assert!(matches!(Seal::decode(&magic, &key(), &SET, 1), Err(FormatError::Malformed(_))));
+        assert!(matches!(Seal::decode(&magic, &key(), &SET, 1), Err(DiskFormatError::Malformed(_))));
         let mut version = sealed.clone();
         version[12] = 2;
-        assert_eq!(Seal::decode(&version, &key(), &SET, 1), Err(FormatError::NewerVersion(2)));
+        assert_eq!(Seal::decode(&version, &key(), &SET, 1), Err(DiskFormatError::NewerVersion(2)));
         // Well sealed, but wrong inside.
         let reseal = |s: &Seal, n: u32| Seal::decode(&s.encode(&key(), n), &key(), &SET, n);
-        assert!(matches!(reseal(&sample(), 3), Err(FormatError::Malformed(_))), "device beyond the count");
+        assert!(matches!(reseal(&sample(), 3), Err(DiskFormatError::Malformed(_))), "device beyond the count");
         let broken: [fn(&mut Seal); 8] = [
             |s| s.entries[0].device = 3,
             |s| s.entries[1].device = 0,
@@ -277,15 +267,15 @@ mod tests {
         for (i, f) in broken.iter().enumerate() {
             let mut s = sample();
             f(&mut s);
-            assert!(matches!(reseal(&s, 1), Err(FormatError::Malformed(_))), "case {i}");
+            assert!(matches!(reseal(&s, 1), Err(DiskFormatError::Malformed(_))), "case {i}");
         }
         let mut other_set = sample();
         other_set.set_id = [9; 16];
         let bytes = seal_body(&key(), &SET, 1, &postcard_of(&other_set));
-        assert!(matches!(Seal::decode(&bytes, &key(), &SET, 1), Err(FormatError::Malformed(_))));
+        assert!(matches!(Seal::decode(&bytes, &key(), &SET, 1), Err(DiskFormatError::Malformed(_))));
         let mut trailing = postcard_of(&sample());
         trailing.push(0);
-        assert!(matches!(Seal::decode(&seal_body(&key(), &SET, 1, &trailing), &key(), &SET, 1), Err(FormatError::Malformed(_))));
+        assert!(matches!(Seal::decode(&seal_body(&key(), &SET, 1, &trailing), &key(), &SET, 1), Err(DiskFormatError::Malformed(_))));
     }
 
     /// The body [`Seal::encode`] seals.

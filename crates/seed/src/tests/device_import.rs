@@ -75,7 +75,7 @@ fn sealed_devices_import_every_object() {
     assert_eq!((seal.job.as_str(), seal.set_id, seal.device_count, seal.sealed.as_str()), (DJOB, SET_ID, 2, SEALED));
     assert_eq!(seal.entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>(), content.keys().cloned().collect::<Vec<_>>());
     assert!(seal.entries.iter().any(|e| e.device == 1) && seal.entries.iter().any(|e| e.device == 2), "{:?}", seal.entries);
-    let digest = crate::seed_digest(
+    let digest = ferry_api::seed_digest(
         content.iter().map(|(k, v)| (k.clone(), ferry_crypto::content_hash(v))).collect::<Vec<_>>().iter().map(|(k, h)| (k.as_str(), h)),
     );
     assert_eq!(seal.digest(), digest);

@@ -107,7 +107,7 @@ fn check_all(set: &DiskSet, staging: &Staging) {
         set.read_object(e, &mut buf).unwrap();
         assert_eq!(&buf, &staging.content[&e.key], "{}", e.key);
     }
-    let digest = crate::seed_digest(
+    let digest = ferry_api::seed_digest(
         staging
             .content
             .iter()

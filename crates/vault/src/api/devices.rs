@@ -12,14 +12,13 @@
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
+use ferry_api::{DeviceErased, DeviceOrderRequest, DeviceStatus, DiskSetReport, ImportJob, JobState, Unlock, UNLOCK_MAGIC};
 use serde_json::json;
 
 use super::{principal, ApiError, ApiResult, St};
 use crate::db::Principal;
 use crate::devices::{capacity_of, unlock_valid_s};
-use crate::imports::{DiskSetReport, ImportJob, JobState, Refusal};
-use crate::secrets::{Unlock, UNLOCK_MAGIC};
+use crate::imports::Refusal;
 use crate::{Role, State};
 
 fn forbidden(what: &str) -> ApiError {
@@ -53,16 +52,7 @@ async fn access(state: &State, headers: &HeaderMap, name: &str) -> ApiResult<(Im
     Ok((j, p))
 }
 
-#[derive(Deserialize)]
-pub(super) struct Order {
-    machine: String,
-    #[serde(rename = "type")]
-    device_type: String,
-    capacity: Option<u64>,
-    container: Option<String>,
-}
-
-pub(super) async fn order(AxState(state): St, headers: HeaderMap, Json(b): Json<Order>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn order(AxState(state): St, headers: HeaderMap, Json(b): Json<DeviceOrderRequest>) -> ApiResult<Json<serde_json::Value>> {
     let p = principal(&state, &headers).await?;
     if !is_user(&p, &[Role::Owner, Role::Contributor]) {
         return Err(forbidden("order seed devices"));
@@ -214,19 +204,12 @@ pub(super) async fn key(AxState(state): St, headers: HeaderMap, Path(name): Path
     Ok(Json(json!({"device_key": hex::encode(key.as_slice())})))
 }
 
-#[derive(Deserialize)]
-pub(super) struct Status {
-    state: JobState,
-    carrier: Option<String>,
-    tracking: Option<String>,
-}
-
 /// A logistics move, by the vault's staff.
 pub(super) async fn status(
     AxState(state): St,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<Status>,
+    Json(b): Json<DeviceStatus>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (_, p) = access(&state, &headers, &name).await?;
     if !is_user(&p, &[Role::Owner, Role::Contributor, Role::ImportOperator]) {
@@ -280,19 +263,12 @@ pub(super) async fn sealed(
     Ok(Json(json!(j)))
 }
 
-#[derive(Deserialize)]
-pub(super) struct Erased {
-    device: u32,
-    files: u64,
-    bytes: u64,
-}
-
 /// An import operator erased a device: recorded in the job and the audit log.
 pub(super) async fn erased(
     AxState(state): St,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<Erased>,
+    Json(b): Json<DeviceErased>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (_, p) = access(&state, &headers, &name).await?;
     if !is_user(&p, &[Role::Owner, Role::ImportOperator]) {

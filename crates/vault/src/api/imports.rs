@@ -10,12 +10,12 @@ use std::sync::Arc;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
+use ferry_api::{DiskRecord, DiskSetReport, ImportJob, JobState, NewImportJob, ReceivedDisks, Shipment, TransferReport, DISK_STATES};
 use serde_json::json;
 
 use super::{principal, ApiError, ApiResult, St};
 use crate::db::Principal;
-use crate::imports::{DiskRecord, DiskSetReport, ImportJob, JobState, Refusal, DISK_STATES};
+use crate::imports::Refusal;
 use crate::{Role, State};
 
 impl From<Refusal> for ApiError {
@@ -74,15 +74,6 @@ fn with_site(state: &State, j: &ImportJob) -> serde_json::Value {
     let mut v = json!(j);
     v["shipping_address"] = json!(state.shipping_address);
     v
-}
-
-#[derive(Deserialize)]
-pub(super) struct NewImportJob {
-    name: String,
-    /// Where the import puts the objects; default: the vault's import container + `/NAME`.
-    container: Option<String>,
-    /// For users: the machine's name (a machine creates jobs for itself).
-    machine: Option<String>,
 }
 
 pub(super) async fn create(AxState(state): St, headers: HeaderMap, Json(b): Json<NewImportJob>) -> ApiResult<Json<serde_json::Value>> {
@@ -186,18 +177,11 @@ pub(super) async fn disks(
     Ok(Json(with_site(&state, &j)))
 }
 
-#[derive(Deserialize)]
-pub(super) struct Ship {
-    carrier: String,
-    tracking: String,
-    return_address: Option<String>,
-}
-
 pub(super) async fn ship(
     AxState(state): St,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<Ship>,
+    Json(b): Json<Shipment>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (_, who, _) = access(&state, &headers, &name).await?;
     if !matches!(who, Who::Preparer) {
@@ -234,16 +218,11 @@ fn check_disks(disks: &[DiskRecord]) -> ApiResult<()> {
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct Receive {
-    disks: Vec<DiskRecord>,
-}
-
 pub(super) async fn receive(
     AxState(state): St,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<Receive>,
+    Json(b): Json<ReceivedDisks>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (_, who, p) = access(&state, &headers, &name).await?;
     importer(&who, &p, "import disks")?;
@@ -251,19 +230,11 @@ pub(super) async fn receive(
     Ok(Json(with_site(&state, &state.db.receive_import_job(&name, &b.disks).await??)))
 }
 
-#[derive(Deserialize)]
-pub(super) struct Transfer {
-    state: JobState,
-    disks: Vec<DiskRecord>,
-    #[serde(default)]
-    errors: Vec<String>,
-}
-
 pub(super) async fn transfer(
     AxState(state): St,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<Transfer>,
+    Json(b): Json<TransferReport>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let (_, who, p) = access(&state, &headers, &name).await?;
     importer(&who, &p, "import disks")?;
@@ -309,14 +280,14 @@ async fn run_ingest(state: &Arc<State>, j: &ImportJob) {
     let digest = j.manifest_digest.clone().unwrap_or_default();
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<crate::ingest::Ingested> {
         let c = ferry_store::open(&container).map_err(|e| anyhow::anyhow!("open the container of import job {name}: {e}"))?;
-        crate::ingest::ingest(c.as_ref(), &store, &machine, &name, &digest, crate::ingest::manifest_digest)
+        crate::ingest::ingest(c.as_ref(), &store, &machine, &name, &digest, ferry_api::manifest_digest)
     })
     .await
     .map_err(anyhow::Error::from)
     .and_then(|r| r);
     let outcome = match result {
         Ok(done) => {
-            let mut receipt = crate::secrets::Receipt {
+            let mut receipt = ferry_api::Receipt {
                 job: j.name.clone(),
                 machine: j.machine.clone(),
                 recovery_points: done.recovery_points.clone(),

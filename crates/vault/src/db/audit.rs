@@ -2,26 +2,10 @@
 //! erasure), appended to and never changed.
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use ferry_api::AuditEntry;
 use sqlx::Row;
 
 use super::{rfc3339, Db};
-
-/// One line of the vault's audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub id: i64,
-    /// RFC 3339.
-    pub time: String,
-    /// Who: `user NAME` or `machine NAME`.
-    pub actor: String,
-    /// What, e.g. `device-erased`, `device-prepared`, `device-status`.
-    pub action: String,
-    /// The job (or other object) it concerns.
-    pub target: String,
-    /// Details (JSON text).
-    pub detail: String,
-}
 
 impl Db {
     /// Appends a line to the audit log.

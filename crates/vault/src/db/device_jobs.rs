@@ -6,7 +6,9 @@ use sqlx::Row;
 
 use super::import_jobs::in_list;
 use super::Db;
-use crate::imports::{DiskRecord, ImportJob, JobState, Refusal};
+use ferry_api::{DiskRecord, ImportJob, JobState};
+
+use crate::imports::Refusal;
 
 impl Db {
     /// Records a new device job in state `ordered`, with its sealed device key.

@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use sqlx::Row;
 
 use super::{rfc3339, Db};
-use crate::imports::{ship_within_s, DeviceOrder, ImportJob, JobState, Refusal};
+use ferry_api::{DeviceOrder, ImportJob, JobState};
+
+use crate::imports::{ship_within_s, Refusal};
 
 const COLUMNS: &str = "j.name, j.machine, m.name, j.container, j.state, j.created, j.deadline, j.carrier, j.tracking, \
                        j.return_address, j.set_id, j.manifest_digest, j.disks, j.recovery_point, j.errors, j.updated, \

@@ -3,31 +3,10 @@
 //! the alerts, the dashboard, the samples and `/metrics` make of them.
 
 use anyhow::Result;
+use ferry_api::JobUpdate;
 use sqlx::Row;
 
 use super::{rfc3339, Db};
-
-/// What an agent reports about a job.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct JobUpdate {
-    /// running | completed | completed-with-errors | failed
-    pub state: String,
-    #[serde(default)]
-    pub bytes: u64,
-    #[serde(default)]
-    pub files: u64,
-    #[serde(default)]
-    pub errors: Vec<String>,
-    /// A backup's end: the size of the data it covers (the machine's protected size).
-    #[serde(default)]
-    pub total_bytes: Option<u64>,
-    /// A backup's end: the recovery point it made (hex).
-    #[serde(default)]
-    pub recovery_point: Option<String>,
-    /// A backup's end: the recovery point's tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
-}
 
 impl Db {
     /// Opens a running job for `machine`; returns its ID.

@@ -36,8 +36,6 @@ pub(crate) mod schema;
 mod sessions;
 mod users;
 
-pub use jobs::JobUpdate;
-
 /// A random 256-bit token, hex-encoded.
 pub fn new_token() -> String {
     hex::encode(ferry_crypto::random_bytes::<32>())
@@ -266,6 +264,7 @@ mod upgrade_tests;
 mod tests {
     use super::testing::block_on;
     use super::*;
+    use ferry_api::JobUpdate;
 
     /// Every call once, on a SQLite file made by an earlier version of the vault (its table
     /// definitions, `end` unquoted): the `$N` placeholders, the quoted `"end"` and RETURNING

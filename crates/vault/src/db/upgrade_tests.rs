@@ -101,13 +101,13 @@ async fn read_back(db: &Db) {
     assert_eq!(db.vault_samples(1767323500).await.unwrap().len(), 1);
 
     let seed = db.import_job("seed-1").await.unwrap().unwrap();
-    assert_eq!((seed.state, seed.machine_name.as_str(), seed.kind.as_str()), (crate::imports::JobState::Shipping, "laptop", "disks"));
+    assert_eq!((seed.state, seed.machine_name.as_str(), seed.kind.as_str()), (ferry_api::JobState::Shipping, "laptop", "disks"));
     assert_eq!((seed.carrier.as_deref(), seed.tracking.as_deref(), seed.deadline.as_deref()), (Some("DHL"), Some("TRK-1"), None));
     assert_eq!((seed.disks.len(), seed.disks[0].objects, seed.created.as_str()), (1, 3, "2026-01-02T03:03:20Z"));
     assert_eq!(db.import_job_key("seed-1").await.unwrap().as_deref(), Some("sealed-disk-key"));
     let device = db.device_job("dev-1").await.unwrap().unwrap();
     let order = device.device.unwrap();
-    assert_eq!((device.state, order.device_type.as_str(), order.capacity), (crate::imports::JobState::Prepared, "disk", 7_200_000_000_000));
+    assert_eq!((device.state, order.device_type.as_str(), order.capacity), (ferry_api::JobState::Prepared, "disk", 7_200_000_000_000));
     assert_eq!(order.unlock_expires.as_deref(), Some("2026-02-02T02:40:00Z"));
     assert_eq!(db.import_jobs(Some(M)).await.unwrap().len(), 2);
     assert_eq!(db.device_jobs(None).await.unwrap().len(), 1);
