@@ -381,6 +381,9 @@ fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Pat
     if matches!(j.state, JobState::Ingested | JobState::Erased) {
         bail!("device job {job} was imported and ingested already (state {state}): a device is imported only once; erase it (`ferry device erase`)");
     }
+    if j.state == JobState::Ingesting {
+        bail!("device job {job} is being ingested by the vault already (an earlier `ferry device import` finished copying); nothing is left to copy: wait until `ferry device status {job}` says ingested");
+    }
     let key = DiskKey::from_hex(&client.device_key(job)?).context("the vault sent a malformed device key")?;
     let set = match DeviceSet::open(paths, job, &key) {
         Ok(s) => s,

@@ -65,6 +65,11 @@ pub fn run(g: &Global, a: &ImportRunArgs) -> Result<Outcome> {
     if job.state == JobState::Ingested {
         bail!("import job {name} was ingested already; a seed is ingested only once");
     }
+    if job.state == JobState::Ingesting {
+        // An earlier run copied every disk and handed the seed to the vault, then was stopped:
+        // the ingest goes on in the vault without it.
+        bail!("import job {name} is being ingested by the vault already (an earlier `ferry import run` finished copying); nothing is left to copy: wait until `ferry import-job show {name}` says ingested");
+    }
     let key = DiskKey::from_hex(&client.disk_key(name)?).context("the vault sent a malformed disk key")?;
     let set = match DiskSet::open(&a.disks, name, &key) {
         Ok(s) => s,
