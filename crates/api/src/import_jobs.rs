@@ -4,100 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// An import job's state (`ferry import-job show`); device jobs share them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobState {
-    Created,
-    AwaitingShipment,
-    Shipping,
-    Received,
-    Transferring,
-    Completed,
-    CompletedWithErrors,
-    Failed,
-    Ingesting,
-    Ingested,
-    Expired,
-    Cancelled,
-    // Seed devices (docs/design/seed-devices.md): the vault's device travels to the machine and
-    // back, then joins the import states at `received`, and ends `erased`.
-    Ordered,
-    Prepared,
-    ShippedToCustomer,
-    Delivered,
-    InUse,
-    Returning,
-    Erased,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 19] = [
-        JobState::Created,
-        JobState::AwaitingShipment,
-        JobState::Shipping,
-        JobState::Received,
-        JobState::Transferring,
-        JobState::Completed,
-        JobState::CompletedWithErrors,
-        JobState::Failed,
-        JobState::Ingesting,
-        JobState::Ingested,
-        JobState::Expired,
-        JobState::Cancelled,
-        JobState::Ordered,
-        JobState::Prepared,
-        JobState::ShippedToCustomer,
-        JobState::Delivered,
-        JobState::InUse,
-        JobState::Returning,
-        JobState::Erased,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Created => "created",
-            JobState::AwaitingShipment => "awaiting-shipment",
-            JobState::Shipping => "shipping",
-            JobState::Received => "received",
-            JobState::Transferring => "transferring",
-            JobState::Completed => "completed",
-            JobState::CompletedWithErrors => "completed-with-errors",
-            JobState::Failed => "failed",
-            JobState::Ingesting => "ingesting",
-            JobState::Ingested => "ingested",
-            JobState::Expired => "expired",
-            JobState::Cancelled => "cancelled",
-            JobState::Ordered => "ordered",
-            JobState::Prepared => "prepared",
-            JobState::ShippedToCustomer => "shipped-to-customer",
-            JobState::Delivered => "delivered",
-            JobState::InUse => "in-use",
-            JobState::Returning => "returning",
-            JobState::Erased => "erased",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// States a job is cancelled from (before its disks are being copied).
-    pub const CANCELLABLE: [JobState; 10] = [
-        JobState::Created,
-        JobState::AwaitingShipment,
-        JobState::Shipping,
-        JobState::Received,
-        JobState::Ordered,
-        JobState::Prepared,
-        JobState::ShippedToCustomer,
-        JobState::Delivered,
-        JobState::InUse,
-        JobState::Returning,
-    ];
-    /// States in which a job without a tracking number expires at its deadline.
-    pub const EXPIRING: [JobState; 2] = [JobState::Created, JobState::AwaitingShipment];
-}
+use crate::JobState;
 
 /// One disk of a job's set, as the vault knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,21 +26,6 @@ pub struct DiskRecord {
     #[serde(default)]
     pub errors: Vec<String>,
 }
-
-/// The disk states an import reports (and a device's `sealed` and `erased`).
-pub const DISK_STATES: [&str; 11] = [
-    "prepared",
-    "never-received",
-    "received",
-    "manifest-error",
-    "key-invalid",
-    "corrupted",
-    "transferring",
-    "completed",
-    "completed-with-errors",
-    "sealed",
-    "erased",
-];
 
 /// An import job as the API shows it (never with its disk key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,14 +178,6 @@ pub(crate) mod tests {
         // A disk record from before copied, skipped and errors existed.
         let d: DiskRecord = serde_json::from_str(r#"{"id":2,"state":"received","bytes":1,"objects":1}"#).unwrap();
         assert_eq!((d.copied, d.skipped, d.errors.len()), (0, 0, 0));
-    }
-
-    #[test]
-    fn states_have_one_name_each() {
-        for s in JobState::ALL {
-            assert_eq!(JobState::parse(s.as_str()), Some(s));
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
-        }
     }
 
     #[test]

@@ -20,6 +20,7 @@
 mod control;
 mod devices;
 mod import_jobs;
+mod job_state;
 mod objects;
 mod policy;
 mod seed;
@@ -31,9 +32,10 @@ pub use control::{
 };
 pub use devices::{AuditEntry, DeviceErased, DeviceJob, DeviceKeyReply, DeviceOrderRequest, DeviceStatus, OrderedDevice, PreparedDevice};
 pub use import_jobs::{
-    Cleanup, DeviceOrder, DiskKeyReply, DiskRecord, DiskSetReport, ImportJob, JobState, NewImportJob, ReceivedDisks, Shipment,
-    SiteImportJob, TransferReport, DISK_STATES,
+    Cleanup, DeviceOrder, DiskKeyReply, DiskRecord, DiskSetReport, ImportJob, NewImportJob, ReceivedDisks, Shipment, SiteImportJob,
+    TransferReport,
 };
+pub use job_state::{JobState, DISK_STATES};
 pub use objects::{ObjectEntry, ObjectSize, ObjectWritten};
 pub use policy::{parse_time, BackupPolicy, Bandwidth, Keep, DAYS};
 pub use seed::{commit_phase, manifest_digest, seed_digest, SeedManifest, SeedObject, SEED_MANIFEST_KEY};
