@@ -6,7 +6,10 @@
 //! ADDR --storage-alert SIZE`). What was sent is kept in `alerts_sent` (by the alert's key), so
 //! several servers on one database and restarts send each alert once.
 
-use anyhow::{Context, Result};
+use anyhow::Context;
+
+use crate::error::bail;
+use crate::Result;
 use serde::Serialize;
 
 use ferry_api::JobState;
@@ -222,7 +225,7 @@ pub async fn send_new(db: &Db, sinks: &Sinks, vault: &str) -> Result<usize> {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build()?;
         let resp = client.post(url).json(&body).send().await.map_err(|e| anyhow::anyhow!("alert webhook: {}", e.without_url()))?;
         if !resp.status().is_success() {
-            anyhow::bail!("alert webhook answered {}", resp.status());
+            bail!("alert webhook answered {}", resp.status());
         }
     }
     if let (Some(smtp), Some(to)) = (&sinks.smtp, &sinks.email) {

@@ -15,7 +15,9 @@
 //! Logistics states may be skipped forward (a device handed over at the counter is never
 //! "shipped"), never moved back. Every erasure is written to the `audit` table.
 
-use anyhow::{Context, Result};
+use anyhow::Context;
+
+use crate::Result;
 use ferry_api::{DiskRecord, DiskSetReport, ImportJob, JobState};
 
 use crate::db::Db;
@@ -119,7 +121,7 @@ impl Db {
                 return Ok(Ok((job, number, set_id)));
             }
         }
-        Err(raced(name))
+        Err(raced(name).into())
     }
 
     /// Records a logistics move (`ferry device status JOB --set STATE`), with the carrier and
@@ -202,7 +204,7 @@ impl Db {
                 return Ok(Ok(self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?));
             }
         }
-        Err(raced(name))
+        Err(raced(name).into())
     }
 
     /// Marks device `number` erased; the job is `erased` once all its devices are.
@@ -229,7 +231,7 @@ impl Db {
                 return Ok(Ok(self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?));
             }
         }
-        Err(raced(name))
+        Err(raced(name).into())
     }
 }
 

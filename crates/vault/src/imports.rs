@@ -20,7 +20,7 @@
 //! in the vault's data folder, never in the database): a stolen database alone does not open a
 //! shipped disk.
 
-use anyhow::Result;
+use crate::Result;
 use ferry_api::{DiskRecord, DiskSetReport, ImportJob, JobState};
 
 pub(crate) use crate::db::rfc3339;

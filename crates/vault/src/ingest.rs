@@ -13,7 +13,10 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context;
+
+use crate::error::bail;
+use crate::Result;
 use ferry_api::{commit_phase, Invalid, SeedManifest, SEED_MANIFEST_KEY};
 use ferry_store::Store;
 use serde::Serialize;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use anyhow::Result;
+use crate::Result;
 
 use crate::alerts::BACKUP_KINDS;
 use crate::db::Db;

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use crate::Result;
 use ferry_store::Store;
 use serde::Serialize;
 

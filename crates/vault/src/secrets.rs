@@ -11,7 +11,10 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context;
+
+use crate::error::bail;
+use crate::Result;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use ferry_api::{Receipt, Unlock};
 use ferry_crypto::AeadKey;

@@ -1,7 +1,7 @@
 //! Alerts sent: the key of each alert the vault sent by webhook or e-mail, so that every
 //! server on one database, and every restart, sends each alert once.
 
-use anyhow::Result;
+use crate::Result;
 
 use super::Db;
 

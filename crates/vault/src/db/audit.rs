@@ -1,7 +1,7 @@
 //! The audit log: who did what to which object (device preparation, status changes and
 //! erasure), appended to and never changed.
 
-use anyhow::Result;
+use crate::Result;
 use ferry_api::AuditEntry;
 use sqlx::Row;
 

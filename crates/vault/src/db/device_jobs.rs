@@ -1,7 +1,9 @@
 //! Device jobs' rows: the `device_jobs` table (what was ordered, when the unlock credential
 //! expires) and the guarded swap of a device job's disk records (crate::devices has the rules).
 
-use anyhow::{Context, Result};
+use anyhow::Context;
+
+use crate::Result;
 use sqlx::Row;
 
 use super::import_jobs::in_list;

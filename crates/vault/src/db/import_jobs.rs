@@ -2,7 +2,9 @@
 //! as the import job it is), its reads with expiry applied, and the one guarded UPDATE every
 //! change of state goes through (crate::imports has the rules of which change is allowed).
 
-use anyhow::{Context, Result};
+use anyhow::Context;
+
+use crate::Result;
 use sqlx::Row;
 
 use super::{rfc3339, Db};

@@ -2,7 +2,7 @@
 //! the end with totals and recovery point), the reaping of silent ones, and the reads the API,
 //! the alerts, the dashboard, the samples and `/metrics` make of them.
 
-use anyhow::Result;
+use crate::Result;
 use ferry_api::JobUpdate;
 use sqlx::Row;
 

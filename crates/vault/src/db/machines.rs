@@ -1,7 +1,9 @@
 //! Machines: one-time registration secrets, the machines they registered, each machine's
 //! backup policy and the traffic counters of its requests.
 
-use anyhow::{Context, Result};
+use anyhow::Context;
+
+use crate::Result;
 use sqlx::Row;
 
 use super::{new_token, now_rfc3339, token_hash, Db};

@@ -1,7 +1,7 @@
 //! Storage samples' rows: what each machine stored and protected at each sampling time, and
 //! the reads the dashboard's charts, the alerts and `/metrics` make of them.
 
-use anyhow::Result;
+use crate::Result;
 use sqlx::Row;
 
 use super::Db;

@@ -1,7 +1,9 @@
 //! Users: the owner made at first start, users added by the owner, and the principal (user or
 //! machine) a bearer token belongs to.
 
-use anyhow::{Context, Result};
+use anyhow::Context;
+
+use crate::Result;
 use sqlx::Row;
 
 use super::{new_token, now_rfc3339, token_hash, Db, Principal};
