@@ -34,6 +34,13 @@ pub enum Error {
         #[source]
         source: anyhow::Error,
     },
+    /// A job (or other record) the operation works on is not there: deleted meanwhile.
+    #[error(transparent)]
+    NotFound(Detail),
+    /// The record kept changing under the operation (other requests or servers changing it at
+    /// the same time): trying again may succeed.
+    #[error(transparent)]
+    Conflict(Detail),
     /// A query of the control plane's database failed (`sqlx::Error` in the chain).
     #[error(transparent)]
     Database(Detail),
@@ -82,13 +89,36 @@ impl Error {
     /// The first error of type `T` in this error's chain, e.g. the
     /// [`ferry_store::StoreError`] (is it transient?).
     pub fn find<T: std::error::Error + 'static>(&self) -> Option<&T> {
-        std::iter::successors(Some(self as &(dyn std::error::Error + 'static)), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
+        match self.detail() {
+            Some(d) => d.0.chain().find_map(|e| e.downcast_ref::<T>()),
+            None => {
+                std::iter::successors(Some(self as &(dyn std::error::Error + 'static)), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
+            }
+        }
+    }
+
+    /// The message and causes, for the variants that hold a [`Detail`].
+    fn detail(&self) -> Option<&Detail> {
+        match self {
+            Error::NotFound(d)
+            | Error::Conflict(d)
+            | Error::Database(d)
+            | Error::Store(d)
+            | Error::Format(d)
+            | Error::Crypto(d)
+            | Error::Tls(d)
+            | Error::Io(d)
+            | Error::Other(d) => Some(d),
+            Error::Location | Error::Connect { .. } | Error::Schema { .. } => None,
+        }
     }
 
     /// The variant of `self`, to make another error of the same kind (`None` for the variants
-    /// with fields of their own: wrapped in context they are `Other`'s).
+    /// with fields of their own: wrapped in context, the errors under them say the kind).
     fn kind(&self) -> Option<fn(Detail) -> Error> {
         Some(match self {
+            Error::NotFound(_) => Error::NotFound,
+            Error::Conflict(_) => Error::Conflict,
             Error::Database(_) => Error::Database,
             Error::Store(_) => Error::Store,
             Error::Format(_) => Error::Format,
@@ -106,7 +136,12 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<fn(Detail) -> Er
     if let Some(inner) = cause.downcast_ref::<Error>() {
         return inner.kind();
     }
-    Some(if cause.is::<sqlx::Error>() {
+    Some(if let Some(v) = cause.downcast_ref::<VaultError>() {
+        match v {
+            VaultError::Vanished { .. } => Error::NotFound,
+            VaultError::Raced(_) => Error::Conflict,
+        }
+    } else if cause.is::<sqlx::Error>() {
         Error::Database
     } else if cause.is::<ferry_store::StoreError>() {
         Error::Store
@@ -153,6 +188,7 @@ macro_rules! from_via_anyhow {
 }
 
 from_via_anyhow!(
+    VaultError,
     sqlx::Error,
     ferry_store::StoreError,
     ferry_format::FormatError,
@@ -167,6 +203,20 @@ from_via_anyhow!(
     reqwest::Error,
     lettre::error::Error,
 );
+
+/// The errors ferry-vault raises itself that a caller branches on (each becomes the [`Error`]
+/// variant its doc names).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum VaultError {
+    /// The job `name` (`what`: "import job", "device job", "job") was deleted while it was being
+    /// changed ([`Error::NotFound`]).
+    #[error("{what} {name} vanished")]
+    Vanished { what: &'static str, name: String },
+    /// A guarded change of device job `.0`'s disk records lost every race
+    /// ([`Error::Conflict`]).
+    #[error("device job {0} kept changing while it was being updated: try again")]
+    Raced(String),
+}
 
 /// `bail!` that works in functions returning either `anyhow::Result` or [`Result`].
 macro_rules! bail {
@@ -190,11 +240,19 @@ mod tests {
         let again: Error = Err::<(), _>(e).context("outer").unwrap_err().into();
         assert!(matches!(again, Error::Io(_)), "{again:?}");
         assert!(again.find::<std::io::Error>().is_some());
+        // The error the chain starts with is found too.
+        let e: Error = ferry_store::StoreError::not_found("get", "machines/a/keys/k").into();
+        assert!(matches!(e, Error::Store(_)), "{e:?}");
+        assert!(e.find::<ferry_store::StoreError>().is_some_and(|s| s.is_not_found()));
         assert_eq!(format!("{:#}", anyhow::Error::from(again)), "outer: load secrets: read /x: gone");
 
         let e: Error = anyhow::anyhow!("something else").into();
         assert!(matches!(e, Error::Other(_)));
         assert_eq!(e.to_string(), "something else");
+
+        let e: Error = Err::<(), _>(VaultError::Raced("d1".into())).context("erase").unwrap_err().into();
+        assert!(matches!(e, Error::Conflict(_)), "{e:?}");
+        assert_eq!(format!("{e:#}"), "erase: device job d1 kept changing while it was being updated: try again");
 
         // The variants with fields of their own stay what they are, unwrapped.
         let e: Error = anyhow::Error::from(Error::Location).into();

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 
+use crate::error::VaultError;
 use crate::Result;
 use sqlx::Row;
 
@@ -41,7 +42,7 @@ impl Db {
         .await?;
         if inserted.rows_affected() == 0 {
             tx.rollback().await?;
-            let job = self.import_job(name).await?.with_context(|| format!("job {name} vanished"))?;
+            let job = self.import_job(name).await?.ok_or_else(|| VaultError::Vanished { what: "job", name: name.into() })?;
             return Ok(Err(Refusal::NameTaken { name: name.into(), machine: job.machine_name, state: job.state.as_str() }));
         }
         sqlx::query("INSERT INTO device_jobs (name, device_type, capacity, unlock_expires) VALUES ($1, $2, $3, 0)")
@@ -51,7 +52,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        let job = self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?;
+        let job = self.import_job(name).await?.ok_or_else(|| VaultError::Vanished { what: "device job", name: name.into() })?;
         Ok(Ok(job))
     }
 

@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 
+use crate::error::VaultError;
 use crate::Result;
 use sqlx::Row;
 
@@ -93,7 +94,7 @@ impl Db {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        let job = self.import_job(name).await?.with_context(|| format!("import job {name} vanished"))?;
+        let job = self.import_job(name).await?.ok_or_else(|| VaultError::Vanished { what: "import job", name: name.into() })?;
         if inserted.rows_affected() == 1 || (job.machine == machine && job.container == container && job.state == JobState::Created) {
             return Ok(Ok(job));
         }
