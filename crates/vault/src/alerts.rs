@@ -7,15 +7,14 @@
 //! several servers on one database and restarts send each alert once.
 
 use anyhow::Context;
-
-use crate::error::bail;
-use crate::Result;
 use serde::Serialize;
 
 use ferry_api::JobState;
 
 use crate::db::jobs::{jobs_of, JobInfo, Jobs};
 use crate::db::{rfc3339, Db};
+use crate::error::bail;
+use crate::Result;
 
 /// Import jobs this close to their deadline are alerted (and highlighted on the dashboard).
 pub const DEADLINE_WARN_S: i64 = 3 * 24 * 3600;

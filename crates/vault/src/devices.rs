@@ -15,12 +15,12 @@
 //! Logistics states may be skipped forward (a device handed over at the counter is never
 //! "shipped"), never moved back. Every erasure is written to the `audit` table.
 
-use crate::error::VaultError;
-use crate::Result;
 use ferry_api::{DiskRecord, DiskSetReport, ImportJob, JobState};
 
 use crate::db::Db;
+use crate::error::VaultError;
 use crate::imports::Refusal;
+use crate::Result;
 
 /// What a device of type `disk` holds by default (Azure Data Box Disk: 7.2 TB).
 pub const DISK_CAPACITY: u64 = 7_200_000_000_000;

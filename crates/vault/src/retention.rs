@@ -24,8 +24,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::Context;
-
-use crate::Result;
 use bytes::Bytes;
 use ferry_format::lock::{Lock, MAGIC as LOCK_MAGIC, STALE_AFTER_S, VERSION as LOCK_VERSION};
 use ferry_format::packlist::{DeletedPacks, PackList};
@@ -37,6 +35,7 @@ use serde::Serialize;
 use ferry_api::Keep;
 
 use crate::db::rfc3339;
+use crate::Result;
 
 /// Where soft-deleted recovery points are kept, under a machine's repository.
 pub const SOFT_DELETED: &str = "deleted/recovery-points/";

@@ -12,13 +12,13 @@
 use std::path::Path;
 
 use anyhow::Context;
-
-use crate::error::bail;
-use crate::Result;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use ferry_api::{Receipt, Unlock};
 use ferry_crypto::AeadKey;
 use zeroize::Zeroizing;
+
+use crate::error::bail;
+use crate::Result;
 
 pub const SECRET_FILE: &str = "vault-secret.key";
 

@@ -4,10 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-
-use crate::Result;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::Result;
 
 /// Makes a self-signed certificate for `names` (host names or IP addresses) and writes it and its
 /// key (mode 0600) as PEM files.

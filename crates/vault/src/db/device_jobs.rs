@@ -2,13 +2,12 @@
 //! expires) and the guarded swap of a device job's disk records (crate::devices has the rules).
 
 use anyhow::Context;
-
-use crate::error::VaultError;
-use crate::Result;
 use sqlx::Row;
 
 use super::import_jobs::in_list;
 use super::Db;
+use crate::error::VaultError;
+use crate::Result;
 use ferry_api::{DiskRecord, ImportJob, JobState};
 
 use crate::imports::Refusal;

@@ -3,12 +3,11 @@
 //! change of state goes through (crate::imports has the rules of which change is allowed).
 
 use anyhow::Context;
-
-use crate::error::VaultError;
-use crate::Result;
 use sqlx::Row;
 
 use super::{rfc3339, Db};
+use crate::error::VaultError;
+use crate::Result;
 use ferry_api::{DeviceOrder, ImportJob, JobState};
 
 use crate::imports::{ship_within_s, Refusal};

@@ -2,11 +2,10 @@
 //! backup policy and the traffic counters of its requests.
 
 use anyhow::Context;
-
-use crate::Result;
 use sqlx::Row;
 
 use super::{new_token, now_rfc3339, token_hash, Db};
+use crate::Result;
 
 impl Db {
     /// A one-time registration secret valid until `expires` (Unix seconds).

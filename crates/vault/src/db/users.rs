@@ -2,11 +2,10 @@
 //! machine) a bearer token belongs to.
 
 use anyhow::Context;
-
-use crate::Result;
 use sqlx::Row;
 
 use super::{new_token, now_rfc3339, token_hash, Db, Principal};
+use crate::Result;
 use crate::Role;
 
 impl Db {
