@@ -30,6 +30,9 @@ use ferry_store::Store;
 
 pub use db::{Db, Principal};
 pub use error::{Error, Result};
+// Named by the public `Db` methods whose modules are crate-internal.
+pub use imports::Refusal;
+pub use samples::Sample;
 
 /// The protocol version this vault speaks (the `/v1/` of every path).
 pub const PROTOCOL_VERSION: u32 = 1;
