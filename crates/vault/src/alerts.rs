@@ -6,13 +6,15 @@
 //! ADDR --storage-alert SIZE`). What was sent is kept in `alerts_sent` (by the alert's key), so
 //! several servers on one database and restarts send each alert once.
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use serde::Serialize;
 
 use ferry_api::JobState;
 
 use crate::db::jobs::{jobs_of, JobInfo, Jobs};
 use crate::db::{rfc3339, Db};
+use crate::error::bail;
+use crate::Result;
 
 /// Import jobs this close to their deadline are alerted (and highlighted on the dashboard).
 pub const DEADLINE_WARN_S: i64 = 3 * 24 * 3600;
@@ -222,7 +224,7 @@ pub async fn send_new(db: &Db, sinks: &Sinks, vault: &str) -> Result<usize> {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build()?;
         let resp = client.post(url).json(&body).send().await.map_err(|e| anyhow::anyhow!("alert webhook: {}", e.without_url()))?;
         if !resp.status().is_success() {
-            anyhow::bail!("alert webhook answered {}", resp.status());
+            bail!("alert webhook answered {}", resp.status());
         }
     }
     if let (Some(smtp), Some(to)) = (&sinks.smtp, &sinks.email) {

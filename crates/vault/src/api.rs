@@ -38,6 +38,13 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+/// Logged with its whole chain, as the `anyhow::Error` it was built as.
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        anyhow::Error::from(e).into()
+    }
+}
+
 fn store_error(e: ferry_store::StoreError) -> ApiError {
     use ferry_store::ErrorKind::*;
     let status = match e.kind {

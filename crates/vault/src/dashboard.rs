@@ -57,6 +57,12 @@ impl From<anyhow::Error> for PageError {
     }
 }
 
+impl From<crate::Error> for PageError {
+    fn from(e: crate::Error) -> Self {
+        PageError::Internal(e.into())
+    }
+}
+
 impl From<askama::Error> for PageError {
     fn from(e: askama::Error) -> Self {
         PageError::Internal(e.into())
@@ -98,7 +104,7 @@ fn password_hash(password: &str, salt: &[u8; 16]) -> anyhow::Result<[u8; 32]> {
 
 impl Db {
     /// Sets user `name`'s dashboard password. `false`: no such user.
-    pub async fn set_password(&self, name: &str, password: &str) -> anyhow::Result<bool> {
+    pub async fn set_password(&self, name: &str, password: &str) -> crate::Result<bool> {
         if !self.user_exists(name).await? {
             return Ok(false);
         }

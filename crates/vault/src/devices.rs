@@ -15,11 +15,12 @@
 //! Logistics states may be skipped forward (a device handed over at the counter is never
 //! "shipped"), never moved back. Every erasure is written to the `audit` table.
 
-use anyhow::{Context, Result};
 use ferry_api::{DiskRecord, DiskSetReport, ImportJob, JobState};
 
 use crate::db::Db;
+use crate::error::VaultError;
 use crate::imports::Refusal;
+use crate::Result;
 
 /// What a device of type `disk` holds by default (Azure Data Box Disk: 7.2 TB).
 pub const DISK_CAPACITY: u64 = 7_200_000_000_000;
@@ -60,10 +61,6 @@ pub fn logistics_from(to: JobState) -> Option<&'static [JobState]> {
 
 /// Attempts at a guarded change of a job's disk records before giving up.
 const RETRIES: usize = 20;
-
-fn raced(name: &str) -> anyhow::Error {
-    anyhow::anyhow!("device job {name} kept changing while it was being updated: try again")
-}
 
 fn wrong(name: &str, job: &ImportJob, why: impl Into<String>) -> Refusal {
     Refusal::WrongState { name: name.into(), state: job.state.as_str(), why: why.into() }
@@ -115,11 +112,11 @@ impl Db {
             let from = [JobState::Ordered, JobState::Prepared];
             if self.swap_disks(name, &job.disks, &disks, &from, JobState::Prepared, Some((&set_id, None))).await? {
                 self.set_unlock_expires(name, unlock_expires).await?;
-                let job = self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?;
+                let job = self.import_job(name).await?.ok_or_else(|| VaultError::Vanished { what: "device job", name: name.into() })?;
                 return Ok(Ok((job, number, set_id)));
             }
         }
-        Err(raced(name))
+        Err(VaultError::Raced(name.into()).into())
     }
 
     /// Records a logistics move (`ferry device status JOB --set STATE`), with the carrier and
@@ -199,10 +196,13 @@ impl Db {
             let swapped =
                 self.swap_disks(name, &job.disks, &disks, &[JobState::InUse], JobState::InUse, Some((&set.set_id, digest))).await?;
             if swapped {
-                return Ok(Ok(self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?));
+                return Ok(Ok(self
+                    .import_job(name)
+                    .await?
+                    .ok_or_else(|| VaultError::Vanished { what: "device job", name: name.into() })?));
             }
         }
-        Err(raced(name))
+        Err(VaultError::Raced(name.into()).into())
     }
 
     /// Marks device `number` erased; the job is `erased` once all its devices are.
@@ -226,10 +226,13 @@ impl Db {
             let to = if all && job.state != JobState::Cancelled { JobState::Erased } else { job.state };
             let from = [job.state];
             if self.swap_disks(name, &job.disks, &disks, &from, to, None).await? {
-                return Ok(Ok(self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?));
+                return Ok(Ok(self
+                    .import_job(name)
+                    .await?
+                    .ok_or_else(|| VaultError::Vanished { what: "device job", name: name.into() })?));
             }
         }
-        Err(raced(name))
+        Err(VaultError::Raced(name.into()).into())
     }
 }
 

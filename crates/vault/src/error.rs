@@ -1,9 +1,20 @@
-//! ferry-vault's errors at its public boundary (opening the database, serving): the cases a
-//! caller may branch on have their own variant; everything else is `Other`, with its context
-//! chain as it was written. Messages are the ones the vault always gave (the CLI prints them).
+//! ferry-vault's error type at its public boundary: [`Error`], whose variants say what went wrong
+//! for a caller that must branch (the database location, the connection, the database, the
+//! store, the secrets, a local file, ...), each carrying the whole message chain users see. Inside
+//! the crate errors are built with `anyhow` context; they become an [`Error`] where they leave a
+//! public function, sorted by the first error in their chain that says what kind they are (the
+//! same pattern as ferry-repo's errors). Messages are the ones the vault always gave (the CLI
+//! prints them).
 
-/// Why the vault could not open its database or serve.
+use std::fmt;
+
+/// The result of ferry-vault's public functions.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a vault operation failed. The variants without fields of their own hold the [`Detail`]:
+/// the message and its causes, printed as they are (`{:#}` shows the chain).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// `--database` is neither `sqlite:PATH` nor a PostgreSQL URL. The value is not kept: a
     /// mistyped URL may still hold a password.
@@ -23,10 +34,228 @@ pub enum Error {
         #[source]
         source: anyhow::Error,
     },
-    /// Anything else (the file system, the store, the certificate, the network), as reported.
+    /// A job (or other record) the operation works on is not there: deleted meanwhile.
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    NotFound(Detail),
+    /// The record kept changing under the operation (other requests or servers changing it at
+    /// the same time): trying again may succeed.
+    #[error(transparent)]
+    Conflict(Detail),
+    /// A query of the control plane's database failed (`sqlx::Error` in the chain).
+    #[error(transparent)]
+    Database(Detail),
+    /// The object store failed ([`ferry_store::StoreError`] says how: not found, transient, ...).
+    #[error(transparent)]
+    Store(Detail),
+    /// Stored data did not decode or verify (a damaged or hostile upload or repository).
+    #[error(transparent)]
+    Format(Detail),
+    /// Sealing, opening or key handling failed (the vault's secrets, a disk key).
+    #[error(transparent)]
+    Crypto(Detail),
+    /// The certificate or key could not be made or loaded.
+    #[error(transparent)]
+    Tls(Detail),
+    /// A local file or folder could not be read or written (the message names it).
+    #[error(transparent)]
+    Io(Detail),
+    /// Anything else (the message says what).
+    #[error(transparent)]
+    Other(Detail),
 }
 
-/// A result with ferry-vault's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// An error's message and causes (its `source` chain), as built inside ferry-vault.
+pub struct Detail(anyhow::Error);
+
+impl fmt::Debug for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Detail {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl Error {
+    /// The first error of type `T` in this error's chain, e.g. the
+    /// [`ferry_store::StoreError`] (is it transient?).
+    pub fn find<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        match self.detail() {
+            Some(d) => d.0.chain().find_map(|e| e.downcast_ref::<T>()),
+            None => {
+                std::iter::successors(Some(self as &(dyn std::error::Error + 'static)), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
+            }
+        }
+    }
+
+    /// The message and causes, for the variants that hold a [`Detail`].
+    fn detail(&self) -> Option<&Detail> {
+        match self {
+            Error::NotFound(d)
+            | Error::Conflict(d)
+            | Error::Database(d)
+            | Error::Store(d)
+            | Error::Format(d)
+            | Error::Crypto(d)
+            | Error::Tls(d)
+            | Error::Io(d)
+            | Error::Other(d) => Some(d),
+            Error::Location | Error::Connect { .. } | Error::Schema { .. } => None,
+        }
+    }
+
+    /// The variant of `self`, to make another error of the same kind (`None` for the variants
+    /// with fields of their own: wrapped in context, the errors under them say the kind).
+    fn kind(&self) -> Option<fn(Detail) -> Error> {
+        Some(match self {
+            Error::NotFound(_) => Error::NotFound,
+            Error::Conflict(_) => Error::Conflict,
+            Error::Database(_) => Error::Database,
+            Error::Store(_) => Error::Store,
+            Error::Format(_) => Error::Format,
+            Error::Crypto(_) => Error::Crypto,
+            Error::Tls(_) => Error::Tls,
+            Error::Io(_) => Error::Io,
+            Error::Other(_) => Error::Other,
+            Error::Location | Error::Connect { .. } | Error::Schema { .. } => return None,
+        })
+    }
+}
+
+/// The kind of error `cause` says the whole chain is, if it says one.
+fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<fn(Detail) -> Error> {
+    if let Some(inner) = cause.downcast_ref::<Error>() {
+        return inner.kind();
+    }
+    Some(if let Some(v) = cause.downcast_ref::<VaultError>() {
+        match v {
+            VaultError::Vanished { .. } => Error::NotFound,
+            VaultError::Raced(_) => Error::Conflict,
+        }
+    } else if cause.is::<sqlx::Error>() {
+        Error::Database
+    } else if cause.is::<ferry_store::StoreError>() {
+        Error::Store
+    } else if cause.is::<ferry_format::FormatError>() {
+        Error::Format
+    } else if cause.is::<ferry_crypto::CryptoError>() {
+        Error::Crypto
+    } else if cause.is::<rustls::Error>() || cause.is::<rcgen::Error>() {
+        Error::Tls
+    } else if cause.is::<std::io::Error>() {
+        Error::Io
+    } else {
+        return None;
+    })
+}
+
+/// Sorts an error built inside the crate by the first error in its chain that says what kind
+/// it is (the context around it stays in the message).
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        // Only an `Error` with no context around it is returned as it is (`downcast` would also
+        // find one under context, and drop the context).
+        let e = match (*e).is::<Error>() {
+            true => match e.downcast::<Error>() {
+                Ok(done) => return done,
+                Err(e) => e,
+            },
+            false => e,
+        };
+        let kind = e.chain().find_map(kind_of).unwrap_or(Error::Other);
+        kind(Detail(e))
+    }
+}
+
+/// `?` on the errors ferry-vault's functions meet, straight into an [`Error`].
+macro_rules! from_via_anyhow {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                anyhow::Error::from(e).into()
+            }
+        }
+    )*};
+}
+
+from_via_anyhow!(
+    VaultError,
+    sqlx::Error,
+    ferry_store::StoreError,
+    ferry_format::FormatError,
+    ferry_crypto::CryptoError,
+    rustls::Error,
+    rcgen::Error,
+    std::io::Error,
+    serde_json::Error,
+    tokio::task::JoinError,
+    ferry_api::Invalid,
+    // The alerts' webhook and e-mail.
+    reqwest::Error,
+    lettre::error::Error,
+);
+
+/// The errors ferry-vault raises itself that a caller branches on (each becomes the [`Error`]
+/// variant its doc names).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum VaultError {
+    /// The job `name` (`what`: "import job", "device job", "job") was deleted while it was being
+    /// changed ([`Error::NotFound`]).
+    #[error("{what} {name} vanished")]
+    Vanished { what: &'static str, name: String },
+    /// A guarded change of device job `.0`'s disk records lost every race
+    /// ([`Error::Conflict`]).
+    #[error("device job {0} kept changing while it was being updated: try again")]
+    Raced(String),
+}
+
+/// `bail!` that works in functions returning either `anyhow::Result` or [`Result`].
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(anyhow::anyhow!($($arg)*).into())
+    };
+}
+pub(crate) use bail;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn the_kind_comes_from_the_chain_and_the_message_stays_whole() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e: Error = Err::<(), _>(io).context("read /x").context("load secrets").unwrap_err().into();
+        assert!(matches!(e, Error::Io(_)), "{e:?}");
+        // Wrapped again (a public function calling another), the kind and the text carry over.
+        let again: Error = Err::<(), _>(e).context("outer").unwrap_err().into();
+        assert!(matches!(again, Error::Io(_)), "{again:?}");
+        assert!(again.find::<std::io::Error>().is_some());
+        // The error the chain starts with is found too.
+        let e: Error = ferry_store::StoreError::not_found("get", "machines/a/keys/k").into();
+        assert!(matches!(e, Error::Store(_)), "{e:?}");
+        assert!(e.find::<ferry_store::StoreError>().is_some_and(|s| s.is_not_found()));
+        assert_eq!(format!("{:#}", anyhow::Error::from(again)), "outer: load secrets: read /x: gone");
+
+        let e: Error = anyhow::anyhow!("something else").into();
+        assert!(matches!(e, Error::Other(_)));
+        assert_eq!(e.to_string(), "something else");
+
+        let e: Error = Err::<(), _>(VaultError::Raced("d1".into())).context("erase").unwrap_err().into();
+        assert!(matches!(e, Error::Conflict(_)), "{e:?}");
+        assert_eq!(format!("{e:#}"), "erase: device job d1 kept changing while it was being updated: try again");
+
+        // The variants with fields of their own stay what they are, unwrapped.
+        let e: Error = anyhow::Error::from(Error::Location).into();
+        assert!(matches!(e, Error::Location));
+    }
+}

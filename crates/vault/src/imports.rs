@@ -20,8 +20,9 @@
 //! in the vault's data folder, never in the database): a stolen database alone does not open a
 //! shipped disk.
 
-use anyhow::Result;
 use ferry_api::{DiskRecord, DiskSetReport, ImportJob, JobState};
+
+use crate::Result;
 
 pub(crate) use crate::db::rfc3339;
 use crate::db::Db;

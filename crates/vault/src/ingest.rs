@@ -13,12 +13,14 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context;
 use ferry_api::{commit_phase, Invalid, SeedManifest, SEED_MANIFEST_KEY};
 use ferry_store::Store;
 use serde::Serialize;
 
+use crate::error::bail;
 use crate::verify::{self, Write};
+use crate::Result;
 
 /// What an ingest did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -10,26 +10,29 @@ pub mod alerts;
 mod api;
 mod dashboard;
 pub mod db;
-pub mod devices;
+pub(crate) mod devices;
 pub mod error;
-pub mod imports;
-pub mod ingest;
-pub mod metrics;
-pub mod retention;
-pub mod samples;
-pub mod secrets;
-pub mod tls;
-pub mod verify;
+pub(crate) mod imports;
+pub(crate) mod ingest;
+pub(crate) mod metrics;
+pub(crate) mod retention;
+pub(crate) mod samples;
+pub(crate) mod secrets;
+pub(crate) mod tls;
+pub(crate) mod verify;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use ferry_store::Store;
 
 pub use db::{Db, Principal};
-pub use error::Error;
+pub use error::{Error, Result};
+// Named by the public `Db` methods whose modules are crate-internal.
+pub use imports::Refusal;
+pub use samples::Sample;
 
 /// The protocol version this vault speaks (the `/v1/` of every path).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -172,7 +175,7 @@ impl State {
             }
             Err(e) => {
                 self.db.update_job(job, machine, &update("failed", 0, 0, vec![format!("{e:#}")]), end).await?;
-                Err(e.context(format!("retention of machine {machine}")))
+                Err(anyhow::Error::from(e).context(format!("retention of machine {machine}")).into())
             }
         }
     }
@@ -197,7 +200,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> erro
         Some(location) => Db::open(location).await?,
         None => Db::open_file(&opts.data.join(DB_FILE)).await?,
     };
-    Ok(serve_with(db, opts, on_ready).await?)
+    serve_with(db, opts, on_ready).await
 }
 
 /// [`serve`] once the database is open.
@@ -300,5 +303,5 @@ async fn serve_with(db: Db, opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)
             }
         }
     });
-    api::run(listener, config, state).await
+    Ok(api::run(listener, config, state).await?)
 }

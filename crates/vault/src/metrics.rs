@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use anyhow::Result;
-
 use crate::alerts::BACKUP_KINDS;
 use crate::db::Db;
+use crate::Result;
 
 /// A label value as the format wants it: backslash, double quote and newline escaped.
 fn label(v: &str) -> String {

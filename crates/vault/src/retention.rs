@@ -23,7 +23,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use bytes::Bytes;
 use ferry_format::lock::{Lock, MAGIC as LOCK_MAGIC, STALE_AFTER_S, VERSION as LOCK_VERSION};
 use ferry_format::packlist::{DeletedPacks, PackList};
@@ -35,6 +35,7 @@ use serde::Serialize;
 use ferry_api::Keep;
 
 use crate::db::rfc3339;
+use crate::Result;
 
 /// Where soft-deleted recovery points are kept, under a machine's repository.
 pub const SOFT_DELETED: &str = "deleted/recovery-points/";
@@ -104,7 +105,7 @@ impl MachineRepo {
         Ok(self.list(prefix)?.into_iter().filter_map(|(k, _, m)| Some((RecoveryPointId::from_hex(k.strip_prefix(prefix)?)?, m))).collect())
     }
 
-    fn pack_list(&self, id: &RecoveryPointId) -> Result<Option<PackList>> {
+    fn pack_list(&self, id: &RecoveryPointId) -> anyhow::Result<Option<PackList>> {
         match self.store.get(&self.key(&PackList::object_key(id))) {
             Ok(b) => match PackList::decode(&b, id) {
                 Ok(p) => Ok(Some(p)),
@@ -121,7 +122,7 @@ impl MachineRepo {
     /// Moves an object to another key (copy, then delete: a crash between leaves both, which
     /// the next run sorts out). False if there is no object at `from` (another vault server
     /// moved it meanwhile).
-    fn rename(&self, from: &str, to: &str) -> Result<bool> {
+    fn rename(&self, from: &str, to: &str) -> anyhow::Result<bool> {
         let bytes = match self.store.get(&self.key(from)) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Ok(false),
@@ -151,7 +152,7 @@ impl MachineRepo {
         // The hold first: the recovery point must not be deleted again as soon as it is back.
         let hold = format!("{HOLDS}{}", id.to_hex());
         self.store.put(&self.key(&hold), Bytes::new()).context("record the hold")?;
-        self.rename(&from, &id.object_key())
+        Ok(self.rename(&from, &id.object_key())?)
     }
 
     /// Applies `keep`, purges expired soft-deleted recovery points and collects garbage.

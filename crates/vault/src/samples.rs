@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
 use ferry_store::Store;
 use serde::Serialize;
 
 use crate::db::Db;
+use crate::Result;
 
 /// Seconds between samples (15 minutes; `FERRY_VAULT_SAMPLE_S` overrides it).
 pub fn sample_every_s() -> i64 {

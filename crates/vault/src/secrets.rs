@@ -11,11 +11,14 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use ferry_api::{Receipt, Unlock};
 use ferry_crypto::AeadKey;
 use zeroize::Zeroizing;
+
+use crate::error::bail;
+use crate::Result;
 
 pub const SECRET_FILE: &str = "vault-secret.key";
 

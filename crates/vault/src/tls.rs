@@ -3,9 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::Result;
 
 /// Makes a self-signed certificate for `names` (host names or IP addresses) and writes it and its
 /// key (mode 0600) as PEM files.

@@ -280,7 +280,7 @@ async fn run_ingest(state: &Arc<State>, j: &ImportJob) {
     let digest = j.manifest_digest.clone().unwrap_or_default();
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<crate::ingest::Ingested> {
         let c = ferry_store::open(&container).map_err(|e| anyhow::anyhow!("open the container of import job {name}: {e}"))?;
-        crate::ingest::ingest(c.as_ref(), &store, &machine, &name, &digest, ferry_api::manifest_digest)
+        Ok(crate::ingest::ingest(c.as_ref(), &store, &machine, &name, &digest, ferry_api::manifest_digest)?)
     })
     .await
     .map_err(anyhow::Error::from)

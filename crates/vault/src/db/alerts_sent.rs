@@ -1,9 +1,8 @@
 //! Alerts sent: the key of each alert the vault sent by webhook or e-mail, so that every
 //! server on one database, and every restart, sends each alert once.
 
-use anyhow::Result;
-
 use super::Db;
+use crate::Result;
 
 impl Db {
     /// Which of `keys` were sent already.

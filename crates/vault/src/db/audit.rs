@@ -1,11 +1,11 @@
 //! The audit log: who did what to which object (device preparation, status changes and
 //! erasure), appended to and never changed.
 
-use anyhow::Result;
 use ferry_api::AuditEntry;
 use sqlx::Row;
 
 use super::{rfc3339, Db};
+use crate::Result;
 
 impl Db {
     /// Appends a line to the audit log.

@@ -1,11 +1,13 @@
 //! Device jobs' rows: the `device_jobs` table (what was ordered, when the unlock credential
 //! expires) and the guarded swap of a device job's disk records (crate::devices has the rules).
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use sqlx::Row;
 
 use super::import_jobs::in_list;
 use super::Db;
+use crate::error::VaultError;
+use crate::Result;
 use ferry_api::{DiskRecord, ImportJob, JobState};
 
 use crate::imports::Refusal;
@@ -39,7 +41,7 @@ impl Db {
         .await?;
         if inserted.rows_affected() == 0 {
             tx.rollback().await?;
-            let job = self.import_job(name).await?.with_context(|| format!("job {name} vanished"))?;
+            let job = self.import_job(name).await?.ok_or_else(|| VaultError::Vanished { what: "job", name: name.into() })?;
             return Ok(Err(Refusal::NameTaken { name: name.into(), machine: job.machine_name, state: job.state.as_str() }));
         }
         sqlx::query("INSERT INTO device_jobs (name, device_type, capacity, unlock_expires) VALUES ($1, $2, $3, 0)")
@@ -49,7 +51,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        let job = self.import_job(name).await?.with_context(|| format!("device job {name} vanished"))?;
+        let job = self.import_job(name).await?.ok_or_else(|| VaultError::Vanished { what: "device job", name: name.into() })?;
         Ok(Ok(job))
     }
 

@@ -2,10 +2,12 @@
 //! as the import job it is), its reads with expiry applied, and the one guarded UPDATE every
 //! change of state goes through (crate::imports has the rules of which change is allowed).
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use sqlx::Row;
 
 use super::{rfc3339, Db};
+use crate::error::VaultError;
+use crate::Result;
 use ferry_api::{DeviceOrder, ImportJob, JobState};
 
 use crate::imports::{ship_within_s, Refusal};
@@ -91,7 +93,7 @@ impl Db {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        let job = self.import_job(name).await?.with_context(|| format!("import job {name} vanished"))?;
+        let job = self.import_job(name).await?.ok_or_else(|| VaultError::Vanished { what: "import job", name: name.into() })?;
         if inserted.rows_affected() == 1 || (job.machine == machine && job.container == container && job.state == JobState::Created) {
             return Ok(Ok(job));
         }

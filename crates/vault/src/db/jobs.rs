@@ -2,11 +2,11 @@
 //! the end with totals and recovery point), the reaping of silent ones, and the reads the API,
 //! the alerts, the dashboard, the samples and `/metrics` make of them.
 
-use anyhow::Result;
 use ferry_api::JobUpdate;
 use sqlx::Row;
 
 use super::{rfc3339, Db};
+use crate::Result;
 
 impl Db {
     /// Opens a running job for `machine`; returns its ID.

@@ -1,10 +1,11 @@
 //! Machines: one-time registration secrets, the machines they registered, each machine's
 //! backup policy and the traffic counters of its requests.
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use sqlx::Row;
 
 use super::{new_token, now_rfc3339, token_hash, Db};
+use crate::Result;
 
 impl Db {
     /// A one-time registration secret valid until `expires` (Unix seconds).

@@ -1,11 +1,11 @@
 //! Storage samples' rows: what each machine stored and protected at each sampling time, and
 //! the reads the dashboard's charts, the alerts and `/metrics` make of them.
 
-use anyhow::Result;
 use sqlx::Row;
 
 use super::Db;
 use crate::samples::Sample;
+use crate::Result;
 
 impl Db {
     /// Records one sample of machine `machine`.

@@ -1,10 +1,10 @@
 //! Dashboard logins: users' password hashes (made and checked by crate::dashboard, Argon2id)
 //! and sessions, kept by the hash of their cookie with their user, expiry and CSRF token.
 
-use anyhow::Result;
 use sqlx::Row;
 
 use super::{token_hash, Db};
+use crate::Result;
 use crate::Role;
 
 impl Db {

@@ -1,10 +1,11 @@
 //! Users: the owner made at first start, users added by the owner, and the principal (user or
 //! machine) a bearer token belongs to.
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use sqlx::Row;
 
 use super::{new_token, now_rfc3339, token_hash, Db, Principal};
+use crate::Result;
 use crate::Role;
 
 impl Db {
