@@ -441,20 +441,9 @@ pub fn parse_size(s: &str) -> Option<u64> {
 // case-insensitive, fractions, a bare byte count) are part of the command line's contract, and
 // the crates that parse sizes each accept a different set.
 
-/// Human-readable size.
+/// A size as the command line shows it: two decimals ([`ferry_api::human_size`]).
 pub fn size(n: u64) -> String {
-    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", U[i])
-    }
+    ferry_api::human_size(n, 2)
 }
 
 #[cfg(test)]
