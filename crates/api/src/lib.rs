@@ -3,11 +3,11 @@
 //! container and the seed digest, the vault's signed receipts and unlock credentials.
 //!
 //! It holds types and the rules that belong to them (a policy's validation, a job state's
-//! name, a receipt's signed text and its verification), no I/O, and depends on no other Ferry
-//! crate: the vault (`ferry-vault`), the vault client (`ferry_store::VaultClient`), the seeding
-//! tools (`ferry-seed`) and the command line all use these definitions, so the two ends of the
-//! wire cannot drift apart. Field names are the protocol: each type is pinned by a test against
-//! fixed JSON.
+//! name, a receipt's signed text and its verification, a size as both ends show it), no I/O,
+//! and depends on no other Ferry crate: the vault (`ferry-vault`), the vault client
+//! (`ferry_store::VaultClient`), the seeding tools (`ferry-seed`) and the command line all use
+//! these definitions, so the two ends of the wire cannot drift apart. Field names are the
+//! protocol: each type is pinned by a test against fixed JSON.
 //!
 //! # Example
 //! ```
@@ -25,6 +25,7 @@ mod objects;
 mod policy;
 mod seed;
 mod signed;
+mod size;
 
 pub use control::{
     Credentials, Health, JobOpened, JobUpdate, JobView, MachineView, NewJob, NewPassword, NewUser, RegisterRequest, Registered,
@@ -40,6 +41,7 @@ pub use objects::{ObjectEntry, ObjectSize, ObjectWritten};
 pub use policy::{parse_time, BackupPolicy, Bandwidth, Keep, DAYS};
 pub use seed::{commit_phase, manifest_digest, seed_digest, SeedManifest, SeedObject, SEED_MANIFEST_KEY};
 pub use signed::{Receipt, Unlock, UNLOCK_MAGIC};
+pub use size::human_size;
 
 /// Why an exchanged value was refused: malformed, or signed by another key, or altered. The
 /// message names the value and says what is wrong.

@@ -11,6 +11,7 @@ use ferry_api::JobUpdate;
 use ferry_repo::{Progress, Repository};
 
 use crate::cli::Global;
+use crate::Outcome;
 
 /// Minimum passphrase length for new passphrases.
 pub const MIN_PASSPHRASE: usize = 16;
@@ -287,13 +288,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, remedy: &str) -> R
     }
 }
 
-/// Strips anything that looks like a credential from a location before it is shown.
-pub fn redact(loc: &str) -> String {
-    match loc.split_once('?') {
-        Some((a, _)) => format!("{a}?…"),
-        None => loc.to_string(),
-    }
-}
+pub use ferry_seed::redact_location as redact;
 
 /// A progress bar on stderr while `progress` changes, when stderr is a terminal.
 pub struct ProgressDisplay {
@@ -394,6 +389,34 @@ pub fn disks_and_outcome(s: &mut String, j: &ferry_api::ImportJob, unit: &str) {
     }
 }
 
+/// The copy and ingest of a checked set ([`ferry_seed::copy_and_ingest`]), its progress on
+/// stderr and its end on stdout; shared with `ferry device import`.
+pub fn copy_and_ingest(
+    g: &Global,
+    client: &ferry_store::VaultClient,
+    job: &ferry_api::ImportJob,
+    plan: ferry_seed::CopyPlan<'_>,
+    log_dir: Option<&Path>,
+    read: &mut ferry_seed::ReadObject<'_>,
+) -> Result<Outcome> {
+    let name = plan.name;
+    let j = ferry_seed::copy_and_ingest(client, job, plan, log_dir, read, &mut |event| match event {
+        ferry_seed::IngestEvent::ObjectFailed { error } => eprintln!("error: {error}"),
+        ferry_seed::IngestEvent::UnitFailed { unit, number, errors, log } => {
+            eprintln!("{unit} {number}: {errors} objects could not be imported; see {}", log.display())
+        }
+        ferry_seed::IngestEvent::Copied { copied, skipped, seconds } => {
+            eprintln!("import job {name}: {copied} objects copied, {skipped} there already, in {seconds:.1}s; ingesting")
+        }
+    })?;
+    if g.json {
+        print_answer(&j)?;
+    } else {
+        println!("import job {name}: ingested; recovery point {}", text(&j.job.recovery_point));
+    }
+    Ok(Outcome::Success)
+}
+
 /// A size given on the command line: `500GiB`, `2TB`, `1048576`: decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB) units.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -418,20 +441,9 @@ pub fn parse_size(s: &str) -> Option<u64> {
 // case-insensitive, fractions, a bare byte count) are part of the command line's contract, and
 // the crates that parse sizes each accept a different set.
 
-/// Human-readable size.
+/// A size as the command line shows it: two decimals ([`ferry_api::human_size`]).
 pub fn size(n: u64) -> String {
-    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", U[i])
-    }
+    ferry_api::human_size(n, 2)
 }
 
 #[cfg(test)]

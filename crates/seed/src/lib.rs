@@ -17,6 +17,10 @@
 //! seal and reads the objects ([`DeviceSet`]), then erases the device ([`erase_device`]). They
 //! use the same per-job [`DiskKey`]; their layout is in `docs/format.md` ("Seed devices").
 //!
+//! At the vault's site, [`copy_and_ingest`] copies a checked disk or device set into the job's
+//! container and has the vault ingest it; [`report_set_error`] records on the job why a set was
+//! refused.
+//!
 //! # Layout and keys
 //! Each disk holds a folder `FERRY-SEED/` with a plaintext `label.json` (job, random 128-bit
 //! set id, disk number, disk count; MAC'ed), a sealed `manifest.bin` (every object of the set:
@@ -72,6 +76,7 @@ mod estimate;
 mod fsio;
 mod header;
 mod import;
+mod ingest;
 pub mod journal;
 mod key;
 pub mod label;
@@ -89,6 +94,7 @@ pub use device::{
 pub use error::{DiskFormatError, SeedError};
 pub use estimate::{fit, sample, total_size, Fit, Sample};
 pub use import::DiskSet;
+pub use ingest::{copy_and_ingest, redact_location, report_set_error, CopyPlan, IngestError, IngestEvent, ReadObject, SeedItem};
 pub use key::DiskKey;
 pub use label::{read_label, Label};
 pub use manifest::{Manifest, ManifestEntry};

@@ -254,19 +254,9 @@ pub(crate) async fn css() -> Response {
 
 // ---------------------------------------------------------------- shared view data
 
+/// A size as the dashboard shows it: one decimal ([`ferry_api::human_size`]).
 fn size(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    ferry_api::human_size(n, 1)
 }
 
 /// A machine as the overview shows it.

@@ -15,6 +15,13 @@ fn label(v: &str) -> String {
 }
 
 /// One metric family: HELP and TYPE, then its samples (`labels` already formatted).
+// Written here rather than taken from a crate: every number is read from the database at each
+// scrape, so there is no in-process registry of counters to keep, which is what `prometheus`
+// (with its registry, collectors and global state) and `prometheus-client` (typed metric
+// families) are for; `prometheus-client` also writes OpenMetrics (`# EOF`, `_total` counter
+// names), not the 0.0.4 text scrapers get today, and `metrics-exporter-prometheus` brings its
+// own HTTP listener. What is needed is HELP, TYPE and one line per sample with escaped label
+// values: these two functions.
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -14,10 +14,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use ferry_api::{AuditEntry, DeviceErased, DeviceOrderRequest, DeviceStatus, DiskRecord, DiskSetReport, ImportJob, JobState, Unlock};
 use ferry_repo::Repository;
-use ferry_seed::{DeviceHeader, DeviceSet, DeviceStore, DiskKey};
+use ferry_seed::{CopyPlan, DeviceHeader, DeviceSet, DeviceStore, DiskKey};
 use ferry_store::{Store, VaultClient};
 
-use super::import::{self, CopyPlan, SeedItem};
 use crate::cli::{DeviceCommand, Global};
 use crate::common::{self, text, Registration};
 use crate::Outcome;
@@ -388,7 +387,7 @@ fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Pat
     let set = match DeviceSet::open(paths, job, &key) {
         Ok(s) => s,
         Err(e) => {
-            import::report_set_error(&client, job, &j, &e);
+            ferry_seed::report_set_error(&client, job, &j, &e);
             return Err(anyhow::Error::new(e).context(format!("device job {job}: the devices were not imported; nothing was copied")));
         }
     };
@@ -404,10 +403,9 @@ fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Pat
             text(&j.manifest_digest)
         );
     }
-    let items = seal.entries.iter().map(|e| SeedItem { key: e.key.clone(), size: e.size, hash: e.hash, unit: e.device }).collect();
-    let plan = CopyPlan { name: job, unit: "device", count: seal.device_count, items, set_id: hex::encode(seal.set_id), digest };
+    let plan = CopyPlan::of_devices(job, seal);
     let entries: std::collections::HashMap<&str, &ferry_seed::SealEntry> = seal.entries.iter().map(|e| (e.key.as_str(), e)).collect();
-    import::copy_and_ingest(g, &client, &j, plan, log_dir, &mut |item, buf| match entries.get(item.key.as_str()) {
+    common::copy_and_ingest(g, &client, &j, plan, log_dir, &mut |item, buf| match entries.get(item.key.as_str()) {
         Some(e) => set.read_object(e, buf).map_err(|e| e.to_string()),
         None => Err(format!("object {} is not in the seal", item.key)),
     })

@@ -95,23 +95,8 @@ fn scrub(text: String, url: &str) -> String {
     let Some(password) = url::Url::parse(url).ok().and_then(|u| u.password().map(str::to_string)) else {
         return text;
     };
-    let mut decoded = Vec::new();
-    let b = password.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match (b[i], b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                i += 3;
-            }
-            (c, _) => {
-                decoded.push(c);
-                i += 1;
-            }
-        }
-    }
+    let decoded = percent_encoding::percent_decode_str(&password).decode_utf8_lossy().into_owned();
     let mut text = text;
-    let decoded = String::from_utf8_lossy(&decoded).into_owned();
     for p in [password, decoded] {
         // A very short password would turn every such letter in the message into stars.
         if p.len() >= 3 {
