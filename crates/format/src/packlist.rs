@@ -13,6 +13,7 @@
 //! point times, pack membership) the vault sees anyway from when objects arrive. See
 //! docs/format.md and docs/design/vault.md.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::{FormatError, PackId, RecoveryPointId};
@@ -57,16 +58,7 @@ impl PackList {
 
     /// Parses a pack list read from object `packlists/<expected>`.
     pub fn decode(bytes: &[u8], expected: &RecoveryPointId) -> Result<PackList, FormatError> {
-        if bytes.len() > MAX_LEN {
-            return Err(FormatError::malformed(WHAT, format!("{} bytes exceed the limit of {MAX_LEN}", bytes.len())));
-        }
-        let p: PackList = serde_json::from_slice(bytes).map_err(|e| FormatError::malformed(WHAT, e))?;
-        if p.magic != PACK_LIST_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        if p.version != VERSION {
-            return Err(FormatError::NewerVersion { what: WHAT, found: p.version, supported: VERSION });
-        }
+        let p: PackList = decode_record(bytes, WHAT, PACK_LIST_MAGIC, |p: &PackList| (&p.magic, p.version))?;
         if p.recovery_point != *expected {
             return Err(FormatError::IdMismatch { what: WHAT, expected: expected.to_hex(), actual: p.recovery_point.to_hex() });
         }
@@ -97,18 +89,30 @@ impl DeletedPacks {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<DeletedPacks, FormatError> {
-        if bytes.len() > MAX_LEN {
-            return Err(FormatError::malformed(WHAT_DELETED, format!("{} bytes exceed the limit of {MAX_LEN}", bytes.len())));
-        }
-        let d: DeletedPacks = serde_json::from_slice(bytes).map_err(|e| FormatError::malformed(WHAT_DELETED, e))?;
-        if d.magic != DELETED_PACKS_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT_DELETED });
-        }
-        if d.version != VERSION {
-            return Err(FormatError::NewerVersion { what: WHAT_DELETED, found: d.version, supported: VERSION });
-        }
-        Ok(d)
+        decode_record(bytes, WHAT_DELETED, DELETED_PACKS_MAGIC, |d: &DeletedPacks| (&d.magic, d.version))
     }
+}
+
+/// Parses a record of `what` (JSON of at most [`MAX_LEN`] bytes) and checks the magic and
+/// version `head` reads from it.
+fn decode_record<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    magic: &str,
+    head: impl Fn(&T) -> (&String, u32),
+) -> Result<T, FormatError> {
+    if bytes.len() > MAX_LEN {
+        return Err(FormatError::malformed(what, format!("{} bytes exceed the limit of {MAX_LEN}", bytes.len())));
+    }
+    let record: T = serde_json::from_slice(bytes).map_err(|e| FormatError::malformed(what, e))?;
+    let (found_magic, version) = head(&record);
+    if found_magic != magic {
+        return Err(FormatError::BadMagic { what });
+    }
+    if version != VERSION {
+        return Err(FormatError::NewerVersion { what, found: version, supported: VERSION });
+    }
+    Ok(record)
 }
 
 #[cfg(test)]

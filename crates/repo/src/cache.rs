@@ -37,36 +37,17 @@ const OLD_FILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("files");
 /// most this many files, so no single value grows without bound.
 const FOLDER_PART_FILES: usize = 4096;
 
-/// Where a blob is stored.
+/// Where a blob is stored: its pack and its entry in that pack's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
     pub pack: PackId,
-    pub kind: BlobKind,
-    pub id: BlobId,
-    pub offset: u32,
-    pub length: u32,
-    pub raw_len: u32,
-    pub compressed: bool,
-    pub unit_start: u32,
-    pub unit_len: u32,
+    pub entry: PackEntry,
 }
 
 impl BlobLocation {
     /// The location of a pack header entry in pack `pack`.
     pub fn of(pack: PackId, e: &PackEntry) -> Self {
-        let PackEntry { kind, id, offset, length, raw_len, compressed, unit_start, unit_len } = *e;
-        BlobLocation { pack, kind, id, offset, length, raw_len, compressed, unit_start, unit_len }
-    }
-
-    /// The pack header entry this location was made from.
-    pub fn entry(&self) -> PackEntry {
-        let BlobLocation { kind, id, offset, length, raw_len, compressed, unit_start, unit_len, .. } = *self;
-        PackEntry { kind, id, offset, length, raw_len, compressed, unit_start, unit_len }
-    }
-
-    /// See [`PackEntry::unit_aad_id`].
-    pub fn unit_aad_id(&self) -> BlobId {
-        self.entry().unit_aad_id()
+        BlobLocation { pack, entry: *e }
     }
 }
 
@@ -119,8 +100,7 @@ fn decode_loc(kind: BlobKind, id: BlobId, v: &[u8; LOC_LEN]) -> BlobLocation {
     let u32at = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
     let mut pack = [0u8; 32];
     pack.copy_from_slice(&v[..32]);
-    BlobLocation {
-        pack: PackId::from_bytes(pack),
+    let entry = PackEntry {
         kind,
         id,
         offset: u32at(32),
@@ -129,7 +109,8 @@ fn decode_loc(kind: BlobKind, id: BlobId, v: &[u8; LOC_LEN]) -> BlobLocation {
         compressed: v[44] != 0,
         unit_start: u32at(45),
         unit_len: u32at(49),
-    }
+    };
+    BlobLocation { pack: PackId::from_bytes(pack), entry }
 }
 
 /// Empties the index tables (not the files cache, nor the record of deleted packs).
@@ -462,7 +443,7 @@ mod tests {
         let p = IndexPack { id: PackId::from_bytes([9; 32]), salt: [1; 16], size: 1000, blobs: vec![entry(1, 24), entry(2, 64)] };
         c.add_packs(std::slice::from_ref(&p), Some(&IndexId::from_bytes([5; 32])), true).unwrap();
         let l = c.lookup(BlobKind::Data, &BlobId::from_bytes([2; 32])).unwrap().unwrap();
-        assert_eq!((l.pack, l.offset, l.length, l.raw_len, l.compressed), (p.id, 64, 40, 10, true));
+        assert_eq!((l.pack, l.entry.offset, l.entry.length, l.entry.raw_len, l.entry.compressed), (p.id, 64, 40, 10, true));
         assert!(c.lookup(BlobKind::Tree, &BlobId::from_bytes([2; 32])).unwrap().is_none());
         assert_eq!(c.pack_info(&p.id).unwrap(), Some(([1; 16], 1000)));
         assert_eq!(c.index_files().unwrap(), vec![IndexId::from_bytes([5; 32])]);

@@ -112,26 +112,26 @@ impl<'r> UnitDecoder<'r> {
     }
 
     /// The plaintext of the blob at `loc`, checked against its ID; `stored` is the bytes of
-    /// its unit (`loc.offset .. loc.offset + loc.length` of the pack).
+    /// its unit (`loc.entry.offset .. loc.entry.offset + loc.entry.length` of the pack).
     pub fn blob(&mut self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> crate::Result<&[u8]> {
-        if self.last != Some((loc.pack, loc.offset)) {
+        if self.last != Some((loc.pack, loc.entry.offset)) {
             self.last = None;
             let key = self.repo.master.pack_key(salt);
             blob::open_unit_into(
                 &key,
-                loc.kind,
-                &loc.unit_aad_id(),
+                loc.entry.kind,
+                &loc.entry.unit_aad_id(),
                 stored,
-                loc.compressed,
-                loc.unit_len,
+                loc.entry.compressed,
+                loc.entry.unit_len,
                 &mut self.scratch,
                 &mut self.plain,
             )
-            .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))?;
-            self.last = Some((loc.pack, loc.offset));
+            .with_context(|| format!("blob {} in pack {} is damaged", loc.entry.id.short(), loc.pack.short()))?;
+            self.last = Some((loc.pack, loc.entry.offset));
         }
-        Ok(blob::member(&self.repo.id_key, &loc.id, &self.plain, loc.unit_start, loc.raw_len)
-            .with_context(|| format!("blob {} in pack {} is damaged", loc.id.short(), loc.pack.short()))?)
+        Ok(blob::member(&self.repo.id_key, &loc.entry.id, &self.plain, loc.entry.unit_start, loc.entry.raw_len)
+            .with_context(|| format!("blob {} in pack {} is damaged", loc.entry.id.short(), loc.pack.short()))?)
     }
 }
 
@@ -347,11 +347,11 @@ impl Repository {
 
     /// Reads a blob at a known location.
     pub fn read_blob_at(&self, loc: &BlobLocation) -> crate::Result<Vec<u8>> {
-        let (salt, _) = self.cache.pack_info(&loc.pack)?.ok_or(RepoError::MissingBlob(loc.id))?;
+        let (salt, _) = self.cache.pack_info(&loc.pack)?.ok_or(RepoError::MissingBlob(loc.entry.id))?;
         let stored = self
             .store
-            .get_range(&loc.pack.object_key(), loc.offset as u64..loc.offset as u64 + loc.length as u64)
-            .with_context(|| format!("read blob {} from pack {}", loc.id.short(), loc.pack.short()))?;
+            .get_range(&loc.pack.object_key(), loc.entry.offset as u64..loc.entry.offset as u64 + loc.entry.length as u64)
+            .with_context(|| format!("read blob {} from pack {}", loc.entry.id.short(), loc.pack.short()))?;
         Ok(UnitDecoder::new(self).blob(loc, &salt, &stored)?.to_vec())
     }
 

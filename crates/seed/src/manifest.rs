@@ -9,11 +9,12 @@
 use std::collections::HashSet;
 
 use ferry_api::seed_digest;
-use ferry_crypto::{NONCE_LEN, TAG_LEN};
+use ferry_crypto::{AeadKey, NONCE_LEN, TAG_LEN};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DiskFormatError;
-use crate::header::Header;
+use crate::header::{Header, BINARY_HEADER_LEN};
 use crate::object::{file_name, parse_file_name};
 use crate::{DiskKey, MAX_DISKS, MAX_DISK_BYTES};
 
@@ -101,19 +102,7 @@ impl Manifest {
     /// object keys in ascending order without duplicates, disks within the count, files named
     /// by 16 hex digits and each used once.
     pub fn open(key: &DiskKey, set_id: &[u8; 16], bytes: &[u8]) -> Result<Manifest, DiskFormatError> {
-        if bytes.len() as u64 > MAX_MANIFEST_LEN {
-            return Err(DiskFormatError::malformed("manifest too large"));
-        }
-        if bytes.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
-            return Err(DiskFormatError::malformed("truncated manifest"));
-        }
-        HEADER.check_binary(bytes)?;
-        let body = key.manifest_key().open_random_nonce(&aad(set_id), &bytes[HEADER_LEN..]).map_err(|_| DiskFormatError::Authentication)?;
-        let (wire, rest): (Wire, &[u8]) =
-            postcard::take_from_bytes(&body).map_err(|e| DiskFormatError::malformed(format!("manifest: {e}")))?;
-        if !rest.is_empty() {
-            return Err(DiskFormatError::malformed("manifest: bytes after the entries"));
-        }
+        let wire: Wire = open_sealed(&HEADER, MAX_MANIFEST_LEN, &key.manifest_key(), &aad(set_id), bytes)?;
         if &wire.set_id != set_id {
             return Err(DiskFormatError::malformed("manifest of another disk set"));
         }
@@ -154,9 +143,41 @@ impl Manifest {
 
 /// A manifest file around any body (for [`Manifest::seal`], tests and fuzzing).
 pub fn seal_body(key: &DiskKey, set_id: &[u8; 16], body: &[u8]) -> Vec<u8> {
-    let mut out = header().to_vec();
-    out.extend_from_slice(&key.manifest_key().seal_random_nonce(&aad(set_id), body));
+    seal_sealed(&HEADER, &key.manifest_key(), &aad(set_id), body)
+}
+
+/// A sealed seed file (the manifest, a device seal): `header`'s binary header, then `body`
+/// sealed under `key` with `aad` and a random nonce.
+pub(crate) fn seal_sealed(header: &Header, key: &AeadKey, aad: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = header.binary().to_vec();
+    out.extend_from_slice(&key.seal_random_nonce(aad, body));
     out
+}
+
+/// Opens a sealed seed file (untrusted bytes) that [`seal_sealed`] made: at most `max_len`
+/// bytes, `header`'s binary header, the body opened under `key` with `aad`, then decoded as
+/// postcard with nothing after it. Messages name the file by `header.short`.
+pub(crate) fn open_sealed<T: DeserializeOwned>(
+    header: &Header,
+    max_len: u64,
+    key: &AeadKey,
+    aad: &[u8],
+    bytes: &[u8],
+) -> Result<T, DiskFormatError> {
+    let short = header.short;
+    if bytes.len() as u64 > max_len {
+        return Err(DiskFormatError::malformed(format!("{short} too large")));
+    }
+    if bytes.len() < BINARY_HEADER_LEN + NONCE_LEN + TAG_LEN {
+        return Err(DiskFormatError::malformed(format!("truncated {short}")));
+    }
+    header.check_binary(bytes)?;
+    let body = key.open_random_nonce(aad, &bytes[BINARY_HEADER_LEN..]).map_err(|_| DiskFormatError::Authentication)?;
+    let (wire, rest): (T, &[u8]) = postcard::take_from_bytes(&body).map_err(|e| DiskFormatError::malformed(format!("{short}: {e}")))?;
+    if !rest.is_empty() {
+        return Err(DiskFormatError::malformed(format!("{short}: bytes after the entries")));
+    }
+    Ok(wire)
 }
 
 fn header() -> [u8; HEADER_LEN] {

@@ -13,4 +13,6 @@ mod retention;
 mod seeding;
 mod stores;
 mod vault;
+mod vault_faults;
 mod vault_pg;
+mod vault_policy;

@@ -45,7 +45,7 @@ pub(super) fn write_data(
                 loop {
                     let next = work.lock().unwrap_or_else(|p| p.into_inner()).pop();
                     let Some((pack, mut blobs)) = next else { break };
-                    blobs.sort_by_key(|(l, _)| l.offset);
+                    blobs.sort_by_key(|(l, _)| l.entry.offset);
                     if let Err(e) = restore_pack(repo, plan, &pack, &blobs, &mut range_buf, errors, progress) {
                         let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
                         f.get_or_insert(e);
@@ -79,19 +79,19 @@ fn restore_pack(
     let mut decoder = UnitDecoder::new(repo);
     let mut i = 0;
     while i < blobs.len() {
-        let start = blobs[i].0.offset as u64;
-        let mut end = start + blobs[i].0.length as u64;
+        let start = blobs[i].0.entry.offset as u64;
+        let mut end = start + blobs[i].0.entry.length as u64;
         let mut j = i + 1;
-        while j < blobs.len() && (blobs[j].0.offset as u64) <= end + COALESCE_GAP && end - start < MAX_RANGE {
-            end = end.max(blobs[j].0.offset as u64 + blobs[j].0.length as u64);
+        while j < blobs.len() && (blobs[j].0.entry.offset as u64) <= end + COALESCE_GAP && end - start < MAX_RANGE {
+            end = end.max(blobs[j].0.entry.offset as u64 + blobs[j].0.entry.length as u64);
             j += 1;
         }
         let range = repo.store().get_range_into(&pack.object_key(), start..end, range_buf).map(|()| &range_buf[..]);
         for (loc, places) in &blobs[i..j] {
             let plain = match &range {
                 Ok(bytes) => {
-                    let a = (loc.offset as u64 - start) as usize;
-                    decoder.blob(loc, &salt, &bytes[a..a + loc.length as usize])
+                    let a = (loc.entry.offset as u64 - start) as usize;
+                    decoder.blob(loc, &salt, &bytes[a..a + loc.entry.length as usize])
                 }
                 Err(e) => Err(anyhow::anyhow!("read pack {}: {e}", pack.short()).into()),
             };

@@ -137,7 +137,7 @@ pub(super) fn make_plan(
                     chunks.push((*id, offset));
                     // Offsets need each chunk's length: looked up once here.
                     match repo.cache().lookup(BlobKind::Data, id)? {
-                        Some(loc) => offset += loc.raw_len as u64,
+                        Some(loc) => offset += loc.entry.raw_len as u64,
                         None => {
                             err(errors, &dest, format!("chunk {} is missing from the repository", id.short()));
                             break;

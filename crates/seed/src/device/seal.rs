@@ -7,11 +7,11 @@
 //!             AES-256-GCM(seal key, nonce, aad = "FERRYDEVSEAL" || u16le(1) || set_id || u32le(device_number), postcard(Seal))
 //! ```
 
-use ferry_crypto::{NONCE_LEN, TAG_LEN};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DiskFormatError;
 use crate::header::Header;
+use crate::manifest::{open_sealed, seal_sealed};
 use crate::{DiskKey, MAX_DISKS, MAX_SEED_BYTES};
 
 /// The seal's first bytes.
@@ -94,21 +94,7 @@ impl Seal {
     /// `config` or `keys/…` (a device does not hold them), devices within the count, sizes
     /// plausible; and `device_number` within the count.
     pub fn decode(bytes: &[u8], key: &DiskKey, set_id: &[u8; 16], device_number: u32) -> Result<Seal, DiskFormatError> {
-        if bytes.len() as u64 > MAX_SEAL_LEN {
-            return Err(DiskFormatError::malformed("seal too large"));
-        }
-        if bytes.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
-            return Err(DiskFormatError::malformed("truncated seal"));
-        }
-        HEADER.check_binary(bytes)?;
-        let body = key
-            .device_seal_key()
-            .open_random_nonce(&aad(set_id, device_number), &bytes[HEADER_LEN..])
-            .map_err(|_| DiskFormatError::Authentication)?;
-        let (wire, rest): (Wire, &[u8]) = postcard::take_from_bytes(&body).map_err(|e| DiskFormatError::malformed(format!("seal: {e}")))?;
-        if !rest.is_empty() {
-            return Err(DiskFormatError::malformed("seal: bytes after the entries"));
-        }
+        let wire: Wire = open_sealed(&HEADER, MAX_SEAL_LEN, &key.device_seal_key(), &aad(set_id, device_number), bytes)?;
         if &wire.set_id != set_id {
             return Err(DiskFormatError::malformed("seal of another device set"));
         }
@@ -151,9 +137,7 @@ impl Seal {
 
 /// A seal file around any body (for [`Seal::encode`], tests and fuzzing).
 pub fn seal_body(key: &DiskKey, set_id: &[u8; 16], device_number: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = header().to_vec();
-    out.extend_from_slice(&key.device_seal_key().seal_random_nonce(&aad(set_id, device_number), body));
-    out
+    seal_sealed(&HEADER, &key.device_seal_key(), &aad(set_id, device_number), body)
 }
 
 fn header() -> [u8; HEADER_LEN] {

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use sqlx::Row;
 
-use super::import_jobs::in_list;
+use super::import_jobs::{in_list, NewJob};
 use super::Db;
 use crate::error::VaultError;
 use crate::Result;
@@ -26,20 +26,8 @@ impl Db {
         now: i64,
     ) -> Result<std::result::Result<ImportJob, Refusal>> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO import_jobs (name, machine, container, state, created, deadline, disk_key, disks, errors, updated) \
-             VALUES ($1, $2, $3, 'ordered', $4, $5, $6, '[]', '[]', $7) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(machine)
-        .bind(container)
-        .bind(now)
-        .bind(now)
-        .bind(sealed_key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        let new = NewJob { name, machine, container, state: JobState::Ordered, deadline: now, sealed_key, now };
+        if !new.insert(&mut *tx).await? {
             tx.rollback().await?;
             let job = self.import_job(name).await?.ok_or_else(|| VaultError::Vanished { what: "job", name: name.into() })?;
             return Ok(Err(Refusal::NameTaken { name: name.into(), machine: job.machine_name, state: job.state.as_str() }));

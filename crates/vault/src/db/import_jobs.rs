@@ -49,6 +49,39 @@ fn job_of(r: &sqlx::any::AnyRow) -> Result<ImportJob> {
     })
 }
 
+/// A job row to insert: an import job (state `created`) or a device job (state `ordered`).
+pub(super) struct NewJob<'a> {
+    pub name: &'a str,
+    pub machine: &'a str,
+    pub container: &'a str,
+    pub state: JobState,
+    pub deadline: i64,
+    pub sealed_key: &'a str,
+    pub now: i64,
+}
+
+impl NewJob<'_> {
+    /// Inserts the row, with no disks and no errors, unless the name is taken; whether it was.
+    pub(super) async fn insert<'c>(&self, conn: impl sqlx::Executor<'c, Database = sqlx::Any>) -> Result<bool> {
+        let sql = format!(
+            "INSERT INTO import_jobs (name, machine, container, state, created, deadline, disk_key, disks, errors, updated) \
+             VALUES ($1, $2, $3, '{}', $4, $5, $6, '[]', '[]', $7) ON CONFLICT (name) DO NOTHING",
+            self.state.as_str()
+        );
+        let inserted = sqlx::query(&sql)
+            .bind(self.name)
+            .bind(self.machine)
+            .bind(self.container)
+            .bind(self.now)
+            .bind(self.deadline)
+            .bind(self.sealed_key)
+            .bind(self.now)
+            .execute(conn)
+            .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+}
+
 /// `$first, $first+1, ...`: placeholders for one state each.
 pub(crate) fn in_list(states: &[JobState], first: usize) -> String {
     (0..states.len()).map(|i| format!("${}", first + i)).collect::<Vec<_>>().join(", ")
@@ -80,21 +113,10 @@ impl Db {
         now: i64,
     ) -> Result<std::result::Result<ImportJob, Refusal>> {
         self.expire_import_jobs(now).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO import_jobs (name, machine, container, state, created, deadline, disk_key, disks, errors, updated) \
-             VALUES ($1, $2, $3, 'created', $4, $5, $6, '[]', '[]', $7) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(machine)
-        .bind(container)
-        .bind(now)
-        .bind(now + ship_within_s())
-        .bind(sealed_key)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let new = NewJob { name, machine, container, state: JobState::Created, deadline: now + ship_within_s(), sealed_key, now };
+        let inserted = new.insert(&self.pool).await?;
         let job = self.import_job(name).await?.ok_or_else(|| VaultError::Vanished { what: "import job", name: name.into() })?;
-        if inserted.rows_affected() == 1 || (job.machine == machine && job.container == container && job.state == JobState::Created) {
+        if inserted || (job.machine == machine && job.container == container && job.state == JobState::Created) {
             return Ok(Ok(job));
         }
         Ok(Err(Refusal::NameTaken { name: name.into(), machine: job.machine_name, state: job.state.as_str() }))
