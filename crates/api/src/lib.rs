@@ -17,6 +17,8 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod control;
 mod devices;
 mod import_jobs;

@@ -40,7 +40,7 @@ impl Default for Bandwidth {
             work_kibps: 0,
             other_kibps: 0,
             work_hours: "08:00-18:00".into(),
-            work_days: DAYS[..5].iter().map(|d| d.to_string()).collect(),
+            work_days: DAYS[..5].iter().map(std::string::ToString::to_string).collect(),
         }
     }
 }

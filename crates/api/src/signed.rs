@@ -92,7 +92,7 @@ impl Unlock {
 
     /// The expiry as a Unix time (0 if unreadable: expired).
     pub fn expires_unix(&self) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(&self.expires).map(|t| t.timestamp()).unwrap_or(0)
+        chrono::DateTime::parse_from_rfc3339(&self.expires).map_or(0, |t| t.timestamp())
     }
 }
 

@@ -121,12 +121,11 @@ impl Job {
         }
         let reg = Registration::load_for(g).ok().flatten()?;
         let client = ferry_store::VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token).ok()?;
-        let id = match client.open_job(&reg.machine, kind) {
-            Ok(opened) => opened.id,
-            Err(_) => {
-                tracing::warn!("the vault did not open a {kind} job; going on without reporting");
-                return None;
-            }
+        let id = if let Ok(opened) = client.open_job(&reg.machine, kind) {
+            opened.id
+        } else {
+            tracing::warn!("the vault did not open a {kind} job; going on without reporting");
+            return None;
         };
         let machine = reg.machine;
         let stop = Arc::new(AtomicBool::new(false));
@@ -150,7 +149,7 @@ impl Job {
 
     /// Closes the job: `state` is completed, completed-with-errors or failed.
     pub fn finish(self, state: &str, bytes: u64, files: u64, errors: Vec<String>) {
-        self.close(JobUpdate { state: state.into(), bytes, files, errors, ..Default::default() })
+        self.close(JobUpdate { state: state.into(), bytes, files, errors, ..Default::default() });
     }
 
     /// Closes a backup's job, with the size of the data it covers (the protected size the
@@ -164,7 +163,7 @@ impl Job {
             total_bytes: Some(end.total_bytes),
             recovery_point: Some(end.recovery_point.into()),
             tags: end.tags.to_vec(),
-        })
+        });
     }
 
     fn close(mut self, report: JobUpdate) {
@@ -403,10 +402,10 @@ pub fn copy_and_ingest(
     let j = ferry_seed::copy_and_ingest(client, job, plan, log_dir, read, &mut |event| match event {
         ferry_seed::IngestEvent::ObjectFailed { error } => eprintln!("error: {error}"),
         ferry_seed::IngestEvent::UnitFailed { unit, number, errors, log } => {
-            eprintln!("{unit} {number}: {errors} objects could not be imported; see {}", log.display())
+            eprintln!("{unit} {number}: {errors} objects could not be imported; see {}", log.display());
         }
         ferry_seed::IngestEvent::Copied { copied, skipped, seconds } => {
-            eprintln!("import job {name}: {copied} objects copied, {skipped} there already, in {seconds:.1}s; ingesting")
+            eprintln!("import job {name}: {copied} objects copied, {skipped} there already, in {seconds:.1}s; ingesting");
         }
     })?;
     if g.json {

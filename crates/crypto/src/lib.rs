@@ -12,6 +12,8 @@
 //! Secrets are wiped from memory when dropped and never implement `Display`/`Debug` with their
 //! contents.
 
+#![forbid(unsafe_code)]
+
 mod aead;
 mod error;
 pub mod keyfile;

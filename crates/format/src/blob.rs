@@ -83,26 +83,25 @@ pub fn compress_into(plain: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
     }
     let written = COMPRESSORS.with(|slot| {
         let mut contexts = slot.borrow_mut();
-        let at = match contexts.iter().position(|(l, _)| *l == level) {
-            Some(at) => at,
-            None => {
-                let mut c = zstd::bulk::Compressor::new(level).ok()?;
-                // The frame checksum is redundant: the blob is authenticated
-                // and its ID is checked after decompression.
-                c.include_checksum(false).ok()?;
-                c.include_dictid(false).ok()?;
-                if level == 1 {
-                    // Level 1's match table is 64 KiB (hash log 14); at 32 KiB it stays in the
-                    // L1 data cache. Bundles of the Linux tree's small files: 5-8 % faster,
-                    // 3 % larger (docs/format.md "Compression").
-                    c.set_parameter(zstd::zstd_safe::CParameter::HashLog(FAST_HASH_LOG)).ok()?;
-                }
-                if contexts.len() >= MAX_CONTEXTS {
-                    contexts.remove(0);
-                }
-                contexts.push((level, c));
-                contexts.len() - 1
+        let at = if let Some(at) = contexts.iter().position(|(l, _)| *l == level) {
+            at
+        } else {
+            let mut c = zstd::bulk::Compressor::new(level).ok()?;
+            // The frame checksum is redundant: the blob is authenticated
+            // and its ID is checked after decompression.
+            c.include_checksum(false).ok()?;
+            c.include_dictid(false).ok()?;
+            if level == 1 {
+                // Level 1's match table is 64 KiB (hash log 14); at 32 KiB it stays in the
+                // L1 data cache. Bundles of the Linux tree's small files: 5-8 % faster,
+                // 3 % larger (docs/format.md "Compression").
+                c.set_parameter(zstd::zstd_safe::CParameter::HashLog(FAST_HASH_LOG)).ok()?;
             }
+            if contexts.len() >= MAX_CONTEXTS {
+                contexts.remove(0);
+            }
+            contexts.push((level, c));
+            contexts.len() - 1
         };
         let c = &mut contexts[at].1;
         // Large chunks: compress a sample first and skip chunks that will not shrink

@@ -25,7 +25,7 @@ impl Default for ChunkerParams {
 impl ChunkerParams {
     /// Checks the limits against what FastCDC supports (they come from a config file).
     pub fn validate(&self) -> Result<(), String> {
-        use fastcdc::v2020::*;
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max_size)

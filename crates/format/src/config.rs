@@ -70,9 +70,13 @@ impl Config {
         if v.get("magic").and_then(|m| m.as_str()) != Some(MAGIC) {
             return Err(FormatError::BadMagic { what: WHAT });
         }
-        let version = v.get("version").and_then(|m| m.as_u64()).unwrap_or(0);
-        if version > VERSION as u64 {
-            return Err(FormatError::NewerVersion { what: "repository", found: version.min(u32::MAX as u64) as u32, supported: VERSION });
+        let version = v.get("version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        if version > u64::from(VERSION) {
+            return Err(FormatError::NewerVersion {
+                what: "repository",
+                found: version.min(u64::from(u32::MAX)) as u32,
+                supported: VERSION,
+            });
         }
         let c: Config = serde_json::from_value(v).map_err(|e| FormatError::malformed(WHAT, e))?;
         c.chunker.validate().map_err(|e| FormatError::malformed(WHAT, e))?;

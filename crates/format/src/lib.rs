@@ -11,6 +11,8 @@
 //! - **trees** describe one directory each, deterministically encoded ([`tree`]);
 //! - a **recovery point** names a root tree and is written last ([`recovery_point`]).
 
+#![forbid(unsafe_code)]
+
 pub mod blob;
 pub mod chunker;
 pub mod config;

@@ -185,7 +185,7 @@ pub fn parse_trailer(trailer: &[u8], pack_len: u64) -> Result<u32, FormatError> 
         return Err(FormatError::malformed(WHAT, "missing end marker (truncated pack?)"));
     }
     let len = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    if len > MAX_HEADER_LEN || (len as u64) + (PREAMBLE_LEN + TRAILER_LEN) as u64 > pack_len {
+    if len > MAX_HEADER_LEN || u64::from(len) + (PREAMBLE_LEN + TRAILER_LEN) as u64 > pack_len {
         return Err(FormatError::malformed(WHAT, format!("header length {len} does not fit the pack")));
     }
     Ok(len)
@@ -205,11 +205,11 @@ pub fn open_header(master: &MasterKey, salt: &[u8; 16], sealed: &[u8], pack_len:
         .checked_sub((sealed.len() + TRAILER_LEN) as u64)
         .ok_or_else(|| FormatError::malformed(WHAT, "header longer than the pack"))?;
     for e in &entries {
-        let end = e.offset as u64 + e.length as u64;
+        let end = u64::from(e.offset) + u64::from(e.length);
         if (e.offset as usize) < PREAMBLE_LEN || end > blob_end || (e.length as usize) < blob::OVERHEAD {
             return Err(FormatError::malformed(WHAT, format!("entry for blob {} lies outside the pack", e.id.short())));
         }
-        if e.unit_start as u64 + e.raw_len as u64 > e.unit_len as u64 || e.unit_len > blob::MAX_BLOB_LEN {
+        if u64::from(e.unit_start) + u64::from(e.raw_len) > u64::from(e.unit_len) || e.unit_len > blob::MAX_BLOB_LEN {
             return Err(FormatError::malformed(WHAT, format!("entry for blob {} lies outside its unit", e.id.short())));
         }
     }

@@ -129,7 +129,7 @@ impl Rng {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
     }
 }
 
@@ -156,13 +156,13 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// Bytes the file occupies on disk (it can be sparse).
 fn allocated(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 /// One pack of `n` synthetic blobs, the first being blob number `first`.
@@ -186,7 +186,7 @@ fn make_pack(pack_no: u64, first: u64, n: u64) -> IndexPack {
         })
         .collect();
     let salt: [u8; 16] = id_bytes(STREAM_PACK ^ 1, pack_no)[..16].try_into().expect("16 bytes");
-    IndexPack { id: PackId::from_bytes(id_bytes(STREAM_PACK, pack_no)), salt, size: offset as u64 + 4096, blobs }
+    IndexPack { id: PackId::from_bytes(id_bytes(STREAM_PACK, pack_no)), salt, size: u64::from(offset) + 4096, blobs }
 }
 
 fn print_header() {
@@ -199,12 +199,11 @@ fn print_header() {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let temp;
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            temp = tempfile::tempdir().context("create temporary folder")?;
-            temp.path().to_path_buf()
-        }
+    let dir = if let Some(d) = &args.dir {
+        d.clone()
+    } else {
+        temp = tempfile::tempdir().context("create temporary folder")?;
+        temp.path().to_path_buf()
     };
     let path = dir.join("index.redb");
     if path.exists() {

@@ -25,7 +25,7 @@ impl BufferPool {
 
     /// An empty buffer: a spare one if there is one.
     pub(crate) fn take(&self) -> Vec<u8> {
-        self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
+        self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or_default()
     }
 
     /// Hands a buffer back (it is dropped if the pool is full; one larger than `max_capacity`
@@ -36,7 +36,7 @@ impl BufferPool {
         }
         buf.clear();
         buf.shrink_to(self.max_capacity);
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spare = self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if spare.len() < self.keep {
             spare.push(buf);
         }
@@ -44,7 +44,7 @@ impl BufferPool {
 
     /// Frees the spare buffers (when no more are needed soon).
     pub(crate) fn clear(&self) {
-        self.spare.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 }
 

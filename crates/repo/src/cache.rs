@@ -90,7 +90,7 @@ fn encode_loc(pack: &PackId, e: &PackEntry) -> [u8; LOC_LEN] {
     v[32..36].copy_from_slice(&e.offset.to_le_bytes());
     v[36..40].copy_from_slice(&e.length.to_le_bytes());
     v[40..44].copy_from_slice(&e.raw_len.to_le_bytes());
-    v[44] = e.compressed as u8;
+    v[44] = u8::from(e.compressed);
     v[45..49].copy_from_slice(&e.unit_start.to_le_bytes());
     v[49..53].copy_from_slice(&e.unit_len.to_le_bytes());
     v
@@ -169,7 +169,7 @@ impl LocalCache {
 
     fn write(&self, durability: Durability, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> crate::Result<()> {
         // The lookup snapshot would keep the pages this commit frees from being reused.
-        self.snapshot.write().unwrap_or_else(|e| e.into_inner()).take();
+        self.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let mut w = self.db.begin_write().context("begin cache transaction")?;
         w.set_durability(durability);
         f(&w)?;
@@ -183,7 +183,7 @@ impl LocalCache {
         let key = blob_key(kind, id);
         let generation = self.generation.load(Ordering::Acquire);
         {
-            let snap = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+            let snap = self.snapshot.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some((_, t)) = snap.as_ref().filter(|(g, _)| *g == generation) {
                 return Ok(t.get(key)?.map(|v| decode_loc(kind, *id, &v.value())));
             }
@@ -191,7 +191,7 @@ impl LocalCache {
         // Out of date (or none yet): a new read transaction sees every commit so far.
         let t = self.db.begin_read()?.open_table(BLOBS)?;
         let found = t.get(key)?.map(|v| decode_loc(kind, *id, &v.value()));
-        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Some((generation, t));
+        *self.snapshot.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((generation, t));
         Ok(found)
     }
 
@@ -516,7 +516,7 @@ mod tests {
     fn a_damaged_files_cache_part_reads_as_missing() {
         let dir = tempfile::tempdir().unwrap();
         let c = LocalCache::open(&dir.path().join("c.redb"), 1 << 20).unwrap();
-        c.put_folders(&[FolderFiles { folder: b"/a".to_vec(), files: named(0..FOLDER_PART_FILES as u64 + 1), replace: true }]).unwrap();
+        c.put_folders(&[FolderFiles { folder: b"/a".to_vec(), files: named(0..=(FOLDER_PART_FILES as u64)), replace: true }]).unwrap();
         c.write(Durability::Immediate, |w| {
             w.open_table(FOLDERS)?.insert(folder_key(b"/a", 0).as_slice(), [0xffu8; 3].as_slice())?;
             Ok(())

@@ -86,7 +86,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> crate::Result<CheckReport>
                     packs.insert(p.id, IndexedPack { size: p.size, in_store: false, read: false });
                 }
             }
-            Err(e) => report.damage.push(Damage { object: format!("index file {}", id), problem: format!("{e:#}"), affected: vec![] }),
+            Err(e) => report.damage.push(Damage { object: format!("index file {id}"), problem: format!("{e:#}"), affected: vec![] }),
         }
     }
     indexed_blobs.flush()?;
@@ -257,9 +257,8 @@ fn read_pack(repo: &Repository, id: &PackId, indexed: &[pack::PackEntry]) -> Opt
         Err(e) => {
             // The pack's name no longer matches its bytes (or its header is damaged): each
             // blob may still be intact, so test them one by one against the index.
-            let salt = match pack::parse_preamble(&bytes) {
-                Ok(s) => s,
-                Err(_) => return Some((format!("{e}"), all())),
+            let Ok(salt) = pack::parse_preamble(&bytes) else {
+                return Some((format!("{e}"), all()));
             };
             let mut decoder = UnitDecoder::new(repo);
             let bad: Vec<_> =

@@ -153,12 +153,13 @@ impl From<anyhow::Error> for Error {
     fn from(e: anyhow::Error) -> Self {
         // Only an `Error` with no context around it is returned as it is (`downcast` would also
         // find one under context, and drop the context).
-        let e = match (*e).is::<Error>() {
-            true => match e.downcast::<Error>() {
+        let e = if (*e).is::<Error>() {
+            match e.downcast::<Error>() {
                 Ok(done) => return done,
                 Err(e) => e,
-            },
-            false => e,
+            }
+        } else {
+            e
         };
         let kind = e.chain().find_map(kind_of).unwrap_or(Error::Other);
         kind(Detail(e))

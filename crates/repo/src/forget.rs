@@ -46,7 +46,7 @@ mod tests {
             time: time.into(),
             host: "h".into(),
             user: "u".into(),
-            paths: paths.iter().map(|p| p.to_string()).collect(),
+            paths: paths.iter().map(std::string::ToString::to_string).collect(),
             tags: vec![],
             parent: None,
             tree: BlobId::from_bytes([0; 32]),

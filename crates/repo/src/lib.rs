@@ -21,6 +21,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod backup;
 pub mod blobset;
 mod buffers;

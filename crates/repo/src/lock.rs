@@ -121,10 +121,11 @@ impl RepoLock {
             .name("ferry-lock".into())
             .spawn(move || loop {
                 let (m, cv) = &h.stop;
-                let stopped = m.lock().unwrap_or_else(|p| p.into_inner());
+                let stopped = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 // Waits for the refresh interval unless stopped, also when the stop came first.
-                let (stopped, _) =
-                    cv.wait_timeout_while(stopped, Duration::from_secs(REFRESH_EVERY_S), |stop| !*stop).unwrap_or_else(|p| p.into_inner());
+                let (stopped, _) = cv
+                    .wait_timeout_while(stopped, Duration::from_secs(REFRESH_EVERY_S), |stop| !*stop)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if *stopped {
                     return;
                 }
@@ -163,7 +164,7 @@ impl RepoLock {
 
     /// When the lock was taken (RFC 3339).
     pub fn started(&self) -> String {
-        self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).started.clone()
+        self.inner.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).started.clone()
     }
 
     /// The lock's object key.
@@ -175,7 +176,7 @@ impl RepoLock {
     pub fn release(&self) {
         {
             let (m, cv) = &self.inner.stop;
-            *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
             cv.notify_all();
         }
         if !self.inner.released.swap(true, Ordering::SeqCst) {
@@ -191,7 +192,7 @@ impl Held {
         if self.released.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let mut l = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         l.refreshed = now_unix();
         self.store.put(&self.key, Bytes::from(serde_json::to_vec(&*l)?)).with_context(|| format!("refresh lock {}", self.key))?;
         Ok(())

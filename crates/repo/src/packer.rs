@@ -138,7 +138,7 @@ impl<'r> PackSink<'r> {
                 Msg::Pack(p) => self.store_pack(p, &mut pending),
                 Msg::Checkpoint(folders) => {
                     tracing::debug!("checkpoint: indexing {} pack(s), then the files cache of {} folder(s)", pending.len(), folders.len());
-                    self.write_index(&mut pending).and_then(|_| Ok(self.repo.cache().put_folders(&folders)?))
+                    self.write_index(&mut pending).and_then(|()| Ok(self.repo.cache().put_folders(&folders)?))
                 }
             };
             if let Err(e) = r {
@@ -150,12 +150,12 @@ impl<'r> PackSink<'r> {
     /// Stops the pipeline after an error: closes the uploader's channel.
     pub(crate) fn abort(&self) {
         self.failed.store(true, Ordering::Relaxed);
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 
     pub(crate) fn fail(&self, e: anyhow::Error) {
         self.failed.store(true, Ordering::Relaxed);
-        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.is_none() {
             *slot = Some(e);
         }
@@ -167,7 +167,7 @@ impl<'r> PackSink<'r> {
 
     /// The first error any stage hit.
     pub(crate) fn take_error(&self) -> Option<anyhow::Error> {
-        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     fn store_pack(&self, p: FinishedPack, pending: &mut Vec<IndexPack>) -> Result<()> {
@@ -177,7 +177,7 @@ impl<'r> PackSink<'r> {
         self.repo.store().put_if_absent(&key, Bytes::from(p.bytes)).with_context(|| format!("store pack {}", p.id.short()))?;
         tracing::debug!("stored pack {} ({size} bytes) in {:?}", p.id.short(), t.elapsed());
         self.bytes_added.fetch_add(size, Ordering::Relaxed);
-        self.stored.lock().unwrap_or_else(|e| e.into_inner()).push(p.id);
+        self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(p.id);
         // Its blobs stay in `inflight` (deduplicated in memory) until an index file lists the pack.
         pending.push(IndexPack { id: p.id, salt: p.salt, size, blobs: p.entries });
         if pending.len() >= PACKS_PER_INDEX_FILE {
@@ -199,7 +199,7 @@ impl<'r> PackSink<'r> {
         self.repo.store().put_if_absent(&id.object_key(), Bytes::from(bytes)).context("store index file")?;
         self.repo.cache().add_packs(&file.packs, Some(&id), true)?;
         {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for b in file.packs.iter().flat_map(|p| &p.blobs) {
                 inflight.remove(&(b.kind, b.id));
             }
@@ -209,7 +209,7 @@ impl<'r> PackSink<'r> {
     }
 
     fn send(&self, m: Msg) -> Result<()> {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let tx = self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         tx.ok_or_else(|| anyhow!("the uploader has already finished"))?.send(m).map_err(|_| anyhow!("the uploader stopped"))
     }
 
@@ -219,7 +219,7 @@ impl<'r> PackSink<'r> {
         if self.repo.cache().contains(kind, &id)? {
             return Ok(false);
         }
-        Ok(self.inflight.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, id)))
+        Ok(self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((kind, id)))
     }
 
     /// Stores a blob unless the repository (or this backup) already has it. Returns whether
@@ -230,7 +230,7 @@ impl<'r> PackSink<'r> {
         }
         if kind == BlobKind::Data && !plain.is_empty() && plain.len() < BUNDLE_MEMBER_MAX {
             let full = {
-                let mut b = self.bundle.lock().unwrap_or_else(|e| e.into_inner());
+                let mut b = self.bundle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 self.open_bundle(&mut b);
                 b.plain.extend_from_slice(plain);
                 b.members.push((id, plain.len() as u32));
@@ -252,7 +252,7 @@ impl<'r> PackSink<'r> {
         slot: usize,
         read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
     ) -> Result<std::io::Result<Option<(BlobId, usize)>>> {
-        let mut b = self.reader_bundles[slot].lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.reader_bundles[slot].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.open_bundle(&mut b);
         let start = b.plain.len();
         if let Err(e) = read(&mut b.plain) {
@@ -333,7 +333,7 @@ impl<'r> PackSink<'r> {
             BlobKind::Tree => &self.tree,
         };
         let full = {
-            let mut w = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let writer = w.get_or_insert_with(|| {
                 // Data packs reserve their target size plus one maximal blob up front, so the
                 // buffer never doubles; tree packs are small and grow as needed. (Reusing the
@@ -358,11 +358,11 @@ impl<'r> PackSink<'r> {
     /// Seals the open bundles, finishes the open packs and sends them to the uploader.
     fn flush(&self) -> Result<()> {
         for slot in std::iter::once(&self.bundle).chain(&self.reader_bundles) {
-            let open = std::mem::take(&mut *slot.lock().unwrap_or_else(|e| e.into_inner()));
+            let open = std::mem::take(&mut *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
             self.seal_bundle(open)?;
         }
         for slot in [&self.data, &self.tree] {
-            let w = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let w = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
             if let Some(w) = w.filter(|w| !w.is_empty()) {
                 self.send(Msg::Pack(w.finish()))?;
             }
@@ -381,13 +381,13 @@ impl<'r> PackSink<'r> {
     pub(crate) fn close(&self, folders: Vec<FolderFiles>) -> Result<()> {
         self.checkpoint(folders)?;
         self.bundle_bufs.clear();
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         Ok(())
     }
 
     /// The packs this sink stored (so far).
     pub(crate) fn stored_packs(&self) -> Vec<PackId> {
-        self.stored.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub(crate) fn stats(&self) -> StoredStats {

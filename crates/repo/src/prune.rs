@@ -42,7 +42,7 @@ const REPACK_UNUSED_FRACTION: f64 = 0.25;
 fn used_and_total_bytes(p: &IndexPack, used: &Used) -> Result<(u64, u64)> {
     let (mut used_bytes, mut total) = (0u64, 0u64);
     for unit in p.blobs.chunk_by(|a, b| a.offset == b.offset) {
-        let length = unit[0].length as u64;
+        let length = u64::from(unit[0].length);
         total += length;
         let mut live = Vec::new();
         for b in unit {
@@ -53,8 +53,8 @@ fn used_and_total_bytes(p: &IndexPack, used: &Used) -> Result<(u64, u64)> {
         if live.is_empty() {
             continue;
         }
-        let used_raw: u64 = live.iter().map(|b| b.raw_len as u64).sum();
-        let unit_len = (unit[0].unit_len as u64).max(1);
+        let used_raw: u64 = live.iter().map(|b| u64::from(b.raw_len)).sum();
+        let unit_len = u64::from(unit[0].unit_len).max(1);
         // At least 1 byte when anything in the unit is used: a pack counting 0 is deleted.
         used_bytes += (length * used_raw.min(unit_len) / unit_len).max(1);
     }
@@ -459,7 +459,7 @@ fn read_header(repo: &Repository, id: &PackId) -> Result<Option<IndexPack>> {
     let pre = repo.store().get_range(&key, 0..pack::PREAMBLE_LEN as u64)?;
     let salt = pack::parse_preamble(&pre)?;
     let trailer = repo.store().get_range(&key, size - t..size)?;
-    let hlen = pack::parse_trailer(&trailer, size)? as u64;
+    let hlen = u64::from(pack::parse_trailer(&trailer, size)?);
     let sealed = repo.store().get_range(&key, size - t - hlen..size - t)?;
     let blobs = pack::open_header(repo.master(), &salt, &sealed, size)?;
     Ok(Some(IndexPack { id: *id, salt, size, blobs }))
@@ -487,7 +487,7 @@ mod tests {
                 .map(|b| PackEntry {
                     kind: BlobKind::Data,
                     id: BlobId::from_bytes([n.wrapping_mul(16).wrapping_add(b); 32]),
-                    offset: 24 + 40 * b as u32,
+                    offset: 24 + 40 * u32::from(b),
                     length: 40,
                     raw_len: 10,
                     compressed: false,

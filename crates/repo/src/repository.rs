@@ -65,7 +65,7 @@ fn now() -> String {
 }
 
 pub(crate) fn host_name() -> String {
-    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+    hostname::get().map_or_else(|_| "unknown".into(), |h| h.to_string_lossy().into_owned())
 }
 
 pub(crate) fn user_name() -> String {
@@ -81,7 +81,7 @@ fn read_config(store: &dyn Store) -> Result<Option<Config>> {
 }
 
 fn is_transient(e: &crate::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<ferry_store::StoreError>().is_some_and(|s| s.is_transient()))
+    e.chain().any(|c| c.downcast_ref::<ferry_store::StoreError>().is_some_and(ferry_store::StoreError::is_transient))
 }
 
 fn put_key_file(store: &dyn Store, kf: &KeyFile) -> Result<KeyId> {
@@ -274,7 +274,7 @@ impl Repository {
                 // A damaged index file must not lock users out: `check` names it, and the
                 // packs it listed are found again by `prune` (as unindexed) or a rebuild.
                 Err(e) if !is_transient(&e) => {
-                    tracing::warn!("skipping damaged index file {}: {e:#}", id.short())
+                    tracing::warn!("skipping damaged index file {}: {e:#}", id.short());
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -350,7 +350,7 @@ impl Repository {
         let (salt, _) = self.cache.pack_info(&loc.pack)?.ok_or(RepoError::MissingBlob(loc.entry.id))?;
         let stored = self
             .store
-            .get_range(&loc.pack.object_key(), loc.entry.offset as u64..loc.entry.offset as u64 + loc.entry.length as u64)
+            .get_range(&loc.pack.object_key(), u64::from(loc.entry.offset)..u64::from(loc.entry.offset) + u64::from(loc.entry.length))
             .with_context(|| format!("read blob {} from pack {}", loc.entry.id.short(), loc.pack.short()))?;
         Ok(UnitDecoder::new(self).blob(loc, &salt, &stored)?.to_vec())
     }

@@ -41,7 +41,7 @@ fn a_backup_lock_waits_for_an_exclusive_lock_to_go() {
         store.delete("locks/vault").unwrap();
     });
     let start = Instant::now();
-    let held = RepoLock::acquire_patiently(&repo, false, "backup", Duration::from_secs(60)).unwrap();
+    let held = RepoLock::acquire_patiently(&repo, false, "backup", Duration::from_mins(1)).unwrap();
     assert!(start.elapsed() >= Duration::from_millis(1400));
     release.join().unwrap();
     drop(held);

@@ -132,7 +132,7 @@ impl SeedDisk {
     /// Bytes of this set's files on the disk: label, journal, manifest, objects.
     pub(crate) fn bytes_on_disk(&self) -> u64 {
         let seed = self.path.join(SEED_DIR);
-        let len = |name: &str| std::fs::metadata(seed.join(name)).map(|m| m.len()).unwrap_or(0);
+        let len = |name: &str| std::fs::metadata(seed.join(name)).map_or(0, |m| m.len());
         let objects: u64 = self.records.iter().map(|r| r.stored_size).sum();
         len(LABEL_FILE) + len(JOURNAL_FILE) + len(MANIFEST_FILE) + objects
     }

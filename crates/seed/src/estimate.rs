@@ -17,10 +17,9 @@ fn files(root: &Path, out: &mut Vec<(PathBuf, u64)>) -> io::Result<()> {
     if meta.is_file() {
         out.push((root.to_path_buf(), meta.len()));
     } else if meta.is_dir() {
-        let entries = match std::fs::read_dir(root) {
-            Ok(e) => e,
-            // An unreadable folder is left out of the estimate, as the backup would report it.
-            Err(_) => return Ok(()),
+        // An unreadable folder is left out of the estimate, as the backup would report it.
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Ok(());
         };
         for e in entries.flatten() {
             files(&e.path(), out)?;
@@ -71,7 +70,7 @@ pub fn sample(source: &Path) -> io::Result<Sample> {
         if Read::by_ref(&mut f).take(take).read_to_end(&mut buf).is_err() || buf.is_empty() {
             continue;
         }
-        let z = zstd::bulk::compress(&buf, 3).map(|c| c.len()).unwrap_or(buf.len()).min(buf.len());
+        let z = zstd::bulk::compress(&buf, 3).map_or(buf.len(), |c| c.len()).min(buf.len());
         read += buf.len() as u64;
         compressed += z as u64;
     }

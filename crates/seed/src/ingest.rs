@@ -75,7 +75,7 @@ pub fn report_set_error(client: &VaultClient, name: &str, job: &ImportJob, e: &S
     let mut disks = job.disks.clone();
     let changed = match (e, disk_state(e), e.disk()) {
         (SeedError::MissingDisks { numbers, .. }, _, _) => {
-            for d in disks.iter_mut() {
+            for d in &mut disks {
                 d.state = if numbers.contains(&d.id) { "never-received" } else { "received" }.into();
             }
             true
@@ -198,14 +198,14 @@ pub fn copy_and_ingest(
     }
     let container =
         ferry_store::open(&job.container).map_err(|source| IngestError::OpenContainer { container: job.container.clone(), source })?;
-    let log_dir = log_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let log_dir = log_dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let mut failed = false;
     if !copied_already {
         let transfer = |disks: &[DiskRecord], state: JobState, errors: Vec<String>| {
             client.report_transfer(name, &TransferReport { state, disks: disks.to_vec(), errors })
         };
         let mut buf = Vec::new();
-        for d in disks.iter_mut() {
+        for d in &mut disks {
             d.state = "transferring".into();
         }
         transfer(&disks, JobState::Transferring, vec![])?;

@@ -205,7 +205,7 @@ mod tests {
 
     fn record(i: u8) -> Entry {
         Entry::Object(ObjectRecord {
-            key: format!("index/{:064x}", i),
+            key: format!("index/{i:064x}"),
             size: u64::from(i) * 1000,
             hash: [i; 32],
             file: [i; 8],

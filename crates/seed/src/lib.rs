@@ -65,6 +65,7 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
 // Errors carry the disk, the object and the reason for one precise message; they are rare, so
 // their size does not matter.
 #![allow(clippy::result_large_err)]

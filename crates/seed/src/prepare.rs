@@ -185,7 +185,7 @@ pub fn prepare(source: &dyn Store, objects: &[SourceObject], opts: PrepareOption
     let mut keys: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     keys.extend(done.keys().copied());
     let reserve = manifest_reserve(&job, keys.into_iter());
-    for d in set.iter_mut() {
+    for d in &mut set {
         let capacity = targets.iter().find(|t| t.path == d.path).and_then(|t| t.capacity);
         d.account(capacity, reserve)?;
     }
@@ -210,32 +210,30 @@ pub fn prepare(source: &dyn Store, objects: &[SourceObject], opts: PrepareOption
     let mut buf = Vec::new();
     let mut left: Vec<&SourceObject> = Vec::new();
     for o in pending {
-        let at = match set.iter().position(|d| d.fits(&o.key, o.size)) {
-            Some(at) => at,
-            None => {
-                let Some(pos) = fresh_caps.iter().position(|(_, c)| base_space(reserve).saturating_add(space_for(&o.key, o.size)) <= *c)
-                else {
-                    left.push(o);
-                    continue;
-                };
-                let number = set.len() as u32 + 1;
-                if number > MAX_DISKS {
-                    left.push(o);
-                    continue;
-                }
-                let (i, capacity) = fresh_caps.remove(pos);
-                let set_id = set.first().map(|d| d.label.set_id).unwrap_or_else(ferry_crypto::random_bytes);
-                let label = Label::new(key, &job, set_id, number, 0, &now());
-                let mut disk = SeedDisk::create(&targets[i].path, label, key, &job)?;
-                disk.account(Some(capacity), reserve)?;
-                // The new disk is labeled before the previous one records that it exists, so a
-                // rerun that is given the previous disk but not this one is refused.
-                if let Some(previous) = set.last_mut() {
-                    previous.note_next(number)?;
-                }
-                set.push(disk);
-                set.len() - 1
+        let at = if let Some(at) = set.iter().position(|d| d.fits(&o.key, o.size)) {
+            at
+        } else {
+            let Some(pos) = fresh_caps.iter().position(|(_, c)| base_space(reserve).saturating_add(space_for(&o.key, o.size)) <= *c) else {
+                left.push(o);
+                continue;
+            };
+            let number = set.len() as u32 + 1;
+            if number > MAX_DISKS {
+                left.push(o);
+                continue;
             }
+            let (i, capacity) = fresh_caps.remove(pos);
+            let set_id = set.first().map_or_else(ferry_crypto::random_bytes, |d| d.label.set_id);
+            let label = Label::new(key, &job, set_id, number, 0, &now());
+            let mut disk = SeedDisk::create(&targets[i].path, label, key, &job)?;
+            disk.account(Some(capacity), reserve)?;
+            // The new disk is labeled before the previous one records that it exists, so a
+            // rerun that is given the previous disk but not this one is refused.
+            if let Some(previous) = set.last_mut() {
+                previous.note_next(number)?;
+            }
+            set.push(disk);
+            set.len() - 1
         };
         let base = done_bytes;
         set[at].write_object(source, key, o, &mut file_ids, &mut buf, &mut |n| progress(base + n, total))?;
@@ -305,7 +303,7 @@ fn check_distinct(targets: &[DiskTarget]) -> Result<(), SeedError> {
         }
         let canonical = std::fs::canonicalize(&t.path).map_err(|e| SeedError::io("resolve", &t.path, e))?;
         if let Some(first) = seen.insert(canonical, &t.path) {
-            let number = read_label(&t.path).map(|l| l.disk_number).unwrap_or(0);
+            let number = read_label(&t.path).map_or(0, |l| l.disk_number);
             return Err(SeedError::DuplicateDisk { number, first: first.to_path_buf(), second: t.path.clone() });
         }
     }
@@ -376,7 +374,7 @@ fn check_numbers(ours: &[(usize, Label)], targets: &[DiskTarget]) -> Result<u32,
     }
     let counts: HashSet<u32> = ours.iter().map(|(_, l)| l.disk_count).filter(|c| *c > 0).collect();
     if counts.len() > 1 {
-        let (i, l) = ours.iter().find(|(_, l)| l.disk_count > 0).map(|(i, l)| (*i, l)).unwrap_or((0, &ours[0].1));
+        let (i, l) = ours.iter().find(|(_, l)| l.disk_count > 0).map_or((0, &ours[0].1), |(i, l)| (*i, l));
         return Err(SeedError::LabelDamaged {
             path: targets[i].path.clone(),
             reason: format!("the set's labels disagree on the disk count (this one says {})", l.disk_count),
@@ -393,13 +391,12 @@ fn check_numbers(ours: &[(usize, Label)], targets: &[DiskTarget]) -> Result<u32,
 }
 
 fn fresh_capacity(t: &DiskTarget) -> Result<u64, SeedError> {
-    match t.capacity {
-        Some(c) => Ok(c.min(MAX_DISK_BYTES)),
-        None => {
-            let st = rustix::fs::statvfs(&t.path).map_err(|e| SeedError::io("measure free space of", &t.path, e.into()))?;
-            let free = st.f_bavail.saturating_mul(st.f_frsize);
-            Ok((free - free / 100).min(MAX_DISK_BYTES))
-        }
+    if let Some(c) = t.capacity {
+        Ok(c.min(MAX_DISK_BYTES))
+    } else {
+        let st = rustix::fs::statvfs(&t.path).map_err(|e| SeedError::io("measure free space of", &t.path, e.into()))?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        Ok((free - free / 100).min(MAX_DISK_BYTES))
     }
 }
 

@@ -16,7 +16,7 @@ pub(crate) fn retry_config() -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
         max_retries: 3,
-        retry_timeout: Duration::from_secs(60),
+        retry_timeout: Duration::from_mins(1),
     }
 }
 
@@ -52,7 +52,7 @@ pub(crate) async fn container_exists(store: &dyn ObjectStore, shown: &str) -> Re
 pub(crate) fn http_client(shown: &str) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60))
+        .timeout(Duration::from_mins(1))
         .build()
         .map_err(|e| StoreError::permanent("open", shown, reqwest_message(&e)))
 }

@@ -36,7 +36,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(path)
         .map_err(|e| io::Error::other(format!("create {}: {e}", path.display())))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io::Error::other(format!("write {}: {e}", path.display())))
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io::Error::other(format!("write {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -80,6 +80,8 @@
 //! # Ok::<(), ferry_store::StoreError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod azure;
 mod backend;
 mod cloud;

@@ -33,7 +33,7 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Bytes>> {
         // A panic while holding the lock cannot leave the map half-updated (every update is a
         // single insert or remove), so a poisoned lock is still consistent.
-        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -104,7 +104,7 @@ impl VaultClient {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(std::time::Duration::from_secs(20))
-            .timeout(std::time::Duration::from_secs(600))
+            .timeout(std::time::Duration::from_mins(10))
             .build()
             .map_err(|e| StoreError::permanent("connect", url, format!("HTTP client: {e}")))?;
         Ok(VaultClient { base, token: token.trim().to_string(), http })
@@ -206,7 +206,7 @@ fn pace(n: usize) {
         return;
     }
     let start = {
-        let mut next = NEXT_FREE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = NEXT_FREE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         let start = next.map_or(now, |t| t.max(now));
         *next = Some(start + Duration::from_secs_f64(n as f64 / rate as f64));

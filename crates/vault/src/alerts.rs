@@ -240,7 +240,7 @@ pub async fn send_new(db: &Db, sinks: &Sinks, vault: &str) -> Result<usize> {
 async fn send_mail(smtp: &str, from: Option<&str>, to: &str, vault: &str, alerts: &[&Alert]) -> Result<()> {
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    let from = from.map(str::to_string).unwrap_or_else(|| format!("ferry-vault@{host}"));
+    let from = from.map_or_else(|| format!("ferry-vault@{host}"), str::to_string);
     let mut body = format!("The Ferry vault {vault} has {} new alert(s):\n\n", alerts.len());
     for a in alerts {
         body.push_str(&format!("[{}] {}\n", a.level, a.text));

@@ -46,7 +46,7 @@ impl From<crate::Error> for ApiError {
 }
 
 fn store_error(e: ferry_store::StoreError) -> ApiError {
-    use ferry_store::ErrorKind::*;
+    use ferry_store::ErrorKind::{AlreadyExists, NotFound, Permanent, Transient};
     let status = match e.kind {
         NotFound => StatusCode::NOT_FOUND,
         AlreadyExists => StatusCode::CONFLICT,
@@ -448,7 +448,7 @@ async fn put_object(
     }
     let store = state.store.clone();
     let created = if replace {
-        blocking(move || store.put(&k, body).map(|_| true)).await?
+        blocking(move || store.put(&k, body).map(|()| true)).await?
     } else {
         blocking(move || store.put_if_absent(&k, body)).await?
     };

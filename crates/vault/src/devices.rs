@@ -185,7 +185,7 @@ impl Db {
                 return Ok(Err(wrong(name, &job, why)));
             }
             let mut disks = job.disks.clone();
-            for d in disks.iter_mut() {
+            for d in &mut disks {
                 if let Some(s) = set.disks.iter().find(|s| s.id == d.id) {
                     d.state = "sealed".into();
                     d.bytes = s.bytes;
@@ -289,7 +289,15 @@ mod tests {
         db.set_unlock_expires(&job, now + 100).await.unwrap();
         db.device_in_use(&job, now).await.unwrap().unwrap();
         let disks: Vec<DiskRecord> = (1..=2)
-            .map(|id| DiskRecord { id, state: "sealed".into(), bytes: 10 * id as u64, objects: 2, copied: 0, skipped: 0, errors: vec![] })
+            .map(|id| DiskRecord {
+                id,
+                state: "sealed".into(),
+                bytes: 10 * u64::from(id),
+                objects: 2,
+                copied: 0,
+                skipped: 0,
+                errors: vec![],
+            })
             .collect();
         let wrong_set =
             DiskSetReport { set_id: "f".repeat(32), manifest_digest: Some("d".repeat(64)), disks: disks.clone(), complete: true };

@@ -164,12 +164,13 @@ impl From<anyhow::Error> for Error {
     fn from(e: anyhow::Error) -> Self {
         // Only an `Error` with no context around it is returned as it is (`downcast` would also
         // find one under context, and drop the context).
-        let e = match (*e).is::<Error>() {
-            true => match e.downcast::<Error>() {
+        let e = if (*e).is::<Error>() {
+            match e.downcast::<Error>() {
                 Ok(done) => return done,
                 Err(e) => e,
-            },
-            false => e,
+            }
+        } else {
+            e
         };
         let kind = e.chain().find_map(kind_of).unwrap_or(Error::Other);
         kind(Detail(e))
@@ -243,7 +244,7 @@ mod tests {
         // The error the chain starts with is found too.
         let e: Error = ferry_store::StoreError::not_found("get", "machines/a/keys/k").into();
         assert!(matches!(e, Error::Store(_)), "{e:?}");
-        assert!(e.find::<ferry_store::StoreError>().is_some_and(|s| s.is_not_found()));
+        assert!(e.find::<ferry_store::StoreError>().is_some_and(ferry_store::StoreError::is_not_found));
         assert_eq!(format!("{:#}", anyhow::Error::from(again)), "outer: load secrets: read /x: gone");
 
         let e: Error = anyhow::anyhow!("something else").into();

@@ -6,6 +6,8 @@
 //! `ferry_store::VaultStore`. What the vault can check without a key, it checks before storing:
 //! packs, index files and recovery points must hash to their names.
 
+#![forbid(unsafe_code)]
+
 pub mod alerts;
 mod api;
 mod dashboard;
@@ -136,10 +138,10 @@ impl State {
         struct Running<'a>(&'a State, String);
         impl Drop for Running<'_> {
             fn drop(&mut self) {
-                self.0.retaining.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+                self.0.retaining.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.1);
             }
         }
-        if !self.retaining.lock().unwrap_or_else(|p| p.into_inner()).insert(machine.to_string()) {
+        if !self.retaining.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(machine.to_string()) {
             return Ok(None);
         }
         let _running = Running(self, machine.to_string());
@@ -210,20 +212,19 @@ async fn serve_with(db: Db, opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)
         None => opts.data.join("store").to_string_lossy().into_owned(),
     };
     let store = tokio::task::spawn_blocking(move || ferry_store::open(&store_location)).await?.context("open the vault's object store")?;
-    let (cert_path, key_path) = match &opts.tls {
-        Some((c, k)) => (c.clone(), k.clone()),
-        None => {
-            let (c, k) = (opts.data.join(CERT_FILE), opts.data.join(KEY_FILE));
-            if !c.exists() || !k.exists() {
-                let mut names = vec!["localhost".to_string(), opts.listen.ip().to_string()];
-                if let Ok(h) = std::env::var("HOSTNAME") {
-                    names.push(h);
-                }
-                names.dedup();
-                tls::make_self_signed(&c, &k, names)?;
+    let (cert_path, key_path) = if let Some((c, k)) = &opts.tls {
+        (c.clone(), k.clone())
+    } else {
+        let (c, k) = (opts.data.join(CERT_FILE), opts.data.join(KEY_FILE));
+        if !c.exists() || !k.exists() {
+            let mut names = vec!["localhost".to_string(), opts.listen.ip().to_string()];
+            if let Ok(h) = std::env::var("HOSTNAME") {
+                names.push(h);
             }
-            (c, k)
+            names.dedup();
+            tls::make_self_signed(&c, &k, names)?;
         }
+        (c, k)
     };
     let fingerprint = ferry_store::cert_file_fingerprint(&cert_path)?;
     let secrets = secrets::Secrets::load_or_create(&opts.data)?;

@@ -40,13 +40,13 @@ pub fn check_upload(key: &str, bytes: &[u8]) -> Result<Write, String> {
             if !bytes.starts_with(b"FRYPAK") {
                 return Err("not a Ferry pack (no FRYPAK magic)".into());
             }
-            named(name).map(|_| Write::Once)
+            named(name).map(|()| Write::Once)
         }
         ["index" | "recovery-points", name] if is_id(name) => {
             if bytes.len() > MAX_OBJECT {
                 return Err(format!("object of {} bytes exceeds the vault's limit of {MAX_OBJECT}", bytes.len()));
             }
-            named(name).map(|_| Write::Once)
+            named(name).map(|()| Write::Once)
         }
         ["packlists", name] if is_id(name) => {
             // The vault acts on pack lists (retention), so it reads every one it accepts.
@@ -54,8 +54,8 @@ pub fn check_upload(key: &str, bytes: &[u8]) -> Result<Write, String> {
             ferry_format::packlist::PackList::decode(bytes, &id).map_err(|e| e.to_string())?;
             Ok(Write::Once)
         }
-        ["config"] | ["keys", _] | ["gc", _] => small(bytes).map(|_| Write::Once),
-        ["locks", _] => small(bytes).map(|_| Write::Replace),
+        ["config"] | ["keys" | "gc", _] => small(bytes).map(|()| Write::Once),
+        ["locks", _] => small(bytes).map(|()| Write::Replace),
         _ => Err(format!("{key:?} is not an object a Ferry repository has")),
     }
 }

@@ -13,7 +13,7 @@ use crate::common::Registration;
 use crate::Outcome;
 
 /// How often the daemon looks at the vault for a changed policy while it waits.
-const POLL: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_mins(1);
 
 fn fetch_policy(reg: &Registration) -> Result<BackupPolicy> {
     let client = ferry_store::VaultClient::new(&reg.vault, &reg.cert_sha256, &reg.token)?;

@@ -33,7 +33,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
     opts.host = a.host.clone();
     opts.checkpoint_every = Duration::from_secs(a.checkpoint_every.max(1));
     // Through a vault (no --repo): the vault enforces retention from the pack lists.
-    opts.pack_list = g.repo.as_deref().is_none_or(|r| r.is_empty());
+    opts.pack_list = g.repo.as_deref().is_none_or(str::is_empty);
     let progress = Arc::new(Progress::default());
     opts.scan = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let display = common::ProgressDisplay::start(progress.clone(), "backup");

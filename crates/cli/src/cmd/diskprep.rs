@@ -97,18 +97,17 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
                     "the disks are full: {} in {left} objects still to write. Path of another disk (empty to stop): ",
                     common::size(bytes)
                 ));
-                match more.filter(|p| !p.is_empty()) {
-                    Some(p) => disks.push(parse_disk(&p)?),
-                    None => {
-                        if let Some(b) = &bar {
-                            b.abandon();
-                        }
-                        bail!(
-                            "import job {job}: {} in {left} objects still to write: run diskprep again with the same disks and another --disk \
-                             (what is on the disks is kept)",
-                            common::size(bytes)
-                        );
+                if let Some(p) = more.filter(|p| !p.is_empty()) {
+                    disks.push(parse_disk(&p)?);
+                } else {
+                    if let Some(b) = &bar {
+                        b.abandon();
                     }
+                    bail!(
+                        "import job {job}: {} in {left} objects still to write: run diskprep again with the same disks and another --disk \
+                         (what is on the disks is kept)",
+                        common::size(bytes)
+                    );
                 }
             }
         }

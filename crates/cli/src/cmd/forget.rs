@@ -27,7 +27,7 @@ pub fn forget(g: &Global, a: &ForgetArgs) -> Result<Outcome> {
     }
     if g.json {
         common::print_json(&serde_json::json!({
-            "removed": remove.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+            "removed": remove.iter().map(ferry_format::RecoveryPointId::to_hex).collect::<Vec<_>>(),
             "decisions": decisions,
             "dry_run": a.dry_run,
         }))?;

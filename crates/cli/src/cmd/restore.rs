@@ -19,7 +19,7 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
             OverwriteArg::IfChanged => Overwrite::IfChanged,
             OverwriteArg::Always => Overwrite::Always,
         },
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2) + 1,
+        threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2) + 1,
     };
     let progress = Arc::new(Progress::default());
     let display = common::ProgressDisplay::start(progress.clone(), "restore");

@@ -258,7 +258,7 @@ fn owners_are_restored_when_root() {
 }
 
 fn rustix_is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn pages_show_machines_recovery_points_jobs_and_import_jobs_to_users_only() {
     assert_eq!(m.run(&["backup", s(&missing)]).status.code(), Some(3));
     let (_tree, src) = Env::with_tree();
     let rp = m.json(&["backup", s(&src), "--tag", "nightly"])["recovery_point"].as_str().unwrap().to_string();
-    let tree: u64 = walkdir(&src).iter().map(|p| p.symlink_metadata().unwrap()).filter(|m| m.is_file()).map(|m| m.len()).sum();
+    let tree: u64 = walkdir(&src).iter().map(|p| p.symlink_metadata().unwrap()).filter(std::fs::Metadata::is_file).map(|m| m.len()).sum();
     let owner = std::fs::read_to_string(site.vault.data("owner.token")).unwrap().trim().to_string();
     let reader = site.vault.admin(&site.admin, &["vault", "user", "add", "auditor", "--role", "reader"]).trim().to_string();
     let machine_token = registration(&m)["token"].as_str().unwrap().to_string();
@@ -31,7 +31,7 @@ fn pages_show_machines_recovery_points_jobs_and_import_jobs_to_users_only() {
 
     // The overview: the machine, its last backup and sizes once sampled, and the vault's chart.
     let start = std::time::Instant::now();
-    let protected = format!("<td>{:.1} MiB</td>", tree as f64 / (1 << 20) as f64);
+    let protected = format!("<td>{:.1} MiB</td>", tree as f64 / f64::from(1 << 20));
     let overview = loop {
         let p = page(&site, &reader, "/");
         if p.contains("<svg") && p.contains(&protected) {

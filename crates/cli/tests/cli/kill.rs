@@ -63,11 +63,10 @@ fn interrupted_backup_does_not_reread_stored_files() {
     // files cache entries of the first checkpoint are committed by then.
     let index = std::path::Path::new(&env.repo).join("index");
     let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
+    while start.elapsed() < Duration::from_mins(1) {
         // Count finished index files only (the local store writes `NAME#N` first, then renames).
         let done = std::fs::read_dir(&index)
-            .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| !e.file_name().to_string_lossy().contains('#'))).count())
-            .unwrap_or(0);
+            .map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| !e.file_name().to_string_lossy().contains('#'))).count());
         if child.try_wait().unwrap().is_some() || done >= 2 {
             break;
         }
@@ -123,7 +122,7 @@ fn killed_prune_leaves_a_consistent_repository() {
 fn wait_for_entries(dir: &std::path::Path) {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
             return;
         }
         std::thread::sleep(Duration::from_millis(1));

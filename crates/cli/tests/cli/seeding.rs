@@ -440,7 +440,7 @@ fn diskprep_and_import_killed_at_random_moments_resume() {
     let disks: Vec<PathBuf> = (1..=3).map(|i| m.path(&format!("disk{i}"))).collect();
     let prep = diskprep_args(&staging, &disks.iter().map(PathBuf::as_path).collect::<Vec<_>>(), cap);
     // Pseudo-random kill moments, different in every run, printed for a rerun by hand.
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let seed = u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
     let mut x = seed | 1;
     let mut next = |max: u64| {
         x ^= x << 13;
@@ -482,7 +482,7 @@ fn diskprep_and_import_killed_at_random_moments_resume() {
         );
     }
     // Wait for an ingest the last kill may have left running in the vault.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
     while m.json(&["import-job", "show", "kill-1"])["state"] != "ingested" {
         assert!(std::time::Instant::now() < deadline, "{}", m.json(&["import-job", "show", "kill-1"]));
         std::thread::sleep(std::time::Duration::from_millis(200));

@@ -241,7 +241,7 @@ fn every_role_against_every_operation() {
         assert_eq!(r.is_ok(), allowed[1], "{who}: list soft-deleted {r:?}");
         // Nothing is soft-deleted: whoever may undelete hears 404, the others 403.
         let r = c.post_json(&format!("/v1/machines/{machine_a}/deleted/{}/undelete", "0".repeat(64)), &no_body);
-        assert_eq!(r.as_ref().err().map(|e| e.is_not_found()), Some(allowed[2]), "{who}: undelete {r:?}");
+        assert_eq!(r.as_ref().err().map(ferry_store::StoreError::is_not_found), Some(allowed[2]), "{who}: undelete {r:?}");
         let policy = serde_json::json!({"paths": ["/x"], "times": ["01:00"]});
         let r = c.put_json(&format!("/v1/machines/{machine_a}/policy"), &policy);
         assert_eq!(r.is_ok(), allowed[3], "{who}: set policy {r:?}");
@@ -299,7 +299,7 @@ impl Vault {
     /// Starts a vault with extra `vault serve` arguments and environment.
     pub(crate) fn start_with(args: &[&str], env: &[(&str, &str)]) -> Vault {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::spawn(tempfile::tempdir().unwrap(), port, args.iter().map(|a| a.to_string()).collect(), env)
+        Self::spawn(tempfile::tempdir().unwrap(), port, args.iter().map(std::string::ToString::to_string).collect(), env)
     }
 
     pub(crate) fn spawn(dir: tempfile::TempDir, port: u16, args: Vec<String>, env: &[(&str, &str)]) -> Vault {

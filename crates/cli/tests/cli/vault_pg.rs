@@ -70,7 +70,7 @@ impl Drop for Database {
         // Best effort, never a panic: a failed test must still report its own failure.
         let name = &self.name;
         let dropped = admin_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .and_then(|_| admin_sql(&format!("DROP ROLE IF EXISTS {name}")));
+            .and_then(|()| admin_sql(&format!("DROP ROLE IF EXISTS {name}")));
         if let Err(e) = dropped {
             eprintln!("could not drop the test database {name}: {e}");
         }
@@ -120,7 +120,7 @@ impl Server {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while !self.log().contains("listening on") {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("the vault server exited ({status}) during start-up: {}", self.log());

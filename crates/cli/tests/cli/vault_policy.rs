@@ -207,7 +207,7 @@ fn metrics_show_machines_jobs_and_traffic_to_users_only() {
         assert!(start.elapsed() < std::time::Duration::from_secs(15), "no storage sample after 15 s:\n{text}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
-    let tree: u64 = walkdir(&src).iter().map(|p| p.symlink_metadata().unwrap()).filter(|m| m.is_file()).map(|m| m.len()).sum();
+    let tree: u64 = walkdir(&src).iter().map(|p| p.symlink_metadata().unwrap()).filter(std::fs::Metadata::is_file).map(|m| m.len()).sum();
     assert_eq!(protected as u64, tree, "protected bytes = the backed-up tree's file sizes");
     assert!(stored >= received * 0.5, "stored {stored} vs received {received}");
     let machines: serde_json::Value = serde_json::from_str(&vault.admin(&admin, &["vault", "machines", "--json"])).unwrap();

@@ -186,7 +186,7 @@ proptest! {
     ) {
         let m = master();
         if let Ok(len) = pack::parse_trailer(&trailer, pack_len) {
-            prop_assert!(len <= pack::MAX_HEADER_LEN && len as u64 + (pack::PREAMBLE_LEN + pack::TRAILER_LEN) as u64 <= pack_len);
+            prop_assert!(len <= pack::MAX_HEADER_LEN && u64::from(len) + (pack::PREAMBLE_LEN + pack::TRAILER_LEN) as u64 <= pack_len);
         }
         let _ = pack::parse_preamble(&sealed);
         // Callers pass the length of the whole pack, which holds the header and the trailer.

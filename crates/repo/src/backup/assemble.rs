@@ -197,7 +197,7 @@ fn store_tree(sh: &Shared<'_>, tree: &mut Tree) -> Result<BlobId> {
                 found.extend(sh.repo.cache().lookup(BlobKind::Tree, s)?.map(|l| l.pack));
             }
         }
-        old.lock().unwrap_or_else(|p| p.into_inner()).extend(found);
+        old.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(found);
     }
     let bytes = tree.encode();
     let id = sh.repo.blob_id(&bytes);
@@ -236,16 +236,14 @@ pub(super) fn build_root(sh: &Shared<'_>, paths: &[PathBuf], tops: Vec<Option<No
         let mut tree = Tree::default();
         for (name, child) in d.children {
             let path = here.join(&name);
-            let node = match child.node {
-                Some(n) => n,
-                None => {
-                    let meta = fs::symlink_metadata(&path).with_context(|| format!("read metadata of {}", path.display()))?;
-                    let mut n =
-                        fsmeta::node_for(&path, &name, &meta, true).with_context(|| format!("read metadata of {}", path.display()))?;
-                    n.kind = NodeKind::Dir;
-                    n.subtree = Some(build(sh, &path, child)?);
-                    n
-                }
+            let node = if let Some(n) = child.node {
+                n
+            } else {
+                let meta = fs::symlink_metadata(&path).with_context(|| format!("read metadata of {}", path.display()))?;
+                let mut n = fsmeta::node_for(&path, &name, &meta, true).with_context(|| format!("read metadata of {}", path.display()))?;
+                n.kind = NodeKind::Dir;
+                n.subtree = Some(build(sh, &path, child)?);
+                n
             };
             tree.nodes.push(node);
         }

@@ -66,14 +66,14 @@ type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The extended attributes of `path` itself (a symlink's own, not its target's).
 pub(crate) fn path_xattrs(path: &Path) -> Xattrs {
-    collect_xattrs(|buf| rustix::fs::llistxattr(path, buf), || xattr::list(path).map(|l| l.collect()), |n| xattr::get(path, n))
+    collect_xattrs(|buf| rustix::fs::llistxattr(path, buf), || xattr::list(path).map(std::iter::Iterator::collect), |n| xattr::get(path, n))
 }
 
 /// The extended attributes of an open file: no path lookup, and they belong to the very file
 /// being read even if its name was replaced since it was listed.
 pub(crate) fn fd_xattrs(f: &std::fs::File) -> Xattrs {
     use xattr::FileExt;
-    collect_xattrs(|buf| rustix::fs::flistxattr(f, buf), || f.list_xattr().map(|l| l.collect()), |n| f.get_xattr(n))
+    collect_xattrs(|buf| rustix::fs::flistxattr(f, buf), || f.list_xattr().map(std::iter::Iterator::collect), |n| f.get_xattr(n))
 }
 
 fn collect_xattrs(

@@ -45,15 +45,15 @@ impl InFlight {
 
     /// Waits until `n` more bytes fit (a chunk larger than the limit waits for an empty pipeline).
     pub(super) fn acquire(&self, n: usize) {
-        let mut b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while *b > 0 && *b + n > self.limit {
-            b = self.freed.wait(b).unwrap_or_else(|e| e.into_inner());
+            b = self.freed.wait(b).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         *b += n;
     }
 
     pub(super) fn release(&self, n: usize) {
-        let mut b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *b = b.saturating_sub(n);
         self.freed.notify_all();
     }

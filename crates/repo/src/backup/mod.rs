@@ -69,14 +69,14 @@ pub struct BackupOptions {
 
 impl BackupOptions {
     pub fn new(paths: Vec<PathBuf>) -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         BackupOptions {
             paths,
             excludes: Vec::new(),
             one_file_system: false,
             tags: Vec::new(),
             host: None,
-            checkpoint_every: Duration::from_secs(60),
+            checkpoint_every: Duration::from_mins(1),
             scan: false,
             readers: 2,
             hashers: cores.max(2),
@@ -197,12 +197,15 @@ struct Shared<'r> {
 
 impl Shared<'_> {
     fn error(&self, path: &Path, e: impl std::fmt::Display) {
-        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(FileError { path: path.display().to_string(), error: e.to_string() });
+        self.errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(FileError { path: path.display().to_string(), error: e.to_string() });
     }
 }
 
 /// How long a backup waits for an exclusive lock (a vault's garbage collection) to go.
-const LOCK_WAIT: Duration = Duration::from_secs(15 * 60);
+const LOCK_WAIT: Duration = Duration::from_mins(15);
 
 /// Runs a backup and writes its recovery point.
 pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> crate::Result<BackupOutcome> {
@@ -284,7 +287,7 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> crat
 
     let stored = sh.sink.stats();
     let c = &sh.counters;
-    let errors = sh.errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    let errors = sh.errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let path_strings = paths_as_strings(&paths);
     let parent = repo.recovery_points()?.into_iter().rev().find(|(_, rp)| rp.paths == path_strings).map(|(id, _)| id);
     let mut rp = RecoveryPoint {
@@ -324,7 +327,7 @@ pub fn run(repo: &Repository, opts: &BackupOptions, progress: &Progress) -> crat
         Some(old) => {
             // Every blob the trees name is in a pack indexed before (noted as each tree was
             // stored) or in one this backup stored; the root tree may be either.
-            let mut packs = old.into_inner().unwrap_or_else(|p| p.into_inner());
+            let mut packs = old.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
             packs.extend(sh.sink.stored_packs());
             packs.extend(repo.cache().lookup(BlobKind::Tree, &rp.tree)?.map(|l| l.pack));
             repo.save_recovery_point_with_pack_list(&rp, packs.into_iter().collect())?

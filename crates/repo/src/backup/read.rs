@@ -43,7 +43,7 @@ fn read_file(sh: &Shared<'_>, slot: usize, job: &FileJob, chunks: &Sender<ChunkJ
     let xattrs = fsmeta::fd_xattrs(&f);
     let mut out = Vec::new();
     let mut total = 0u64;
-    let min = sh.repo.chunker().params().min_size as u64;
+    let min = u64::from(sh.repo.chunker().params().min_size);
     let count = |n: usize| {
         sh.counters.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         sh.progress.add_done(0, n as u64);

@@ -33,7 +33,7 @@ pub(super) fn walk_all(sh: &Shared<'_>, paths: &[PathBuf], ex: &Excludes, one_fs
                 continue;
             }
         };
-        let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| OsString::from("/"));
+        let name = path.file_name().map_or_else(|| OsString::from("/"), std::ffi::OsStr::to_os_string);
         let dev = if one_fs { Some(meta.dev()) } else { None };
         let cached = match path.parent() {
             Some(folder) if meta.is_file() && !sh.files_cache_empty => {

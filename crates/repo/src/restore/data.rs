@@ -43,19 +43,19 @@ pub(super) fn write_data(
                 // Each thread reads its packs' ranges into one buffer, reused.
                 let mut range_buf = Vec::new();
                 loop {
-                    let next = work.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let next = work.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
                     let Some((pack, mut blobs)) = next else { break };
                     blobs.sort_by_key(|(l, _)| l.entry.offset);
                     if let Err(e) = restore_pack(repo, plan, &pack, &blobs, &mut range_buf, errors, progress) {
-                        let mut f = fatal.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut f = fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         f.get_or_insert(e);
-                        work.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                        work.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
                     }
                 }
             });
         }
     });
-    match fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    match fatal.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
         Some(e) => Err(e),
         None => Ok(()),
     }
@@ -79,18 +79,18 @@ fn restore_pack(
     let mut decoder = UnitDecoder::new(repo);
     let mut i = 0;
     while i < blobs.len() {
-        let start = blobs[i].0.entry.offset as u64;
-        let mut end = start + blobs[i].0.entry.length as u64;
+        let start = u64::from(blobs[i].0.entry.offset);
+        let mut end = start + u64::from(blobs[i].0.entry.length);
         let mut j = i + 1;
-        while j < blobs.len() && (blobs[j].0.entry.offset as u64) <= end + COALESCE_GAP && end - start < MAX_RANGE {
-            end = end.max(blobs[j].0.entry.offset as u64 + blobs[j].0.entry.length as u64);
+        while j < blobs.len() && u64::from(blobs[j].0.entry.offset) <= end + COALESCE_GAP && end - start < MAX_RANGE {
+            end = end.max(u64::from(blobs[j].0.entry.offset) + u64::from(blobs[j].0.entry.length));
             j += 1;
         }
         let range = repo.store().get_range_into(&pack.object_key(), start..end, range_buf).map(|()| &range_buf[..]);
         for (loc, places) in &blobs[i..j] {
             let plain = match &range {
                 Ok(bytes) => {
-                    let a = (loc.entry.offset as u64 - start) as usize;
+                    let a = (u64::from(loc.entry.offset) - start) as usize;
                     decoder.blob(loc, &salt, &bytes[a..a + loc.entry.length as usize])
                 }
                 Err(e) => Err(anyhow::anyhow!("read pack {}: {e}", pack.short()).into()),
@@ -98,7 +98,7 @@ fn restore_pack(
             match plain {
                 Ok(data) => {
                     let zero = all_zero(data);
-                    for (fi, off) in places.iter() {
+                    for (fi, off) in *places {
                         let f = &plan.files[*fi];
                         progress.add_done(0, data.len() as u64);
                         if zero && !f.one_shot {
@@ -125,7 +125,7 @@ fn restore_pack(
                     }
                 }
                 Err(e) => {
-                    for (fi, _) in places.iter() {
+                    for (fi, _) in *places {
                         let f = &plan.files[*fi];
                         if f.one_shot && f.fresh {
                             // Never created: nothing for the last phase to finish (it would

@@ -103,7 +103,7 @@ pub(super) fn finish_metadata(plan: &Plan, threads: usize, errors: &Mutex<Vec<Fi
         }
     });
     let set = |p: &Path, n: &Node, is_symlink: bool| {
-        report(p, set_owner_mode_xattrs(p, n, is_symlink).and_then(|refused| set_times(p, n).map(|_| refused)))
+        report(p, set_owner_mode_xattrs(p, n, is_symlink).and_then(|refused| set_times(p, n).map(|()| refused)));
     };
     for (p, n) in &plan.others {
         set(p, n, n.kind == NodeKind::Symlink);

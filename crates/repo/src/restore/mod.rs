@@ -112,7 +112,9 @@ struct Plan {
 }
 
 fn err(out: &Mutex<Vec<FileError>>, path: &Path, e: impl std::fmt::Display) {
-    out.lock().unwrap_or_else(|p| p.into_inner()).push(FileError { path: path.display().to_string(), error: e.to_string() });
+    out.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(FileError { path: path.display().to_string(), error: e.to_string() });
 }
 
 /// Restores recovery point `rp` under `opts.target`.
@@ -127,6 +129,6 @@ pub fn run(repo: &Repository, rp: &RecoveryPoint, opts: &RestoreOptions, progres
     create_files(&mut plan, threads, opts.overwrite, &errors, &mut out, progress);
     write_data(repo, &plan, threads, &errors, progress)?;
     finish_metadata(&plan, threads, &errors);
-    out.errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    out.errors = errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     Ok(out)
 }

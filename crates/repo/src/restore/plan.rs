@@ -59,7 +59,7 @@ fn target_of(target: &Path, repo_path: &Path) -> PathBuf {
 fn clear_non_dir(path: &Path) -> std::io::Result<bool> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(true),
-        Ok(_) => fs::remove_file(path).map(|_| false),
+        Ok(_) => fs::remove_file(path).map(|()| false),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
@@ -136,12 +136,11 @@ pub(super) fn make_plan(
                 for id in &node.content {
                     chunks.push((*id, offset));
                     // Offsets need each chunk's length: looked up once here.
-                    match repo.cache().lookup(BlobKind::Data, id)? {
-                        Some(loc) => offset += loc.entry.raw_len as u64,
-                        None => {
-                            err(errors, &dest, format!("chunk {} is missing from the repository", id.short()));
-                            break;
-                        }
+                    if let Some(loc) = repo.cache().lookup(BlobKind::Data, id)? {
+                        offset += u64::from(loc.entry.raw_len);
+                    } else {
+                        err(errors, &dest, format!("chunk {} is missing from the repository", id.short()));
+                        break;
                     }
                 }
                 let one_shot = FileTarget::one_shot(node, &chunks);

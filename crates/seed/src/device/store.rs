@@ -206,7 +206,8 @@ impl DeviceStore {
         }
         // No write runs while sealing (writers hold one stripe at a time; this takes them all
         // in order).
-        let _held: Vec<MutexGuard<'_, ()>> = self.stripes.iter().map(|m| m.lock().unwrap_or_else(|e| e.into_inner())).collect();
+        let _held: Vec<MutexGuard<'_, ()>> =
+            self.stripes.iter().map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).collect();
         let mut entries: Vec<SealEntry> = Vec::new();
         let mut where_: HashMap<String, usize> = HashMap::new();
         let mut buf = Vec::new();
@@ -309,7 +310,7 @@ impl DeviceStore {
     fn stripe(&self, key: &str) -> MutexGuard<'_, ()> {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
-        self.stripes[(h.finish() % STRIPES as u64) as usize].lock().unwrap_or_else(|e| e.into_inner())
+        self.stripes[(h.finish() % STRIPES as u64) as usize].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Refuses writes of `config` and keys, and writes after sealing.

@@ -43,7 +43,7 @@ fn missing_duplicate_and_foreign_disks_are_named() {
     assert!(matches!(&e, SeedError::ForeignDisk { path, job, .. } if path == &d[1] && job == "other-job"), "{e}");
     // A disk of another set of the same job.
     let third = root.path().join("c");
-    let (_, _, p3) = {
+    let (_, (), p3) = {
         let staging = Staging::new();
         let d = disks(&third, 3);
         run(&staging, &key, targets(&d, DISK)).unwrap();

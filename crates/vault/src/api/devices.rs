@@ -189,7 +189,9 @@ pub(super) async fn key(AxState(state): St, headers: HeaderMap, Path(name): Path
     if !is_user(&p, &[Role::Owner, Role::ImportOperator]) {
         return Err(forbidden("read device keys"));
     }
-    use JobState::*;
+    use JobState::{
+        Cancelled, Completed, CompletedWithErrors, Erased, Failed, InUse, Ingested, Ingesting, Received, Returning, Transferring,
+    };
     if !matches!(
         j.state,
         InUse | Returning | Received | Transferring | Completed | CompletedWithErrors | Failed | Ingesting | Ingested | Erased | Cancelled

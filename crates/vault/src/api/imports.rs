@@ -253,7 +253,7 @@ pub(super) async fn transfer(
 pub(super) async fn ingest(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let (j, who, p) = access(&state, &headers, &name).await?;
     importer(&who, &p, "ingest seeds")?;
-    if !state.ingesting.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone()) {
+    if !state.ingesting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.clone()) {
         return Ok(Json(with_site(&state, &j)));
     }
     // From ingesting too: a server that died while ingesting left it so; ingest is idempotent.
@@ -262,7 +262,7 @@ pub(super) async fn ingest(AxState(state): St, headers: HeaderMap, Path(name): P
     let j = match claimed {
         Ok(j) => j,
         Err(r) => {
-            state.ingesting.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+            state.ingesting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&name);
             return Err(r.into());
         }
     };
@@ -270,7 +270,7 @@ pub(super) async fn ingest(AxState(state): St, headers: HeaderMap, Path(name): P
     let job = j.clone();
     tokio::spawn(async move {
         run_ingest(&bg, &job).await;
-        bg.ingesting.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.name);
+        bg.ingesting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&job.name);
     });
     Ok(Json(with_site(&state, &j)))
 }

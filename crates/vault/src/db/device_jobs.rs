@@ -93,6 +93,6 @@ impl Db {
     /// When the job's unlock credentials stop working (0: none prepared yet).
     pub(crate) async fn unlock_expires(&self, name: &str) -> Result<i64> {
         let row = sqlx::query("SELECT unlock_expires FROM device_jobs WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+        Ok(row.map_or(0, |r| r.get(0)))
     }
 }

@@ -184,9 +184,8 @@ impl Db {
             q = q.bind(s.as_str());
         }
         let changed = q.execute(&self.pool).await?.rows_affected() == 1;
-        let job = match self.import_job(name).await? {
-            Some(j) => j,
-            None => return Ok(Err(Refusal::NoSuchJob(name.into()))),
+        let Some(job) = self.import_job(name).await? else {
+            return Ok(Err(Refusal::NoSuchJob(name.into())));
         };
         if changed {
             Ok(Ok(job))
