@@ -4,8 +4,6 @@
 //! with `anyhow` context; they become an [`Error`] where they leave a public function, sorted by
 //! the first error in their chain that says what kind they are.
 
-use std::fmt;
-
 use ferry_format::BlobId;
 
 use crate::Locked;
@@ -53,40 +51,22 @@ pub enum Error {
     Other(Detail),
 }
 
-/// An error's message and causes (its `source` chain), as built inside ferry-repo.
-pub struct Detail(anyhow::Error);
-
-impl fmt::Debug for Detail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Display for Detail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for Detail {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
+pub use ferry_error::Detail;
+use ferry_error::Kinded;
 
 impl Error {
     /// The first error of type `T` in this error's chain, e.g. the [`Locked`] holder or the
     /// [`ferry_store::StoreError`] (is it transient?).
     pub fn find<T: std::error::Error + 'static>(&self) -> Option<&T> {
-        self.chain().find_map(|e| e.downcast_ref::<T>())
+        Kinded::find(self)
     }
 
     /// This error and its causes, outermost first.
     pub(crate) fn chain(&self) -> anyhow::Chain<'_> {
-        self.detail().0.chain()
+        self.detail_ref().chain()
     }
 
-    fn detail(&self) -> &Detail {
+    fn detail_ref(&self) -> &Detail {
         match self {
             Error::NotARepository(d)
             | Error::AlreadyExists(d)
@@ -101,10 +81,13 @@ impl Error {
             | Error::Other(d) => d,
         }
     }
+}
 
-    /// The variant of `self`, to make another error of the same kind.
-    fn kind(&self) -> fn(Detail) -> Error {
-        match self {
+impl Kinded for Error {
+    const OTHER: fn(Detail) -> Self = Error::Other;
+
+    fn kind(&self) -> Option<fn(Detail) -> Error> {
+        Some(match self {
             Error::NotARepository(_) => Error::NotARepository,
             Error::AlreadyExists(_) => Error::AlreadyExists,
             Error::WrongPassphrase(_) => Error::WrongPassphrase,
@@ -116,68 +99,37 @@ impl Error {
             Error::Crypto(_) => Error::Crypto,
             Error::Io(_) => Error::Io,
             Error::Other(_) => Error::Other,
+        })
+    }
+
+    fn detail(&self) -> Option<&Detail> {
+        Some(self.detail_ref())
+    }
+
+    fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<fn(Detail) -> Error> {
+        if let Some(r) = cause.downcast_ref::<RepoError>() {
+            return Some(match r {
+                RepoError::NotARepository(_) => Error::NotARepository,
+                RepoError::AlreadyExists(_) => Error::AlreadyExists,
+                RepoError::WrongPassphrase(_) => Error::WrongPassphrase,
+                RepoError::MissingBlob(_) => Error::MissingBlob,
+                RepoError::NoRecoveryPoints | RepoError::NoRecoveryPointMatches(_) => Error::NoRecoveryPoint,
+            });
         }
+        ferry_error::kind_by_type!(cause,
+            Locked => Error::Locked,
+            ferry_store::StoreError => Error::Store,
+            ferry_format::FormatError => Error::Format,
+            ferry_crypto::CryptoError => Error::Crypto,
+            std::io::Error => Error::Io,
+        )
     }
 }
 
-/// The kind of error `cause` says the whole chain is, if it says one.
-fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<fn(Detail) -> Error> {
-    Some(if let Some(inner) = cause.downcast_ref::<Error>() {
-        inner.kind()
-    } else if let Some(r) = cause.downcast_ref::<RepoError>() {
-        match r {
-            RepoError::NotARepository(_) => Error::NotARepository,
-            RepoError::AlreadyExists(_) => Error::AlreadyExists,
-            RepoError::WrongPassphrase(_) => Error::WrongPassphrase,
-            RepoError::MissingBlob(_) => Error::MissingBlob,
-            RepoError::NoRecoveryPoints | RepoError::NoRecoveryPointMatches(_) => Error::NoRecoveryPoint,
-        }
-    } else if cause.is::<Locked>() {
-        Error::Locked
-    } else if cause.is::<ferry_store::StoreError>() {
-        Error::Store
-    } else if cause.is::<ferry_format::FormatError>() {
-        Error::Format
-    } else if cause.is::<ferry_crypto::CryptoError>() {
-        Error::Crypto
-    } else if cause.is::<std::io::Error>() {
-        Error::Io
-    } else {
-        return None;
-    })
-}
-
-/// Sorts an error built inside the crate by the first error in its chain that says what kind
-/// it is (the context around it stays in the message).
-impl From<anyhow::Error> for Error {
-    fn from(e: anyhow::Error) -> Self {
-        // Only an `Error` with no context around it is returned as it is (`downcast` would also
-        // find one under context, and drop the context).
-        let e = if (*e).is::<Error>() {
-            match e.downcast::<Error>() {
-                Ok(done) => return done,
-                Err(e) => e,
-            }
-        } else {
-            e
-        };
-        let kind = e.chain().find_map(kind_of).unwrap_or(Error::Other);
-        kind(Detail(e))
-    }
-}
-
-/// `?` on the errors ferry-repo's functions meet, straight into an [`Error`].
-macro_rules! from_via_anyhow {
-    ($($t:ty),* $(,)?) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                anyhow::Error::from(e).into()
-            }
-        }
-    )*};
-}
-
-from_via_anyhow!(
+// From `anyhow` (sorted), and `?` on the errors ferry-repo's functions meet, straight into an
+// [`Error`].
+ferry_error::from_via_anyhow!(
+    Error:
     RepoError,
     Locked,
     ferry_store::StoreError,
@@ -212,13 +164,7 @@ pub(crate) enum RepoError {
     NoRecoveryPointMatches(String),
 }
 
-/// `bail!` that works in functions returning either `anyhow::Result` or [`Result`].
-macro_rules! bail {
-    ($($arg:tt)*) => {
-        return Err(anyhow::anyhow!($($arg)*).into())
-    };
-}
-pub(crate) use bail;
+pub(crate) use ferry_error::bail;
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,6 @@
 //! same pattern as ferry-repo's errors). Messages are the ones the vault always gave (the CLI
 //! prints them).
 
-use std::fmt;
-
 /// The result of ferry-vault's public functions.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -64,40 +62,20 @@ pub enum Error {
     Other(Detail),
 }
 
-/// An error's message and causes (its `source` chain), as built inside ferry-vault.
-pub struct Detail(anyhow::Error);
-
-impl fmt::Debug for Detail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Display for Detail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for Detail {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
+pub use ferry_error::Detail;
+use ferry_error::Kinded;
 
 impl Error {
     /// The first error of type `T` in this error's chain, e.g. the
     /// [`ferry_store::StoreError`] (is it transient?).
     pub fn find<T: std::error::Error + 'static>(&self) -> Option<&T> {
-        match self.detail() {
-            Some(d) => d.0.chain().find_map(|e| e.downcast_ref::<T>()),
-            None => {
-                std::iter::successors(Some(self as &(dyn std::error::Error + 'static)), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
-            }
-        }
+        Kinded::find(self)
     }
+}
 
-    /// The message and causes, for the variants that hold a [`Detail`].
+impl Kinded for Error {
+    const OTHER: fn(Detail) -> Self = Error::Other;
+
     fn detail(&self) -> Option<&Detail> {
         match self {
             Error::NotFound(d)
@@ -113,8 +91,6 @@ impl Error {
         }
     }
 
-    /// The variant of `self`, to make another error of the same kind (`None` for the variants
-    /// with fields of their own: wrapped in context, the errors under them say the kind).
     fn kind(&self) -> Option<fn(Detail) -> Error> {
         Some(match self {
             Error::NotFound(_) => Error::NotFound,
@@ -129,66 +105,30 @@ impl Error {
             Error::Location | Error::Connect { .. } | Error::Schema { .. } => return None,
         })
     }
-}
 
-/// The kind of error `cause` says the whole chain is, if it says one.
-fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<fn(Detail) -> Error> {
-    if let Some(inner) = cause.downcast_ref::<Error>() {
-        return inner.kind();
-    }
-    Some(if let Some(v) = cause.downcast_ref::<VaultError>() {
-        match v {
-            VaultError::Vanished { .. } => Error::NotFound,
-            VaultError::Raced(_) => Error::Conflict,
+    fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<fn(Detail) -> Error> {
+        if let Some(v) = cause.downcast_ref::<VaultError>() {
+            return Some(match v {
+                VaultError::Vanished { .. } => Error::NotFound,
+                VaultError::Raced(_) => Error::Conflict,
+            });
         }
-    } else if cause.is::<sqlx::Error>() {
-        Error::Database
-    } else if cause.is::<ferry_store::StoreError>() {
-        Error::Store
-    } else if cause.is::<ferry_format::FormatError>() {
-        Error::Format
-    } else if cause.is::<ferry_crypto::CryptoError>() {
-        Error::Crypto
-    } else if cause.is::<rustls::Error>() || cause.is::<rcgen::Error>() {
-        Error::Tls
-    } else if cause.is::<std::io::Error>() {
-        Error::Io
-    } else {
-        return None;
-    })
-}
-
-/// Sorts an error built inside the crate by the first error in its chain that says what kind
-/// it is (the context around it stays in the message).
-impl From<anyhow::Error> for Error {
-    fn from(e: anyhow::Error) -> Self {
-        // Only an `Error` with no context around it is returned as it is (`downcast` would also
-        // find one under context, and drop the context).
-        let e = if (*e).is::<Error>() {
-            match e.downcast::<Error>() {
-                Ok(done) => return done,
-                Err(e) => e,
-            }
-        } else {
-            e
-        };
-        let kind = e.chain().find_map(kind_of).unwrap_or(Error::Other);
-        kind(Detail(e))
+        ferry_error::kind_by_type!(cause,
+            sqlx::Error => Error::Database,
+            ferry_store::StoreError => Error::Store,
+            ferry_format::FormatError => Error::Format,
+            ferry_crypto::CryptoError => Error::Crypto,
+            rustls::Error => Error::Tls,
+            rcgen::Error => Error::Tls,
+            std::io::Error => Error::Io,
+        )
     }
 }
 
-/// `?` on the errors ferry-vault's functions meet, straight into an [`Error`].
-macro_rules! from_via_anyhow {
-    ($($t:ty),* $(,)?) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                anyhow::Error::from(e).into()
-            }
-        }
-    )*};
-}
-
-from_via_anyhow!(
+// From `anyhow` (sorted), and `?` on the errors ferry-vault's functions meet, straight into an
+// [`Error`].
+ferry_error::from_via_anyhow!(
+    Error:
     VaultError,
     sqlx::Error,
     ferry_store::StoreError,
@@ -219,13 +159,7 @@ pub(crate) enum VaultError {
     Raced(String),
 }
 
-/// `bail!` that works in functions returning either `anyhow::Result` or [`Result`].
-macro_rules! bail {
-    ($($arg:tt)*) => {
-        return Err(anyhow::anyhow!($($arg)*).into())
-    };
-}
-pub(crate) use bail;
+pub(crate) use ferry_error::bail;
 
 #[cfg(test)]
 mod tests {
