@@ -150,6 +150,19 @@ pub struct SoftDeletedPoint {
     pub expires_at: Option<i64>,
 }
 
+/// `POST /v1/machines/{id}/deleted/{rp}/undelete`: the recovery point put back (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undeleted {
+    pub undeleted: String,
+}
+
+/// The body of every error answer (any non-2xx status): what went wrong, for a person to read
+/// (never a secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +176,8 @@ mod tests {
     fn fixed_json() {
         round_trip(&Health { protocol: 1, receipt_key: Some("ab".into()) }, r#"{"protocol":1,"receipt_key":"ab"}"#);
         round_trip(&Credentials { secret: "s".into(), expires: 9 }, r#"{"secret":"s","expires":9}"#);
+        round_trip(&Undeleted { undeleted: "ab".into() }, r#"{"undeleted":"ab"}"#);
+        round_trip(&ErrorReply { error: "no".into() }, r#"{"error":"no"}"#);
         round_trip(&Registered { machine: "m".into(), token: "t".into() }, r#"{"machine":"m","token":"t"}"#);
         round_trip(
             &UserAdded { name: "u".into(), role: "reader".into(), token: "t".into() },

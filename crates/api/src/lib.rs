@@ -30,8 +30,8 @@ mod signed;
 mod size;
 
 pub use control::{
-    Credentials, Health, JobOpened, JobUpdate, JobView, MachineView, NewJob, NewPassword, NewUser, RegisterRequest, Registered,
-    RetentionReport, SoftDeletedPoint, UserAdded,
+    Credentials, ErrorReply, Health, JobOpened, JobUpdate, JobView, MachineView, NewJob, NewPassword, NewUser, RegisterRequest, Registered,
+    RetentionReport, SoftDeletedPoint, Undeleted, UserAdded,
 };
 pub use devices::{AuditEntry, DeviceErased, DeviceJob, DeviceKeyReply, DeviceOrderRequest, DeviceStatus, OrderedDevice, PreparedDevice};
 pub use import_jobs::{

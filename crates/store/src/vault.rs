@@ -132,10 +132,7 @@ impl VaultClient {
             if status.is_success() {
                 return Ok(body);
             }
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| format!("HTTP {status}"));
+            let message = serde_json::from_slice::<ferry_api::ErrorReply>(&body).map_or_else(|_| format!("HTTP {status}"), |r| r.error);
             let kind = match status.as_u16() {
                 404 => ErrorKind::NotFound,
                 409 => ErrorKind::AlreadyExists,

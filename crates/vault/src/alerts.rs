@@ -110,7 +110,7 @@ async fn machines(db: &Db, now: i64) -> Result<(Vec<MachineStatus>, Vec<Alert>)>
             .find(|j| BACKUP_KINDS.contains(&j.kind.as_str()) && j.state != "failed" && j.state != "running")
             .and_then(|j| j.end.as_deref())
             .and_then(unix);
-        let policy: Option<ferry_api::BackupPolicy> = db.policy(&id).await?.and_then(|p| serde_json::from_value(p).ok());
+        let policy = db.policy(&id).await?;
         let (state, class) = match last {
             None => ("no backup yet".to_string(), "warn"),
             Some(j) if j.state == "failed" => (format!("last backup failed: {}", j.errors.first().map_or("", String::as_str)), "bad"),

@@ -10,8 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ferry_api::{BackupPolicy, JobUpdate, NewJob, NewPassword, NewUser, RegisterRequest};
-use serde_json::json;
+use ferry_api::{
+    BackupPolicy, Credentials, ErrorReply, Health, JobOpened, JobUpdate, JobView, MachineView, NewJob, NewPassword, NewUser, ObjectEntry,
+    ObjectSize, ObjectWritten, RegisterRequest, Registered, RetentionReport, SoftDeletedPoint, Undeleted, UserAdded,
+};
 
 use crate::db::Principal;
 use crate::verify::{self, Write};
@@ -27,7 +29,7 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        (self.0, Json(ErrorReply { error: self.1 })).into_response()
     }
 }
 
@@ -202,8 +204,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ferry_store::Result<T> 
 
 /// The protocol version, and the public key that signs ingest receipts (agents read it over the
 /// pinned connection).
-async fn health(AxState(state): St) -> Json<serde_json::Value> {
-    Json(json!({"protocol": crate::PROTOCOL_VERSION, "receipt_key": state.secrets.public_key()}))
+async fn health(AxState(state): St) -> Json<Health> {
+    Json(Health { protocol: crate::PROTOCOL_VERSION, receipt_key: Some(state.secrets.public_key()) })
 }
 
 /// Prometheus metrics, for users' tokens (not machines').
@@ -216,14 +218,14 @@ async fn metrics(AxState(state): St, headers: HeaderMap) -> ApiResult<Response> 
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
-async fn credentials(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+async fn credentials(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<Credentials>> {
     match principal(&state, &headers).await? {
         Principal::User { role: Role::Owner, .. } => {}
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "only an owner makes vault credentials".into())),
     }
     let expires = chrono::Utc::now().timestamp() + 10 * 24 * 3600;
     let secret = state.db.add_registration(expires).await?;
-    Ok(Json(json!({"secret": secret, "expires": expires})))
+    Ok(Json(Credentials { secret, expires }))
 }
 
 /// Jobs whose agent has not reported for this long are marked failed
@@ -240,18 +242,13 @@ async fn machine_itself(state: &State, headers: &HeaderMap, m: &str) -> ApiResul
     }
 }
 
-async fn create_job(
-    AxState(state): St,
-    headers: HeaderMap,
-    Path(m): Path<String>,
-    Json(b): Json<NewJob>,
-) -> ApiResult<Json<serde_json::Value>> {
+async fn create_job(AxState(state): St, headers: HeaderMap, Path(m): Path<String>, Json(b): Json<NewJob>) -> ApiResult<Json<JobOpened>> {
     machine_itself(&state, &headers, &m).await?;
     if !["backup", "offline-backup", "device-backup", "restore", "check", "retention", "gc"].contains(&b.kind.as_str()) {
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown job kind {:?}", b.kind)));
     }
     let id = state.db.create_job(&m, &b.kind, chrono::Utc::now().timestamp()).await?;
-    Ok(Json(json!({"id": id})))
+    Ok(Json(JobOpened { id }))
 }
 
 async fn update_job(
@@ -271,7 +268,7 @@ async fn update_job(
     }
 }
 
-async fn list_jobs(AxState(state): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<serde_json::Value>> {
+async fn list_jobs(AxState(state): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Vec<JobView>>> {
     state.db.reap_jobs(chrono::Utc::now().timestamp(), job_timeout_s()).await?;
     let wanted = match q.get("machine") {
         Some(name) => Some(
@@ -291,7 +288,7 @@ async fn list_jobs(AxState(state): St, headers: HeaderMap, Query(q): Query<HashM
         Principal::Machine { id } if wanted.as_ref().is_none_or(|w| *w == id) => Some(id),
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "this token may not list these jobs".into())),
     };
-    Ok(Json(json!(state.db.jobs(machine.as_deref()).await?)))
+    Ok(Json(state.db.jobs(machine.as_deref()).await?))
 }
 
 async fn set_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String>, Json(p): Json<BackupPolicy>) -> ApiResult<StatusCode> {
@@ -303,11 +300,11 @@ async fn set_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no machine {m}")));
     }
     p.validate().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
-    state.db.set_policy(&m, &serde_json::to_value(&p).map_err(anyhow::Error::from)?).await?;
+    state.db.set_policy(&m, &p).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn get_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String>) -> ApiResult<Json<BackupPolicy>> {
     match principal(&state, &headers).await? {
         Principal::Machine { id } if id == m => {}
         Principal::User { role, .. } if role != Role::ImportOperator => {}
@@ -316,7 +313,7 @@ async fn get_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String
     state.db.policy(&m).await?.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("machine {m} has no policy yet")))
 }
 
-async fn add_user(AxState(state): St, headers: HeaderMap, Json(b): Json<NewUser>) -> ApiResult<Json<serde_json::Value>> {
+async fn add_user(AxState(state): St, headers: HeaderMap, Json(b): Json<NewUser>) -> ApiResult<Json<UserAdded>> {
     match principal(&state, &headers).await? {
         Principal::User { role: Role::Owner, .. } => {}
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "only an owner adds users".into())),
@@ -331,7 +328,7 @@ async fn add_user(AxState(state): St, headers: HeaderMap, Json(b): Json<NewUser>
         .await
         .map_err(|_| ApiError(StatusCode::CONFLICT, format!("a user named {:?} exists already", b.name)))?;
     tracing::info!("added user {} as {}", b.name, role.as_str());
-    Ok(Json(json!({"name": b.name, "role": role.as_str(), "token": token})))
+    Ok(Json(UserAdded { name: b.name, role: role.as_str().into(), token }))
 }
 
 /// Sets a user's dashboard password: owners for anyone, a user for itself.
@@ -356,7 +353,7 @@ async fn set_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn register(AxState(state): St, Json(b): Json<RegisterRequest>) -> ApiResult<Json<serde_json::Value>> {
+async fn register(AxState(state): St, Json(b): Json<RegisterRequest>) -> ApiResult<Json<Registered>> {
     let name_ok = !b.name.is_empty() && b.name.len() <= 64 && b.name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
     if !name_ok {
         return Err(ApiError(StatusCode::BAD_REQUEST, "a machine name is 1 to 64 letters, digits, '-', '_' or '.'".into()));
@@ -367,7 +364,7 @@ async fn register(AxState(state): St, Json(b): Json<RegisterRequest>) -> ApiResu
     match state.db.register(&b.secret, &b.name, chrono::Utc::now().timestamp()).await? {
         Some((machine, token)) => {
             tracing::info!("registered machine {} ({machine})", b.name);
-            Ok(Json(json!({"machine": machine, "token": token})))
+            Ok(Json(Registered { machine, token }))
         }
         None => Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -376,7 +373,7 @@ async fn register(AxState(state): St, Json(b): Json<RegisterRequest>) -> ApiResu
     }
 }
 
-async fn machines(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+async fn machines(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<Vec<MachineView>>> {
     match principal(&state, &headers).await? {
         Principal::User { role, .. } if role != Role::ImportOperator => {}
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "this token may not list machines".into())),
@@ -391,13 +388,21 @@ async fn machines(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serd
         .map(|(id, name, created)| {
             let [bytes_in, objects_in, bytes_out, objects_out] = traffic.get(&id).copied().unwrap_or_default();
             let s = samples.get(&id);
-            json!({"id": id, "name": name, "created": created, "bytes_received": bytes_in, "objects_received": objects_in,
-                   "bytes_sent": bytes_out, "objects_sent": objects_out,
-                   "stored_bytes": s.map(|s| s.stored_bytes), "protected_bytes": s.map(|s| s.protected_bytes),
-                   "sampled": s.map(|s| crate::imports::rfc3339(s.time))})
+            MachineView {
+                id,
+                name,
+                created,
+                bytes_received: bytes_in,
+                objects_received: objects_in,
+                bytes_sent: bytes_out,
+                objects_sent: objects_out,
+                stored_bytes: s.map(|s| s.stored_bytes),
+                protected_bytes: s.map(|s| s.protected_bytes),
+                sampled: s.map(|s| crate::imports::rfc3339(s.time)),
+            }
         })
         .collect();
-    Ok(Json(json!(list)))
+    Ok(Json(list))
 }
 
 async fn get_object(
@@ -423,12 +428,12 @@ async fn get_object(
     Ok(data)
 }
 
-async fn head_object(AxState(state): St, headers: HeaderMap, Path((m, key)): Path<(String, String)>) -> ApiResult<Json<serde_json::Value>> {
+async fn head_object(AxState(state): St, headers: HeaderMap, Path((m, key)): Path<(String, String)>) -> ApiResult<Json<ObjectSize>> {
     check(&state, &headers, &m, Op::Read, &key).await?;
     let k = store_key(&m, &key)?;
     let store = state.store.clone();
     let size = blocking(move || store.head(&k)).await?;
-    Ok(Json(json!({"size": size})))
+    Ok(Json(ObjectSize { size }))
 }
 
 async fn put_object(
@@ -437,7 +442,7 @@ async fn put_object(
     Path((m, key)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ObjectWritten>> {
     check(&state, &headers, &m, Op::Write, &key).await?;
     let k = store_key(&m, &key)?;
     state.db.add_traffic(&m, body.len() as u64, 1, 0, 0).await?;
@@ -452,7 +457,7 @@ async fn put_object(
     } else {
         blocking(move || store.put_if_absent(&k, body)).await?
     };
-    Ok(Json(json!({"created": created})))
+    Ok(Json(ObjectWritten { created }))
 }
 
 async fn delete_object(AxState(state): St, headers: HeaderMap, Path((m, key)): Path<(String, String)>) -> ApiResult<StatusCode> {
@@ -468,7 +473,7 @@ async fn list_objects(
     headers: HeaderMap,
     Path(m): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Vec<ObjectEntry>>> {
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     check(&state, &headers, &m, Op::Read, &prefix).await?;
     let base = store_key(&m, "x")?;
@@ -476,9 +481,11 @@ async fn list_objects(
     let full = format!("{base}{prefix}");
     let store = state.store.clone();
     let found = blocking(move || store.list(&full)).await?;
-    let list: Vec<_> =
-        found.iter().filter_map(|o| o.key.strip_prefix(&base).map(|k| json!({"key": k, "size": o.size, "modified": o.modified}))).collect();
-    Ok(Json(json!(list)))
+    let list = found
+        .into_iter()
+        .filter_map(|o| o.key.strip_prefix(&base).map(|k| ObjectEntry { key: k.to_string(), size: o.size, modified: o.modified }))
+        .collect();
+    Ok(Json(list))
 }
 
 /// A user of one of `roles`, and `m` a registered machine.
@@ -494,26 +501,26 @@ async fn user_for_machine(state: &State, headers: &HeaderMap, m: &str, roles: &[
 }
 
 /// Enforces the machine's retention now (owners and contributors).
-async fn run_retention(AxState(state): St, headers: HeaderMap, Path(m): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn run_retention(AxState(state): St, headers: HeaderMap, Path(m): Path<String>) -> ApiResult<Json<RetentionReport>> {
     user_for_machine(&state, &headers, &m, &[Role::Owner, Role::Contributor], "run retention").await?;
     match state.enforce_retention(&m).await? {
-        Some(r) => Ok(Json(json!(r))),
+        Some(r) => Ok(Json(r)),
         None => Err(ApiError(StatusCode::CONFLICT, format!("retention of machine {m} is running already; try again when it has finished"))),
     }
 }
 
 /// The machine's soft-deleted recovery points.
-async fn list_deleted(AxState(state): St, headers: HeaderMap, Path(m): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn list_deleted(AxState(state): St, headers: HeaderMap, Path(m): Path<String>) -> ApiResult<Json<Vec<SoftDeletedPoint>>> {
     let roles = [Role::Owner, Role::Contributor, Role::BackupOperator, Role::Reader];
     user_for_machine(&state, &headers, &m, &roles, "list soft-deleted recovery points").await?;
     let repo = crate::retention::MachineRepo::new(state.store.clone(), &m);
     let timing = crate::retention::Timing::from_env();
     let list = tokio::task::spawn_blocking(move || repo.soft_deleted(timing)).await.map_err(anyhow::Error::from)??;
-    Ok(Json(json!(list)))
+    Ok(Json(list))
 }
 
 /// Puts a soft-deleted recovery point back (a restore-side operation: backup operators too).
-async fn undelete(AxState(state): St, headers: HeaderMap, Path((m, rp)): Path<(String, String)>) -> ApiResult<Json<serde_json::Value>> {
+async fn undelete(AxState(state): St, headers: HeaderMap, Path((m, rp)): Path<(String, String)>) -> ApiResult<Json<Undeleted>> {
     let roles = [Role::Owner, Role::Contributor, Role::BackupOperator];
     user_for_machine(&state, &headers, &m, &roles, "undelete recovery points").await?;
     let id = ferry_format::RecoveryPointId::from_hex(&rp)
@@ -525,7 +532,7 @@ async fn undelete(AxState(state): St, headers: HeaderMap, Path((m, rp)): Path<(S
             format!("machine {m} has no soft-deleted recovery point {rp} (purged, or never deleted)"),
         ));
     }
-    Ok(Json(json!({"undeleted": rp})))
+    Ok(Json(Undeleted { undeleted: rp }))
 }
 
 #[cfg(test)]

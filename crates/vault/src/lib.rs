@@ -145,10 +145,7 @@ impl State {
             return Ok(None);
         }
         let _running = Running(self, machine.to_string());
-        let keep = match self.db.policy(machine).await? {
-            Some(v) => serde_json::from_value::<ferry_api::BackupPolicy>(v).map(|p| p.keep).unwrap_or_default(),
-            None => ferry_api::Keep::default(),
-        };
+        let keep = self.db.policy(machine).await?.map(|p| p.keep).unwrap_or_default();
         let now = chrono::Utc::now().timestamp();
         let job = self.db.create_job(machine, "retention", now).await?;
         let repo = retention::MachineRepo::new(self.store.clone(), machine);

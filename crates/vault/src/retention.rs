@@ -30,9 +30,8 @@ use ferry_format::packlist::{DeletedPacks, PackList};
 use ferry_format::retention::{self, Candidate};
 use ferry_format::{PackId, RecoveryPointId};
 use ferry_store::Store;
-use serde::Serialize;
 
-use ferry_api::Keep;
+use ferry_api::{Keep, SoftDeletedPoint};
 
 use crate::db::rfc3339;
 use crate::Result;
@@ -58,27 +57,8 @@ impl Timing {
     }
 }
 
-/// What one retention run did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
-    pub recovery_points: u64,
-    pub kept: u64,
-    pub soft_deleted: Vec<RecoveryPointId>,
-    pub purged: Vec<RecoveryPointId>,
-    pub packs_deleted: u64,
-    pub bytes_deleted: u64,
-    /// Why garbage was not collected this time, if it was not.
-    pub gc_skipped: Option<String>,
-}
-
-/// A soft-deleted recovery point.
-#[derive(Debug, Clone, Serialize)]
-pub struct SoftDeleted {
-    pub id: RecoveryPointId,
-    /// Unix seconds.
-    pub deleted_at: Option<i64>,
-    pub expires_at: Option<i64>,
-}
+/// What one retention run did, as the API answers it (recovery points by ID, hex).
+pub type Report = ferry_api::RetentionReport;
 
 /// One machine's repository in the vault's store.
 pub struct MachineRepo {
@@ -134,11 +114,11 @@ impl MachineRepo {
     }
 
     /// The soft-deleted recovery points.
-    pub fn soft_deleted(&self, timing: Timing) -> Result<Vec<SoftDeleted>> {
+    pub fn soft_deleted(&self, timing: Timing) -> Result<Vec<SoftDeletedPoint>> {
         Ok(self
             .ids(SOFT_DELETED)?
             .into_iter()
-            .map(|(id, at)| SoftDeleted { id, deleted_at: at, expires_at: at.map(|t| t + timing.soft_delete_s) })
+            .map(|(id, at)| SoftDeletedPoint { id: id.to_hex(), deleted_at: at, expires_at: at.map(|t| t + timing.soft_delete_s) })
             .collect())
     }
 
@@ -191,7 +171,7 @@ impl MachineRepo {
             for d in retention::apply(&policy, &candidates) {
                 if !d.keep && self.rename(&d.id.object_key(), &format!("{SOFT_DELETED}{}", d.id.to_hex()))? {
                     tracing::info!("{}: soft-deleted recovery point {} of {}", self.base, d.id.short(), d.time);
-                    report.soft_deleted.push(d.id);
+                    report.soft_deleted.push(d.id.to_hex());
                 }
             }
         }
@@ -204,7 +184,7 @@ impl MachineRepo {
                 self.store.delete(&self.key(&format!("{SOFT_DELETED}{}", id.to_hex()))).context("purge a soft-deleted recovery point")?;
                 self.store.delete(&self.key(&PackList::object_key(&id))).context("delete a pack list")?;
                 tracing::info!("{}: purged recovery point {}", self.base, id.short());
-                report.purged.push(id);
+                report.purged.push(id.to_hex());
             }
         }
 
@@ -392,10 +372,10 @@ mod tests {
         // run, with the packs only they used.
         let over = Timing { soft_delete_s: 0, gc_grace_s: 0 };
         let mut r = f.repo.enforce(&keep, over, now()).unwrap();
-        assert_eq!(r.soft_deleted, vec![r1]);
+        assert_eq!(r.soft_deleted, vec![r1.to_hex()]);
         r.purged.sort();
         assert_eq!(r.purged, {
-            let mut v = vec![r1, r2];
+            let mut v = vec![r1.to_hex(), r2.to_hex()];
             v.sort();
             v
         });

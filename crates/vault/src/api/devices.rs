@@ -12,7 +12,10 @@
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use ferry_api::{DeviceErased, DeviceOrderRequest, DeviceStatus, DiskSetReport, ImportJob, JobState, Unlock, UNLOCK_MAGIC};
+use ferry_api::{
+    AuditEntry, DeviceErased, DeviceJob, DeviceKeyReply, DeviceOrderRequest, DeviceStatus, DiskSetReport, ImportJob, JobState,
+    OrderedDevice, PreparedDevice, Unlock, UNLOCK_MAGIC,
+};
 use serde_json::json;
 
 use super::{principal, ApiError, ApiResult, St};
@@ -52,7 +55,7 @@ async fn access(state: &State, headers: &HeaderMap, name: &str) -> ApiResult<(Im
     Ok((j, p))
 }
 
-pub(super) async fn order(AxState(state): St, headers: HeaderMap, Json(b): Json<DeviceOrderRequest>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn order(AxState(state): St, headers: HeaderMap, Json(b): Json<DeviceOrderRequest>) -> ApiResult<Json<OrderedDevice>> {
     let p = principal(&state, &headers).await?;
     if !is_user(&p, &[Role::Owner, Role::Contributor]) {
         return Err(forbidden("order seed devices"));
@@ -92,24 +95,21 @@ pub(super) async fn order(AxState(state): St, headers: HeaderMap, Json(b): Json<
     let j = state.db.order_device_job(&name, &machine, &container, &sealed, &b.device_type, capacity, now).await??;
     let who = actor(&state, &p).await;
     state.db.audit(&who, "device-ordered", &name, &json!({"machine": b.machine, "type": b.device_type, "capacity": capacity})).await?;
-    let mut v = json!(j);
-    v["device_job"] = json!(name);
-    Ok(Json(v))
+    Ok(Json(OrderedDevice { job: j, device_job: name }))
 }
 
-pub(super) async fn list(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn list(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<Vec<ImportJob>>> {
     let jobs = match principal(&state, &headers).await? {
         Principal::Machine { id } => state.db.device_jobs(Some(&id)).await?,
         Principal::User { .. } => state.db.device_jobs(None).await?,
     };
-    Ok(Json(json!(jobs)))
+    Ok(Json(jobs))
 }
 
-pub(super) async fn show(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn show(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<DeviceJob>> {
     let (j, _) = access(&state, &headers, &name).await?;
-    let mut v = json!(j);
-    v["audit"] = json!(state.db.audit_log(Some(&name)).await?);
-    Ok(Json(v))
+    let audit = state.db.audit_log(Some(&name)).await?;
+    Ok(Json(DeviceJob { job: j, audit }))
 }
 
 /// A fresh unlock credential for the job, valid from now, and the new expiry recorded.
@@ -139,7 +139,7 @@ async fn unlock_for(state: &State, j: &ImportJob, set_id: &str) -> ApiResult<Unl
 
 /// Adds the next device to the job: its number, the set, the device key (to MAC its header)
 /// and the unlock credential.
-pub(super) async fn prepare(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn prepare(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<PreparedDevice>> {
     let (_, p) = access(&state, &headers, &name).await?;
     if !is_user(&p, &[Role::Owner, Role::Contributor, Role::ImportOperator]) {
         return Err(forbidden("prepare seed devices"));
@@ -151,20 +151,20 @@ pub(super) async fn prepare(AxState(state): St, headers: HeaderMap, Path(name): 
     let who = actor(&state, &p).await;
     state.db.audit(&who, "device-prepared", &name, &json!({"device": number, "unlock_expires": unlock.expires})).await?;
     let order = j.device.clone().ok_or_else(|| anyhow::anyhow!("device job {name} lost its order"))?;
-    Ok(Json(json!({
-        "job": j,
-        "device_number": number,
-        "set_id": set_id,
-        "device_key": unlock.device_key,
-        "capacity": order.capacity,
-        "type": order.device_type,
-        "unlock": unlock,
-    })))
+    Ok(Json(PreparedDevice {
+        job: j,
+        device_number: number,
+        set_id,
+        device_key: unlock.device_key.clone(),
+        capacity: order.capacity,
+        device_type: order.device_type,
+        unlock,
+    }))
 }
 
 /// The unlock credential again, with a new expiry: to owners and contributors, while the
 /// devices are with the customer.
-pub(super) async fn unlock(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn unlock(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<Unlock>> {
     let (j, p) = access(&state, &headers, &name).await?;
     if !is_user(&p, &[Role::Owner, Role::Contributor]) {
         return Err(forbidden("read unlock credentials"));
@@ -179,12 +179,12 @@ pub(super) async fn unlock(AxState(state): St, headers: HeaderMap, Path(name): P
     let u = unlock_for(&state, &j, &set_id).await?;
     let who = actor(&state, &p).await;
     state.db.audit(&who, "device-unlock-issued", &name, &json!({"unlock_expires": u.expires})).await?;
-    Ok(Json(json!(u)))
+    Ok(Json(u))
 }
 
 /// The device key, to the import operators and owners: to import the devices once they are
 /// back, and to erase them after the ingest (or the cancellation).
-pub(super) async fn key(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn key(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<DeviceKeyReply>> {
     let (j, p) = access(&state, &headers, &name).await?;
     if !is_user(&p, &[Role::Owner, Role::ImportOperator]) {
         return Err(forbidden("read device keys"));
@@ -203,7 +203,7 @@ pub(super) async fn key(AxState(state): St, headers: HeaderMap, Path(name): Path
     }
     let sealed = state.db.import_job_key(&name).await?.ok_or_else(|| ApiError::from(Refusal::NoSuchJob(name.clone())))?;
     let key = state.secrets.open_disk_key(&name, &sealed)?;
-    Ok(Json(json!({"device_key": hex::encode(key.as_slice())})))
+    Ok(Json(DeviceKeyReply { device_key: hex::encode(key.as_slice()) }))
 }
 
 /// A logistics move, by the vault's staff.
@@ -212,7 +212,7 @@ pub(super) async fn status(
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(b): Json<DeviceStatus>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ImportJob>> {
     let (_, p) = access(&state, &headers, &name).await?;
     if !is_user(&p, &[Role::Owner, Role::Contributor, Role::ImportOperator]) {
         return Err(forbidden("update device logistics"));
@@ -231,17 +231,17 @@ pub(super) async fn status(
     let j = state.db.device_logistics(&name, b.state, carrier, tracking).await??;
     let who = actor(&state, &p).await;
     state.db.audit(&who, "device-status", &name, &json!({"state": b.state, "carrier": carrier, "tracking": tracking})).await?;
-    Ok(Json(json!(j)))
+    Ok(Json(j))
 }
 
 /// The machine starts writing its devices.
-pub(super) async fn in_use(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn in_use(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<ImportJob>> {
     let (_, p) = access(&state, &headers, &name).await?;
     if !matches!(p, Principal::Machine { .. }) {
         return Err(forbidden("write seed devices (only the job's machine does)"));
     }
     let j = state.db.device_in_use(&name, chrono::Utc::now().timestamp()).await??;
-    Ok(Json(json!(j)))
+    Ok(Json(j))
 }
 
 /// The machine sealed its devices: the set's digest and each device's size.
@@ -250,7 +250,7 @@ pub(super) async fn sealed(
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(set): Json<DiskSetReport>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ImportJob>> {
     let (_, p) = access(&state, &headers, &name).await?;
     if !matches!(p, Principal::Machine { .. }) {
         return Err(forbidden("seal seed devices (only the job's machine does)"));
@@ -262,7 +262,7 @@ pub(super) async fn sealed(
     let who = actor(&state, &p).await;
     let sizes: Vec<_> = set.disks.iter().map(|d| json!({"device": d.id, "bytes": d.bytes, "objects": d.objects})).collect();
     state.db.audit(&who, "device-sealed", &name, &json!({"digest": set.manifest_digest, "devices": sizes})).await?;
-    Ok(Json(json!(j)))
+    Ok(Json(j))
 }
 
 /// An import operator erased a device: recorded in the job and the audit log.
@@ -271,7 +271,7 @@ pub(super) async fn erased(
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(b): Json<DeviceErased>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ImportJob>> {
     let (_, p) = access(&state, &headers, &name).await?;
     if !is_user(&p, &[Role::Owner, Role::ImportOperator]) {
         return Err(forbidden("erase seed devices"));
@@ -280,13 +280,13 @@ pub(super) async fn erased(
     let who = actor(&state, &p).await;
     let detail = json!({"device": b.device, "files": b.files, "bytes_overwritten": b.bytes, "verified": true});
     state.db.audit(&who, "device-erased", &name, &detail).await?;
-    Ok(Json(json!(j)))
+    Ok(Json(j))
 }
 
 /// The audit log, to users (not machines).
-pub(super) async fn audit(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn audit(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<Vec<AuditEntry>>> {
     if matches!(principal(&state, &headers).await?, Principal::Machine { .. }) {
         return Err(forbidden("read the audit log"));
     }
-    Ok(Json(json!(state.db.audit_log(None).await?)))
+    Ok(Json(state.db.audit_log(None).await?))
 }

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use ferry_api::{DiskRecord, DiskSetReport, ImportJob, JobState, NewImportJob, ReceivedDisks, Shipment, TransferReport, DISK_STATES};
-use serde_json::json;
+use ferry_api::{
+    Cleanup, DiskKeyReply, DiskRecord, DiskSetReport, ImportJob, JobState, NewImportJob, Receipt, ReceivedDisks, Shipment, SiteImportJob,
+    TransferReport, DISK_STATES,
+};
 
 use super::{principal, ApiError, ApiResult, St};
 use crate::db::Principal;
@@ -70,13 +72,11 @@ fn is_owner(p: &Principal) -> bool {
     matches!(p, Principal::User { role: Role::Owner, .. })
 }
 
-fn with_site(state: &State, j: &ImportJob) -> serde_json::Value {
-    let mut v = json!(j);
-    v["shipping_address"] = json!(state.shipping_address);
-    v
+fn with_site(state: &State, j: &ImportJob) -> SiteImportJob {
+    SiteImportJob { job: j.clone(), shipping_address: state.shipping_address.clone() }
 }
 
-pub(super) async fn create(AxState(state): St, headers: HeaderMap, Json(b): Json<NewImportJob>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn create(AxState(state): St, headers: HeaderMap, Json(b): Json<NewImportJob>) -> ApiResult<Json<SiteImportJob>> {
     let machine = match principal(&state, &headers).await? {
         Principal::Machine { id } => id,
         Principal::User { role: Role::Owner | Role::Contributor, .. } => {
@@ -116,22 +116,22 @@ pub(super) async fn create(AxState(state): St, headers: HeaderMap, Json(b): Json
     Ok(Json(with_site(&state, &j)))
 }
 
-pub(super) async fn list(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn list(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<Vec<ImportJob>>> {
     let jobs = match principal(&state, &headers).await? {
         Principal::Machine { id } => state.db.import_jobs(Some(&id)).await?,
         Principal::User { .. } => state.db.import_jobs(None).await?,
     };
-    Ok(Json(json!(jobs)))
+    Ok(Json(jobs))
 }
 
-pub(super) async fn show(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn show(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<SiteImportJob>> {
     let (j, _, _) = access(&state, &headers, &name).await?;
     Ok(Json(with_site(&state, &j)))
 }
 
 /// The disk key (hex): to the preparers while the disks are prepared, to the importers once the
 /// disks travel; to nobody after the import or once the job expired or was cancelled.
-pub(super) async fn disk_key(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn disk_key(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<DiskKeyReply>> {
     let (j, who, p) = access(&state, &headers, &name).await?;
     let preparing = JobState::EXPIRING.contains(&j.state);
     let importing = matches!(
@@ -154,7 +154,7 @@ pub(super) async fn disk_key(AxState(state): St, headers: HeaderMap, Path(name):
     }
     let sealed = state.db.import_job_key(&name).await?.ok_or_else(|| ApiError::from(Refusal::NoSuchJob(name.clone())))?;
     let key = state.secrets.open_disk_key(&name, &sealed)?;
-    Ok(Json(json!({"disk_key": hex::encode(key.as_slice())})))
+    Ok(Json(DiskKeyReply { disk_key: hex::encode(key.as_slice()) }))
 }
 
 pub(super) async fn disks(
@@ -162,7 +162,7 @@ pub(super) async fn disks(
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(set): Json<DiskSetReport>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<SiteImportJob>> {
     let (_, who, _) = access(&state, &headers, &name).await?;
     if !matches!(who, Who::Preparer) {
         return Err(forbidden("record prepared disks"));
@@ -182,7 +182,7 @@ pub(super) async fn ship(
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(b): Json<Shipment>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<SiteImportJob>> {
     let (_, who, _) = access(&state, &headers, &name).await?;
     if !matches!(who, Who::Preparer) {
         return Err(forbidden("ship import jobs"));
@@ -195,7 +195,7 @@ pub(super) async fn ship(
     Ok(Json(with_site(&state, &j)))
 }
 
-pub(super) async fn cancel(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn cancel(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<SiteImportJob>> {
     let (_, who, _) = access(&state, &headers, &name).await?;
     if !matches!(who, Who::Preparer) {
         return Err(forbidden("cancel import jobs"));
@@ -223,7 +223,7 @@ pub(super) async fn receive(
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(b): Json<ReceivedDisks>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<SiteImportJob>> {
     let (_, who, p) = access(&state, &headers, &name).await?;
     importer(&who, &p, "import disks")?;
     check_disks(&b.disks)?;
@@ -235,7 +235,7 @@ pub(super) async fn transfer(
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(b): Json<TransferReport>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<SiteImportJob>> {
     let (_, who, p) = access(&state, &headers, &name).await?;
     importer(&who, &p, "import disks")?;
     check_disks(&b.disks)?;
@@ -250,7 +250,7 @@ pub(super) async fn transfer(
 
 /// Starts the ingest of a completed import (in the background; the job shows its progress:
 /// ingesting, then ingested, or back to completed with the error).
-pub(super) async fn ingest(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn ingest(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<SiteImportJob>> {
     let (j, who, p) = access(&state, &headers, &name).await?;
     importer(&who, &p, "ingest seeds")?;
     if !state.ingesting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.clone()) {
@@ -322,7 +322,7 @@ async fn run_ingest(state: &Arc<State>, j: &ImportJob) {
 }
 
 /// The signed ingest receipt.
-pub(super) async fn receipt(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn receipt(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<Receipt>> {
     let (j, _, _) = access(&state, &headers, &name).await?;
     match state.db.import_receipt(&name).await? {
         Some(r) => Ok(Json(serde_json::from_str(&r).map_err(anyhow::Error::from)?)),
@@ -331,7 +331,7 @@ pub(super) async fn receipt(AxState(state): St, headers: HeaderMap, Path(name): 
 }
 
 /// Removes the container copy of an ingested seed.
-pub(super) async fn cleanup(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn cleanup(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<Cleanup>> {
     let (j, who, _) = access(&state, &headers, &name).await?;
     if !matches!(who, Who::Preparer) {
         return Err(forbidden("clean up import jobs"));
@@ -356,5 +356,5 @@ pub(super) async fn cleanup(AxState(state): St, headers: HeaderMap, Path(name): 
     .map_err(anyhow::Error::from)?
     .map_err(super::store_error)?;
     state.db.set_import_cleaned(&name).await?;
-    Ok(Json(json!({"job": name, "container_objects_removed": removed})))
+    Ok(Json(Cleanup { job: name, container_objects_removed: removed }))
 }

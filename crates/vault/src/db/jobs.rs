@@ -76,7 +76,7 @@ impl Db {
     }
 
     /// Jobs, newest first; of one machine (by ID) if given.
-    pub async fn jobs(&self, machine: Option<&str>) -> Result<Vec<serde_json::Value>> {
+    pub async fn jobs(&self, machine: Option<&str>) -> Result<Vec<ferry_api::JobView>> {
         const COLUMNS: &str = "SELECT j.id, m.name, j.kind, j.state, j.start, j.\"end\", j.bytes, j.files, j.errors \
                                FROM jobs j JOIN machines m ON m.id = j.machine";
         let rows = match machine {
@@ -89,17 +89,17 @@ impl Db {
             .into_iter()
             .map(|r| {
                 let errors: String = r.get(8);
-                serde_json::json!({
-                    "id": r.get::<i64, _>(0),
-                    "machine": r.get::<String, _>(1),
-                    "kind": r.get::<String, _>(2),
-                    "state": r.get::<String, _>(3),
-                    "start": r.get::<String, _>(4),
-                    "end": r.get::<Option<String>, _>(5),
-                    "bytes": r.get::<i64, _>(6),
-                    "files": r.get::<i64, _>(7),
-                    "errors": serde_json::from_str::<serde_json::Value>(&errors).unwrap_or_default(),
-                })
+                ferry_api::JobView {
+                    id: r.get(0),
+                    machine: r.get(1),
+                    kind: r.get(2),
+                    state: r.get(3),
+                    start: r.get(4),
+                    end: r.get(5),
+                    bytes: r.get(6),
+                    files: r.get(7),
+                    errors: serde_json::from_str(&errors).unwrap_or_default(),
+                }
             })
             .collect())
     }

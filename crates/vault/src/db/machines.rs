@@ -51,22 +51,31 @@ impl Db {
         Ok(Some((id, token)))
     }
 
-    pub async fn set_policy(&self, machine: &str, policy: &serde_json::Value) -> Result<()> {
+    pub async fn set_policy(&self, machine: &str, policy: &ferry_api::BackupPolicy) -> Result<()> {
+        let text = serde_json::to_string(policy)?;
         sqlx::query(
             "INSERT INTO policies (machine, policy, updated) VALUES ($1, $2, $3) \
              ON CONFLICT (machine) DO UPDATE SET policy = excluded.policy, updated = excluded.updated",
         )
         .bind(machine)
-        .bind(policy.to_string())
+        .bind(text)
         .bind(now_rfc3339())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub async fn policy(&self, machine: &str) -> Result<Option<serde_json::Value>> {
+    /// The machine's policy; `None` when it has none, or when the one stored does not read as a
+    /// policy (logged: set it again with `ferry vault policy set`).
+    pub async fn policy(&self, machine: &str) -> Result<Option<ferry_api::BackupPolicy>> {
         let row = sqlx::query("SELECT policy FROM policies WHERE machine = $1").bind(machine).fetch_optional(&self.pool).await?;
-        Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
+        Ok(row.and_then(|r| match serde_json::from_str(&r.get::<String, _>(0)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("the stored policy of machine {machine} does not read ({e}); set it again with `ferry vault policy set`");
+                None
+            }
+        }))
     }
 
     /// Counts what a machine's requests carried: object bytes received (uploads) and sent

@@ -315,16 +315,17 @@ mod tests {
             assert_eq!(db.reap_jobs(1_000_000, 300).await.unwrap(), 1);
             let all = db.jobs(None).await.unwrap();
             assert_eq!(all.len(), 2);
-            assert_eq!((all[0]["id"].as_i64(), all[0]["state"].as_str()), (Some(j2), Some("failed")));
-            assert_eq!(all[1]["bytes"], 1u64 << 40);
-            assert_eq!(all[1]["end"], rfc3339(1_003));
-            assert_eq!(all[1]["errors"], serde_json::json!(["e"]));
+            assert_eq!((all[0].id, all[0].state.as_str()), (j2, "failed"));
+            assert_eq!(all[1].bytes, 1 << 40);
+            assert_eq!(all[1].end, Some(rfc3339(1_003)));
+            assert_eq!(all[1].errors, ["e"]);
             assert_eq!(db.jobs(Some(&machine)).await.unwrap().len(), 2);
             assert!(db.jobs(Some("another")).await.unwrap().is_empty());
 
-            db.set_policy(&machine, &serde_json::json!({"a": 1})).await.unwrap();
-            db.set_policy(&machine, &serde_json::json!({"a": 2})).await.unwrap();
-            assert_eq!(db.policy(&machine).await.unwrap(), Some(serde_json::json!({"a": 2})));
+            let policy = |path: &str| ferry_api::BackupPolicy { paths: vec![path.into()], ..Default::default() };
+            db.set_policy(&machine, &policy("/a")).await.unwrap();
+            db.set_policy(&machine, &policy("/b")).await.unwrap();
+            assert_eq!(db.policy(&machine).await.unwrap(), Some(policy("/b")));
             assert_eq!(db.machines().await.unwrap().len(), 1);
             db.add_user("r", Role::Reader).await.unwrap();
             assert!(db.add_user("r", Role::Reader).await.is_err(), "names are unique");

@@ -79,17 +79,27 @@ async fn read_back(db: &Db) {
     assert_eq!(db.principal("viewer-token").await.unwrap(), Some(Principal::User { name: "viewer".into(), role: Role::Reader }));
     assert_eq!(db.principal("machine-token").await.unwrap(), Some(Principal::Machine { id: M.into() }));
     assert_eq!(db.machines().await.unwrap(), vec![(M.to_string(), "laptop".to_string(), "2026-01-02T03:06:00Z".to_string())]);
-    assert_eq!(db.policy(M).await.unwrap(), Some(serde_json::json!({"keep": {"last": 3}})));
+    let policy = db.policy(M).await.unwrap().expect("the policy is kept");
+    assert_eq!((policy.paths, policy.times), (vec!["/home".to_string()], vec!["02:30".to_string()]));
     assert_eq!(db.traffic().await.unwrap()[M], [10, 2, 30, 4]);
 
     let jobs = db.jobs(None).await.unwrap();
     assert_eq!(jobs.len(), 2);
     assert_eq!(
         jobs[0],
-        serde_json::json!({"id": 2, "machine": "laptop", "kind": "restore", "state": "failed", "start": "2026-01-02T04:00:00Z",
-                           "end": "2026-01-02T04:01:00Z", "bytes": 0, "files": 0, "errors": ["disk full"]})
+        ferry_api::JobView {
+            id: 2,
+            machine: "laptop".into(),
+            kind: "restore".into(),
+            state: "failed".into(),
+            start: "2026-01-02T04:00:00Z".into(),
+            end: Some("2026-01-02T04:01:00Z".into()),
+            bytes: 0,
+            files: 0,
+            errors: vec!["disk full".into()],
+        }
     );
-    assert_eq!((jobs[1]["id"].as_i64(), jobs[1]["bytes"].as_i64(), jobs[1]["state"].as_str()), (Some(1), Some(1234), Some("completed")));
+    assert_eq!((jobs[1].id, jobs[1].bytes, jobs[1].state.as_str()), (1, 1234, "completed"));
     assert_eq!(db.protected_bytes().await.unwrap()[M], 99999);
 
     let samples = db.samples(M, 0).await.unwrap();
