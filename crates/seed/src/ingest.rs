@@ -38,6 +38,97 @@ pub enum IngestError {
     CompletedWithErrors { name: String, unit: &'static str, log_dir: PathBuf },
     #[error("import job {name}: ingest did not finish (state {state}): {errors}")]
     NotIngested { name: String, state: &'static str, errors: String },
+    /// The job's seed is in the vault already ([`check_not_ingested`]).
+    #[error("{} {name} was {} already (state {state}): {}", job_word(.unit), imported_word(.unit), once(.unit))]
+    Ingested { name: String, unit: &'static str, state: &'static str },
+    /// An earlier run copied everything and handed the seed to the vault, then was stopped: the
+    /// ingest goes on in the vault without it ([`check_not_ingested`]).
+    #[error(
+        "{} {name} is being ingested by the vault already (an earlier `{}` finished copying); nothing is left to copy: \
+         wait until `{} {name}` says ingested",
+        job_word(.unit), import_command(.unit), status_command(.unit)
+    )]
+    BeingIngested { name: String, unit: &'static str },
+    /// The units are another set than the one the job recorded ([`CopyPlan::check_against`]).
+    #[error(
+        "{} {name}: these {unit}s are set {found}, but {} recorded set {} for the job: were they prepared again?",
+        job_word(.unit), recorder(.unit), .recorded.as_deref().unwrap_or("(none)")
+    )]
+    OtherSet { name: String, unit: &'static str, found: String, recorded: Option<String> },
+    /// The set's manifest (or seal) is not the one recorded ([`CopyPlan::check_against`]).
+    #[error(
+        "{} {name}: the {unit}s' {} (digest {digest}) is not the one {} recorded ({}): the {unit}s were altered{}; nothing was copied",
+        job_word(.unit), manifest_word(.unit), recorder(.unit), .recorded.as_deref().unwrap_or("none"),
+        if *.unit == "device" { ", or were never sealed by the machine" } else { "" }
+    )]
+    Altered { name: String, unit: &'static str, digest: String, recorded: Option<String> },
+}
+
+// The words the checks' messages use for a job of disks (an import job) or of seed devices.
+fn job_word(unit: &str) -> &'static str {
+    if unit == "device" {
+        "device job"
+    } else {
+        "import job"
+    }
+}
+
+fn imported_word(unit: &str) -> &'static str {
+    if unit == "device" {
+        "imported and ingested"
+    } else {
+        "ingested"
+    }
+}
+
+fn once(unit: &str) -> &'static str {
+    if unit == "device" {
+        "a device is imported only once; erase it (`ferry device erase`)"
+    } else {
+        "a seed is ingested only once"
+    }
+}
+
+fn import_command(unit: &str) -> &'static str {
+    if unit == "device" {
+        "ferry device import"
+    } else {
+        "ferry import run"
+    }
+}
+
+fn status_command(unit: &str) -> &'static str {
+    if unit == "device" {
+        "ferry device status"
+    } else {
+        "ferry import-job show"
+    }
+}
+
+fn recorder(unit: &str) -> &'static str {
+    if unit == "device" {
+        "the machine"
+    } else {
+        "diskprep"
+    }
+}
+
+fn manifest_word(unit: &str) -> &'static str {
+    if unit == "device" {
+        "seal"
+    } else {
+        "manifest"
+    }
+}
+
+/// Refuses, before anything is read off the units, to import a job (of `unit`s: `disk` or
+/// `device`) whose seed the vault has ingested already or is ingesting now.
+pub fn check_not_ingested(job: &ImportJob, unit: &'static str) -> Result<(), IngestError> {
+    match job.state {
+        JobState::Ingested | JobState::Erased => Err(IngestError::Ingested { name: job.name.clone(), unit, state: job.state.as_str() }),
+        JobState::Ingesting => Err(IngestError::BeingIngested { name: job.name.clone(), unit }),
+        _ => Ok(()),
+    }
 }
 
 /// What the copy tells its caller as it goes.
@@ -106,7 +197,8 @@ pub struct SeedItem {
 }
 
 /// What an import copies: the seed's objects on `count` disks or devices (`unit`), with the
-/// set's ID and manifest digest (both hex, already checked against the job).
+/// set's ID and manifest digest (both hex; [`CopyPlan::check_against`] compares them with
+/// what the job recorded).
 pub struct CopyPlan<'a> {
     pub name: &'a str,
     pub unit: &'static str,
@@ -129,6 +221,19 @@ impl<'a> CopyPlan<'a> {
         let items = seal.entries.iter().map(|e| SeedItem { key: e.key.clone(), size: e.size, hash: e.hash, unit: e.device }).collect();
         let (set_id, digest) = (hex::encode(seal.set_id), hex::encode(seal.digest()));
         CopyPlan { name, unit: "device", count: seal.device_count, items, set_id, digest }
+    }
+
+    /// Refuses a set that is not the one the job recorded (diskprep's, or the machine's seal):
+    /// another set, or the same set altered. Nothing has been copied then.
+    pub fn check_against(&self, job: &ImportJob) -> Result<(), IngestError> {
+        let (name, unit) = (self.name.to_string(), self.unit);
+        if job.set_id.as_deref() != Some(self.set_id.as_str()) {
+            return Err(IngestError::OtherSet { name, unit, found: self.set_id.clone(), recorded: job.set_id.clone() });
+        }
+        if job.manifest_digest.as_deref() != Some(self.digest.as_str()) {
+            return Err(IngestError::Altered { name, unit, digest: self.digest.clone(), recorded: job.manifest_digest.clone() });
+        }
+        Ok(())
     }
 }
 
@@ -270,5 +375,79 @@ fn ingest(client: &VaultClient, name: &str) -> Result<SiteImportJob, IngestError
                 return Err(IngestError::NotIngested { name: name.to_string(), state: other.as_str(), errors: j.job.errors.join("; ") })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: JobState, set_id: Option<&str>, digest: Option<&str>) -> ImportJob {
+        ImportJob {
+            name: "j1".into(),
+            machine: "m".into(),
+            machine_name: "web".into(),
+            container: "/c".into(),
+            state,
+            created: "2026-11-30T00:00:00Z".into(),
+            deadline: None,
+            carrier: None,
+            tracking: None,
+            return_address: None,
+            set_id: set_id.map(str::to_string),
+            manifest_digest: digest.map(str::to_string),
+            disks: vec![],
+            recovery_point: None,
+            errors: vec![],
+            updated: "2026-11-30T00:00:01Z".into(),
+            kind: "disks".into(),
+            device: None,
+        }
+    }
+
+    #[test]
+    fn a_seed_in_the_vault_already_is_not_copied_again() {
+        assert!(check_not_ingested(&job(JobState::Received, None, None), "disk").is_ok());
+        assert!(check_not_ingested(&job(JobState::Completed, None, None), "disk").is_ok(), "copied: only the ingest is left");
+
+        let e = check_not_ingested(&job(JobState::Ingesting, None, None), "disk").unwrap_err();
+        assert!(matches!(e, IngestError::BeingIngested { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "import job j1 is being ingested by the vault already (an earlier `ferry import run` finished copying); \
+             nothing is left to copy: wait until `ferry import-job show j1` says ingested"
+        );
+        let e = check_not_ingested(&job(JobState::Ingesting, None, None), "device").unwrap_err();
+        assert!(e.to_string().contains("`ferry device import`") && e.to_string().contains("`ferry device status j1`"), "{e}");
+
+        let e = check_not_ingested(&job(JobState::Ingested, None, None), "disk").unwrap_err();
+        assert_eq!(e.to_string(), "import job j1 was ingested already (state ingested): a seed is ingested only once");
+        let e = check_not_ingested(&job(JobState::Erased, None, None), "device").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "device job j1 was imported and ingested already (state erased): a device is imported only once; erase it (`ferry device erase`)"
+        );
+    }
+
+    #[test]
+    fn only_the_recorded_set_unaltered_is_copied() {
+        let plan = CopyPlan { name: "j1", unit: "disk", count: 1, items: vec![], set_id: "aa".into(), digest: "dd".into() };
+        assert!(plan.check_against(&job(JobState::Received, Some("aa"), Some("dd"))).is_ok());
+
+        let e = plan.check_against(&job(JobState::Received, Some("bb"), Some("dd"))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "import job j1: these disks are set aa, but diskprep recorded set bb for the job: were they prepared again?"
+        );
+        let e = plan.check_against(&job(JobState::Received, Some("aa"), Some("ee"))).unwrap_err();
+        assert!(matches!(e, IngestError::Altered { .. }) && e.to_string().contains("the disks were altered; nothing was copied"), "{e}");
+
+        let devices = CopyPlan { unit: "device", ..plan };
+        let e = devices.check_against(&job(JobState::Received, Some("aa"), None)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "device job j1: the devices' seal (digest dd) is not the one the machine recorded (none): \
+             the devices were altered, or were never sealed by the machine; nothing was copied"
+        );
     }
 }

@@ -95,7 +95,9 @@ pub use device::{
 pub use error::{DiskFormatError, SeedError};
 pub use estimate::{fit, sample, total_size, Fit, Sample};
 pub use import::DiskSet;
-pub use ingest::{copy_and_ingest, redact_location, report_set_error, CopyPlan, IngestError, IngestEvent, ReadObject, SeedItem};
+pub use ingest::{
+    check_not_ingested, copy_and_ingest, redact_location, report_set_error, CopyPlan, IngestError, IngestEvent, ReadObject, SeedItem,
+};
 pub use key::DiskKey;
 pub use label::{read_label, Label};
 pub use manifest::{Manifest, ManifestEntry};

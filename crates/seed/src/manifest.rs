@@ -103,27 +103,11 @@ impl Manifest {
     /// by 16 hex digits and each used once.
     pub fn open(key: &DiskKey, set_id: &[u8; 16], bytes: &[u8]) -> Result<Manifest, DiskFormatError> {
         let wire: Wire = open_sealed(&HEADER, MAX_MANIFEST_LEN, &key.manifest_key(), &aad(set_id), bytes)?;
-        if &wire.set_id != set_id {
-            return Err(DiskFormatError::malformed("manifest of another disk set"));
-        }
-        crate::label::check_job(&wire.job).map_err(DiskFormatError::Malformed)?;
-        if wire.disk_count == 0 || wire.disk_count > MAX_DISKS {
-            return Err(DiskFormatError::malformed(format!("manifest disk count {}", wire.disk_count)));
-        }
+        let mut list = ObjectList::new("manifest", "disk", MAX_DISK_BYTES);
+        list.check_head(&wire.set_id, set_id, &wire.job, wire.disk_count)?;
         let mut files = HashSet::with_capacity(wire.entries.len());
-        let mut previous: Option<&str> = None;
         for e in &wire.entries {
-            ferry_store::validate_key("manifest", &e.key).map_err(|err| DiskFormatError::malformed(format!("manifest: {err}")))?;
-            if previous.is_some_and(|p| p >= e.key.as_str()) {
-                return Err(DiskFormatError::malformed(format!("manifest: entry {} out of order or repeated", e.key)));
-            }
-            previous = Some(&e.key);
-            if e.disk == 0 || e.disk > wire.disk_count {
-                return Err(DiskFormatError::malformed(format!("manifest: object {} on disk {} of {}", e.key, e.disk, wire.disk_count)));
-            }
-            if e.size > MAX_DISK_BYTES {
-                return Err(DiskFormatError::malformed(format!("manifest: object {} of implausible size {}", e.key, e.size)));
-            }
+            list.check_entry(&e.key, e.disk, e.size)?;
             if !files.insert((e.disk, e.file)) {
                 return Err(DiskFormatError::malformed(format!("manifest: file {} of disk {} used twice", file_name(&e.file), e.disk)));
             }
@@ -138,6 +122,55 @@ impl Manifest {
                 .map(|e| ManifestEntry { key: e.key, size: e.size, hash: e.hash, disk: e.disk, file: file_name(&e.file) })
                 .collect(),
         })
+    }
+}
+
+/// The checks the two sealed lists of a set's objects share, the disk manifest and the device
+/// seal: the set, the job, the unit count, and each entry's key, order, unit and size.
+pub(crate) struct ObjectList<'a> {
+    /// `manifest` or `seal`, and `disk` or `device`: the words of the messages.
+    what: &'static str,
+    unit: &'static str,
+    max_size: u64,
+    count: u32,
+    previous: Option<&'a str>,
+}
+
+impl<'a> ObjectList<'a> {
+    pub(crate) fn new(what: &'static str, unit: &'static str, max_size: u64) -> ObjectList<'a> {
+        ObjectList { what, unit, max_size, count: 0, previous: None }
+    }
+
+    /// The list is of set `set_id`, names a valid job and a plausible number of units.
+    pub(crate) fn check_head(&mut self, found: &[u8; 16], set_id: &[u8; 16], job: &str, count: u32) -> Result<(), DiskFormatError> {
+        let (what, unit) = (self.what, self.unit);
+        if found != set_id {
+            return Err(DiskFormatError::malformed(format!("{what} of another {unit} set")));
+        }
+        crate::label::check_job(job).map_err(DiskFormatError::Malformed)?;
+        if count == 0 || count > MAX_DISKS {
+            return Err(DiskFormatError::malformed(format!("{what} {unit} count {count}")));
+        }
+        self.count = count;
+        Ok(())
+    }
+
+    /// One entry: a valid object key, after the previous one (ascending, no repeats), on a unit
+    /// within the count, of a plausible size.
+    pub(crate) fn check_entry(&mut self, key: &'a str, on: u32, size: u64) -> Result<(), DiskFormatError> {
+        let (what, unit) = (self.what, self.unit);
+        ferry_store::validate_key(what, key).map_err(|err| DiskFormatError::malformed(format!("{what}: {err}")))?;
+        if self.previous.is_some_and(|p| p >= key) {
+            return Err(DiskFormatError::malformed(format!("{what}: entry {key} out of order or repeated")));
+        }
+        self.previous = Some(key);
+        if on == 0 || on > self.count {
+            return Err(DiskFormatError::malformed(format!("{what}: object {key} on {unit} {on} of {}", self.count)));
+        }
+        if size > self.max_size {
+            return Err(DiskFormatError::malformed(format!("{what}: object {key} of implausible size {size}")));
+        }
+        Ok(())
     }
 }
 

@@ -376,13 +376,7 @@ fn report_seal(g: &Global, client: &VaultClient, job: &str, set_id: &str, seal: 
 fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Path>) -> Result<Outcome> {
     let client = common::seeding_client(g)?;
     let j = client.device_job(job)?.job;
-    let state = j.state.as_str();
-    if matches!(j.state, JobState::Ingested | JobState::Erased) {
-        bail!("device job {job} was imported and ingested already (state {state}): a device is imported only once; erase it (`ferry device erase`)");
-    }
-    if j.state == JobState::Ingesting {
-        bail!("device job {job} is being ingested by the vault already (an earlier `ferry device import` finished copying); nothing is left to copy: wait until `ferry device status {job}` says ingested");
-    }
+    ferry_seed::check_not_ingested(&j, "device")?;
     let key = DiskKey::from_hex(&client.device_key(job)?).context("the vault sent a malformed device key")?;
     let set = match DeviceSet::open(paths, job, &key) {
         Ok(s) => s,
@@ -392,18 +386,8 @@ fn import_devices(g: &Global, job: &str, paths: &[PathBuf], log_dir: Option<&Pat
         }
     };
     let seal = set.seal();
-    if j.set_id.as_deref() != Some(hex::encode(seal.set_id).as_str()) {
-        bail!("device job {job}: these devices are set {}, not the job's set {}", hex::encode(seal.set_id), text(&j.set_id));
-    }
-    let digest = hex::encode(seal.digest());
-    if j.manifest_digest.as_deref() != Some(digest.as_str()) {
-        bail!(
-            "device job {job}: the devices' seal (digest {digest}) is not the one the machine reported ({}): \
-             the devices were altered, or were never sealed by the machine; nothing was copied",
-            text(&j.manifest_digest)
-        );
-    }
     let plan = CopyPlan::of_devices(job, seal);
+    plan.check_against(&j)?;
     let entries: std::collections::HashMap<&str, &ferry_seed::SealEntry> = seal.entries.iter().map(|e| (e.key.as_str(), e)).collect();
     common::copy_and_ingest(g, &client, &j, plan, log_dir, &mut |item, buf| match entries.get(item.key.as_str()) {
         Some(e) => set.read_object(e, buf).map_err(|e| e.to_string()),

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DiskFormatError;
 use crate::header::Header;
-use crate::manifest::{open_sealed, seal_sealed};
-use crate::{DiskKey, MAX_DISKS, MAX_SEED_BYTES};
+use crate::manifest::{open_sealed, seal_sealed, ObjectList};
+use crate::{DiskKey, MAX_SEED_BYTES};
 
 /// The seal's first bytes.
 pub const SEAL_MAGIC: &[u8; 12] = b"FERRYDEVSEAL";
@@ -95,34 +95,18 @@ impl Seal {
     /// plausible; and `device_number` within the count.
     pub fn decode(bytes: &[u8], key: &DiskKey, set_id: &[u8; 16], device_number: u32) -> Result<Seal, DiskFormatError> {
         let wire: Wire = open_sealed(&HEADER, MAX_SEAL_LEN, &key.device_seal_key(), &aad(set_id, device_number), bytes)?;
-        if &wire.set_id != set_id {
-            return Err(DiskFormatError::malformed("seal of another device set"));
-        }
-        crate::label::check_job(&wire.job).map_err(DiskFormatError::Malformed)?;
-        if wire.device_count == 0 || wire.device_count > MAX_DISKS {
-            return Err(DiskFormatError::malformed(format!("seal device count {}", wire.device_count)));
-        }
+        let mut list = ObjectList::new("seal", "device", MAX_SEED_BYTES);
+        list.check_head(&wire.set_id, set_id, &wire.job, wire.device_count)?;
         if device_number == 0 || device_number > wire.device_count {
             return Err(DiskFormatError::malformed(format!("seal of a set of {} devices on device {device_number}", wire.device_count)));
         }
         if wire.sealed.is_empty() || wire.sealed.len() > MAX_TIME_LEN || chrono::DateTime::parse_from_rfc3339(&wire.sealed).is_err() {
             return Err(DiskFormatError::malformed("seal: sealed is not an RFC 3339 time"));
         }
-        let mut previous: Option<&str> = None;
         for e in &wire.entries {
-            ferry_store::validate_key("seal", &e.key).map_err(|err| DiskFormatError::malformed(format!("seal: {err}")))?;
+            list.check_entry(&e.key, e.device, e.size)?;
             if e.key == "config" || e.key.starts_with("keys/") {
                 return Err(DiskFormatError::malformed(format!("seal: object {} is never on a device", e.key)));
-            }
-            if previous.is_some_and(|p| p >= e.key.as_str()) {
-                return Err(DiskFormatError::malformed(format!("seal: entry {} out of order or repeated", e.key)));
-            }
-            previous = Some(&e.key);
-            if e.device == 0 || e.device > wire.device_count {
-                return Err(DiskFormatError::malformed(format!("seal: object {} on device {} of {}", e.key, e.device, wire.device_count)));
-            }
-            if e.size > MAX_SEED_BYTES {
-                return Err(DiskFormatError::malformed(format!("seal: object {} of implausible size {}", e.key, e.size)));
             }
         }
         Ok(Seal {
