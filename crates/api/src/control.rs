@@ -39,14 +39,32 @@ pub struct Registered {
 pub struct NewUser {
     pub name: String,
     pub role: String,
+    /// The token stops working this many seconds after it is made; `None`: when revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<u64>,
 }
 
-/// The answer to a new user: its token, shown once.
+/// The answer to a new user: its token, shown once, and when it expires (RFC 3339).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserAdded {
     pub name: String,
     pub role: String,
     pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// `GET /v1/users` (owners): a user and its token's life (times RFC 3339). A user whose token
+/// is revoked or expired can do nothing until an owner removes it and adds it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub name: String,
+    pub role: String,
+    pub created: String,
+    pub expires: Option<String>,
+    pub revoked: Option<String>,
+    /// The token's last use (recorded at most once a minute).
+    pub last_used: Option<String>,
 }
 
 /// `PUT /v1/users/{name}/password`: a dashboard password.
@@ -177,10 +195,25 @@ mod tests {
         round_trip(&Health { protocol: 1, receipt_key: Some("ab".into()) }, r#"{"protocol":1,"receipt_key":"ab"}"#);
         round_trip(&Credentials { secret: "s".into(), expires: 9 }, r#"{"secret":"s","expires":9}"#);
         round_trip(&Undeleted { undeleted: "ab".into() }, r#"{"undeleted":"ab"}"#);
+        round_trip(
+            &NewUser { name: "u".into(), role: "reader".into(), expires_in_s: Some(60) },
+            r#"{"name":"u","role":"reader","expires_in_s":60}"#,
+        );
+        round_trip(
+            &UserView {
+                name: "u".into(),
+                role: "reader".into(),
+                created: "2026-12-07T00:00:00Z".into(),
+                expires: Some("2026-12-08T00:00:00Z".into()),
+                revoked: None,
+                last_used: None,
+            },
+            r#"{"name":"u","role":"reader","created":"2026-12-07T00:00:00Z","expires":"2026-12-08T00:00:00Z","revoked":null,"last_used":null}"#,
+        );
         round_trip(&ErrorReply { error: "no".into() }, r#"{"error":"no"}"#);
         round_trip(&Registered { machine: "m".into(), token: "t".into() }, r#"{"machine":"m","token":"t"}"#);
         round_trip(
-            &UserAdded { name: "u".into(), role: "reader".into(), token: "t".into() },
+            &UserAdded { name: "u".into(), role: "reader".into(), token: "t".into(), expires: None },
             r#"{"name":"u","role":"reader","token":"t"}"#,
         );
         let m = MachineView {

@@ -229,6 +229,23 @@ pub fn machine_id(client: &ferry_store::VaultClient, name: &str) -> Result<Strin
         .with_context(|| format!("the vault has no machine named {name:?} (`ferry vault machines` lists them)"))
 }
 
+/// The configuration folder (it holds the machine's vault token) and the cache folder (file
+/// names and sizes of the backups) are the user's own: made 0700 (see `Registration::save` and
+/// the repository cache), and an existing one found open to others is closed at start-up, said
+/// once. A folder that cannot be changed (another user's) is left as it is, with a warning.
+pub fn repair_private_dirs(g: &Global) {
+    for dir in [config_dir(g), cache_dir(g)] {
+        if !dir.is_dir() {
+            continue;
+        }
+        match ferry_store::private_dir(&dir) {
+            Ok(Some(was)) => eprintln!("note: {} was open to other users (mode {was:o}); it is now 0700", dir.display()),
+            Ok(None) => {}
+            Err(e) => eprintln!("warning: {e}: other users of this machine may read it"),
+        }
+    }
+}
+
 pub fn config_dir(g: &Global) -> PathBuf {
     g.config_dir.clone().unwrap_or_else(|| dirs::config_dir().unwrap_or_else(std::env::temp_dir).join("ferry"))
 }
@@ -268,7 +285,7 @@ impl Registration {
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        ferry_store::private_dir(dir)?;
         Ok(ferry_store::write_private(&dir.join(Self::FILE), &serde_json::to_vec_pretty(self)?)?)
     }
 

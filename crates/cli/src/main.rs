@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     ferry_store::init_tls();
+    common::repair_private_dirs(&cli.global);
     match cmd::run(&cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Partial) => ExitCode::from(3),

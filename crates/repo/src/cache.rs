@@ -147,12 +147,18 @@ impl LocalCache {
     /// Opens (or creates) the cache database at `path`; `page_cache` bounds its memory.
     pub fn open(path: &Path, page_cache: usize) -> crate::Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("create cache folder {}", dir.display()))?;
+            // Owner-only: the cache names the backed-up files and their sizes.
+            ferry_store::private_dir(dir).with_context(|| format!("create cache folder {}", dir.display()))?;
         }
         let db = Database::builder()
             .set_cache_size(page_cache)
             .create(path)
             .with_context(|| format!("open cache database {}", path.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("make the cache database {} private", path.display()))?;
+        }
         let c = LocalCache { db, generation: AtomicU64::new(0), snapshot: RwLock::new(None) };
         c.write(Durability::Immediate, |w| {
             w.open_table(BLOBS)?;

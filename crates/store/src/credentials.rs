@@ -39,10 +39,40 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io::Error::other(format!("write {}: {e}", path.display())))
 }
 
+/// Makes `path` (and its missing parents) a folder only its owner can enter (mode 0700,
+/// whatever the umask). A folder that was there with looser permissions is tightened; its mode
+/// before is returned then, so the caller can say so once.
+pub fn private_dir(path: &Path) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let fail = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) => return Err(fail("create", e)),
+    }
+    let mode = std::fs::metadata(path).map_err(|e| fail("read the permissions of", e))?.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700 | 0o700)).map_err(|e| fail("restrict", e))?;
+    Ok(Some(mode))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn private_dirs_are_made_or_tightened() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b");
+        assert_eq!(private_dir(&p).unwrap(), None, "made 0700");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(private_dir(&p).unwrap(), Some(0o755), "tightened, and said");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(private_dir(&p).unwrap(), None, "once");
+    }
 
     #[test]
     fn private_files_are_owner_only_and_replaced() {

@@ -105,9 +105,10 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 pub use backend::ObjectStoreBackend;
-pub use credentials::{cert_file_fingerprint, cert_fingerprint, write_private};
+pub use credentials::{cert_file_fingerprint, cert_fingerprint, private_dir, write_private};
 pub use error::{ErrorKind, Result, StoreError};
 pub use fault::{FaultStore, FAULT_INJECT_ENV};
+pub use location::location_within;
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
 pub use store::{validate_key, ObjectInfo, Store, MAX_KEY_LEN};

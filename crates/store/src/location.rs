@@ -40,6 +40,53 @@ pub(crate) fn parse(location: &str) -> Result<Location> {
     }
 }
 
+/// Whether the store at `inner` lies within the one at `outer` (or is it): the same backend,
+/// container or bucket, and `inner`'s folder or prefix inside `outer`'s. Local folders are
+/// compared as absolute paths, with symbolic links resolved as far as the path exists, so
+/// `./a/../b` and a link to `b` are `b`. The vault uses it to keep import containers out of
+/// its own store and data folder.
+pub fn location_within(inner: &str, outer: &str) -> Result<bool> {
+    Ok(match (parse(inner)?, parse(outer)?) {
+        (Location::Local(a), Location::Local(b)) => resolved(&a).starts_with(resolved(&b)),
+        (Location::Azure { container: a, prefix: pa }, Location::Azure { container: b, prefix: pb })
+        | (Location::S3 { bucket: a, prefix: pa }, Location::S3 { bucket: b, prefix: pb }) => {
+            a == b && std::path::Path::new(pa.as_deref().unwrap_or("")).starts_with(pb.as_deref().unwrap_or(""))
+        }
+        _ => false,
+    })
+}
+
+/// `path` absolute, its longest existing ancestor canonicalised (links resolved) and the rest
+/// appended without `.` and `..`.
+fn resolved(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut normal = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    let mut existing = normal.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return normal,
+        }
+    }
+}
+
 /// The error echoes the location only when it cannot hold credentials (`user:secret@…`,
 /// `?sig=…`).
 fn invalid(location: &str, message: &str) -> StoreError {
@@ -101,6 +148,29 @@ mod tests {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.kind, crate::ErrorKind::Permanent, "{bad}");
         }
+    }
+
+    #[test]
+    fn containment_by_backend_and_prefix() {
+        let within = |a: &str, b: &str| location_within(a, b).unwrap();
+        assert!(within("az://ccc/imports/j1", "az://ccc"));
+        assert!(within("az://ccc/imports/j1", "az://ccc/imports"));
+        assert!(!within("az://ccc/imports-old/j1", "az://ccc/imports"), "component-wise");
+        assert!(!within("az://ccc", "az://ccc/imports"));
+        assert!(!within("az://ddd/x", "az://ccc"));
+        assert!(!within("s3://ccc/x", "az://ccc"), "another backend");
+        assert!(within("s3://bbb/p/q", "s3://bbb/p/"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+        std::fs::create_dir_all(dir.path().join("data/store")).unwrap();
+        assert!(within(&d("data/store"), &d("data")));
+        assert!(within(&d("data/store/x/../y"), &d("data/store")), "not created yet, .. resolved");
+        assert!(within(&format!("file://{}", d("data")), &d("data")));
+        assert!(!within(&d("data/imports"), &d("data/store")));
+        assert!(!within(&d("data"), &d("data/store")));
+        std::os::unix::fs::symlink(dir.path().join("data/store"), dir.path().join("link")).unwrap();
+        assert!(within(&d("link/j1"), &d("data/store")), "through a link");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use ferry_api::{
     BackupPolicy, Cleanup, Credentials, DeviceErased, DeviceJob, DeviceKeyReply, DeviceOrderRequest, DeviceStatus, DiskKeyReply,
     DiskSetReport, Health, ImportJob, JobOpened, JobUpdate, JobView, MachineView, NewImportJob, NewJob, NewPassword, NewUser,
     OrderedDevice, PreparedDevice, Receipt, ReceivedDisks, RegisterRequest, Registered, RetentionReport, Shipment, SiteImportJob,
-    SoftDeletedPoint, TransferReport, Unlock, UserAdded,
+    SoftDeletedPoint, TransferReport, Unlock, UserAdded, UserView,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -73,6 +73,27 @@ impl VaultClient {
 
     pub fn add_user(&self, u: &NewUser) -> Result<UserAdded> {
         self.post("/v1/users", u)
+    }
+
+    /// The users and their tokens' dates (owners).
+    pub fn users(&self) -> Result<Vec<UserView>> {
+        self.get("/v1/users")
+    }
+
+    /// Revokes a user's token and ends its sessions (owners).
+    pub fn revoke_user(&self, user: &str) -> Result<()> {
+        self.post_only(&format!("/v1/users/{user}/revoke"), &EMPTY)
+    }
+
+    /// Removes a user (owners).
+    pub fn remove_user(&self, user: &str) -> Result<()> {
+        let path = format!("/v1/users/{user}");
+        self.send("delete", &path, self.request(reqwest::Method::DELETE, &path)).map(|_| ())
+    }
+
+    /// Revokes machine `id`'s token (owners).
+    pub fn revoke_machine(&self, id: &str) -> Result<()> {
+        self.post_only(&format!("/v1/machines/{id}/revoke"), &EMPTY)
     }
 
     pub fn set_password(&self, user: &str, p: &NewPassword) -> Result<()> {

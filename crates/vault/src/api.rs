@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_api::{
-    BackupPolicy, Credentials, ErrorReply, Health, JobOpened, JobUpdate, JobView, MachineView, NewJob, NewPassword, NewUser, ObjectEntry,
-    ObjectSize, ObjectWritten, RegisterRequest, Registered, RetentionReport, SoftDeletedPoint, Undeleted, UserAdded,
+    BackupPolicy, Credentials, ErrorReply, Health, JobOpened, JobUpdate, JobView, MachineView, NewJob, ObjectEntry, ObjectSize,
+    ObjectWritten, RegisterRequest, Registered, RetentionReport, SoftDeletedPoint, Undeleted,
 };
 
 use crate::db::Principal;
@@ -21,6 +21,7 @@ use crate::{Role, State};
 
 mod devices;
 mod imports;
+mod users;
 
 type St = AxState<Arc<State>>;
 
@@ -99,8 +100,10 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/credentials", post(credentials))
         .route("/v1/register", post(register))
         .route("/v1/machines", get(machines))
-        .route("/v1/users", post(add_user))
-        .route("/v1/users/{name}/password", axum::routing::put(set_password))
+        .route("/v1/users", get(users::list).post(users::add))
+        .route("/v1/users/{name}", axum::routing::delete(users::remove))
+        .route("/v1/users/{name}/password", axum::routing::put(users::set_password))
+        .route("/v1/users/{name}/revoke", post(users::revoke))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/machines/{m}/jobs", post(create_job))
         .route("/v1/machines/{m}/policy", get(get_policy).put(set_policy))
@@ -109,6 +112,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/machines/{m}/head/{*key}", get(head_object))
         .route("/v1/machines/{m}/list", get(list_objects))
         .route("/v1/machines/{m}/retention", post(run_retention))
+        .route("/v1/machines/{m}/revoke", post(users::revoke_machine))
         .route("/v1/machines/{m}/deleted", get(list_deleted))
         .route("/v1/machines/{m}/deleted/{rp}/undelete", post(undelete))
         .route("/v1/import-jobs", get(imports::list).post(imports::create))
@@ -149,7 +153,9 @@ async fn principal(state: &State, headers: &HeaderMap) -> ApiResult<Principal> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "no token: send Authorization: Bearer TOKEN".into()))?;
-    state.db.principal(token).await?.ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))
+    state.db.principal(token).await?.ok_or_else(|| {
+        ApiError(StatusCode::UNAUTHORIZED, "this token is unknown, expired or revoked: ask the vault's owner for a new one".into())
+    })
 }
 
 /// What is done to a machine's objects.
@@ -313,52 +319,13 @@ async fn get_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String
     state.db.policy(&m).await?.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("machine {m} has no policy yet")))
 }
 
-async fn add_user(AxState(state): St, headers: HeaderMap, Json(b): Json<NewUser>) -> ApiResult<Json<UserAdded>> {
-    match principal(&state, &headers).await? {
-        Principal::User { role: Role::Owner, .. } => {}
-        _ => return Err(ApiError(StatusCode::FORBIDDEN, "only an owner adds users".into())),
-    }
-    let role = Role::parse(&b.role).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("unknown role {:?}", b.role)))?;
-    if b.name.is_empty() || b.name.len() > 64 || !b.name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.@".contains(&c)) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "a user name is 1 to 64 letters, digits, '-', '_', '.' or '@'".into()));
-    }
-    let token = state
-        .db
-        .add_user(&b.name, role)
-        .await
-        .map_err(|_| ApiError(StatusCode::CONFLICT, format!("a user named {:?} exists already", b.name)))?;
-    tracing::info!("added user {} as {}", b.name, role.as_str());
-    Ok(Json(UserAdded { name: b.name, role: role.as_str().into(), token }))
-}
-
-/// Sets a user's dashboard password: owners for anyone, a user for itself.
-async fn set_password(
-    AxState(state): St,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Json(b): Json<NewPassword>,
-) -> ApiResult<StatusCode> {
-    match principal(&state, &headers).await? {
-        Principal::User { role: Role::Owner, .. } => {}
-        Principal::User { name: me, .. } if me == name => {}
-        _ => return Err(ApiError(StatusCode::FORBIDDEN, "only an owner sets another user's password".into())),
-    }
-    if b.password.chars().count() < 16 || b.password.len() > 1024 {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "a dashboard password has 16 to 1024 characters".into()));
-    }
-    if !state.db.set_password(&name, &b.password).await? {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no user named {name:?}")));
-    }
-    tracing::info!("set the dashboard password of {name}");
-    Ok(StatusCode::NO_CONTENT)
-}
-
 async fn register(AxState(state): St, Json(b): Json<RegisterRequest>) -> ApiResult<Json<Registered>> {
     let name_ok = !b.name.is_empty() && b.name.len() <= 64 && b.name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
     if !name_ok {
         return Err(ApiError(StatusCode::BAD_REQUEST, "a machine name is 1 to 64 letters, digits, '-', '_' or '.'".into()));
     }
-    if state.db.machines().await?.iter().any(|(_, n, _)| *n == b.name) {
+    // A machine whose token was revoked registers again under its own name.
+    if matches!(state.db.machine_named(&b.name).await?, Some((_, false))) {
         return Err(ApiError(StatusCode::CONFLICT, format!("a machine named {:?} is already registered; choose another --name", b.name)));
     }
     match state.db.register(&b.secret, &b.name, chrono::Utc::now().timestamp()).await? {

@@ -10,6 +10,7 @@
 
 pub mod alerts;
 mod api;
+pub(crate) mod containers;
 mod dashboard;
 pub mod db;
 pub(crate) mod devices;
@@ -17,6 +18,7 @@ pub mod error;
 pub(crate) mod imports;
 pub(crate) mod ingest;
 pub(crate) mod metrics;
+pub(crate) mod private;
 pub(crate) mod retention;
 pub(crate) mod samples;
 pub(crate) mod secrets;
@@ -85,9 +87,9 @@ pub struct ServeOptions {
     /// `None` = SQLite in `DATA/vault.db`. Several servers may share one PostgreSQL database
     /// (and then the same store and certificate): see docs/design/vault.md.
     pub database: Option<String>,
-    /// Where import jobs put their objects by default (`LOCATION/JOB`), when the machine does
-    /// not name a container.
-    pub import_container: Option<String>,
+    /// The locations import jobs may put their objects in, each job in `LOCATION/JOB` (the first
+    /// is the default); empty = the folder `DATA/imports`. See [`containers`].
+    pub import_containers: Vec<String>,
     /// The vault site's address, to which disks are shipped (printed by diskprep).
     pub shipping_address: Option<String>,
     /// Where alerts are sent, and the storage threshold.
@@ -107,6 +109,10 @@ pub struct Ready<'a> {
     /// The database, for the log: `SQLite PATH` or `PostgreSQL USER@HOST:PORT/DB` (never the
     /// password).
     pub database: &'a str,
+    /// The import locations (credentials in a query string not shown), the default first.
+    pub import_containers: Vec<&'a str>,
+    /// Files and folders whose permissions were loosened and are now owner-only (one line each).
+    pub repaired: &'a [String],
 }
 
 /// Files the vault keeps in its data folder.
@@ -123,7 +129,7 @@ pub(crate) struct State {
     pub retaining: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Escrow and receipt keys (`DATA/vault-secret.key`).
     pub secrets: secrets::Secrets,
-    pub import_container: Option<String>,
+    pub import_containers: containers::ImportLocations,
     pub shipping_address: Option<String>,
     /// Import jobs being ingested on this server.
     pub ingesting: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -194,19 +200,16 @@ fn retention_every() -> std::time::Duration {
 /// write no token. Repository writers are coordinated by the locks in the store, as with one
 /// server.
 pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> error::Result<()> {
-    std::fs::create_dir_all(&opts.data).with_context(|| format!("create the vault folder {}", opts.data.display()))?;
-    let db = match &opts.database {
-        Some(location) => Db::open(location).await?,
-        None => Db::open_file(&opts.data.join(DB_FILE)).await?,
-    };
-    serve_with(db, opts, on_ready).await
-}
-
-/// [`serve`] once the database is open.
-async fn serve_with(db: Db, opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> Result<()> {
     let store_location = match &opts.store {
         Some(s) => s.clone(),
         None => opts.data.join("store").to_string_lossy().into_owned(),
+    };
+    // Before the first file is made: the data folder and all the vault writes are its own.
+    let repaired = private::secure(&opts.data, &store_location).context("make the vault's files private")?;
+    let import_containers = containers::ImportLocations::new(&opts.import_containers, &opts.data, &store_location)?;
+    let db = match &opts.database {
+        Some(location) => Db::open(location).await?,
+        None => Db::open_file(&opts.data.join(DB_FILE)).await?,
     };
     let store = tokio::task::spawn_blocking(move || ferry_store::open(&store_location)).await?.context("open the vault's object store")?;
     let (cert_path, key_path) = if let Some((c, k)) = &opts.tls {
@@ -234,13 +237,20 @@ async fn serve_with(db: Db, opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)
     let config = tls::server_config(&cert_path, &key_path)?;
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    on_ready(Ready { addr, fingerprint: &fingerprint, new_owner: new_owner.as_deref(), database: db.describe() });
+    on_ready(Ready {
+        addr,
+        fingerprint: &fingerprint,
+        new_owner: new_owner.as_deref(),
+        database: db.describe(),
+        import_containers: import_containers.all().iter().map(|l| containers::shown(l)).collect(),
+        repaired: &repaired,
+    });
     let state = Arc::new(State {
         db,
         store,
         retaining: Default::default(),
         secrets,
-        import_container: opts.import_container.clone(),
+        import_containers,
         shipping_address: opts.shipping_address.clone(),
         ingesting: Default::default(),
         alerts: opts.alerts.clone(),

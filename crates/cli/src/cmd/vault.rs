@@ -5,7 +5,7 @@ use ferry_api::{NewPassword, NewUser, RegisterRequest};
 use ferry_repo::{InitOptions, Repository};
 use ferry_store::VaultClient;
 
-use crate::cli::{CredentialsArgs, Global, PolicyCommand, RegisterArgs, ServeArgs, UserCommand, VaultCommand};
+use crate::cli::{CredentialsArgs, Global, MachineCommand, PolicyCommand, RegisterArgs, ServeArgs, UserCommand, VaultCommand};
 use crate::common::{self, Registration};
 use crate::Outcome;
 
@@ -102,14 +102,68 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
             Ok(Outcome::Success)
         }
         VaultCommand::User(UserCommand::Add(a)) => {
-            let added = common::admin_client(g)?.add_user(&NewUser { name: a.name.clone(), role: a.role.clone() })?;
-            let token = added.token.as_str();
+            let expires_in_s = match &a.expires {
+                Some(d) => Some(
+                    humantime::parse_duration(d)
+                        .with_context(|| format!("--expires {d:?}: give a duration like 8h, 30d or 1y"))?
+                        .as_secs()
+                        .max(1),
+                ),
+                None => None,
+            };
+            let added = common::admin_client(g)?.add_user(&NewUser { name: a.name.clone(), role: a.role.clone(), expires_in_s })?;
             if g.json {
-                common::print_json(&serde_json::json!({"name": a.name, "role": a.role, "token": token}))?;
+                common::print_answer(&added)?;
             } else {
-                println!("{token}");
-                eprintln!("added {} as {}; the token above is shown only now: keep it in a file of mode 0600", a.name, a.role);
+                println!("{}", added.token);
+                let until = added.expires.as_deref().map_or(String::new(), |t| format!(" (valid until {t})"));
+                eprintln!("added {} as {}{until}; the token above is shown only now: keep it in a file of mode 0600", a.name, a.role);
             }
+            Ok(Outcome::Success)
+        }
+        VaultCommand::User(UserCommand::List) => {
+            let users = common::admin_client(g)?.users()?;
+            if g.json {
+                return common::print_answer(&users).map(|()| Outcome::Success);
+            }
+            println!("{:<20} {:<16} {:<21} {:<21} {:<21} STATE", "NAME", "ROLE", "CREATED", "LAST USED", "EXPIRES");
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            for u in users {
+                let state = match (&u.revoked, &u.expires) {
+                    (Some(t), _) => format!("revoked {t}"),
+                    (None, Some(e)) if *e <= now => "expired".to_string(),
+                    _ => "active".to_string(),
+                };
+                let or_dash = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<20} {:<16} {:<21} {:<21} {:<21} {state}",
+                    u.name,
+                    u.role,
+                    u.created,
+                    or_dash(&u.last_used),
+                    or_dash(&u.expires)
+                );
+            }
+            Ok(Outcome::Success)
+        }
+        VaultCommand::User(UserCommand::Revoke { name }) => {
+            common::admin_client(g)?.revoke_user(name)?;
+            eprintln!("revoked the token of {name}: it and {name}'s dashboard sessions no longer work");
+            Ok(Outcome::Success)
+        }
+        VaultCommand::User(UserCommand::Remove { name }) => {
+            common::admin_client(g)?.remove_user(name)?;
+            eprintln!("removed user {name}");
+            Ok(Outcome::Success)
+        }
+        VaultCommand::Machine(MachineCommand::Revoke { name }) => {
+            let client = common::admin_client(g)?;
+            let id = common::machine_id(&client, name)?;
+            client.revoke_machine(&id)?;
+            eprintln!(
+                "revoked the token of machine {name}: its requests are refused until it registers again \
+                 (`ferry vault credentials`, then `ferry register --name {name}` on the machine); its recovery points stay"
+            );
             Ok(Outcome::Success)
         }
         VaultCommand::User(UserCommand::Password { name, password_file }) => {
@@ -141,7 +195,7 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
         store: a.store.clone(),
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
         database: a.database.clone(),
-        import_container: a.import_container.clone(),
+        import_containers: a.import_container.clone(),
         shipping_address: a.shipping_address.clone(),
         alerts: ferry_vault::alerts::Sinks {
             webhook: a.alert_webhook.clone(),
@@ -159,6 +213,10 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
         eprintln!("vault: listening on https://{}", r.addr);
         eprintln!("vault: certificate SHA-256 {}", r.fingerprint);
         eprintln!("vault: database {}", r.database);
+        eprintln!("vault: import jobs go to LOCATION/JOBNAME under {}", r.import_containers.join(", "));
+        for line in r.repaired {
+            eprintln!("vault: permissions repaired (the vault's files are private): {line}");
+        }
         match r.new_owner {
             Some(p) => eprintln!("vault: first start; the owner token is in {} (keep it secret: it is shown nowhere else)", p.display()),
             None if shared => eprintln!(
@@ -234,14 +292,6 @@ struct CredentialsFile {
 
 pub fn register(g: &Global, a: &RegisterArgs) -> Result<Outcome> {
     let dir = common::config_dir(g);
-    if let Some(r) = Registration::load(&dir)? {
-        bail!(
-            "this machine is already registered with {} as {:?} ({}); remove it first to register again",
-            r.vault,
-            r.name,
-            dir.join(Registration::FILE).display()
-        );
-    }
     let path = &a.vault_credentials;
     let creds: CredentialsFile =
         serde_json::from_slice(&std::fs::read(path).with_context(|| format!("read vault credentials {}", path.display()))?)
@@ -250,6 +300,18 @@ pub fn register(g: &Global, a: &RegisterArgs) -> Result<Outcome> {
         Some(n) => n.clone(),
         None => hostname_or_machine(),
     };
+    // Registering again with the same vault under the same name is how a machine whose token
+    // was revoked goes on (`ferry vault machine revoke`); anything else keeps the registration.
+    if let Some(r) = Registration::load(&dir)? {
+        if r.vault != creds.vault || r.name != name {
+            bail!(
+                "this machine is already registered with {} as {:?} ({}); remove it first to register elsewhere",
+                r.vault,
+                r.name,
+                dir.join(Registration::FILE).display()
+            );
+        }
+    }
     // Ask for the passphrase before anything changes in the vault.
     let pw = common::new_passphrase(g.password_file.as_deref(), "FERRY_PASSWORD", None)?;
     let client = VaultClient::new(&creds.vault, &creds.cert_sha256, "")?;
@@ -263,10 +325,27 @@ pub fn register(g: &Global, a: &RegisterArgs) -> Result<Outcome> {
         token: registered.token.clone(),
     };
     reg.save(&dir)?;
-    let repo = Repository::init(reg.store()?, &pw, &InitOptions::default(), &common::cache_dir(g))
-        .context("registered, but creating the repository in the vault failed; run `ferry init` (without --repo) to retry")?;
+    let (repo, again) = match Repository::init(reg.store()?, &pw, &InitOptions::default(), &common::cache_dir(g)) {
+        Ok(repo) => (repo, false),
+        // Registered again (its token had been revoked): the machine's repository is there,
+        // and the passphrase must open it.
+        Err(ferry_repo::Error::AlreadyExists(_)) => {
+            let repo = Repository::open(reg.store()?, &pw, &common::cache_dir(g))
+                .context("registered again, but the passphrase does not open this machine's repository in the vault")?;
+            (repo, true)
+        }
+        Err(e) => {
+            return Err(e)
+                .context("registered, but creating the repository in the vault failed; run `ferry init` (without --repo) to retry")
+        }
+    };
     if g.json {
         common::print_json(&serde_json::json!({"machine": machine, "name": name, "vault": creds.vault, "repository": repo.config().id}))?;
+    } else if again {
+        println!(
+            "registered again as {name:?} (machine {machine}) with {}; its repository and recovery points are its own again",
+            creds.vault
+        );
     } else {
         println!("registered as {name:?} (machine {machine}) with {}; its repository is created", creds.vault);
         println!("Keep the passphrase safe: the vault never sees it, and without it the data cannot be recovered.");

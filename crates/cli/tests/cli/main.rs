@@ -7,6 +7,7 @@ mod backup_restore;
 mod damage;
 mod dashboard;
 mod devices;
+mod hostile;
 mod keys;
 mod kill;
 mod retention;

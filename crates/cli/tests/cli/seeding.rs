@@ -39,10 +39,22 @@ impl Site {
         Site::start_on(admin, containers, env)
     }
 
+    /// A site whose vault is started as the README shows, with its embedded default for the
+    /// import containers (`DATA/imports`).
+    pub(crate) fn start_default(env: &[(&str, &str)]) -> Site {
+        let admin = machine();
+        let vault = Vault::start_with(&[], env);
+        let containers = vault.data("imports");
+        Site::with_operator(admin, vault, containers)
+    }
+
     /// A site whose import containers are under `containers`.
     fn start_on(admin: Env, containers: String, env: &[(&str, &str)]) -> Site {
         let args = ["--import-container", containers.as_str(), "--shipping-address", "Ferry vault site, Dock 4"];
-        let vault = Vault::start_with(&args, env);
+        Site::with_operator(admin, Vault::start_with(&args, env), containers)
+    }
+
+    fn with_operator(admin: Env, vault: Vault, containers: String) -> Site {
         let token = vault.admin(&admin, &["vault", "user", "add", "ops", "--role", "import-operator"]);
         let operator = admin.path("ops.token");
         std::fs::write(&operator, token.trim()).unwrap();

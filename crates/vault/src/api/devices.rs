@@ -76,19 +76,8 @@ pub(super) async fn order(AxState(state): St, headers: HeaderMap, Json(b): Json<
         .map(|(id, _, _)| id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no machine named {:?} (see `ferry vault machines`)", b.machine)))?;
     let name = format!("device-{}", hex::encode(ferry_crypto::random_bytes::<4>()));
-    let container = match (&b.container, &state.import_container) {
-        (Some(c), _) => c.clone(),
-        (None, Some(base)) => format!("{}/{name}", base.trim_end_matches('/')),
-        (None, None) => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "this vault has no import container configured (`ferry vault serve --import-container URL`)".into(),
-            ))
-        }
-    };
-    if let Err(e) = ferry_store::check_location(&container) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, format!("container {}: {e}", crate::db::redact(&container))));
-    }
+    let container =
+        state.import_containers.container_for(b.container.as_deref(), &name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let key = zeroize::Zeroizing::new(ferry_crypto::random_bytes::<32>());
     let sealed = state.secrets.seal_disk_key(&name, &key);
     let now = chrono::Utc::now().timestamp();

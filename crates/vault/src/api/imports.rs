@@ -96,19 +96,8 @@ pub(super) async fn create(AxState(state): St, headers: HeaderMap, Json(b): Json
             format!("import job name {:?}: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", b.name),
         ));
     }
-    let container = match (&b.container, &state.import_container) {
-        (Some(c), _) => c.clone(),
-        (None, Some(base)) => format!("{}/{}", base.trim_end_matches('/'), b.name),
-        (None, None) => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "this vault has no import container configured (`ferry vault serve --import-container URL`): give --container".into(),
-            ))
-        }
-    };
-    if let Err(e) = ferry_store::check_location(&container) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, format!("container {}: {e}", crate::db::redact(&container))));
-    }
+    let container =
+        state.import_containers.container_for(b.container.as_deref(), &b.name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let key = zeroize::Zeroizing::new(ferry_crypto::random_bytes::<32>());
     let sealed = state.secrets.seal_disk_key(&b.name, &key);
     let now = chrono::Utc::now().timestamp();
@@ -342,19 +331,9 @@ pub(super) async fn cleanup(AxState(state): St, headers: HeaderMap, Path(name): 
             format!("import job {name} is {}: cleanup waits until its seed is ingested and the receipt verified", j.state.as_str()),
         ));
     }
-    let container = j.container.clone();
-    let removed = tokio::task::spawn_blocking(move || -> ferry_store::Result<u64> {
-        let c = ferry_store::open(&container)?;
-        let mut n = 0;
-        for o in c.list("")? {
-            c.delete(&o.key)?;
-            n += 1;
-        }
-        Ok(n)
-    })
-    .await
-    .map_err(anyhow::Error::from)?
-    .map_err(super::store_error)?;
+    let (container, job) = (j.container.clone(), name.clone());
+    let removed =
+        tokio::task::spawn_blocking(move || crate::containers::clean_up(&container, &job)).await.map_err(anyhow::Error::from)??;
     state.db.set_import_cleaned(&name).await?;
     Ok(Json(Cleanup { job: name, container_objects_removed: removed }))
 }

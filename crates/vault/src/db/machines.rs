@@ -37,8 +37,20 @@ impl Db {
         if used.rows_affected() != 1 {
             return Ok(None);
         }
-        let id = hex::encode(ferry_crypto::random_bytes::<16>());
         let token = new_token();
+        // A machine whose token was revoked registers again under its name: same ID, so its
+        // repository and recovery points are its own again; a new token.
+        let again = sqlx::query("UPDATE machines SET token_hash = $1, revoked = NULL WHERE name = $2 AND revoked IS NOT NULL")
+            .bind(token_hash(&token))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if again.rows_affected() == 1 {
+            let id: String = sqlx::query("SELECT id FROM machines WHERE name = $1").bind(name).fetch_one(&mut *tx).await?.get(0);
+            tx.commit().await?;
+            return Ok(Some((id, token)));
+        }
+        let id = hex::encode(ferry_crypto::random_bytes::<16>());
         sqlx::query("INSERT INTO machines (id, name, token_hash, created) VALUES ($1, $2, $3, $4)")
             .bind(&id)
             .bind(name)
@@ -49,6 +61,21 @@ impl Db {
             .with_context(|| format!("a machine named {name:?} is already registered"))?;
         tx.commit().await?;
         Ok(Some((id, token)))
+    }
+
+    /// The machine named `name`: its ID and whether its token is revoked.
+    pub async fn machine_named(&self, name: &str) -> Result<Option<(String, bool)>> {
+        let row = sqlx::query("SELECT id, revoked FROM machines WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| (r.get(0), r.get::<Option<i64>, _>(1).is_some())))
+    }
+
+    /// Revokes machine `id`'s token at `now`: its requests are refused until it registers again
+    /// (with new credentials, under the same name); its repository stays. `false`: no such
+    /// machine.
+    pub async fn revoke_machine(&self, id: &str, now: i64) -> Result<bool> {
+        let r =
+            sqlx::query("UPDATE machines SET revoked = COALESCE(revoked, $1) WHERE id = $2").bind(now).bind(id).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn set_policy(&self, machine: &str, policy: &ferry_api::BackupPolicy) -> Result<()> {

@@ -327,8 +327,8 @@ mod tests {
             db.set_policy(&machine, &policy("/b")).await.unwrap();
             assert_eq!(db.policy(&machine).await.unwrap(), Some(policy("/b")));
             assert_eq!(db.machines().await.unwrap().len(), 1);
-            db.add_user("r", Role::Reader).await.unwrap();
-            assert!(db.add_user("r", Role::Reader).await.is_err(), "names are unique");
+            db.add_user("r", Role::Reader, None).await.unwrap();
+            assert!(db.add_user("r", Role::Reader, None).await.is_err(), "names are unique");
         });
     }
 

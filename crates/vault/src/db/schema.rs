@@ -44,8 +44,10 @@ fn for_backend(statement: &str, backend: Backend) -> String {
 
 /// Every migration, oldest first; versions count up from 1 without gaps. Never edit one that
 /// was released: add the next.
-const MIGRATIONS: [Migration; 1] =
-    [Migration { version: 1, name: "the control plane's tables of the vault before versioned migrations", statements: &V1 }];
+const MIGRATIONS: [Migration; 2] = [
+    Migration { version: 1, name: "the control plane's tables of the vault before versioned migrations", statements: &V1 },
+    Migration { version: 2, name: "tokens expire, are revoked and record their last use", statements: &TOKENS },
+];
 
 /// Migration 1 (its text on each database is pinned by the tests).
 const V1: [&str; 15] = [
@@ -74,6 +76,15 @@ const V1: [&str; 15] = [
     SESSIONS,
     ALERTS_SENT,
     USER_PASSWORDS,
+];
+
+/// Tokens that end (db::users, db::machines): a user's token may expire and be revoked, and
+/// records when it was last used (Unix seconds); a machine's may be revoked (it registers again).
+const TOKENS: [&str; 4] = [
+    "ALTER TABLE users ADD COLUMN expires {int}",
+    "ALTER TABLE users ADD COLUMN revoked {int}",
+    "ALTER TABLE users ADD COLUMN last_used {int}",
+    "ALTER TABLE machines ADD COLUMN revoked {int}",
 ];
 
 // Tables whose definition is the same on both databases (no autoincrement, BIGINT only).

@@ -48,13 +48,19 @@ impl Db {
     pub(crate) async fn session(&self, id: &str, now: i64) -> Result<Option<(String, Role, String)>> {
         let row = sqlx::query(
             "SELECT s.user_name, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user_name \
-             WHERE s.id_hash = $1 AND s.expires >= $2",
+             WHERE s.id_hash = $1 AND s.expires >= $2 AND u.revoked IS NULL AND (u.expires IS NULL OR u.expires > $2)",
         )
         .bind(token_hash(id))
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.and_then(|r| Some((r.get::<String, _>(0), Role::parse(&r.get::<String, _>(1))?, r.get::<String, _>(2)))))
+    }
+
+    /// Ends every session of `user` (its token revoked, or the user removed).
+    pub(crate) async fn end_sessions_of(&self, user: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE user_name = $1").bind(user).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Ends session `id` (logout).
