@@ -34,7 +34,7 @@ const SESSION_S: i64 = 12 * 3600;
 /// Recovery points per page.
 const PAGE: usize = 50;
 
-const CSS: &str = include_str!("../static/ferry.css");
+const CSS: &str = include_str!("../../static/ferry.css");
 
 /// A logged-in user.
 struct Viewer {
