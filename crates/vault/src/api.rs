@@ -84,7 +84,7 @@ pub(crate) async fn run(listener: tokio::net::TcpListener, config: Arc<rustls::S
                     return;
                 }
             };
-            let service = hyper_util::service::TowerToHyperService::new(app);
+            let service = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(axum::extract::ConnectInfo(peer))));
             let io = hyper_util::rt::TokioIo::new(tls);
             if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
                 tracing::debug!("connection from {peer}: {e}");
@@ -154,7 +154,7 @@ async fn principal(state: &State, headers: &HeaderMap) -> ApiResult<Principal> {
 
 /// What is done to a machine's objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Read,
     Write,
     Delete,
@@ -163,7 +163,7 @@ enum Op {
 /// The access rule: a machine reaches only its own repository and deletes only its locks
 /// (retention is the vault's job, so a compromised machine cannot erase its backups); users by
 /// role (docs/protocol.md).
-fn allowed(p: &Principal, machine: &str, op: Op, key: &str) -> bool {
+pub(crate) fn allowed(p: &Principal, machine: &str, op: Op, key: &str) -> bool {
     match p {
         Principal::Machine { id } => id == machine && (op != Op::Delete || key.starts_with("locks/")),
         Principal::User { role, .. } => match role {
