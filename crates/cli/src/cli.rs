@@ -351,6 +351,9 @@ pub enum UserCommand {
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
+    /// Clear a user's dashboard lockout (too many failed password logins) and forget its failed
+    /// logins (owners)
+    Unlock { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@ use crate::{Role, State};
 
 mod devices;
 mod imports;
+mod logins;
 
 type St = AxState<Arc<State>>;
 
@@ -101,6 +102,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/machines", get(machines))
         .route("/v1/users", post(add_user))
         .route("/v1/users/{name}/password", axum::routing::put(set_password))
+        .route("/v1/users/{name}/unlock", post(logins::unlock))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/machines/{m}/jobs", post(create_job))
         .route("/v1/machines/{m}/policy", get(get_policy).put(set_policy))
