@@ -79,6 +79,14 @@ impl std::fmt::Debug for NewPassword {
     }
 }
 
+/// `POST /v1/users/{name}/unlock` (owners): the user's failed dashboard logins are forgotten and
+/// its lockout, if any, is over; `was_locked` says whether it was locked out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserUnlocked {
+    pub name: String,
+    pub was_locked: bool,
+}
+
 /// `GET /v1/machines`: one registered machine, its traffic and its latest storage sample.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineView {
@@ -212,6 +220,7 @@ mod tests {
         );
         round_trip(&ErrorReply { error: "no".into() }, r#"{"error":"no"}"#);
         round_trip(&Registered { machine: "m".into(), token: "t".into() }, r#"{"machine":"m","token":"t"}"#);
+        round_trip(&UserUnlocked { name: "alice".into(), was_locked: true }, r#"{"name":"alice","was_locked":true}"#);
         round_trip(
             &UserAdded { name: "u".into(), role: "reader".into(), token: "t".into(), expires: None },
             r#"{"name":"u","role":"reader","token":"t"}"#,

@@ -7,7 +7,7 @@ use ferry_api::{
     BackupPolicy, Cleanup, Credentials, DeviceErased, DeviceJob, DeviceKeyReply, DeviceOrderRequest, DeviceStatus, DiskKeyReply,
     DiskSetReport, Health, ImportJob, JobOpened, JobUpdate, JobView, MachineView, NewImportJob, NewJob, NewPassword, NewUser,
     OrderedDevice, PreparedDevice, Receipt, ReceivedDisks, RegisterRequest, Registered, RetentionReport, Shipment, SiteImportJob,
-    SoftDeletedPoint, TransferReport, Unlock, UserAdded, UserView,
+    SoftDeletedPoint, TransferReport, Unlock, UserAdded, UserUnlocked, UserView,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -98,6 +98,11 @@ impl VaultClient {
 
     pub fn set_password(&self, user: &str, p: &NewPassword) -> Result<()> {
         self.put(&format!("/v1/users/{user}/password"), p)
+    }
+
+    /// Clears user `user`'s dashboard lockout and failed logins (owners).
+    pub fn unlock_user(&self, user: &str) -> Result<UserUnlocked> {
+        self.post(&format!("/v1/users/{user}/unlock"), &EMPTY)
     }
 
     pub fn machines(&self) -> Result<Vec<MachineView>> {

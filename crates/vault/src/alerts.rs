@@ -34,6 +34,9 @@ pub struct Alert {
     /// `bad` or `warn`.
     pub level: &'static str,
     pub text: String,
+    /// The machine (ID) it is about, if one: who may not read the machine does not see it.
+    #[serde(skip)]
+    pub machine: Option<String>,
 }
 
 /// How far `t` is from `now`, in words ("3 min ago", "in 2 days").
@@ -119,7 +122,12 @@ async fn machines(db: &Db, now: i64) -> Result<(Vec<MachineStatus>, Vec<Alert>)>
             Some(_) => ("ok".to_string(), "ok"),
         };
         if let Some(j) = last.filter(|_| class != "ok") {
-            alerts.push(Alert { key: format!("backup:{}", j.id), level: class, text: format!("{name}: {state}") });
+            alerts.push(Alert {
+                key: format!("backup:{}", j.id),
+                level: class,
+                text: format!("{name}: {state}"),
+                machine: Some(id.clone()),
+            });
         }
         // Missed: the policy's next time after the last good backup is more than an hour past.
         if let (Some(p), Some(end)) = (&policy, last_ok) {
@@ -129,6 +137,7 @@ async fn machines(db: &Db, now: i64) -> Result<(Vec<MachineStatus>, Vec<Alert>)>
                     key: format!("missed:{id}:{}", due.timestamp()),
                     level: "bad",
                     text: format!("{name}: missed the backup due {}", due.format("%Y-%m-%d %H:%M")),
+                    machine: Some(id.clone()),
                 });
             }
         }
@@ -152,11 +161,13 @@ pub(crate) async fn status(db: &Db, now: i64, storage_limit: Option<u64>) -> Res
                 key: format!("expired:{}", j.name),
                 level: "bad",
                 text: format!("import job {} expired without a tracking number", j.name),
+                machine: None,
             }),
             (JobState::Created | JobState::AwaitingShipment, Some(d)) if d - now < DEADLINE_WARN_S => alerts.push(Alert {
                 key: format!("deadline:{}", j.name),
                 level: "warn",
                 text: format!("import job {} must ship by {} ({})", j.name, rfc3339(d), ago(now, d)),
+                machine: None,
             }),
             _ => {}
         }
@@ -166,6 +177,7 @@ pub(crate) async fn status(db: &Db, now: i64, storage_limit: Option<u64>) -> Res
             key: format!("credentials:{}", &hash[..hash.len().min(16)]),
             level: "warn",
             text: format!("unused vault credentials expire {}", ago(now, t)),
+            machine: None,
         });
     }
     if let Some(limit) = storage_limit {
@@ -176,6 +188,7 @@ pub(crate) async fn status(db: &Db, now: i64, storage_limit: Option<u64>) -> Res
                 key: format!("storage:{day}"),
                 level: "bad",
                 text: format!("the vault stores {stored} bytes, over the alert threshold of {limit} bytes"),
+                machine: None,
             });
         }
     }

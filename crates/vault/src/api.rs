@@ -21,6 +21,7 @@ use crate::{Role, State};
 
 mod devices;
 mod imports;
+mod logins;
 mod users;
 
 type St = AxState<Arc<State>>;
@@ -85,7 +86,7 @@ pub(crate) async fn run(listener: tokio::net::TcpListener, config: Arc<rustls::S
                     return;
                 }
             };
-            let service = hyper_util::service::TowerToHyperService::new(app);
+            let service = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(axum::extract::ConnectInfo(peer))));
             let io = hyper_util::rt::TokioIo::new(tls);
             if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
                 tracing::debug!("connection from {peer}: {e}");
@@ -104,6 +105,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/users/{name}", axum::routing::delete(users::remove))
         .route("/v1/users/{name}/password", axum::routing::put(users::set_password))
         .route("/v1/users/{name}/revoke", post(users::revoke))
+        .route("/v1/users/{name}/unlock", post(logins::unlock))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/machines/{m}/jobs", post(create_job))
         .route("/v1/machines/{m}/policy", get(get_policy).put(set_policy))
@@ -160,7 +162,7 @@ async fn principal(state: &State, headers: &HeaderMap) -> ApiResult<Principal> {
 
 /// What is done to a machine's objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Read,
     Write,
     Delete,
@@ -169,7 +171,7 @@ enum Op {
 /// The access rule: a machine reaches only its own repository and deletes only its locks
 /// (retention is the vault's job, so a compromised machine cannot erase its backups); users by
 /// role (docs/protocol.md).
-fn allowed(p: &Principal, machine: &str, op: Op, key: &str) -> bool {
+pub(crate) fn allowed(p: &Principal, machine: &str, op: Op, key: &str) -> bool {
     match p {
         Principal::Machine { id } => id == machine && (op != Op::Delete || key.starts_with("locks/")),
         Principal::User { role, .. } => match role {

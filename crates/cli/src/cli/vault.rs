@@ -96,6 +96,9 @@ pub enum UserCommand {
     Revoke { name: String },
     /// Remove a user: its token, password and sessions
     Remove { name: String },
+    /// Clear a user's dashboard lockout (too many failed password logins) and forget its failed
+    /// logins (owners)
+    Unlock { name: String },
     /// Set a user's dashboard password (owners for anyone, a user for itself); read from
     /// --password-file FILE, FERRY_VAULT_USER_PASSWORD or the terminal; at least 16 characters
     Password {

@@ -173,6 +173,17 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
             eprintln!("set the dashboard password of {name}");
             Ok(Outcome::Success)
         }
+        VaultCommand::User(UserCommand::Unlock { name }) => {
+            let u = common::admin_client(g)?.unlock_user(name)?;
+            if g.json {
+                common::print_json(&u)?;
+            } else if u.was_locked {
+                eprintln!("{name} was locked out of the dashboard; the lockout is cleared and its failed logins forgotten");
+            } else {
+                eprintln!("{name} was not locked out; its failed logins are forgotten");
+            }
+            Ok(Outcome::Success)
+        }
     }
 }
 

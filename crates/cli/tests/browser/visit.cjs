@@ -1,7 +1,9 @@
 // Drives Debian's chromium through playwright-core for the dashboard tests
 // (crates/cli/tests/cli/dashboard.rs): logs in with TOKEN through the login form (unless TOKEN
 // is "-"; "pw:USER:PASSWORD" logs in with a user name and password instead), then visits each PATH (PATH=NAME also saves a screenshot NAME.png in SHOTS) and
-// prints, as one JSON line, what each page showed.
+// prints, as one JSON line, what each page showed. A PATH that is a whole URL (http://...) is
+// another site's page, which may send the browser on to the vault (a cross-site form): the
+// browser waits until it has left that site's page.
 //
 //   node visit.cjs URL TOKEN SHOTS PATH[=NAME]...
 //
@@ -35,7 +37,18 @@ const { chromium } = require(process.env.FERRY_TEST_BROWSER);
   }
   for (const p of paths) {
     const [path, shot] = p.split('=');
-    const resp = await page.goto(url + path);
+    let resp;
+    if (/^https?:/.test(path)) {
+      // The first answer from elsewhere (the vault's to the cross-site form) is the status.
+      const site = new URL(path).origin;
+      const left = page.waitForResponse((r) => new URL(r.url()).origin !== site, { timeout: 15000 });
+      await page.goto(path, { waitUntil: 'commit' });
+      resp = await left;
+      await page.waitForURL((u) => u.origin !== site, { timeout: 15000 });
+      await page.waitForLoadState('load');
+    } else {
+      resp = await page.goto(url + path);
+    }
     const html = await page.content();
     out.pages.push({
       path,

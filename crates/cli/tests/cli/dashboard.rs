@@ -77,7 +77,7 @@ fn pages_show_machines_recovery_points_jobs_and_import_jobs_to_users_only() {
 
 /// Visits `paths` in chromium (see tests/browser/visit.cjs) after logging in with `token`
 /// (`-`: not logged in); `None` when the browser is not installed (scripts/test.sh installs it).
-fn browse(site: &Site, token: &str, paths: &[&str]) -> Option<serde_json::Value> {
+pub(crate) fn browse(site: &Site, token: &str, paths: &[&str]) -> Option<serde_json::Value> {
     let Ok(module) = std::env::var("FERRY_TEST_BROWSER") else {
         eprintln!("skipped: FERRY_TEST_BROWSER not set (run scripts/test.sh)");
         return None;
@@ -96,7 +96,7 @@ fn browse(site: &Site, token: &str, paths: &[&str]) -> Option<serde_json::Value>
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
-fn texts(v: &serde_json::Value) -> Vec<String> {
+pub(crate) fn texts(v: &serde_json::Value) -> Vec<String> {
     v["pages"].as_array().unwrap().iter().map(|p| p["text"].as_str().unwrap().to_string()).collect()
 }
 
@@ -168,6 +168,43 @@ fn in_a_browser_a_user_logs_in_and_follows_machines_recovery_points_and_an_impor
         let forms: Vec<&str> = p["forms"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
         assert_eq!(forms, vec!["/logout"], "{p}");
         assert_eq!(p["token_in_page"], false, "{p}");
+    }
+}
+
+/// Every role, logged in through the browser, gets the pages the API's role rules let it read
+/// (docs/protocol.md): an import operator, whom the API refuses every machine's data, sees no
+/// machine on the overview and is refused a machine's page; every user reads import jobs.
+#[test]
+fn in_a_browser_each_role_sees_only_what_the_api_lets_it_read() {
+    if std::env::var("FERRY_TEST_BROWSER").is_err() {
+        eprintln!("skipped: FERRY_TEST_BROWSER not set (run scripts/test.sh)");
+        return;
+    }
+    let site = Site::start(&[]);
+    let m = machine();
+    site.vault.register(&site.admin, &m, "web1");
+    let pages = ["/", "/machines/web1", "/machines/no-such-machine", "/imports"];
+    // (role, status of each page, sees web1 on the overview)
+    let matrix = [
+        ("owner", [200, 200, 404, 200], true),
+        ("contributor", [200, 200, 404, 200], true),
+        ("backup-operator", [200, 200, 404, 200], true),
+        ("reader", [200, 200, 404, 200], true),
+        ("import-operator", [200, 403, 403, 200], false),
+    ];
+    for (role, statuses, sees) in matrix {
+        let token = site.vault.admin(&site.admin, &["vault", "user", "add", &format!("u-{role}"), "--role", role]).trim().to_string();
+        let v = browse(&site, &token, &pages).unwrap();
+        assert_eq!(v["after_login"], "/", "{role}: {v}");
+        let got: Vec<u64> = v["pages"].as_array().unwrap().iter().map(|p| p["status"].as_u64().unwrap()).collect();
+        assert_eq!(got, statuses, "{role}: the statuses of {pages:?}");
+        let t = texts(&v);
+        assert_eq!(t[0].contains("web1"), sees, "{role} on the overview:\n{}", t[0]);
+        assert!(t[0].contains(&format!("u-{role} ({role})")), "{role} is logged in:\n{}", t[0]);
+        if !sees {
+            assert!(!t[1].contains("Recovery points") && t[1].contains("may not see"), "{role} on web1's page:\n{}", t[1]);
+            assert_eq!(t[1], t[2], "a refused page does not tell whether the machine exists");
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod backup_restore;
 mod damage;
 mod dashboard;
+mod dashboard_attacks;
 mod devices;
 mod hostile;
 mod keys;

@@ -30,6 +30,7 @@ pub mod audit;
 mod device_jobs;
 mod import_jobs;
 pub(crate) mod jobs;
+pub(crate) mod logins;
 mod machines;
 mod samples;
 pub(crate) mod schema;

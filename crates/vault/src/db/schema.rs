@@ -44,9 +44,10 @@ fn for_backend(statement: &str, backend: Backend) -> String {
 
 /// Every migration, oldest first; versions count up from 1 without gaps. Never edit one that
 /// was released: add the next.
-const MIGRATIONS: [Migration; 2] = [
+const MIGRATIONS: [Migration; 3] = [
     Migration { version: 1, name: "the control plane's tables of the vault before versioned migrations", statements: &V1 },
-    Migration { version: 2, name: "tokens expire, are revoked and record their last use", statements: &TOKENS },
+    Migration { version: 2, name: "failed dashboard logins and lockouts", statements: &V2 },
+    Migration { version: 3, name: "tokens expire, are revoked and record their last use", statements: &V3 },
 ];
 
 /// Migration 1 (its text on each database is pinned by the tests).
@@ -78,9 +79,15 @@ const V1: [&str; 15] = [
     USER_PASSWORDS,
 ];
 
-/// Tokens that end (db::users, db::machines): a user's token may expire and be revoked, and
-/// records when it was last used (Unix seconds); a machine's may be revoked (it registers again).
-const TOKENS: [&str; 4] = [
+/// Migration 2: failed dashboard logins per user name and per client address, and the lockouts
+/// they caused (db::logins).
+const V2: [&str; 1] = ["CREATE TABLE login_failures (scope TEXT NOT NULL, key TEXT NOT NULL, failures {int} NOT NULL, \
+     since {int} NOT NULL, locked_until {int} NOT NULL, PRIMARY KEY (scope, key))"];
+
+/// Migration 3: tokens that end (db::users, db::machines): a user's token may expire and be
+/// revoked, and records when it was last used (Unix seconds); a machine's may be revoked (it
+/// registers again).
+const V3: [&str; 4] = [
     "ALTER TABLE users ADD COLUMN expires {int}",
     "ALTER TABLE users ADD COLUMN revoked {int}",
     "ALTER TABLE users ADD COLUMN last_used {int}",
@@ -178,15 +185,21 @@ mod tests {
         }
     }
 
-    /// Migration 1 is the same text, statement by statement, as when each database had its own.
+    /// Every migration is pinned, statement by statement, on each database (a released one is
+    /// never edited); migration 1 is the text as when each database had its own.
     #[test]
-    fn migration_1_is_pinned_on_both_databases() {
-        for (backend, pinned) in [
-            (Backend::Sqlite, include_str!("../../tests/fixtures/migration-1.sqlite.sql")),
-            (Backend::Postgres, include_str!("../../tests/fixtures/migration-1.postgres.sql")),
+    fn migrations_are_pinned_on_both_databases() {
+        for (version, backend, pinned) in [
+            (1, Backend::Sqlite, include_str!("../../tests/fixtures/migration-1.sqlite.sql")),
+            (1, Backend::Postgres, include_str!("../../tests/fixtures/migration-1.postgres.sql")),
+            (2, Backend::Sqlite, include_str!("../../tests/fixtures/migration-2.sqlite.sql")),
+            (2, Backend::Postgres, include_str!("../../tests/fixtures/migration-2.postgres.sql")),
+            (3, Backend::Sqlite, include_str!("../../tests/fixtures/migration-3.sqlite.sql")),
+            (3, Backend::Postgres, include_str!("../../tests/fixtures/migration-3.postgres.sql")),
         ] {
-            let statements = MIGRATIONS[0].statements(backend);
-            assert_eq!(statements, pinned.lines().collect::<Vec<_>>(), "{backend:?}");
+            let statements = MIGRATIONS[version - 1].statements(backend);
+            assert_eq!(statements, pinned.lines().collect::<Vec<_>>(), "migration {version} on {backend:?}");
         }
+        assert_eq!(LATEST, 3, "a new migration is pinned here too");
     }
 }
