@@ -101,6 +101,12 @@ pub struct MachineView {
     pub protected_bytes: Option<u64>,
     /// When the sizes were sampled (RFC 3339).
     pub sampled: Option<String>,
+    /// The end of its last backup that did not fail (RFC 3339).
+    #[serde(default)]
+    pub last_backup: Option<String>,
+    /// As the dashboard says it: `ok`, `backing up`, `no backup yet`, `last backup failed: ...`.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// `POST /v1/machines/{id}/jobs`: a machine opens a job of `kind`.
@@ -236,10 +242,12 @@ mod tests {
             stored_bytes: Some(5),
             protected_bytes: None,
             sampled: None,
+            last_backup: Some("2026-11-30T01:00:00Z".into()),
+            state: Some("ok".into()),
         };
         round_trip(
             &m,
-            r#"{"id":"m","name":"web","created":"2026-11-30T00:00:00Z","bytes_received":1,"objects_received":2,"bytes_sent":3,"objects_sent":4,"stored_bytes":5,"protected_bytes":null,"sampled":null}"#,
+            r#"{"id":"m","name":"web","created":"2026-11-30T00:00:00Z","bytes_received":1,"objects_received":2,"bytes_sent":3,"objects_sent":4,"stored_bytes":5,"protected_bytes":null,"sampled":null,"last_backup":"2026-11-30T01:00:00Z","state":"ok"}"#,
         );
         let j = JobView {
             id: 7,

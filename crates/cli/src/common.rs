@@ -37,6 +37,9 @@ fn first_line(bytes: Vec<u8>) -> Vec<u8> {
     line
 }
 
+/// The global option that names a passphrase file, as messages show it.
+pub const PASSWORD_FILE: &str = "--password-file FILE (or FERRY_PASSWORD_FILE)";
+
 /// The passphrase: --password-file, FERRY_PASSWORD, or a prompt on a terminal.
 pub fn passphrase(g: &Global, prompt: &str) -> Result<Vec<u8>> {
     if let Some(f) = &g.password_file {
@@ -49,11 +52,13 @@ pub fn passphrase(g: &Global, prompt: &str) -> Result<Vec<u8>> {
     if std::io::stdin().is_terminal() {
         return Ok(rpassword::prompt_password(prompt).context("read passphrase")?.into_bytes());
     }
-    bail!("no passphrase: use --password-file FILE or FERRY_PASSWORD (no terminal to ask on)")
+    bail!("no passphrase: give it with {PASSWORD_FILE}, or in FERRY_PASSWORD (there is no terminal to ask on)")
 }
 
-/// A new passphrase, checked for length; prompted twice on a terminal.
-pub fn new_passphrase(file: Option<&Path>, env: &str, g: Option<&Global>) -> Result<Vec<u8>> {
+/// A new passphrase, checked for length; prompted twice on a terminal. `file` came from the
+/// option whose flag and variable `file_option` names (for the message when nothing is given),
+/// `env` holds the passphrase itself.
+pub fn new_passphrase(file: Option<&Path>, file_option: &str, env: &str, g: Option<&Global>) -> Result<Vec<u8>> {
     let p = if let Some(f) = file {
         first_line(std::fs::read(f).with_context(|| format!("read password file {}", f.display()))?)
     } else if let Ok(p) = std::env::var(env) {
@@ -68,7 +73,7 @@ pub fn new_passphrase(file: Option<&Path>, env: &str, g: Option<&Global>) -> Res
         }
         a.into_bytes()
     } else {
-        bail!("no new passphrase: use --new-password-file FILE or {env} (no terminal to ask on)")
+        bail!("no new passphrase: give it with {file_option}, or in {env} (there is no terminal to ask on)")
     };
     if p.len() < MIN_PASSPHRASE {
         bail!("the passphrase is too short: use at least {MIN_PASSPHRASE} characters");

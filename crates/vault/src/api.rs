@@ -349,6 +349,7 @@ async fn machines(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<Vec<
     }
     let traffic = state.db.traffic().await?;
     let samples = state.db.latest_samples().await?;
+    let (statuses, _) = crate::alerts::status(&state.db, chrono::Utc::now().timestamp(), None).await?;
     let list: Vec<_> = state
         .db
         .machines()
@@ -357,7 +358,10 @@ async fn machines(AxState(state): St, headers: HeaderMap) -> ApiResult<Json<Vec<
         .map(|(id, name, created)| {
             let [bytes_in, objects_in, bytes_out, objects_out] = traffic.get(&id).copied().unwrap_or_default();
             let s = samples.get(&id);
+            let status = statuses.iter().find(|m| m.id == id);
             MachineView {
+                state: status.map(|m| m.state.clone()),
+                last_backup: status.and_then(|m| m.last_ok).map(crate::imports::rfc3339),
                 id,
                 name,
                 created,

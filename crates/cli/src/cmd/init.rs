@@ -7,7 +7,7 @@ use crate::Outcome;
 
 pub fn run(g: &Global, a: &InitArgs) -> Result<Outcome> {
     let store = common::open_store(g)?;
-    let pw = common::new_passphrase(g.password_file.as_deref(), "FERRY_PASSWORD", None)?;
+    let pw = common::new_passphrase(g.password_file.as_deref(), common::PASSWORD_FILE, "FERRY_PASSWORD", None)?;
     let opts = InitOptions { compression_level: a.compression, bundle_compression_level: a.bundle_compression, ..Default::default() };
     let where_ = store.describe();
     let repo = Repository::init(store, &pw, &opts, &common::cache_dir(g))?;

@@ -5,11 +5,14 @@ use crate::cli::{Global, KeyCommand};
 use crate::common;
 use crate::Outcome;
 
+/// The option that names the new passphrase's file, as messages show it.
+const NEW_FILE: &str = "--new-password-file FILE (or FERRY_NEW_PASSWORD_FILE)";
+
 pub fn run(g: &Global, k: &KeyCommand) -> Result<Outcome> {
     let mut repo = common::open(g)?;
     match k {
         KeyCommand::Add(n) => {
-            let pw = common::new_passphrase(n.new_password_file.as_deref(), "FERRY_NEW_PASSWORD", None)?;
+            let pw = common::new_passphrase(n.new_password_file.as_deref(), NEW_FILE, "FERRY_NEW_PASSWORD", None)?;
             let id = repo.add_key(&pw, KdfParams::default())?;
             if g.json {
                 common::print_json(&serde_json::json!({"id": id.to_hex()}))?;
@@ -36,7 +39,7 @@ pub fn run(g: &Global, k: &KeyCommand) -> Result<Outcome> {
             println!("removed key {}", removed.short());
         }
         KeyCommand::Passwd(n) => {
-            let pw = common::new_passphrase(n.new_password_file.as_deref(), "FERRY_NEW_PASSWORD", None)?;
+            let pw = common::new_passphrase(n.new_password_file.as_deref(), NEW_FILE, "FERRY_NEW_PASSWORD", None)?;
             let id = repo.change_passphrase(&pw, KdfParams::default())?;
             println!("passphrase changed (key {})", id.short());
         }

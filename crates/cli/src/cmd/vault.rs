@@ -75,10 +75,16 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
             if g.json {
                 common::print_answer(&list)?;
             } else {
-                let when =
-                    |t: Option<i64>| t.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map_or("unknown".into(), |t| t.to_rfc3339());
+                // Newest deletion first; each with the time it is purged for good.
+                let mut list = list;
+                list.sort_by_key(|d| std::cmp::Reverse(d.deleted_at));
+                let when = |t: Option<i64>| {
+                    t.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                        .map_or("unknown".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                };
+                println!("{:<64}  {:<20}  PURGED AFTER", "RECOVERY POINT", "DELETED");
                 for d in &list {
-                    println!("{}  deleted {}  expires {}", d.id, when(d.deleted_at), when(d.expires_at));
+                    println!("{:<64}  {:<20}  {}", d.id, when(d.deleted_at), when(d.expires_at));
                 }
             }
             Ok(Outcome::Success)
@@ -167,7 +173,7 @@ pub fn run(g: &Global, v: &VaultCommand) -> Result<Outcome> {
             Ok(Outcome::Success)
         }
         VaultCommand::User(UserCommand::Password { name, password_file }) => {
-            let pw = common::new_passphrase(password_file.as_deref(), "FERRY_VAULT_USER_PASSWORD", None)?;
+            let pw = common::new_passphrase(password_file.as_deref(), "--password-file FILE", "FERRY_VAULT_USER_PASSWORD", None)?;
             let pw = String::from_utf8(pw).context("the password is not UTF-8")?;
             common::admin_client(g)?.set_password(name, &NewPassword { password: pw })?;
             eprintln!("set the dashboard password of {name}");
@@ -262,12 +268,10 @@ fn jobs(g: &Global) -> Result<Outcome> {
     if g.json {
         common::print_answer(&jobs)?;
     } else {
-        println!("{:>6}  {:<16} {:<8} {:<22} {:<20} {:>12} {:>8}  errors", "id", "machine", "kind", "state", "start", "bytes", "files");
-        // The numbers are printed unpadded, as they always were (they came as JSON values,
-        // which ignore a width).
+        println!("{:>6}  {:<16} {:<14} {:<22} {:<20} {:>14} {:>8}  errors", "id", "machine", "kind", "state", "start", "bytes", "files");
         for j in &jobs {
             println!(
-                "{}  {:<16} {:<8} {:<22} {:<20} {} {}  {}",
+                "{:>6}  {:<16} {:<14} {:<22} {:<20} {:>14} {:>8}  {}",
                 j.id,
                 j.machine,
                 j.kind,
@@ -287,8 +291,18 @@ fn machines(g: &Global) -> Result<Outcome> {
     if g.json {
         common::print_answer(&machines)?;
     } else {
+        println!("{:<20} {:<20} {:>10} {:>10}  {:<32}  STATE", "NAME", "LAST BACKUP", "STORED", "PROTECTED", "ID");
+        let or_dash = |t: Option<&str>| t.unwrap_or("-").to_string();
         for m in &machines {
-            println!("{}  {}  registered {}", m.id, m.name, m.created);
+            println!(
+                "{:<20} {:<20} {:>10} {:>10}  {:<32}  {}",
+                m.name,
+                or_dash(m.last_backup.as_deref()),
+                m.stored_bytes.map_or("-".into(), common::size),
+                m.protected_bytes.map_or("-".into(), common::size),
+                m.id,
+                or_dash(m.state.as_deref())
+            );
         }
     }
     Ok(Outcome::Success)
@@ -324,7 +338,7 @@ pub fn register(g: &Global, a: &RegisterArgs) -> Result<Outcome> {
         }
     }
     // Ask for the passphrase before anything changes in the vault.
-    let pw = common::new_passphrase(g.password_file.as_deref(), "FERRY_PASSWORD", None)?;
+    let pw = common::new_passphrase(g.password_file.as_deref(), common::PASSWORD_FILE, "FERRY_PASSWORD", None)?;
     let client = VaultClient::new(&creds.vault, &creds.cert_sha256, "")?;
     let registered = client.register(&RegisterRequest { secret: creds.secret.clone(), name: name.clone() })?;
     let machine = registered.machine.as_str();

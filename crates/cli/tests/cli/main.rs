@@ -11,6 +11,7 @@ mod devices;
 mod hostile;
 mod keys;
 mod kill;
+mod newcomer;
 mod retention;
 mod seeding;
 mod stores;
