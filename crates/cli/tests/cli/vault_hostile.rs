@@ -84,8 +84,7 @@ fn answer(s: &mut Tls) -> std::io::Result<(u16, String)> {
     loop {
         if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let length: usize =
-                head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+            let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
             if got.len() >= end + 4 + length {
                 let status = head[9..12].parse().unwrap();
                 return Ok((status, String::from_utf8_lossy(&got[end + 4..end + 4 + length]).into_owned()));
@@ -191,7 +190,9 @@ fn the_caller_is_known_before_a_byte_of_an_upload_is_read() {
     let pack = format!("/v1/machines/{id}/objects/data/00/{}", "00".repeat(32));
     let fast = Duration::from_secs(3);
     // 200 MB announced, nothing sent: answered at once, without waiting for the body.
-    for (token, status, says) in [(None, 401, "no token"), (Some("not-a-token"), 401, "unknown token"), (Some(reader.as_str()), 403, "may not")] {
+    for (token, status, says) in
+        [(None, 401, "no token"), (Some("not-a-token"), 401, "unknown token"), (Some(reader.as_str()), 403, "may not")]
+    {
         let (got, text) = request(&vault, &head("PUT", &pack, token, 200_000_000), b"", fast);
         assert_eq!(got, status, "{token:?}: {text}");
         assert!(text.contains(says), "{text}");
@@ -199,6 +200,10 @@ fn the_caller_is_known_before_a_byte_of_an_upload_is_read() {
     let nobody = format!("/v1/machines/{}/objects/config", "ab".repeat(16));
     let (got, text) = request(&vault, &head("PUT", &nobody, Some(&owner(&vault)), 200_000_000), b"", fast);
     assert_eq!(got, 404, "{text}");
+    // The vault's own client, in the middle of sending a pack when refused, hears why.
+    let pack_bytes = bytes::Bytes::from(noise(8 << 20, 4));
+    let e = ferry_store::Store::put_if_absent(&vault.store(&reader, id), &format!("data/00/{}", "00".repeat(32)), pack_bytes).unwrap_err();
+    assert!(e.message.contains("may not write"), "{e}");
     // More than the largest object: 413 before the body, even to the machine itself.
     let (got, text) = request(&vault, &head("PUT", &pack, r["token"].as_str(), 300 << 20), b"", fast);
     assert_eq!(got, 413, "{text}");
@@ -359,10 +364,14 @@ fn closed(s: &mut TcpStream) -> bool {
 #[test]
 fn connections_are_capped_in_all_and_per_client_address() {
     // The caps as `--max-connections 3 --max-connections-per-ip 2` set them.
-    let vault = Vault::start_in(tempfile::tempdir().unwrap(), &[("FERRY_VAULT_MAX_CONNECTIONS", "3"), ("FERRY_VAULT_MAX_CONNECTIONS_PER_IP", "2")]);
-    let mut a1 = connect_from("127.0.0.1", &vault);
-    let mut a2 = connect_from("127.0.0.1", &vault);
-    let mut a3 = connect_from("127.0.0.1", &vault);
+    let vault =
+        Vault::start_in(tempfile::tempdir().unwrap(), &[("FERRY_VAULT_MAX_CONNECTIONS", "3"), ("FERRY_VAULT_MAX_CONNECTIONS_PER_IP", "2")]);
+    // From 127.0.0.4: Vault::start's own probe connections (from 127.0.0.1) may not have been
+    // closed yet; checking that a1 and a2 are kept gives them the time.
+    let mut a1 = connect_from("127.0.0.4", &vault);
+    let mut a2 = connect_from("127.0.0.4", &vault);
+    assert!(!closed(&mut a1) && !closed(&mut a2), "within the caps and kept");
+    let mut a3 = connect_from("127.0.0.4", &vault);
     assert!(closed(&mut a3), "a third connection from one address");
     let mut b1 = connect_from("127.0.0.2", &vault);
     let mut c1 = connect_from("127.0.0.3", &vault);
@@ -373,7 +382,9 @@ fn connections_are_capped_in_all_and_per_client_address() {
     assert!(vault.log().contains("refused"), "refusals are logged: {}", vault.log());
     // Places given back are free again.
     drop((a1, a2, b1));
-    std::thread::sleep(Duration::from_millis(300));
-    let (got, _) = request(&vault, &head("GET", "/v1/health", None, 0), b"", Duration::from_secs(5));
-    assert_eq!(got, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while closed(&mut connect_from("127.0.0.4", &vault)) {
+        assert!(Instant::now() < deadline, "the places were not given back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

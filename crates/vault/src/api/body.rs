@@ -4,7 +4,12 @@
 //! with 413 before a byte of it is read; any other body is read through [`Guarded`], which
 //! fails once it passes the limit (413) or arrives slower than the minimum rate (408). The
 //! handlers read bodies only after they know the caller (the object upload checks the token and
-//! the machine first, `put_object`), so an unknown caller's body is never read.
+//! the machine first, `put_object`), so an unknown caller's body is never kept.
+//!
+//! A body left unread by an answer sent before it (401, 403, 404, an announced 413) is
+//! discarded, at most [`DISCARD`] bytes within [`DISCARD_TIME`], so that a client still
+//! sending it hears the answer instead of a connection reset; past that, the connection is
+//! closed. Nothing of it is kept.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,9 +34,32 @@ const SMALL_BODY: usize = 4 * 1024;
 /// Every other JSON call (job reports, policies, import and device jobs).
 const JSON_BODY: usize = 64 * 1024;
 
+/// The most of a refused or unread body the vault reads and throws away (a pack of the default
+/// size twice), and for how long.
+const DISCARD: u64 = 16 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and throws away up to [`DISCARD`] bytes of `body` within [`DISCARD_TIME`], off the
+/// request; then drops it (which closes the connection when the body is not at its end).
+fn discard(mut body: Body) {
+    tokio::spawn(async move {
+        let mut seen = 0u64;
+        let _ = tokio::time::timeout(DISCARD_TIME, async {
+            while seen <= DISCARD {
+                match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                    Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    });
+}
+
 /// The largest body the call `method path` takes.
 fn body_limit(method: &Method, path: &str) -> usize {
-    let object = path.strip_prefix("/v1/machines/").and_then(|rest| rest.split_once('/')).is_some_and(|(_, rest)| rest.starts_with("objects/"));
+    let object =
+        path.strip_prefix("/v1/machines/").and_then(|rest| rest.split_once('/')).is_some_and(|(_, rest)| rest.starts_with("objects/"));
     if object && method == Method::PUT {
         verify::MAX_OBJECT
     } else if matches!(path, "/login" | "/logout" | "/v1/register" | "/v1/credentials") {
@@ -66,6 +94,7 @@ pub(super) async fn guard(AxState(state): St, req: Request, next: Next) -> Respo
     let limit = body_limit(req.method(), req.uri().path());
     let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit as u64) {
+        discard(req.into_body());
         return refusal(Verdict::TooLarge, limit, &state.limits);
     }
     let verdict = Arc::new(OnceLock::new());
@@ -80,6 +109,7 @@ pub(super) async fn guard(AxState(state): St, req: Request, next: Next) -> Respo
             in_window: 0,
             timer: None,
             verdict: verdict.clone(),
+            ended: false,
         })
     });
     let answer = next.run(req).await;
@@ -93,9 +123,10 @@ pub(super) async fn guard(AxState(state): St, req: Request, next: Next) -> Respo
 /// not read).
 fn refusal(v: Verdict, limit: usize, limits: &crate::Limits) -> Response {
     let e = match v {
-        Verdict::TooLarge => {
-            ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than this call's limit of {}", human_size(limit as u64, 0)))
-        }
+        Verdict::TooLarge => ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than this call's limit of {}", human_size(limit as u64, 0)),
+        ),
         Verdict::TooSlow => ApiError(
             StatusCode::REQUEST_TIMEOUT,
             format!(
@@ -123,6 +154,16 @@ struct Guarded {
     /// it reads the body does not count.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     verdict: Arc<OnceLock<Verdict>>,
+    ended: bool,
+}
+
+/// A body its handler left unread (it answered first) is discarded.
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if !self.ended && self.verdict.get().is_none() && !self.inner.is_end_stream() {
+            discard(std::mem::take(&mut self.inner));
+        }
+    }
 }
 
 impl Guarded {
@@ -174,6 +215,10 @@ impl HttpBody for Guarded {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending if !this.next_window(cx) => this.fail(Verdict::TooSlow),
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
             other => other,
         }
     }

@@ -46,7 +46,7 @@ impl Default for Limits {
         Limits {
             tls_handshake: Duration::from_secs(10),
             header: Duration::from_secs(30),
-            idle: Duration::from_secs(60),
+            idle: Duration::from_mins(1),
             min_body_rate: 1024,
             body_window: Duration::from_secs(30),
             max_connections: 4096,
@@ -75,7 +75,12 @@ impl Limits {
 }
 
 /// Serves `app` on every TLS connection `listener` accepts, within `limits`.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>, app: Router, limits: &Limits) -> Result<()> {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: &Limits,
+) -> Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let caps = Arc::new(Caps::new(limits));
     loop {
@@ -187,7 +192,7 @@ impl Caps {
         tracing::debug!("refused a connection from {ip}: {cap} is reached");
         let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
         refused.0 += 1;
-        if refused.1.is_none_or(|last| last.elapsed() >= Duration::from_secs(60)) {
+        if refused.1.is_none_or(|last| last.elapsed() >= Duration::from_mins(1)) {
             tracing::warn!(
                 "refused {} connection(s) in the last minute, the last from {ip}: {cap} is reached \
                  (--max-connections, --max-connections-per-ip)",
