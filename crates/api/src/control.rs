@@ -144,6 +144,27 @@ pub struct JobUpdate {
     pub tags: Vec<String>,
 }
 
+/// The longest error message a report carries whole (longer ones are cut).
+pub const REPORTED_ERROR_CHARS: usize = 300;
+
+/// `errors` as a report to the vault carries them: at most `most` messages (the last of them
+/// counting those left out), each cut to [`REPORTED_ERROR_CHARS`], so a report stays well under
+/// the vault's limit on a JSON body (64 KiB) however many errors there were; the agent prints
+/// or logs them all.
+pub fn reported_errors(errors: &[String], most: usize) -> Vec<String> {
+    let cut = |e: &String| match e.char_indices().nth(REPORTED_ERROR_CHARS) {
+        Some((at, _)) => format!("{}...", &e[..at]),
+        None => e.clone(),
+    };
+    if errors.len() <= most {
+        return errors.iter().map(cut).collect();
+    }
+    let kept = most.saturating_sub(1);
+    let mut out: Vec<String> = errors[..kept].iter().map(cut).collect();
+    out.push(format!("... and {} more error(s), not reported to the vault", errors.len() - kept));
+    out
+}
+
 /// `GET /v1/jobs`: one job, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobView {
@@ -198,6 +219,19 @@ pub struct ErrorReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reported_errors_are_few_and_short() {
+        let many: Vec<String> = (0..1000).map(|i| format!("{i}: {}", "é".repeat(1000))).collect();
+        let r = reported_errors(&many, 50);
+        assert_eq!(r.len(), 50);
+        assert!(r[..49].iter().all(|e| e.chars().count() == REPORTED_ERROR_CHARS + 3), "{:?}", r[0]);
+        assert_eq!(r[49], "... and 951 more error(s), not reported to the vault");
+        assert!(serde_json::to_vec(&r).unwrap().len() < 40 * 1024);
+        let few = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(reported_errors(&few, 2), few);
+        assert_eq!(reported_errors(&few, 1), vec!["... and 2 more error(s), not reported to the vault".to_string()]);
+    }
 
     fn round_trip<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(v: &T, text: &str) {
         assert_eq!(serde_json::to_string(v).unwrap(), text);

@@ -30,8 +30,8 @@ mod signed;
 mod size;
 
 pub use control::{
-    Credentials, ErrorReply, Health, JobOpened, JobUpdate, JobView, MachineView, NewJob, NewPassword, NewUser, RegisterRequest, Registered,
-    RetentionReport, SoftDeletedPoint, Undeleted, UserAdded, UserUnlocked, UserView,
+    reported_errors, Credentials, ErrorReply, Health, JobOpened, JobUpdate, JobView, MachineView, NewJob, NewPassword, NewUser,
+    RegisterRequest, Registered, RetentionReport, SoftDeletedPoint, Undeleted, UserAdded, UserUnlocked, UserView, REPORTED_ERROR_CHARS,
 };
 pub use devices::{AuditEntry, DeviceErased, DeviceJob, DeviceKeyReply, DeviceOrderRequest, DeviceStatus, OrderedDevice, PreparedDevice};
 pub use import_jobs::{

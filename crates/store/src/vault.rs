@@ -104,6 +104,9 @@ impl VaultClient {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(std::time::Duration::from_secs(20))
+            // Below the vault's 30 s wait for a next request on a kept-alive connection
+            // (docs/protocol.md, limits): a connection the vault is closing is not reused.
+            .pool_idle_timeout(std::time::Duration::from_secs(20))
             .timeout(std::time::Duration::from_mins(10))
             .build()
             .map_err(|e| StoreError::permanent("connect", url, format!("HTTP client: {e}")))?;

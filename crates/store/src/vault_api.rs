@@ -131,9 +131,10 @@ impl VaultClient {
         self.post(&format!("/v1/machines/{machine}/jobs"), &NewJob { kind: kind.into() })
     }
 
-    /// A job's heartbeat or end.
+    /// A job's heartbeat or end (its errors as [`ferry_api::reported_errors`] keeps them).
     pub fn report_job(&self, machine: &str, job: i64, u: &JobUpdate) -> Result<()> {
-        self.post_only(&format!("/v1/machines/{machine}/jobs/{job}"), u)
+        let u = JobUpdate { errors: ferry_api::reported_errors(&u.errors, 50), ..u.clone() };
+        self.post_only(&format!("/v1/machines/{machine}/jobs/{job}"), &u)
     }
 
     /// Enforces the machine's retention now.
@@ -189,9 +190,15 @@ impl VaultClient {
         self.post(&format!("/v1/import-jobs/{name}/receive"), r)
     }
 
-    /// Records the copy's progress or end.
+    /// Records the copy's progress or end (its errors, and each disk's, as
+    /// [`ferry_api::reported_errors`] keeps them: the disks' error logs have them all).
     pub fn report_transfer(&self, name: &str, t: &TransferReport) -> Result<SiteImportJob> {
-        self.post(&format!("/v1/import-jobs/{name}/transfer"), t)
+        let mut t = t.clone();
+        t.errors = ferry_api::reported_errors(&t.errors, 20);
+        for d in &mut t.disks {
+            d.errors = ferry_api::reported_errors(&d.errors, 5);
+        }
+        self.post(&format!("/v1/import-jobs/{name}/transfer"), &t)
     }
 
     /// Starts the vault's ingest of a completed import.

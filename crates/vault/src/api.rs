@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,10 +19,14 @@ use crate::db::Principal;
 use crate::verify::{self, Write};
 use crate::{Role, State};
 
+mod body;
+mod conn;
 mod devices;
 mod imports;
 mod logins;
 mod users;
+
+pub use conn::Limits;
 
 type St = AxState<Arc<State>>;
 
@@ -65,34 +69,10 @@ fn store_error(e: ferry_store::StoreError) -> ApiError {
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
-/// Serves `router` on every TLS connection `listener` accepts.
+/// Serves the API on every TLS connection `listener` accepts, within the state's limits.
 pub(crate) async fn run(listener: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>, state: Arc<State>) -> Result<()> {
-    let app = router(state);
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                continue;
-            }
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::debug!("TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(axum::extract::ConnectInfo(peer))));
-            let io = hyper_util::rt::TokioIo::new(tls);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                tracing::debug!("connection from {peer}: {e}");
-            }
-        });
-    }
+    let limits = state.limits.clone();
+    conn::serve(listener, config, router(state), &limits).await
 }
 
 fn router(state: Arc<State>) -> Router {
@@ -145,7 +125,9 @@ fn router(state: Arc<State>) -> Router {
         .route("/machines/{name}", get(crate::dashboard::machine))
         .route("/imports", get(crate::dashboard::imports))
         .route("/static/ferry.css", get(crate::dashboard::css))
-        .layer(DefaultBodyLimit::max(verify::MAX_OBJECT + 1024))
+        // Each call's body limit and minimum rate (body.rs) instead of axum's one limit for all.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body::guard))
         .with_state(state)
 }
 
@@ -184,12 +166,27 @@ pub(crate) fn allowed(p: &Principal, machine: &str, op: Op, key: &str) -> bool {
     }
 }
 
+/// The caller may do `op` to `key` of `machine`, a registered machine; checked from the
+/// request's head alone, before any of its body is read.
 async fn check(state: &State, headers: &HeaderMap, machine: &str, op: Op, key: &str) -> ApiResult<()> {
     let p = principal(state, headers).await?;
     if !allowed(&p, machine, op, key) {
         return Err(ApiError(StatusCode::FORBIDDEN, format!("this token may not {op:?} objects of machine {machine}").to_lowercase()));
     }
+    // A machine's token names a registered machine; a user may name any.
+    if matches!(p, Principal::User { .. }) {
+        registered(state, machine).await?;
+    }
     Ok(())
+}
+
+/// `m` is a registered machine (404 otherwise).
+async fn registered(state: &State, m: &str) -> ApiResult<()> {
+    if state.db.machine_exists(m).await? {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("no machine {m}")))
+    }
 }
 
 /// The store key of a machine's object; refuses anything that is not a valid key.
@@ -304,9 +301,7 @@ async fn set_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String
         Principal::User { role: Role::Owner | Role::Contributor, .. } => {}
         _ => return Err(ApiError(StatusCode::FORBIDDEN, "only owners and contributors set policies".into())),
     }
-    if !state.db.machines().await?.iter().any(|(id, _, _)| *id == m) {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no machine {m}")));
-    }
+    registered(&state, &m).await?;
     p.validate().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     state.db.set_policy(&m, &p).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -409,27 +404,31 @@ async fn head_object(AxState(state): St, headers: HeaderMap, Path((m, key)): Pat
     Ok(Json(ObjectSize { size }))
 }
 
+/// Stores an upload. The caller and its right to the object are checked from the request's
+/// head before the body is read (body.rs caps its size and rate); only an accepted object
+/// counts in the machine's traffic.
 async fn put_object(
     AxState(state): St,
     headers: HeaderMap,
     Path((m, key)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Json<ObjectWritten>> {
     check(&state, &headers, &m, Op::Write, &key).await?;
     let k = store_key(&m, &key)?;
-    state.db.add_traffic(&m, body.len() as u64, 1, 0, 0).await?;
+    let body = body::read(body).await.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("upload of {key} cut: {e}")))?;
     let how = verify::check_upload(&key, &body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("refused {key}: {e}")))?;
     let replace = q.get("mode").map(String::as_str) == Some("replace");
     if replace && how != Write::Replace {
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("{key} is written once and never replaced")));
     }
-    let store = state.store.clone();
+    let (store, size) = (state.store.clone(), body.len() as u64);
     let created = if replace {
         blocking(move || store.put(&k, body).map(|()| true)).await?
     } else {
         blocking(move || store.put_if_absent(&k, body)).await?
     };
+    state.db.add_traffic(&m, size, 1, 0, 0).await?;
     Ok(Json(ObjectWritten { created }))
 }
 
@@ -467,10 +466,7 @@ async fn user_for_machine(state: &State, headers: &HeaderMap, m: &str, roles: &[
         Principal::User { role, .. } if roles.contains(&role) => {}
         _ => return Err(ApiError(StatusCode::FORBIDDEN, format!("this token may not {what}"))),
     }
-    if !state.db.machines().await?.iter().any(|(id, _, _)| id == m) {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no machine {m}")));
-    }
-    Ok(())
+    registered(state, m).await
 }
 
 /// Enforces the machine's retention now (owners and contributors).

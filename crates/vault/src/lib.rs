@@ -32,6 +32,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ferry_store::Store;
 
+pub use api::Limits;
 pub use db::{Db, Principal};
 pub use error::{Error, Result};
 // Named by the public `Db` methods whose modules are crate-internal.
@@ -94,6 +95,8 @@ pub struct ServeOptions {
     pub shipping_address: Option<String>,
     /// Where alerts are sent, and the storage threshold.
     pub alerts: alerts::Sinks,
+    /// Time limits, connection caps and request body limits.
+    pub limits: Limits,
 }
 
 /// What [`serve`] tells its caller once it listens.
@@ -135,6 +138,7 @@ pub(crate) struct State {
     pub ingesting: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Where alerts go, and the storage threshold.
     pub alerts: alerts::Sinks,
+    pub limits: Limits,
 }
 
 impl State {
@@ -254,6 +258,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> erro
         shipping_address: opts.shipping_address.clone(),
         ingesting: Default::default(),
         alerts: opts.alerts.clone(),
+        limits: opts.limits.clone(),
     });
     // Retention of every machine with a policy, on a timer.
     let retainer = state.clone();

@@ -174,6 +174,13 @@ pub struct ServeArgs {
     /// Alert when all machines together store more than this, e.g. 40TB
     #[arg(long, value_name = "SIZE")]
     pub storage_alert: Option<String>,
+    /// Open connections the vault keeps in all; more are closed at once
+    #[arg(long, value_name = "N", env = "FERRY_VAULT_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Open connections the vault keeps from one client address (machines behind one NAT
+    /// share it); more are closed at once
+    #[arg(long, value_name = "N", env = "FERRY_VAULT_MAX_CONNECTIONS_PER_IP", default_value_t = 512)]
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Args)]

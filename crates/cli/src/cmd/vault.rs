@@ -224,6 +224,11 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
                 None => None,
             },
         },
+        limits: ferry_vault::Limits {
+            max_connections: a.max_connections,
+            max_connections_per_ip: a.max_connections_per_ip,
+            ..ferry_vault::Limits::from_env()
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the vault's runtime")?;
     rt.block_on(ferry_vault::serve(opts, |r| {

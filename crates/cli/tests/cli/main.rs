@@ -17,5 +17,6 @@ mod seeding;
 mod stores;
 mod vault;
 mod vault_faults;
+mod vault_hostile;
 mod vault_pg;
 mod vault_policy;

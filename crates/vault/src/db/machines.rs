@@ -142,6 +142,11 @@ impl Db {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
+    /// Is `id` a registered machine?
+    pub(crate) async fn machine_exists(&self, id: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM machines WHERE id = $1").bind(id).fetch_optional(&self.pool).await?.is_some())
+    }
+
     /// Unused registration secrets expiring after `after` and before `before`: (hash, expiry).
     pub(crate) async fn expiring_registrations(&self, after: i64, before: i64) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query("SELECT secret_hash, expires FROM registrations WHERE used = 0 AND expires > $1 AND expires < $2")
