@@ -8,15 +8,28 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A failed store operation: what was attempted (`op`), on which key, what kind of failure, and a
 /// message that never contains secrets (no keys, SAS tokens, signatures or signed URLs).
 ///
-/// Displayed as `"{op} {key}: {message}"`, e.g. `get data/3f/3fa2…: not found`.
-#[derive(Debug, thiserror::Error)]
-#[error("{op} {key}: {message}")]
+/// Displayed as `"{op} {key}: {message}"`, e.g. `get data/3f/3fa2…: not found`; as the message
+/// alone when `op` is empty (a call of the vault's control plane, whose path means nothing to a
+/// user: the message says what was refused and what to do).
+#[derive(Debug)]
 pub struct StoreError {
     pub kind: ErrorKind,
     pub op: &'static str,
     pub key: String,
     pub message: String,
 }
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.op.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{} {}: {}", self.op, self.key, self.message)
+        }
+    }
+}
+
+impl StdError for StoreError {}
 
 /// What a caller can do about a [`StoreError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

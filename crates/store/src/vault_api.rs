@@ -31,27 +31,34 @@ fn answer<T: DeserializeOwned>(op: &'static str, path: &str, bytes: &[u8]) -> Re
     serde_json::from_slice(bytes).map_err(|e| StoreError::permanent(op, path, format!("vault answer is not what this client expects: {e}")))
 }
 
+/// A control-plane call's error as users see it: the vault's sentence, without the API path
+/// (the path stays in the log at debug level).
+fn plain(e: StoreError) -> StoreError {
+    tracing::debug!("vault call {} {}: {}", e.op, e.key, e.message);
+    StoreError { op: "", key: String::new(), ..e }
+}
+
 impl VaultClient {
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let bytes = self.send("get", path, self.request(reqwest::Method::GET, path))?;
-        answer("get", path, &bytes)
+        let bytes = self.send("get", path, self.request(reqwest::Method::GET, path)).map_err(plain)?;
+        answer("get", path, &bytes).map_err(plain)
     }
 
     /// POSTs `b` and returns the vault's answer.
     fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, b: &B) -> Result<T> {
-        let req = self.request(reqwest::Method::POST, path).json(&body("post", path, b)?);
-        answer("post", path, &self.send("post", path, req)?)
+        let req = self.request(reqwest::Method::POST, path).json(&body("post", path, b).map_err(plain)?);
+        answer("post", path, &self.send("post", path, req).map_err(plain)?).map_err(plain)
     }
 
     /// POSTs `b` to a call that answers without a body (or with nothing this client needs).
     fn post_only<B: Serialize>(&self, path: &str, b: &B) -> Result<()> {
-        let req = self.request(reqwest::Method::POST, path).json(&body("post", path, b)?);
-        self.send("post", path, req).map(|_| ())
+        let req = self.request(reqwest::Method::POST, path).json(&body("post", path, b).map_err(plain)?);
+        self.send("post", path, req).map(|_| ()).map_err(plain)
     }
 
     fn put<B: Serialize>(&self, path: &str, b: &B) -> Result<()> {
-        let req = self.request(reqwest::Method::PUT, path).json(&body("put", path, b)?);
-        self.send("put", path, req).map(|_| ())
+        let req = self.request(reqwest::Method::PUT, path).json(&body("put", path, b).map_err(plain)?);
+        self.send("put", path, req).map(|_| ()).map_err(plain)
     }
 
     // The control plane.
@@ -88,7 +95,7 @@ impl VaultClient {
     /// Removes a user (owners).
     pub fn remove_user(&self, user: &str) -> Result<()> {
         let path = format!("/v1/users/{user}");
-        self.send("delete", &path, self.request(reqwest::Method::DELETE, &path)).map(|_| ())
+        self.send("delete", &path, self.request(reqwest::Method::DELETE, &path)).map(|_| ()).map_err(plain)
     }
 
     /// Revokes machine `id`'s token (owners).

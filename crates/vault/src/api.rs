@@ -180,6 +180,14 @@ async fn check(state: &State, headers: &HeaderMap, machine: &str, op: Op, key: &
     Ok(())
 }
 
+/// Machine `id` as messages name it, for callers allowed to know it: `NAME (ID)`.
+async fn named(state: &State, id: &str) -> String {
+    match state.db.machines().await {
+        Ok(list) => list.into_iter().find(|(i, _, _)| i == id).map_or_else(|| id.to_string(), |(_, name, _)| format!("{name} ({id})")),
+        Err(_) => id.to_string(),
+    }
+}
+
 /// `m` is a registered machine (404 otherwise).
 async fn registered(state: &State, m: &str) -> ApiResult<()> {
     if state.db.machine_exists(m).await? {
@@ -269,7 +277,10 @@ async fn update_job(
     if state.db.update_job(id, &m, &u, chrono::Utc::now().timestamp()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError(StatusCode::CONFLICT, format!("job {id} of machine {m} is not running (it ended, or was marked failed)")))
+        Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("job {id} of machine {} is not running (it ended, or was marked failed)", named(&state, &m).await),
+        ))
     }
 }
 
@@ -313,7 +324,13 @@ async fn get_policy(AxState(state): St, headers: HeaderMap, Path(m): Path<String
         Principal::User { role, .. } if role != Role::ImportOperator => {}
         _ => return Err(ApiError(StatusCode::FORBIDDEN, format!("this token may not read the policy of machine {m}"))),
     }
-    state.db.policy(&m).await?.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("machine {m} has no policy yet")))
+    match state.db.policy(&m).await? {
+        Some(p) => Ok(Json(p)),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("machine {} has no policy yet (set one with `ferry vault policy set`)", named(&state, &m).await),
+        )),
+    }
 }
 
 async fn register(AxState(state): St, Json(b): Json<RegisterRequest>) -> ApiResult<Json<Registered>> {
@@ -474,7 +491,10 @@ async fn run_retention(AxState(state): St, headers: HeaderMap, Path(m): Path<Str
     user_for_machine(&state, &headers, &m, &[Role::Owner, Role::Contributor], "run retention").await?;
     match state.enforce_retention(&m).await? {
         Some(r) => Ok(Json(r)),
-        None => Err(ApiError(StatusCode::CONFLICT, format!("retention of machine {m} is running already; try again when it has finished"))),
+        None => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("retention of machine {} is running already; try again when it has finished", named(&state, &m).await),
+        )),
     }
 }
 
@@ -498,7 +518,10 @@ async fn undelete(AxState(state): St, headers: HeaderMap, Path((m, rp)): Path<(S
     if !tokio::task::spawn_blocking(move || repo.undelete(&id)).await.map_err(anyhow::Error::from)?? {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("machine {m} has no soft-deleted recovery point {rp} (purged, or never deleted)"),
+            format!(
+                "machine {} has no soft-deleted recovery point {rp} (purged, or never deleted; `ferry vault deleted NAME` lists them)",
+                named(&state, &m).await
+            ),
         ));
     }
     Ok(Json(Undeleted { undeleted: rp }))

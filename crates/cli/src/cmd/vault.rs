@@ -232,20 +232,25 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the vault's runtime")?;
     rt.block_on(ferry_vault::serve(opts, |r| {
-        eprintln!("vault: listening on https://{}", r.addr);
-        eprintln!("vault: certificate SHA-256 {}", r.fingerprint);
-        eprintln!("vault: database {}", r.database);
-        eprintln!("vault: import jobs go to LOCATION/JOBNAME under {}", r.import_containers.join(", "));
+        // One write, so a reader that sees the first line sees them all.
+        let mut said = format!("vault: listening on https://{}\n", r.addr);
+        said += &format!("vault: certificate SHA-256 {}\n", r.fingerprint);
+        said += &format!("vault: database {}\n", r.database);
+        said += &format!("vault: import jobs go to LOCATION/JOBNAME under {}\n", r.import_containers.join(", "));
         for line in r.repaired {
-            eprintln!("vault: permissions repaired (the vault's files are private): {line}");
+            said += &format!("vault: permissions repaired (the vault's files are private): {line}\n");
         }
         match r.new_owner {
-            Some(p) => eprintln!("vault: first start; the owner token is in {} (keep it secret: it is shown nowhere else)", p.display()),
-            None if shared => eprintln!(
-                "vault: the owner exists already in this database (its token is in the owner.token of the server that started first)"
-            ),
+            Some(p) => {
+                said += &format!("vault: first start; the owner token is in {} (keep it secret: it is shown nowhere else)\n", p.display());
+            }
+            None if shared => {
+                said +=
+                    "vault: the owner exists already in this database (its token is in the owner.token of the server that started first)\n";
+            }
             None => {}
         }
+        eprint!("{said}");
     }))?;
     Ok(Outcome::Success)
 }

@@ -182,7 +182,9 @@ fn a_seed_travels_on_three_disks_and_afterwards_only_changes_cross_the_network()
 
     // Cleanup before ingest is refused; the import operator cannot use disks not shipped yet.
     fails(m.run(&["import-job", "cleanup", "seed-1", "--staging", s(&staging)]), &["seed-1", "no ingest receipt"]);
-    fails(site.import_run("seed-1", &all), &["seed-1", "awaiting-shipment"]);
+    // ... and says what to do next, in words, not API paths.
+    let err = fails(site.import_run("seed-1", &all), &["seed-1", "awaiting-shipment", "ferry import-job ship seed-1"]);
+    assert!(!err.contains("/v1/"), "{err}");
 
     m.ok(&["import-job", "ship", "seed-1", "--carrier", "DHL", "--tracking", "TRK-0001", "--return-address", "Customer, Main St 1"]);
     let job = m.json(&["import-job", "show", "seed-1"]);

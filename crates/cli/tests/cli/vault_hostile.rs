@@ -191,7 +191,7 @@ fn the_caller_is_known_before_a_byte_of_an_upload_is_read() {
     let fast = Duration::from_secs(3);
     // 200 MB announced, nothing sent: answered at once, without waiting for the body.
     for (token, status, says) in
-        [(None, 401, "no token"), (Some("not-a-token"), 401, "unknown token"), (Some(reader.as_str()), 403, "may not")]
+        [(None, 401, "no token"), (Some("not-a-token"), 401, "unknown, expired or revoked"), (Some(reader.as_str()), 403, "may not")]
     {
         let (got, text) = request(&vault, &head("PUT", &pack, token, 200_000_000), b"", fast);
         assert_eq!(got, status, "{token:?}: {text}");

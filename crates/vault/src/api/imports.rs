@@ -133,11 +133,27 @@ pub(super) async fn disk_key(AxState(state): St, headers: HeaderMap, Path(name):
         Who::Reader => false,
     } || (is_owner(&p) && (preparing || importing));
     if !ok {
+        let state_name = j.state.as_str();
         return Err(match who {
             Who::Reader => forbidden("read disk keys"),
+            // The import operator is early: the disks are not recorded as shipped.
+            Who::Importer if preparing => ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "import job {name} is {state_name}: its disks are not recorded as shipped yet; record the shipment first \
+                     with `ferry import-job ship {name} --carrier CARRIER --tracking NUMBER` (the machine or an owner), then import"
+                ),
+            ),
+            Who::Importer => ApiError(
+                StatusCode::CONFLICT,
+                format!("import job {name} is {state_name}: its disks were imported already (see `ferry import-job show {name}`)"),
+            ),
             _ => ApiError(
                 StatusCode::CONFLICT,
-                format!("import job {name} is {}: its disk key is not given out in this state", j.state.as_str()),
+                format!(
+                    "import job {name} is {state_name}: its disks left for the vault's site, so the disk key is no longer given to the machine \
+                     (see `ferry import-job show {name}`)"
+                ),
             ),
         });
     }
