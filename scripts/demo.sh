@@ -89,10 +89,11 @@ fi
 
 # Bytes in the repository's objects (what an object store would bill), without folder overhead.
 repo_size() { find "$REPO" -type f -printf '%s\n' | awk '{ n += $1 } END { printf "%d\n", n }'; }
+# Sizes as ferry prints them: whole bytes below 1 KiB, else two decimals in binary units.
 human() {
-    local n=$1 u=(B KiB MiB GiB TiB) i=0
-    while [ "$n" -ge 10240 ] && [ "$i" -lt 4 ]; do n=$((n / 1024)); i=$((i + 1)); done
-    echo "$n ${u[$i]}"
+    awk -v n="$1" 'BEGIN { split("B KiB MiB GiB TiB", u, " "); i = 1
+        while (n >= 1024 && i < 5) { n /= 1024; i++ }
+        if (i == 1) printf "%d B\n", n; else printf "%.2f %s\n", n, u[i] }'
 }
 now_ms() { date +%s%3N; }
 

@@ -467,6 +467,15 @@ pub fn size(n: u64) -> String {
     ferry_api::human_size(n, 2)
 }
 
+/// A duration for a person, with the precision it was measured to: `0.163s`, `4.32s`, `81.2s`.
+pub fn seconds(s: f64) -> String {
+    match s {
+        s if s < 1.0 => format!("{s:.3}s"),
+        s if s < 10.0 => format!("{s:.2}s"),
+        s => format!("{s:.1}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,14 +90,14 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
         }))?;
     } else {
         eprintln!(
-            "files: {} new, {} changed, {} unchanged; {} folders; read {}, added {} to the repository in {:.1}s",
+            "files: {} new, {} changed, {} unchanged; {} folders; read {}, added {} to the repository in {}",
             s.files_new,
             s.files_changed,
             s.files_unchanged,
             s.dirs,
             common::size(s.bytes_read),
             common::size(s.bytes_added),
-            s.duration_s
+            common::seconds(s.duration_s)
         );
         if out.is_partial() {
             eprintln!("partial recovery point: {} file(s) could not be backed up (listed above)", out.errors.len());

@@ -207,10 +207,41 @@ fn details(j: &ImportJob, audit: &[AuditEntry]) -> String {
         s.push_str(&format!("  shipping:   {} tracking {t}\n", text(&j.carrier)));
     }
     common::disks_and_outcome(&mut s, j, "device");
+    if !audit.is_empty() {
+        s.push_str("  audit log:\n");
+    }
     for a in audit {
-        s.push_str(&format!("  {} {} {} {}\n", a.time, a.actor, a.action, a.detail));
+        s.push_str(&format!("    {}  {}  {}{}\n", a.time, a.actor, a.action.replace('-', " "), readable(&a.detail)));
     }
     s
+}
+
+/// An audit line's details (a JSON object) as words: `: device 2, files 3, verified yes`.
+fn readable(detail: &str) -> String {
+    let Ok(fields) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(detail) else {
+        return format!(": {detail}");
+    };
+    let words: Vec<String> = fields
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(t) => t.clone(),
+                serde_json::Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+                serde_json::Value::Array(items) => format!("{} entries", items.len()),
+                serde_json::Value::Number(n) if k.contains("bytes") || k == "capacity" => {
+                    n.as_u64().map_or_else(|| n.to_string(), common::size)
+                }
+                other => other.to_string(),
+            };
+            format!("{} {v}", k.replace('_', " "))
+        })
+        .collect();
+    if words.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", words.join(", "))
+    }
 }
 
 /// A backup being written onto seed devices: sealed when it completes.

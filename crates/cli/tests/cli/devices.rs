@@ -140,6 +140,12 @@ fn a_seed_device_travels_from_order_to_erasure_and_afterwards_only_changes_cross
     let erasures: Vec<&serde_json::Value> = j["audit"].as_array().unwrap().iter().filter(|a| a["action"] == "device-erased").collect();
     assert_eq!(erasures.len(), 2, "{j}");
     assert!(erasures[0]["actor"].as_str().unwrap().contains("ops"), "the import operator is named: {j}");
+    // In text, the audit log reads as lines of words.
+    let text = site.owner(&["device", "status", &job]);
+    let erased: Vec<&str> = text.lines().filter(|l| l.contains("device erased: ")).collect();
+    assert_eq!(erased.len(), 2, "{text}");
+    assert!(erased[0].contains("device 1") && erased[0].contains("MiB") && erased[0].contains("verified yes"), "{text}");
+    assert!(!text.contains('{'), "{text}");
 
     // A 1 % change goes over the network, and only it.
     let changed = noise(240 << 10, 77);
