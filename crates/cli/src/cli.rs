@@ -17,6 +17,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Repository: a local folder, or file://, az://CONTAINER[/PREFIX], s3://BUCKET[/PREFIX]
     #[arg(long, global = true, env = "FERRY_REPO", value_name = "LOCATION")]
@@ -55,8 +56,14 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a repository at --repo
+    #[command(
+        after_help = "Examples:\n  ferry init --repo /srv/backups                 # asks for the new passphrase\n  FERRY_PASSWORD_FILE=pw ferry init --repo s3://my-bucket/ferry"
+    )]
     Init(InitArgs),
     /// Back up paths into a new recovery point
+    #[command(
+        after_help = "Examples:\n  ferry backup ~/Documents --repo /srv/backups\n  ferry backup /home /etc --exclude '*.tmp' --tag nightly      # registered machine: to its vault\n  ferry backup /data --offline --staging /mnt/staging --import-job seed-1   # first backup, for disks"
+    )]
     Backup(BackupArgs),
     /// List recovery points
     #[command(name = "recovery-points", visible_alias = "snapshots")]
@@ -66,10 +73,17 @@ pub enum Command {
     /// Show what changed between two recovery points
     Diff(DiffArgs),
     /// Restore a recovery point
+    #[command(
+        after_help = "Examples:\n  ferry restore latest --target /tmp/r\n  ferry restore 3fa2 --target / --include /home/ann/thesis   # one folder, in place\n  ferry restore latest --machine laptop --target /tmp/r --vault https://vault:8450 --token-file my.token"
+    )]
     Restore(RestoreArgs),
     /// Verify the repository (structure; with --read-data every byte)
+    #[command(after_help = "Examples:\n  ferry check\n  ferry check --read-data                # every pack read and verified")]
     Check(CheckArgs),
     /// Remove recovery points by policy or by ID (prune reclaims the space)
+    #[command(
+        after_help = "Examples:\n  ferry forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n  ferry forget 3fa2 && ferry prune"
+    )]
     Forget(ForgetArgs),
     /// Reclaim the space of data no recovery point uses
     Prune(PruneArgs),
@@ -80,11 +94,15 @@ pub enum Command {
     #[command(subcommand)]
     Vault(VaultCommand),
     /// Register this machine with a vault and create its repository there
+    #[command(after_help = "Examples:\n  ferry register --vault-credentials creds.json --name laptop   # asks for the new passphrase")]
     Register(RegisterArgs),
     /// The agent: runs this machine's policy from its vault
     #[command(subcommand)]
     Agent(AgentCommand),
     /// Offline seeding: write a staging location onto disks to ship to the vault's site
+    #[command(
+        after_help = "Examples:\n  ferry diskprep --staging /mnt/staging --disk /media/d1 --disk /media/d2\n  ferry diskprep --staging /mnt/staging --disk /media/d1:2TB    # use at most 2 TB of it"
+    )]
     Diskprep(DiskprepArgs),
     /// Offline seeding: the vault's import jobs (list, show, ship, cancel, cleanup)
     #[command(name = "import-job", subcommand)]
@@ -97,6 +115,19 @@ pub enum Command {
     /// Seed devices: order, prepare, track, import and erase the vault's devices
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Print a shell's completion script for ferry, e.g. `ferry completions bash >
+    /// /etc/bash_completion.d/ferry`
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Write ferry's manual pages (ferry.1, ferry-backup.1, ...) into a folder, or print
+    /// ferry.1
+    Man {
+        /// The folder to write every page into, e.g. /usr/local/share/man/man1 [default: print ferry.1]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,13 +143,14 @@ pub enum DeviceCommand {
         /// What one device holds instead of its type's capacity, e.g. 2TB
         #[arg(long, value_name = "SIZE")]
         capacity: Option<String>,
-        /// Where the import puts the objects [default: the vault's import container]
+        /// Where the import puts the objects [default: the first of the vault's import locations]
         #[arg(long, value_name = "URL")]
         container: Option<String>,
     },
     /// Initialise a device (a mounted disk or folder) for the job and write the unlock
     /// credential, which goes to the machine's owner apart from the device
     Prepare {
+        /// The device job, e.g. device-1a2b3c4d
         job: String,
         /// The device: an empty mounted disk or folder (run again with another for a second device)
         #[arg(long, value_name = "PATH")]
@@ -129,18 +161,22 @@ pub enum DeviceCommand {
     },
     /// Show device jobs (or one), or record where a device is (--set)
     Status {
+        /// The device job [default: list every device job]
         job: Option<String>,
         /// Record a logistics state: shipped-to-customer, delivered, in-use, returning
         #[arg(long = "set", value_name = "STATE", requires = "job")]
         set: Option<String>,
+        /// The carrier taking the devices (with --set shipped-to-customer or returning)
         #[arg(long, value_name = "C", requires = "set")]
         carrier: Option<String>,
+        /// The carrier's tracking number
         #[arg(long, value_name = "T", requires = "set")]
         tracking: Option<String>,
     },
     /// At the vault's site: check the devices' seal, copy them into the job's container and
     /// ingest (import operators)
     Import {
+        /// The device job whose devices these are
         job: String,
         /// A device of the job; give every device of the set
         #[arg(long = "path", value_name = "PATH", required = true)]
@@ -152,7 +188,9 @@ pub enum DeviceCommand {
     /// After ingest: overwrite, verify and remove everything on the devices, recorded in the
     /// vault's audit log
     Erase {
+        /// The device job whose devices are erased
         job: String,
+        /// A device to erase (repeat for each), once its seed is ingested
         #[arg(long = "path", value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
     },
@@ -206,6 +244,7 @@ pub enum ImportJobCommand {
     List,
     /// Show an import job: state, disks, shipping, deadline
     Show {
+        /// The import job
         name: String,
         /// Print the signed ingest receipt instead (after ingest)
         #[arg(long)]
@@ -213,19 +252,27 @@ pub enum ImportJobCommand {
     },
     /// Record the shipping details of the job's disks
     Ship {
+        /// The import job whose disks are shipped
         name: String,
+        /// The carrier, e.g. DHL
         #[arg(long, value_name = "C")]
         carrier: String,
+        /// The carrier's tracking number (unique among the vault's jobs)
         #[arg(long, value_name = "T")]
         tracking: String,
+        /// Where the vault sends the disks back after the import [default: none]
         #[arg(long, value_name = "A")]
         return_address: Option<String>,
     },
     /// Cancel an import job (before its disks are imported)
-    Cancel { name: String },
+    Cancel {
+        /// The import job to cancel
+        name: String,
+    },
     /// After ingest: remove the container copy (vault side) and empty the staging location
     /// (--staging, this side); refused until the ingest receipt verifies
     Cleanup {
+        /// The import job
         name: String,
         /// The staging location to empty after the receipt is verified against it
         #[arg(long, value_name = "DIR")]
@@ -242,6 +289,7 @@ pub enum ImportCommand {
 
 #[derive(Debug, Args)]
 pub struct ImportRunArgs {
+    /// The import job whose disks these are
     #[arg(long, value_name = "NAME")]
     pub import_job: String,
     /// A disk of the job (a mounted folder); give every disk of the set
@@ -319,8 +367,8 @@ pub struct BackupArgs {
     /// The import job's name (unique in the vault)
     #[arg(long, value_name = "NAME", requires = "offline")]
     pub import_job: Option<String>,
-    /// Where the vault's site imports the disks to (folder, az://, s3://) [default: the vault's
-    /// import container]
+    /// Which of the vault's import locations its site imports the disks to (the job goes to
+    /// LOCATION/NAME) [default: the first]
     #[arg(long, value_name = "URL", requires = "offline")]
     pub container: Option<String>,
     /// Seed device: write this first backup straight onto the vault's device (a mounted disk
@@ -355,7 +403,9 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
+    /// The older recovery point (ID, unique prefix or latest)
     pub from: String,
+    /// The newer recovery point (ID, unique prefix or latest)
     pub to: String,
 }
 
@@ -395,14 +445,19 @@ pub struct CheckArgs {
 pub struct ForgetArgs {
     /// Recovery points to forget (IDs or prefixes), besides any policy
     pub recovery_points: Vec<String>,
+    /// Keep the newest N recovery points
     #[arg(long, value_name = "N")]
     pub keep_last: Option<usize>,
+    /// Keep the newest recovery point of each of the last N days
     #[arg(long, value_name = "N")]
     pub keep_daily: Option<usize>,
+    /// Keep the newest recovery point of each of the last N weeks
     #[arg(long, value_name = "N")]
     pub keep_weekly: Option<usize>,
+    /// Keep the newest recovery point of each of the last N months
     #[arg(long, value_name = "N")]
     pub keep_monthly: Option<usize>,
+    /// Keep the newest recovery point of each of the last N years
     #[arg(long, value_name = "N")]
     pub keep_yearly: Option<usize>,
     /// Show what would be forgotten, change nothing
@@ -440,4 +495,31 @@ pub struct NewPassword {
     /// Read the new passphrase from the first line of FILE
     #[arg(long, env = "FERRY_NEW_PASSWORD_FILE", value_name = "FILE")]
     pub new_password_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command, argument and option says what it is for in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn visit(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                visit(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        visit(&super::Cli::command(), "ferry", &mut missing);
+        assert!(missing.is_empty(), "without a description:\n{}", missing.join("\n"));
+    }
 }

@@ -21,15 +21,15 @@ pub enum Outcome {
 }
 
 /// A closed pipe (`ferry vault jobs | head -1`) ends the command quietly, as Unix tools do:
-/// `println!` panics when stdout's reader is gone, and this ends the process instead of printing
-/// the panic, with the status a process killed by SIGPIPE has (141). (Resetting SIGPIPE itself
+/// `println!` (and the completion writer) panics when stdout's reader is gone, and this ends the
+/// process instead of printing the panic, with the status a process killed by SIGPIPE has (141). (Resetting SIGPIPE itself
 /// would take `unsafe` and would also kill the vault on a socket closed under it.)
 fn end_quietly_on_a_closed_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
         let message = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
-        if message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+        if message.is_some_and(|m| m.contains("Broken pipe")) {
             std::process::exit(141);
         }
         default(info);

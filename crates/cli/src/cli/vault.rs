@@ -28,11 +28,18 @@ pub enum VaultCommand {
     /// Enforce a machine's retention now (the vault also does so every hour): recovery points
     /// the policy does not keep are soft-deleted, those soft-deleted for 14 days are purged,
     /// and packs no remaining recovery point uses are deleted
-    Retention { machine_name: String },
+    Retention {
+        /// The machine's name
+        machine_name: String,
+    },
     /// List a machine's soft-deleted recovery points (restorable until they expire)
-    Deleted { machine_name: String },
+    Deleted {
+        /// The machine's name
+        machine_name: String,
+    },
     /// Put a soft-deleted recovery point back (it is then exempt from retention for 14 days)
     Undelete {
+        /// The machine's name
         machine_name: String,
         /// The recovery point's ID, or a unique prefix of it (see `ferry vault deleted`)
         recovery_point: String,
@@ -44,7 +51,10 @@ pub enum PolicyCommand {
     /// Set (replace) a machine's policy
     Set(PolicySetArgs),
     /// Show a machine's policy
-    Show { machine_name: String },
+    Show {
+        /// The machine's name
+        machine_name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -63,12 +73,16 @@ pub struct PolicySetArgs {
     /// Only on these days (mon,tue,...; default every day)
     #[arg(long, value_delimiter = ',', value_name = "DAYS")]
     pub days: Vec<String>,
+    /// Recovery points the vault keeps: the newest of each of the last N days (0: this rule keeps none)
     #[arg(long, default_value_t = 0)]
     pub keep_daily: u32,
+    /// Recovery points the vault keeps: the newest of each of the last N weeks (0: this rule keeps none)
     #[arg(long, default_value_t = 0)]
     pub keep_weekly: u32,
+    /// Recovery points the vault keeps: the newest of each of the last N months (0: this rule keeps none)
     #[arg(long, default_value_t = 0)]
     pub keep_monthly: u32,
+    /// Recovery points the vault keeps: the newest of each of the last N years (0: this rule keeps none)
     #[arg(long, default_value_t = 0)]
     pub keep_yearly: u32,
     /// Transfer limit to and from the vault during work hours, in KiB/s (0 = none)
@@ -93,16 +107,27 @@ pub enum UserCommand {
     List,
     /// Revoke a user's token: it and the user's dashboard sessions stop working at once (the
     /// user stays listed; remove it and add it again to give it a new token)
-    Revoke { name: String },
+    Revoke {
+        /// The user's name
+        name: String,
+    },
     /// Remove a user: its token, password and sessions
-    Remove { name: String },
+    Remove {
+        /// The user's name
+        name: String,
+    },
     /// Clear a user's dashboard lockout (too many failed password logins) and forget its failed
     /// logins (owners)
-    Unlock { name: String },
+    Unlock {
+        /// The user's name
+        name: String,
+    },
     /// Set a user's dashboard password (owners for anyone, a user for itself); read from
     /// --password-file FILE, FERRY_VAULT_USER_PASSWORD or the terminal; at least 16 characters
     Password {
+        /// The user's name
         name: String,
+        /// Read the password from the first line of FILE
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
@@ -110,7 +135,9 @@ pub enum UserCommand {
 
 #[derive(Debug, Args)]
 pub struct UserAddArgs {
+    /// The new user's name: 1 to 64 letters, digits, '-', '_', '.' or '@'
     pub name: String,
+    /// What the user may do (see docs/security.md)
     #[arg(long, value_parser = ["owner", "contributor", "backup-operator", "reader", "import-operator"])]
     pub role: String,
     /// The token stops working after this long, e.g. 8h, 30d, 1y (default: when revoked)
@@ -122,7 +149,10 @@ pub struct UserAddArgs {
 pub enum MachineCommand {
     /// Revoke a machine's token: its requests are refused until it registers again (new
     /// credentials, same name); its repository and recovery points stay
-    Revoke { name: String },
+    Revoke {
+        /// The machine's name
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

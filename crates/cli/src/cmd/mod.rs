@@ -9,6 +9,7 @@ mod import_job;
 mod init;
 mod key;
 mod ls;
+mod manual;
 mod plan;
 mod points;
 mod restore;
@@ -41,5 +42,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Import(crate::cli::ImportCommand::Run(a)) => import::run(g, a),
         Command::Plan(a) => plan::run(g, a),
         Command::Device(c) => device::run(g, c),
+        Command::Completions { shell } => Ok(manual::completions(*shell)),
+        Command::Man { out } => manual::man(out.as_deref()),
     }
 }

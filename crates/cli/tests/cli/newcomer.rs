@@ -73,3 +73,26 @@ fn vault_listings_read_as_tables() {
     let files_end = job.len() - 2 - job.split_whitespace().last().unwrap().len();
     assert_eq!(at(lines[0], "files") + "files".len(), files_end, "the files column ends under its header:\n{text}");
 }
+
+/// Help teaches: a command's own options come first, the global ones under their own heading,
+/// examples at the end; completions and manual pages come from the same definition.
+#[test]
+fn help_completions_and_manual_pages() {
+    let env = Env::new();
+    let help = env.ok(&["backup", "--help"]);
+    let (own, global) = (help.find("--exclude").unwrap(), help.find("Global options:").expect("a heading for global options"));
+    assert!(own < global && help.find("--repo").unwrap() > global, "{help}");
+    assert!(help.contains("Examples:\n  ferry backup"), "{help}");
+
+    let bash = env.ok(&["completions", "bash"]);
+    assert!(bash.contains("_ferry()") && bash.contains("recovery-points"), "{bash}");
+    let zsh = env.ok(&["completions", "zsh"]);
+    assert!(zsh.contains("#compdef ferry"), "{zsh}");
+
+    let dir = env.path("man");
+    env.ok(&["man", "--out", dir.to_str().unwrap()]);
+    let page = std::fs::read_to_string(dir.join("ferry-backup.1")).unwrap();
+    assert!(page.contains(".TH ferry-backup 1") && page.contains("exclude"), "{page}");
+    assert!(dir.join("ferry-vault-user-revoke.1").exists());
+    assert!(env.ok(&["man"]).contains(".TH ferry 1"));
+}
