@@ -427,9 +427,14 @@ pub fn copy_and_ingest(
             eprintln!("{unit} {number}: {errors} objects could not be imported; see {}", log.display());
         }
         ferry_seed::IngestEvent::Copied { copied, skipped, seconds } => {
-            eprintln!("import job {name}: {copied} objects copied, {skipped} there already, in {seconds:.1}s; ingesting");
+            eprintln!("import job {name}: {copied} objects copied, {skipped} there already, in {}; ingesting", self::seconds(seconds));
         }
     })?;
+    // Where the per-disk copy and error logs are (ferry_seed::copy_and_ingest: `log_dir`, else
+    // the current folder).
+    let logs = log_dir.map_or_else(|| std::env::current_dir().unwrap_or_else(|_| ".".into()), Path::to_path_buf);
+    let unit = if j.job.kind == "device" { "device" } else { "disk" };
+    eprintln!("import job {name}: the copy and error logs of each {unit} are in {} ({name}-{unit}N-copy.log, -error.log)", logs.display());
     if g.json {
         print_answer(&j)?;
     } else {

@@ -105,7 +105,25 @@ pub(crate) fn clean_up(container: &str, job: &str) -> anyhow::Result<u64> {
         }
     }
     c.delete(SEED_MANIFEST_KEY).with_context(|| format!("remove the seed manifest of import job {job}"))?;
+    // A folder container: the folders the objects were in go too, as does the job's own folder
+    // once nothing else is in it.
+    if !container.contains("://") || container.starts_with("file://") {
+        remove_empty_folders(Path::new(container.trim_start_matches("file://")));
+    }
     Ok(removed + 1)
+}
+
+/// Removes the empty folders under `dir`, and `dir` itself if it ends up empty; best effort
+/// (a folder something else was put into stays).
+fn remove_empty_folders(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_folders(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 #[cfg(test)]
@@ -177,6 +195,14 @@ mod tests {
         assert_eq!(clean_up(&loc, "j1").unwrap(), 3, "two objects and the manifest");
         let left: Vec<String> = c.list("").unwrap().into_iter().map(|o| o.key).collect();
         assert_eq!(left, ["config", "other/keep"]);
+        assert!(!dir.path().join("data").exists() && !dir.path().join("index").exists(), "their folders go too");
         assert_eq!(clean_up(&loc, "j1").unwrap(), 0, "nothing of the job's is left");
+        // A container holding only the job's seed goes entirely.
+        let only = dir.path().join("only");
+        let c = ferry_store::open(&only.to_string_lossy()).unwrap();
+        c.put("data/aa/aa01", bytes::Bytes::from_static(b"x")).unwrap();
+        c.put(SEED_MANIFEST_KEY, serde_json::to_vec(&m).unwrap().into()).unwrap();
+        clean_up(&only.to_string_lossy(), "j1").unwrap();
+        assert!(!only.exists());
     }
 }

@@ -91,6 +91,11 @@ fn details(site: &SiteImportJob) -> String {
 
 /// Cleanup: the receipt is fetched and verified (the vault's signature, this machine, and the
 /// digest of the staging location's own objects) before anything is removed.
+/// `dir` holds nothing (an earlier cleanup emptied it, seed.json included), or is gone.
+fn emptied_already(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+}
+
 fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>) -> Result<Outcome> {
     let receipt = client.receipt(name)?;
     let key = client.health()?.receipt_key.context("this vault does not sign ingest receipts (an older version?)")?;
@@ -98,6 +103,9 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
     if receipt.job != name {
         bail!("the vault answered with the receipt of import job {}, not {name}", receipt.job);
     }
+    // A staging location emptied by an earlier cleanup (seed.json is removed last) has nothing
+    // left to do.
+    let staging = staging.filter(|dir| !emptied_already(dir));
     if let Some(dir) = staging {
         let seed = SeedFile::load(dir)?.with_context(|| format!("{} is not a staging location (no seed.json)", dir.display()))?;
         if seed.job != name {
@@ -124,13 +132,14 @@ fn cleanup(g: &Global, client: &VaultClient, name: &str, staging: Option<&Path>)
     let mut emptied = 0u64;
     if let Some(dir) = staging {
         emptied = ferry_seed::empty_staging(dir)?;
-        let mut seed = SeedFile::load(dir)?.context("seed.json vanished")?;
-        seed.cleaned = true;
-        seed.save(dir)?;
         let seed_cache = common::cache_dir(g).join(format!("seed-{name}"));
         if seed_cache.exists() {
             std::fs::remove_dir_all(&seed_cache).with_context(|| format!("remove the seed cache {}", seed_cache.display()))?;
         }
+        // Last: the record that lets a cleanup stopped half-way go on.
+        let seed = dir.join(SeedFile::NAME);
+        std::fs::remove_file(&seed).with_context(|| format!("remove {}", seed.display()))?;
+        emptied += 1;
     }
     if g.json {
         common::print_json(
