@@ -46,6 +46,7 @@ esac
 case "$SRC/" in "$DEMO"/*) die "$SRC is inside the demo folder $DEMO: choose another path" ;; esac
 
 step "build the release binary: cargo build --release -p ferry-cli"
+[ -x "$FERRY" ] || say "the first build takes about 15 minutes on a 2-core machine (later runs reuse it)"
 (cd "$ROOT" && cargo build --release -p ferry-cli)
 [ -x "$FERRY" ] || die "cargo did not produce $FERRY"
 say "$("$FERRY" --version)"

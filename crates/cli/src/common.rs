@@ -107,6 +107,15 @@ pub fn open_store(g: &Global) -> Result<std::sync::Arc<dyn ferry_store::Store>> 
     }
 }
 
+/// Whether the command works on a repository in a vault (this machine's, or another's with
+/// --machine), where the vault, not the machine, deletes data.
+pub fn in_vault(g: &Global) -> bool {
+    if g.repo.as_deref().is_some_and(|r| !r.is_empty()) {
+        return false;
+    }
+    g.machine.is_some() || Registration::load_for(g).ok().flatten().is_some()
+}
+
 /// A job in the vault for a command this registered machine runs against its repository there:
 /// opened at the start, kept alive by a heartbeat, closed with the outcome. Reporting is best
 /// effort: a vault that cannot take the report never fails the backup itself.

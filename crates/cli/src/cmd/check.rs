@@ -28,7 +28,13 @@ pub fn run(g: &Global, a: &CheckArgs) -> Result<Outcome> {
             r.index_files, r.packs, r.packs_read, r.recovery_points, r.trees
         );
         if r.unindexed_packs > 0 {
-            eprintln!("note: {} pack(s) are in no index (left by an interrupted backup); `ferry prune` removes them", r.unindexed_packs);
+            // Advice that fits the repository: in a vault, its garbage collection removes them.
+            let remedy = if common::in_vault(g) {
+                "the vault's retention runs remove them (hourly, or `ferry vault retention NAME`)"
+            } else {
+                "`ferry prune` removes them"
+            };
+            eprintln!("note: {} pack(s) are in no index (left by an interrupted backup); {remedy}", r.unindexed_packs);
         }
         for d in &r.damage {
             println!("damaged: {}: {}", d.object, d.problem);
