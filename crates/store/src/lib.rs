@@ -112,7 +112,7 @@ pub use location::location_within;
 pub use memory::MemoryStore;
 pub use retry::{RetryPolicy, RetryStore};
 pub use store::{validate_key, ObjectInfo, Store, MAX_KEY_LEN};
-pub use vault::{set_rate_limit, VaultClient, VaultStore};
+pub use vault::{bytes_sent, set_rate_limit, VaultClient, VaultStore};
 
 /// A machine's repository in a vault, with the same fault injection and retries as [`open`].
 pub fn open_vault(client: VaultClient, machine: &str) -> Result<Arc<dyn Store>> {

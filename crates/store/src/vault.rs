@@ -190,8 +190,17 @@ fn without_url(e: reqwest::Error) -> String {
 /// Bytes per second that transfers to and from vaults may use, 0 = no limit (process-wide: the
 /// agent sets it from its policy before each backup).
 static RATE_LIMIT: AtomicU64 = AtomicU64::new(0);
+/// Object bytes this process has sent to vaults and they accepted (what crossed the network for
+/// the repository, beside requests' headers and the control plane's small bodies).
+static SENT: AtomicU64 = AtomicU64::new(0);
 /// When the next transfer may start, for pacing.
 static NEXT_FREE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Object bytes sent to vaults by this process so far (a backup's network cost is the
+/// difference across it).
+pub fn bytes_sent() -> u64 {
+    SENT.load(Ordering::Relaxed)
+}
 
 /// Limits transfers to and from vaults to `bytes_per_sec` on average (0 = no limit).
 pub fn set_rate_limit(bytes_per_sec: u64) {
@@ -237,8 +246,10 @@ impl VaultStore {
     fn put_mode(&self, op: &'static str, key: &str, data: Bytes, mode: &str) -> Result<bool> {
         crate::validate_key(op, key)?;
         pace(data.len());
+        let len = data.len() as u64;
         let req = self.client.request(reqwest::Method::PUT, &self.object(key)).query(&[("mode", mode)]).body(data);
         let answer = self.client.send(op, key, req)?;
+        SENT.fetch_add(len, Ordering::Relaxed);
         let written: ObjectWritten =
             serde_json::from_slice(&answer).map_err(|e| StoreError::permanent(op, key, format!("vault answer: {e}")))?;
         Ok(written.created)

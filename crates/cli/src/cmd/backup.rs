@@ -43,6 +43,9 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
         _ => "backup",
     };
     let mut job = common::Job::start(g, kind);
+    // What crosses the network to the vault (none for --repo, offline and device backups).
+    let via_vault = kind == "backup" && common::in_vault(g);
+    let sent_before = ferry_store::bytes_sent();
     let out = backup::run(&repo, &opts, &progress);
     drop(display);
     if let (Some(d), Ok(_)) = (&device, &out) {
@@ -74,6 +77,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
         eprintln!("warning: {}: {}", e.path, e.error);
     }
     let s = &out.summary;
+    let sent = via_vault.then(|| ferry_store::bytes_sent() - sent_before);
     if g.json {
         common::print_json(&serde_json::json!({
             "recovery_point": out.recovery_point.to_hex(),
@@ -85,6 +89,7 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
             "bytes_added": s.bytes_added,
             "total_bytes": s.total_bytes,
             "duration_s": s.duration_s,
+            "bytes_sent": sent,
             "partial": out.is_partial(),
             "errors": out.errors,
         }))?;
@@ -99,6 +104,9 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
             common::size(s.bytes_added),
             common::seconds(s.duration_s)
         );
+        if let Some(n) = sent {
+            eprintln!("sent {} to the vault", common::size(n));
+        }
         if out.is_partial() {
             eprintln!("partial recovery point: {} file(s) could not be backed up (listed above)", out.errors.len());
         }

@@ -236,6 +236,7 @@ fn a_seed_travels_on_three_disks_and_afterwards_only_changes_cross_the_network()
     let before = site.bytes_received("m1");
     let b = m.backup(&src);
     let sent = site.bytes_received("m1") - before;
+    assert_eq!(b["bytes_sent"].as_u64(), Some(sent), "the backup reports what the vault received: {b}");
     assert_eq!((b["files_new"].as_u64(), b["files_changed"].as_u64()), (Some(1), Some(0)), "{b}");
     assert_eq!(b["bytes_read"].as_u64(), Some(changed.len() as u64), "files the seed holds are not read again: {b}");
     let compressed = zstd_len(&changed);
