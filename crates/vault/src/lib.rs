@@ -91,6 +91,9 @@ pub struct ServeOptions {
     /// The locations import jobs may put their objects in, each job in `LOCATION/JOB` (the first
     /// is the default); empty = the folder `DATA/imports`. See [`containers`].
     pub import_containers: Vec<String>,
+    /// The vault's secret (escrow and receipt keys); `None` = `DATA/vault-secret.key`, made on
+    /// the first start. Every server of one vault uses the same (see [`secrets`]).
+    pub secret_file: Option<PathBuf>,
     /// The vault site's address, to which disks are shipped (printed by diskprep).
     pub shipping_address: Option<String>,
     /// Where alerts are sent, and the storage threshold.
@@ -231,7 +234,8 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> erro
         (c, k)
     };
     let fingerprint = ferry_store::cert_file_fingerprint(&cert_path)?;
-    let secrets = secrets::Secrets::load_or_create(&opts.data)?;
+    let secret_file = opts.secret_file.clone().unwrap_or_else(|| opts.data.join(secrets::SECRET_FILE));
+    let secrets = secrets::Secrets::for_vault(&secret_file, &db).await?;
     let mut new_owner = None;
     if let Some(token) = db.create_owner_if_none().await? {
         let path = opts.data.join(OWNER_TOKEN_FILE);

@@ -7,7 +7,9 @@
 //!   half is served at `GET /v1/health`, which agents reach over the pinned TLS connection.
 //!
 //! Several servers on one PostgreSQL database must share this file, as they share the
-//! certificate (docs/design/vault.md).
+//! certificate (docs/design/vault.md): `--secret-file` names it. The database records the
+//! receipt key of the secret the first server started with, and a server whose secret gives
+//! another key refuses to start ([`Secrets::for_vault`]), instead of failing requests later.
 
 use std::path::Path;
 
@@ -21,6 +23,9 @@ use crate::error::bail;
 use crate::Result;
 
 pub const SECRET_FILE: &str = "vault-secret.key";
+
+/// The setting that records the receipt key of the vault's secret (db::settings).
+const RECEIPT_KEY: &str = "receipt_key";
 
 pub struct Secrets {
     escrow: AeadKey,
@@ -38,14 +43,35 @@ fn escrow_aad(job: &str) -> Vec<u8> {
 }
 
 impl Secrets {
-    /// Reads the secret from `data`, making it first if the file does not exist.
-    pub fn load_or_create(data: &Path) -> Result<Secrets> {
-        let path = data.join(SECRET_FILE);
-        if !path.exists() {
+    /// The secret of the vault whose database is `db`, from `path`: made there if neither the
+    /// file nor a vault's record of one exists (the first start of the first server); refused
+    /// if the file is missing while the database records a secret, or holds another one.
+    pub(crate) async fn for_vault(path: &Path, db: &crate::Db) -> Result<Secrets> {
+        const HOW: &str = "copy vault-secret.key from the vault's first server here (or name it with --secret-file FILE)";
+        let recorded = db.setting(RECEIPT_KEY).await?;
+        let secrets = if path.exists() {
+            Secrets::load(path)?
+        } else if recorded.is_some() {
+            bail!("the vault secret {} does not exist, but this vault's servers share one already: {HOW}", path.display());
+        } else {
             let secret = Zeroizing::new(hex::encode(ferry_crypto::random_bytes::<32>()));
-            ferry_store::write_private(&path, format!("{}\n", secret.as_str()).as_bytes())?;
+            ferry_store::write_private(path, format!("{}\n", secret.as_str()).as_bytes())?;
+            Secrets::load(path)?
+        };
+        let key = secrets.public_key();
+        if db.record_setting(RECEIPT_KEY, &key).await? != key {
+            bail!(
+                "the vault secret {} is not the one this vault's other servers use (the database records another receipt key): {HOW}; \
+                 with another secret this server could not open the disk keys they sealed",
+                path.display()
+            );
         }
-        let text = Zeroizing::new(std::fs::read_to_string(&path).with_context(|| format!("read the vault secret {}", path.display()))?);
+        Ok(secrets)
+    }
+
+    /// Reads the secret file at `path`.
+    fn load(path: &Path) -> Result<Secrets> {
+        let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("read the vault secret {}", path.display()))?);
         let mut secret = Zeroizing::new([0u8; 32]);
         if hex::decode_to_slice(text.trim(), secret.as_mut_slice()).is_err() {
             bail!("{} is not a vault secret (64 hex digits): restore it from a backup of the vault's folder", path.display());
@@ -172,12 +198,23 @@ mod tests {
     }
 
     #[test]
-    fn the_secret_file_is_made_once() {
+    fn the_secret_is_made_once_and_one_per_vault() {
         let d = tempfile::tempdir().unwrap();
-        let a = Secrets::load_or_create(d.path()).unwrap();
-        let b = Secrets::load_or_create(d.path()).unwrap();
-        assert_eq!(a.public_key(), b.public_key());
-        std::fs::write(d.path().join(SECRET_FILE), "nonsense").unwrap();
-        assert!(Secrets::load_or_create(d.path()).unwrap_err().to_string().contains("not a vault secret"));
+        crate::db::testing::block_on(async {
+            let db = crate::Db::open_file(&d.path().join("vault.db")).await.unwrap();
+            let path = d.path().join(SECRET_FILE);
+            let a = Secrets::for_vault(&path, &db).await.unwrap();
+            let b = Secrets::for_vault(&path, &db).await.unwrap();
+            assert_eq!(a.public_key(), b.public_key());
+            // A second server of the vault without the file, or with another secret: refused.
+            let other = d.path().join("other.key");
+            let e = Secrets::for_vault(&other, &db).await.unwrap_err().to_string();
+            assert!(e.contains("does not exist") && e.contains("--secret-file") && !other.exists(), "{e}");
+            std::fs::write(&other, format!("{}\n", "ab".repeat(32))).unwrap();
+            let e = Secrets::for_vault(&other, &db).await.unwrap_err().to_string();
+            assert!(e.contains("not the one this vault's other servers use"), "{e}");
+            std::fs::write(&path, "nonsense").unwrap();
+            assert!(Secrets::for_vault(&path, &db).await.unwrap_err().to_string().contains("not a vault secret"));
+        });
     }
 }

@@ -204,6 +204,10 @@ pub struct ServeArgs {
     /// Alert when all machines together store more than this, e.g. 40TB
     #[arg(long, value_name = "SIZE")]
     pub storage_alert: Option<String>,
+    /// The vault's secret (disk-key escrow, receipt signing) [default: DIR/vault-secret.key, made
+    /// on the first start]. Every server of one vault needs the same: copy the first server's
+    #[arg(long, value_name = "FILE", env = "FERRY_VAULT_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Open connections the vault keeps in all; more are closed at once
     #[arg(long, value_name = "N", env = "FERRY_VAULT_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,

@@ -213,6 +213,7 @@ fn serve(a: &ServeArgs) -> Result<Outcome> {
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
         database: a.database.clone(),
         import_containers: a.import_container.clone(),
+        secret_file: a.secret_file.clone(),
         shipping_address: a.shipping_address.clone(),
         alerts: ferry_vault::alerts::Sinks {
             webhook: a.alert_webhook.clone(),

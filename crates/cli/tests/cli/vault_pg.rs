@@ -97,6 +97,8 @@ struct Start<'a> {
     database_in_env: bool,
     store: &'a str,
     tls: Option<(PathBuf, PathBuf)>,
+    /// The vault secret to start with (`--secret-file`); `None`: the server's own.
+    secret: Option<PathBuf>,
 }
 
 impl Server {
@@ -114,6 +116,9 @@ impl Server {
         }
         if let Some((cert, key)) = &s.tls {
             cmd.args(["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+        }
+        if let Some(secret) = &s.secret {
+            cmd.args(["--secret-file", secret.to_str().unwrap()]);
         }
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         Server { child, dir, url: format!("https://127.0.0.1:{port}") }
@@ -178,9 +183,21 @@ fn machine() -> Env {
 fn two_servers_serve_one_vault_from_one_database_and_one_store() {
     let db = Database::create();
     let store = azure_store();
-    let mut a = Server::start(&Start { database: &db.url, database_in_env: false, store: &store, tls: None });
+    let mut a = Server::start(&Start { database: &db.url, database_in_env: false, store: &store, tls: None, secret: None });
     let (cert, key) = (a.data("vault-cert.pem"), a.data("vault-key.pem"));
-    let b = Server::start(&Start { database: &db.url, database_in_env: true, store: &store, tls: Some((cert.clone(), key)) });
+    // B, as the README's recipe says: A's certificate and A's vault secret. A server with
+    // another secret does not start (it could not open the disk keys A sealed).
+    let secret = a.data("vault-secret.key");
+    let mut c = Server::spawn(&Start { database: &db.url, database_in_env: false, store: &store, tls: None, secret: None });
+    let status = c.child.wait().unwrap();
+    assert!(!status.success() && c.log().contains("--secret-file"), "{}", c.log());
+    let b = Server::start(&Start {
+        database: &db.url,
+        database_in_env: true,
+        store: &store,
+        tls: Some((cert.clone(), key)),
+        secret: Some(secret),
+    });
     // A made the owner; B found it and wrote no token.
     assert!(a.log().contains("first start"), "{}", a.log());
     let owner = a.data("owner.token");
@@ -264,6 +281,19 @@ fn two_servers_serve_one_vault_from_one_database_and_one_store() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("already used"), "{}", String::from_utf8_lossy(&o.stderr));
     }
 
+    // A device job ordered through A is prepared through B: its device key, sealed with the
+    // vault's secret on A, opens on B; both sign with one receipt key.
+    let job = on(&a, &["device", "order", "--machine", "m1", "--type", "disk", "--capacity", "20MiB"]).trim().to_string();
+    let dev = admin.path("dev1");
+    std::fs::create_dir_all(&dev).unwrap();
+    let unlock = admin.path("unlock.json");
+    on(&b, &["device", "prepare", &job, "--path", dev.to_str().unwrap(), "--unlock-out", unlock.to_str().unwrap()]);
+    let status = on(&a, &["device", "status", &job, "--json"]);
+    assert!(status.contains("\"prepared\""), "{status}");
+    let fp = ferry_store::cert_file_fingerprint(&cert).unwrap();
+    let key = |s: &Server| ferry_store::VaultClient::new(&s.url, &fp, "").unwrap().health().unwrap().receipt_key;
+    assert_eq!(key(&a), key(&b));
+
     // A stops. The machine reaches its repository through B with --vault: the same recovery
     // point, restored and checked byte for byte.
     a.stop();
@@ -293,7 +323,11 @@ fn servers_starting_at_once_on_an_empty_database_make_one_owner() {
     for round in 0..3 {
         let db = Database::create();
         let store = azure_store();
-        let start = Start { database: &db.url, database_in_env: false, store: &store, tls: None };
+        // The servers of one vault share its secret (a file made here, as an operator would).
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("vault-secret.key");
+        std::fs::write(&secret, format!("{}\n", hex::encode(ferry_crypto::random_bytes::<32>()))).unwrap();
+        let start = Start { database: &db.url, database_in_env: false, store: &store, tls: None, secret: Some(secret) };
         let mut servers: Vec<Server> = (0..3).map(|_| Server::spawn(&start)).collect();
         for s in &mut servers {
             s.wait_ready();
@@ -355,7 +389,7 @@ fn sqlite_given_with_database_serves_as_the_default_does() {
     let file = dir.path().join("control plane.db");
     let location = format!("sqlite:{}", file.display());
     let store = dir.path().join("store");
-    let a = Server::start(&Start { database: &location, database_in_env: false, store: store.to_str().unwrap(), tls: None });
+    let a = Server::start(&Start { database: &location, database_in_env: false, store: store.to_str().unwrap(), tls: None, secret: None });
     assert!(file.exists(), "{}", a.log());
     assert!(!a.data("vault.db").exists(), "the default file is not used");
     let admin = machine();

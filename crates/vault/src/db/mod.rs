@@ -35,6 +35,7 @@ mod machines;
 mod samples;
 pub(crate) mod schema;
 mod sessions;
+mod settings;
 mod users;
 
 /// A random 256-bit token, hex-encoded.

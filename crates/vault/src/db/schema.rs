@@ -44,10 +44,11 @@ fn for_backend(statement: &str, backend: Backend) -> String {
 
 /// Every migration, oldest first; versions count up from 1 without gaps. Never edit one that
 /// was released: add the next.
-const MIGRATIONS: [Migration; 3] = [
+const MIGRATIONS: [Migration; 4] = [
     Migration { version: 1, name: "the control plane's tables of the vault before versioned migrations", statements: &V1 },
     Migration { version: 2, name: "failed dashboard logins and lockouts", statements: &V2 },
     Migration { version: 3, name: "tokens expire, are revoked and record their last use", statements: &V3 },
+    Migration { version: 4, name: "settings every server of the vault shares", statements: &V4 },
 ];
 
 /// Migration 1 (its text on each database is pinned by the tests).
@@ -93,6 +94,9 @@ const V3: [&str; 4] = [
     "ALTER TABLE users ADD COLUMN last_used {int}",
     "ALTER TABLE machines ADD COLUMN revoked {int}",
 ];
+
+/// Migration 4: facts every server of the vault must agree on, by name (db::settings).
+const V4: [&str; 1] = ["CREATE TABLE vault_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)"];
 
 // Tables whose definition is the same on both databases (no autoincrement, BIGINT only).
 
@@ -196,10 +200,12 @@ mod tests {
             (2, Backend::Postgres, include_str!("../../tests/fixtures/migration-2.postgres.sql")),
             (3, Backend::Sqlite, include_str!("../../tests/fixtures/migration-3.sqlite.sql")),
             (3, Backend::Postgres, include_str!("../../tests/fixtures/migration-3.postgres.sql")),
+            (4, Backend::Sqlite, include_str!("../../tests/fixtures/migration-4.sqlite.sql")),
+            (4, Backend::Postgres, include_str!("../../tests/fixtures/migration-4.postgres.sql")),
         ] {
             let statements = MIGRATIONS[version - 1].statements(backend);
             assert_eq!(statements, pinned.lines().collect::<Vec<_>>(), "migration {version} on {backend:?}");
         }
-        assert_eq!(LATEST, 3, "a new migration is pinned here too");
+        assert_eq!(LATEST, 4, "a new migration is pinned here too");
     }
 }
