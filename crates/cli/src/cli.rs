@@ -47,6 +47,12 @@ pub struct Global {
     /// The vault's certificate (DIR/vault-cert.pem for a self-signed vault): it is pinned
     #[arg(long, global = true, env = "FERRY_VAULT_CERT", value_name = "FILE")]
     pub vault_cert: Option<PathBuf>,
+    /// Limit uploads to the vault to KIBPS KiB/s (0: none) [default: this machine's policy]
+    #[arg(long, global = true, env = "FERRY_LIMIT_UPLOAD", value_name = "KIBPS")]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads from the vault to KIBPS KiB/s (0: none) [default: this machine's policy]
+    #[arg(long, global = true, env = "FERRY_LIMIT_DOWNLOAD", value_name = "KIBPS")]
+    pub limit_download: Option<u64>,
     /// Another machine of the vault (restore, recovery-points, ls): needs --token-file with
     /// read rights, and that machine's passphrase
     #[arg(long, global = true, value_name = "NAME")]

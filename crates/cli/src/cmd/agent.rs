@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use chrono::{Datelike, Local, NaiveTime, TimeZone, Timelike};
+use chrono::{Datelike, Local, NaiveTime, TimeZone};
 use ferry_api::{parse_time, BackupPolicy, DAYS};
 
 use crate::cli::{AgentRunArgs, BackupArgs, Global};
@@ -42,39 +42,10 @@ pub fn next_run(p: &BackupPolicy, now: chrono::DateTime<Local>) -> Option<chrono
     best
 }
 
-/// The policy's transfer limit now, bytes per second (0 = none).
-fn limit_now(p: &BackupPolicy) -> u64 {
-    let now = Local::now();
-    let weekday = DAYS[now.weekday().num_days_from_monday() as usize];
-    p.bandwidth.limit_at(weekday, now.hour() * 60 + now.minute())
-}
-
 fn backup(g: &Global, p: &BackupPolicy) -> Result<Outcome> {
-    let limit = limit_now(p);
-    ferry_store::set_rate_limit(limit);
-    if limit > 0 {
-        eprintln!("agent: transfers limited to {} KiB/s", limit / 1024);
-    }
-    // A backup that runs into or out of work hours changes limit with them: looked at every
-    // 30 s while the backup runs.
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let policy = p.clone();
-    let follower = std::thread::spawn(move || {
-        let mut current = limit;
-        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(Duration::from_secs(30)) {
-            let l = limit_now(&policy);
-            if l != current {
-                ferry_store::set_rate_limit(l);
-                eprintln!("agent: transfer limit now {}", if l == 0 { "none".to_string() } else { format!("{} KiB/s", l / 1024) });
-                current = l;
-            }
-        }
-    });
-    let outcome = run_policy_backup(g, p);
-    drop(stop_tx);
-    let _ = follower.join();
-    ferry_store::set_rate_limit(0);
-    outcome
+    // A backup that runs into or out of work hours changes limit with them.
+    let _pacing = crate::pacing::Pacing::follow(p.clone(), "agent");
+    run_policy_backup(g, p)
 }
 
 fn run_policy_backup(g: &Global, p: &BackupPolicy) -> Result<Outcome> {

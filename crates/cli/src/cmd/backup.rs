@@ -43,6 +43,8 @@ pub fn run(g: &Global, a: &BackupArgs) -> Result<Outcome> {
         _ => "backup",
     };
     let mut job = common::Job::start(g, kind);
+    // Only an online backup sends anything to the vault.
+    let _pacing = (kind == "backup").then(|| crate::pacing::Pacing::for_command(g, g.limit_upload, "backup"));
     // What crosses the network to the vault (none for --repo, offline and device backups).
     let via_vault = kind == "backup" && common::in_vault(g);
     let sent_before = ferry_store::bytes_sent();

@@ -24,6 +24,7 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
     let progress = Arc::new(Progress::default());
     let display = common::ProgressDisplay::start(progress.clone(), "restore");
     let mut job = common::Job::start(g, "restore");
+    let _pacing = crate::pacing::Pacing::for_command(g, g.limit_download, "restore");
     let out = restore::run(&repo, &rp, &opts, &progress);
     drop(display);
     let out = common::fail_job_on_error(&mut job, out)?;

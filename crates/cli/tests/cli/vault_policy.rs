@@ -76,6 +76,27 @@ fn the_agent_keeps_to_the_policy_bandwidth_limit() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("limited to 1024 KiB/s"), "{}", String::from_utf8_lossy(&o.stderr));
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(3), "4 MiB at 1 MiB/s took only {took:?}");
+
+    // A backup and a restore run by hand keep to the policy too...
+    std::fs::write(src.join("more.bin"), noise(4 << 20, 4)).unwrap();
+    let started = Instant::now();
+    let o = m.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("limited to 1024 KiB/s"), "{}", String::from_utf8_lossy(&o.stderr));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(3), "by hand, 4 MiB at 1 MiB/s took only {took:?}");
+    let started = Instant::now();
+    m.ok(&["restore", "latest", "--target", m.path("r1").to_str().unwrap()]);
+    // (Transfers are paced one after another: the first goes at once, each next waits for the
+    // one before it to have taken its time.)
+    assert!(started.elapsed() >= Duration::from_secs(3), "8 MiB restored at 1 MiB/s took only {:?}", started.elapsed());
+    // ... unless the command line says otherwise (0: no limit).
+    std::fs::write(src.join("third.bin"), noise(4 << 20, 5)).unwrap();
+    let started = Instant::now();
+    m.ok(&["backup", src.to_str().unwrap(), "--limit-upload", "0"]);
+    assert!(started.elapsed() < Duration::from_secs(3), "--limit-upload 0 still limited: {:?}", started.elapsed());
+    m.ok(&["restore", "latest", "--target", m.path("r2").to_str().unwrap(), "--limit-download", "0"]);
+
     // A bad window is refused.
     let bad = vault.admin_run(
         &admin,
