@@ -327,6 +327,11 @@ pub struct ProgressDisplay {
 }
 
 impl ProgressDisplay {
+    /// Clears the bar now (before a summary line), not when dropped.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     pub fn start(progress: Arc<Progress>, verb: &'static str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         if !std::io::stderr().is_terminal() {
@@ -430,12 +435,18 @@ pub fn copy_and_ingest(
     read: &mut ferry_seed::ReadObject<'_>,
 ) -> Result<Outcome> {
     let name = plan.name;
+    // The copy's progress on a terminal, as diskprep shows its own.
+    let progress = Arc::new(Progress::default());
+    progress.add_total(plan.items.len() as u64, plan.items.iter().map(|i| i.size).sum());
+    let display = ProgressDisplay::start(progress.clone(), "import");
     let j = ferry_seed::copy_and_ingest(client, job, plan, log_dir, read, &mut |event| match event {
+        ferry_seed::IngestEvent::ObjectDone { bytes } => progress.add_done(1, bytes),
         ferry_seed::IngestEvent::ObjectFailed { error } => eprintln!("error: {error}"),
         ferry_seed::IngestEvent::UnitFailed { unit, number, errors, log } => {
             eprintln!("{unit} {number}: {errors} objects could not be imported; see {}", log.display());
         }
         ferry_seed::IngestEvent::Copied { copied, skipped, seconds } => {
+            display.stop();
             eprintln!("import job {name}: {copied} objects copied, {skipped} there already, in {}; ingesting", self::seconds(seconds));
         }
     })?;

@@ -136,6 +136,8 @@ pub fn check_not_ingested(job: &ImportJob, unit: &'static str) -> Result<(), Ing
 pub enum IngestEvent<'a> {
     /// One object could not be read off its unit (the reader's message).
     ObjectFailed { error: &'a str },
+    /// One object of `bytes` is in the container (copied, or there already): for progress.
+    ObjectDone { bytes: u64 },
     /// Unit `number` is done, and `errors` of its objects could not be imported (see `log`).
     UnitFailed { unit: &'static str, number: u32, errors: usize, log: &'a Path },
     /// Every object is in the container; the ingest starts.
@@ -323,6 +325,7 @@ pub fn copy_and_ingest(
                     if size == e.size && *blake3::hash(&container.get(&e.key)?).as_bytes() == e.hash {
                         d.skipped += 1;
                         Logs::line(&mut logs.copy, &format!("{} present already ({} bytes, hash verified)", e.key, e.size));
+                        on(IngestEvent::ObjectDone { bytes: e.size });
                         continue;
                     }
                 }
@@ -331,6 +334,7 @@ pub fn copy_and_ingest(
                         container.put(&e.key, bytes::Bytes::copy_from_slice(&buf))?;
                         d.copied += 1;
                         Logs::line(&mut logs.copy, &format!("{} copied ({} bytes)", e.key, e.size));
+                        on(IngestEvent::ObjectDone { bytes: e.size });
                     }
                     Err(err) => {
                         failed = true;
