@@ -1,11 +1,20 @@
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::Command;
 
 use crate::common::*;
 
+/// Makes a hard link at `link` to `original` itself (a symlink is not followed).
+fn hard_link_no_follow(original: &std::path::Path, link: &std::path::Path) {
+    rustix::fs::linkat(rustix::fs::CWD, original, rustix::fs::CWD, link, rustix::fs::AtFlags::empty()).unwrap();
+}
+
 #[test]
 fn round_trip_is_exact() {
     let (env, src) = Env::with_tree();
+    // Hard links between FIFOs and between symlinks (one of them in another folder).
+    rustix::fs::mknodat(rustix::fs::CWD, &src.join("pipe"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0).unwrap();
+    hard_link_no_follow(&src.join("pipe"), &src.join("pipe-again"));
+    hard_link_no_follow(&src.join("link"), &src.join("docs/link-again"));
     let s = env.backup(&src);
     assert_eq!(s["files_new"], 7, "{s}");
     assert!(s["recovery_point"].as_str().unwrap().len() == 64);
@@ -20,8 +29,16 @@ fn round_trip_is_exact() {
     if xattr::get(src.join("docs/a.txt"), "user.ferry").ok().flatten().is_some() {
         assert_eq!(xattr::get(out.join("docs/a.txt"), "user.ferry").unwrap().as_deref(), Some(&b"value"[..]));
     }
-    // Hard links stay linked.
-    assert_eq!(std::fs::metadata(out.join("hardlink.txt")).unwrap().ino(), std::fs::metadata(out.join("docs/a.txt")).unwrap().ino());
+    // Hard links stay linked: between files, FIFOs and symlinks alike.
+    let ino = |p: &str| std::fs::symlink_metadata(out.join(p)).unwrap().ino();
+    assert_eq!(ino("hardlink.txt"), ino("docs/a.txt"));
+    assert_eq!(ino("pipe-again"), ino("pipe"), "hard-linked FIFOs");
+    assert_eq!(ino("docs/link-again"), ino("link"), "hard-linked symlinks");
+    for p in ["pipe", "link"] {
+        assert_eq!(std::fs::symlink_metadata(out.join(p)).unwrap().nlink(), 2, "{p}");
+    }
+    assert!(std::fs::symlink_metadata(out.join("pipe")).unwrap().file_type().is_fifo());
+    assert_eq!(std::fs::read_link(out.join("docs/link-again")).unwrap(), std::path::Path::new("docs/a.txt"));
 }
 
 /// Small files are created with their recorded permission bits and finished through one
