@@ -1,6 +1,7 @@
 //! The data, the restore's second pass: reads each needed pack once (coalesced ranges),
 //! decrypts each stored unit once, and writes each blob to every place it belongs, leaving
-//! holes for all-zero blocks; one-shot files are created, written and finished right here.
+//! holes for all-zero blocks (in the files [`super::Sparse`] gives holes); one-shot files are
+//! created, written and finished right here.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -101,14 +102,14 @@ fn restore_pack(
                     for (fi, off) in *places {
                         let f = &plan.files[*fi];
                         progress.add_done(0, data.len() as u64);
-                        if zero && !f.one_shot {
+                        if zero && f.holes && !f.one_shot {
                             continue; // leave a hole; the length is set at the end
                         }
                         let r = if f.one_shot {
                             restore_one_shot(f, data).map(|refused| refused.into_iter().for_each(|m| err(errors, &f.path, m)))
                         } else {
                             let direct = f.node.size >= DIRECT_FILE_MIN && plan.direct.load(Ordering::Relaxed);
-                            write_chunk(&f.path, data, *off, direct.then_some(&plan.direct))
+                            write_chunk(&f.path, data, *off, f.holes, direct.then_some(&plan.direct))
                         };
                         if let Err(e) = r {
                             // A full disk fails every write after it: one clear error, not one
@@ -151,7 +152,7 @@ fn restore_one_shot(f: &FileTarget, data: &[u8]) -> std::io::Result<Vec<String>>
     } else {
         (OpenOptions::new().write(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(&f.path)?, Known::default())
     };
-    let end = write_sparse_to(&file, data, 0)?;
+    let end = write_sparse_to(&file, data, 0, f.holes)?;
     // A file just created was empty: its length is where the last write ended.
     finish_open_file(&file, &f.node, Known { len: known.fresh.then_some(end), ..known })
 }
@@ -176,14 +177,15 @@ const DIRECT_MIN: usize = 64 << 10;
 /// kernel had to reclaim first, a direct one 0.2 s; restored data is not read back soon), and
 /// the partial blocks at its two ends through the cache, since they share a block with the
 /// neighbouring chunks. A direct write returns only once the device has the data, so files
-/// below [`DIRECT_FILE_MIN`] keep the cache's write-behind. Zero blocks are skipped either way
-/// (holes stay holes). `direct` is cleared for the rest of the restore when the file system
-/// refuses `O_DIRECT`.
-fn write_chunk(path: &Path, data: &[u8], off: u64, direct: Option<&AtomicBool>) -> std::io::Result<()> {
+/// below [`DIRECT_FILE_MIN`] keep the cache's write-behind. With `holes`, zero blocks are
+/// skipped either way (holes stay holes). `direct` is cleared for the rest of the restore when
+/// the file system refuses `O_DIRECT`.
+fn write_chunk(path: &Path, data: &[u8], off: u64, holes: bool, direct: Option<&AtomicBool>) -> std::io::Result<()> {
     let file = OpenOptions::new().write(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path)?;
     let align = ferry_store::direct::ALIGN;
+    let write_sparse = |data: &[u8], off: u64| write_sparse_to(&file, data, off, holes).map(|_| ());
     let Some(direct) = direct.filter(|d| data.len() >= DIRECT_MIN && d.load(Ordering::Relaxed)) else {
-        return write_sparse(&file, data, off);
+        return write_sparse(data, off);
     };
     let head = ((align as u64 - off % align as u64) % align as u64) as usize;
     let body_end = head + (data.len() - head) / align * align;
@@ -191,17 +193,17 @@ fn write_chunk(path: &Path, data: &[u8], off: u64, direct: Option<&AtomicBool>) 
         Ok(d) => d,
         Err(ferry_store::direct::DirectError::Unsupported) => {
             direct.store(false, Ordering::Relaxed);
-            return write_sparse(&file, data, off);
+            return write_sparse(data, off);
         }
         Err(ferry_store::direct::DirectError::Failed(e)) => return Err(e),
     };
-    write_sparse(&file, &data[..head], off)?;
+    write_sparse(&data[..head], off)?;
     // Runs of non-zero blocks of the aligned body, each written in one go.
     let body = &data[head..body_end];
     let mut run: Option<usize> = None;
     let mut pos = 0;
     while pos <= body.len() {
-        let zero = pos == body.len() || all_zero(&body[pos..pos + align]);
+        let zero = pos == body.len() || (holes && all_zero(&body[pos..pos + align]));
         match (zero, run) {
             (false, None) => run = Some(pos),
             (true, Some(s)) => {
@@ -209,8 +211,8 @@ fn write_chunk(path: &Path, data: &[u8], off: u64, direct: Option<&AtomicBool>) 
                     match e {
                         ferry_store::direct::DirectError::Unsupported => {
                             direct.store(false, Ordering::Relaxed);
-                            write_sparse(&file, &body[s..], off + (head + s) as u64)?;
-                            return write_sparse(&file, &data[body_end..], off + body_end as u64);
+                            write_sparse(&body[s..], off + (head + s) as u64)?;
+                            return write_sparse(&data[body_end..], off + body_end as u64);
                         }
                         ferry_store::direct::DirectError::Failed(e) => return Err(e),
                     }
@@ -221,17 +223,17 @@ fn write_chunk(path: &Path, data: &[u8], off: u64, direct: Option<&AtomicBool>) 
         }
         pos += align;
     }
-    write_sparse(&file, &data[body_end..], off + body_end as u64)
+    write_sparse(&data[body_end..], off + body_end as u64)
 }
 
-/// Writes `data` at `off`, skipping aligned all-zero blocks so they stay holes (the file was
-/// created empty, so skipped ranges read as zeros).
-fn write_sparse(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<()> {
-    write_sparse_to(file, data, off).map(|_| ())
-}
-
-/// [`write_sparse`], returning where the last write ended (`off` if nothing was written).
-fn write_sparse_to(file: &fs::File, data: &[u8], off: u64) -> std::io::Result<u64> {
+/// Writes `data` at `off`; with `holes`, skips aligned all-zero blocks so they stay holes (the
+/// file was created empty, so skipped ranges read as zeros). Returns where the last write
+/// ended (`off` if nothing was written).
+fn write_sparse_to(file: &fs::File, data: &[u8], off: u64, holes: bool) -> std::io::Result<u64> {
+    if !holes {
+        file.write_all_at(data, off)?;
+        return Ok(off + data.len() as u64);
+    }
     let mut written_end = off;
     let mut pos = 0usize;
     let mut run_start: Option<usize> = None;
@@ -284,7 +286,7 @@ mod tests {
             let direct = AtomicBool::new(true);
             // Last chunk first, as packs come in any order.
             for w in cuts.windows(2).rev() {
-                write_chunk(&path, &data[w[0]..w[1]], w[0] as u64, Some(&direct)).unwrap();
+                write_chunk(&path, &data[w[0]..w[1]], w[0] as u64, true, Some(&direct)).unwrap();
             }
             std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(n as u64).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), data, "{}", dir.path().display());

@@ -18,7 +18,7 @@ use ferry_format::BlobKind;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::metadata::{finish_open_file, Known};
-use super::{err, FileTarget, Overwrite, Plan, RestoreOutcome};
+use super::{err, FileTarget, Overwrite, Plan, RestoreOutcome, Sparse};
 use crate::backup::FileError;
 use crate::{tree_walk, Progress, Repository};
 
@@ -73,6 +73,7 @@ pub(super) fn make_plan(
     rp: &RecoveryPoint,
     target: &Path,
     includes: &Includes,
+    sparse: Sparse,
     errors: &Mutex<Vec<FileError>>,
     out: &mut RestoreOutcome,
 ) -> Result<Plan> {
@@ -149,7 +150,20 @@ pub(super) fn make_plan(
                 }
                 let one_shot = FileTarget::one_shot(node, &chunks);
                 let fresh = dest.parent().is_some_and(|p| created.contains(p));
-                plan.files.push(FileTarget { path: dest, node: node.clone(), chunks, one_shot, fresh, done: AtomicBool::new(false) });
+                let holes = match sparse {
+                    Sparse::Always => true,
+                    Sparse::Never => false,
+                    Sparse::Auto => node.sparse,
+                };
+                plan.files.push(FileTarget {
+                    path: dest,
+                    node: node.clone(),
+                    chunks,
+                    one_shot,
+                    holes,
+                    fresh,
+                    done: AtomicBool::new(false),
+                });
             }
             NodeKind::Symlink | NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => match create_other(&dest, node) {
                 Ok(()) => {
