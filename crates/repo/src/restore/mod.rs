@@ -20,6 +20,7 @@
 //! plan the passes share, and runs them in order.
 
 mod data;
+mod direct;
 mod metadata;
 mod plan;
 
