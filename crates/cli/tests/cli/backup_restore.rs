@@ -342,23 +342,27 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Small files (written by the decoding threads) and a large one (its blocks written by the
+/// writer threads, directly where tmpfs allows it): either way one error stops the restore.
 #[test]
 fn a_full_target_disk_stops_the_restore_with_one_clear_error() {
     let env = Env::new();
     env.init();
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..4 {
-        std::fs::write(src.join(format!("big{i}.bin")), noise(2 << 20, i)).unwrap();
+    for (name, files, size) in [("small-files", 4, 2 << 20), ("large-file", 1, 40 << 20)] {
+        let src = env.path(name);
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..files {
+            std::fs::write(src.join(format!("big{i}.bin")), noise(size, i)).unwrap();
+        }
+        env.backup(&src);
+        let target = env.path(&format!("small-{name}"));
+        let _disk = SmallDisk::mount(&target, "3m");
+        let o = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("free space on the target"), "{name}: {err}");
+        assert_eq!(err.matches("No space left").count(), 1, "{name}: one error, not one per chunk: {err}");
     }
-    env.backup(&src);
-    let target = env.path("small");
-    let _disk = SmallDisk::mount(&target, "3m");
-    let o = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("free space on the target"), "{err}");
-    assert_eq!(err.matches("No space left").count(), 1, "one error, not one per chunk: {err}");
 }
 
 /// A walk holds one open descriptor per level of the tree, however deep: a tree 150 folders
