@@ -34,6 +34,12 @@ ROWS = [
     ("large", "restore", "time", "(7) large files: restore, time (s)", ("ratio", 1 / 2, "1/2")),
     ("large", "restore", "rss", "(7) large files: restore, peak RSS (MB)", ("abs", 150)),
     ("large", "restore", "verify", "(7) large files: restored files = source", None),
+    ("images", "backup1", "time", "(8) images: first backup, time (s)", None),
+    ("images", "backup1", "rss", "(8) images: first backup, peak RSS (MB)", ("abs", 100)),
+    ("images", "size", "size", "(8) images: repository size (MB)", None),
+    ("images", "restore", "time", "(9) images: restore, time (s)", ("ratio", 1 / 2, "1/2")),
+    ("images", "restore", "rss", "(9) images: restore, peak RSS (MB)", ("abs", 150)),
+    ("images", "restore", "verify", "(9) images: restored files = source", None),
 ]
 
 
@@ -162,7 +168,7 @@ def main():
     w(f"- Mode: {meta.get('mode', '?')}; each figure is the median of the runs, "
       "ratios are of the medians; tools interleaved scenario by scenario, order rotated per run.")
     for k in ("machine", "filesystem", "load before", "load after", "duration", "ferry", "restic",
-              "borg", "kernel source", "kernel data", "large data"):
+              "borg", "kernel source", "kernel data", "large data", "images data"):
         if k in meta:
             w(f"- {k.capitalize()}: {meta[k]}")
     w("- Page cache: warm (the source is read once before every backup: borg evicts what it reads from the cache, so without this the tool after borg would read from disk; the repository is read once before every restore: ferry writes its packs around the page cache, restic and borg through it).")

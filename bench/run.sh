@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ferry vs restic vs borg: the same data, the same run, interleaved, reported as ratios.
 #
-#   bash bench/run.sh [--runs N] [--quick] [--tools ferry,restic,borg] [--sets kernel,large]
+#   bash bench/run.sh [--runs N] [--quick] [--tools ferry,restic,borg] [--sets kernel,large,images]
 #
 # Installs what it needs (restic, borgbackup, linux-source-6.1, GNU time) through apt, prepares
 # the data under bench/work/ (git-ignored, reused on the next run), runs every scenario N times
@@ -28,7 +28,7 @@ PASSPHRASE='ferry-bench-passphrase-not-secret'
 RUNS=3
 QUICK=0
 TOOLS=(ferry restic borg)
-SETS=(kernel large)
+SETS=(kernel large images)
 
 usage() {
     sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -53,11 +53,12 @@ for t in "${TOOLS[@]}"; do
     [[ $t == ferry || $t == restic || $t == borg ]] || { echo "unknown tool: $t" >&2; exit 2; }
 done
 for s in "${SETS[@]}"; do
-    [[ $s == kernel || $s == large ]] || { echo "unknown data set: $s" >&2; exit 2; }
+    [[ $s == kernel || $s == large || $s == images ]] || { echo "unknown data set: $s" >&2; exit 2; }
 done
 
-# Full data: the whole kernel tree and 3 GiB of large files; quick: every 10th kernel file
-# and 300 MiB of large files (separate folders, so both stay prepared side by side).
+# Full data: the whole kernel tree, 3 GiB of large files and 1.5 GB of images; quick: every 10th
+# kernel file, 300 MiB of large files and 170 MB of images (separate folders, so both stay
+# prepared side by side).
 if ((QUICK)); then
     DATA=$WORK/data-quick
     LARGE_MIB=300
@@ -69,6 +70,7 @@ else
 fi
 KERNEL_SRC=$DATA/linux
 LARGE_SRC=$DATA/large
+IMAGES_SRC=$DATA/images
 REPOS=$WORK/repos
 RESTORES=$WORK/restore
 CACHES=$WORK/cache
@@ -95,6 +97,7 @@ install_packages() {
     [[ -x /usr/bin/time ]] || missing+=(time)
     command -v openssl >/dev/null || missing+=(openssl)
     command -v python3 >/dev/null || missing+=(python3)
+    command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
     ((${#missing[@]})) || return 0
     log "installing ${missing[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive
@@ -137,6 +140,18 @@ prepare_large() {
     rm -rf "$LARGE_SRC"
     python3 "$BENCH_DIR/make_large.py" "$LARGE_SRC" "$LARGE_MIB" "$KERNEL_TARBALL"
     (cd "$LARGE_SRC" && sha256sum -- *) >"$DATA/.large.sha256"
+    echo "$want" >"$stamp"
+}
+
+# The images: see bench/make_images.sh (a raw disk image, a tar of /usr/bin, a compressed tarball).
+prepare_images() {
+    local stamp=$DATA/.images.done
+    local want="$LABEL $(sha256sum "$BENCH_DIR/make_images.sh" | cut -c1-16) $(stat -c '%s %Y' "$KERNEL_TARBALL")"
+    [[ -f $stamp && $(<"$stamp") == "$want" ]] && return 0
+    log "generating the images ($LABEL) in $IMAGES_SRC"
+    rm -rf "$IMAGES_SRC"
+    bash "$BENCH_DIR/make_images.sh" "$IMAGES_SRC" "$LABEL" "$KERNEL_TARBALL"
+    (cd "$IMAGES_SRC" && sha256sum -- *) >"$DATA/.images.sha256"
     echo "$want" >"$stamp"
 }
 
@@ -428,18 +443,21 @@ run_kernel() {
     revert_kernel
 }
 
-run_large() {
-    local run=$1 t order
+# run_few_large RUN SET SRC: a set of a few large files: (6)/(8) first backup (and its
+# repository size, for information), (7)/(9) restore.
+run_few_large() {
+    local run=$1 set=$2 src=$3 t order
     mapfile -t order < <(tool_order "$run")
-    log "run $run: large files $LARGE_SRC, tools ${order[*]}"
-    warm_cache "$LARGE_SRC"
-    for t in "${order[@]}"; do do_init "$run" large "$t"; done
-    # (6) first backup (and its repository size, for information)
-    for t in "${order[@]}"; do do_backup "$run" large backup1 "$t" large-1 "$LARGE_SRC"; done
-    for t in "${order[@]}"; do do_size "$run" large size "$t"; done
-    # (7) restore
-    for t in "${order[@]}"; do do_restore "$run" large restore "$t" large-1 "$LARGE_SRC"; done
+    log "run $run: $set $src, tools ${order[*]}"
+    warm_cache "$src"
+    for t in "${order[@]}"; do do_init "$run" "$set" "$t"; done
+    for t in "${order[@]}"; do do_backup "$run" "$set" backup1 "$t" "$set-1" "$src"; done
+    for t in "${order[@]}"; do do_size "$run" "$set" size "$t"; done
+    for t in "${order[@]}"; do do_restore "$run" "$set" restore "$t" "$set-1" "$src"; done
 }
+
+run_large() { run_few_large "$1" large "$LARGE_SRC"; }
+run_images() { run_few_large "$1" images "$IMAGES_SRC"; }
 
 # Fresh repositories and caches for every run, so every run measures the same thing.
 reset_state() {
@@ -451,6 +469,13 @@ reset_state() {
 # ---------------------------------------------------------------------------------------------
 # Metadata for the report: machine, versions, data, timing
 # ---------------------------------------------------------------------------------------------
+
+# describe_files DIR SHA256LIST: each file's size, allocated bytes and SHA-256 prefix.
+describe_files() {
+    local f
+    printf '%s: ' "$1"
+    (cd "$1" && for f in *; do printf '%s %s bytes (%s allocated), sha256 %s; ' "$f" "$(stat -c %s "$f")" "$(($(stat -c '%b * %B' "$f")))" "$(grep " $f\$" "$2" | cut -c1-16)"; done)
+}
 
 write_meta() {
     local ferry_version git_rev
@@ -475,7 +500,8 @@ write_meta() {
     for s in "${SETS[@]}"; do
         case $s in
             kernel) echo "kernel data	$KERNEL_SRC: $(find "$KERNEL_SRC" -type f | wc -l) files, $(find "$KERNEL_SRC" -type d | wc -l) folders, $(find "$KERNEL_SRC" -type l | wc -l) symlinks, $(du -sb --apparent-size "$KERNEL_SRC" | cut -f1) bytes" >>"$META" ;;
-            large) echo "large data	$LARGE_SRC: $(cd "$LARGE_SRC" && for f in *; do printf '%s %s bytes (%s allocated), sha256 %s; ' "$f" "$(stat -c %s "$f")" "$(($(stat -c '%b * %B' "$f")))" "$(grep " $f\$" "$DATA/.large.sha256" | cut -c1-16)"; done)" >>"$META" ;;
+            large) echo "large data	$(describe_files "$LARGE_SRC" "$DATA/.large.sha256")" >>"$META" ;;
+            images) echo "images data	$(describe_files "$IMAGES_SRC" "$DATA/.images.sha256")" >>"$META" ;;
         esac
     done
 }
@@ -490,6 +516,7 @@ check_space() {
         case $s in
             kernel) k=$(du -sb "$KERNEL_SRC" | cut -f1); need=$((need + RUNS * n * k + n * k / 4)) ;;
             large) l=$(du -sb "$LARGE_SRC" | cut -f1); need=$((need + n * l * 6 / 10 + l)) ;;
+            images) l=$(du -sb "$IMAGES_SRC" | cut -f1); need=$((need + n * l * 6 / 10 + l)) ;;
         esac
     done
     avail=$(df -B1 --output=avail "$WORK" | tail -n 1)
@@ -515,6 +542,7 @@ main() {
         case $s in
             kernel) if ((QUICK)); then prepare_kernel_quick; else prepare_kernel_full; fi ;;
             large) prepare_large ;;
+            images) prepare_images ;;
         esac
     done
     revert_kernel   # in case an earlier run was interrupted while the 1 % change was applied

@@ -435,6 +435,18 @@ pub struct RestoreArgs {
     /// What to do with files that already exist
     #[arg(long, value_enum, default_value = "if-changed")]
     pub overwrite: OverwriteArg,
+    /// Which files get holes for their all-zero 4 KiB blocks: always (every file, also zeros the
+    /// source had written), never (every byte written, files fully allocated: preallocated
+    /// databases, swap files), auto (only files that had holes when backed up)
+    #[arg(long, value_enum, default_value = "always")]
+    pub sparse: SparseArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SparseArg {
+    Always,
+    Never,
+    Auto,
 }
 
 #[derive(Debug, Args)]

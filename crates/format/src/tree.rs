@@ -1,18 +1,29 @@
 //! Trees: one blob per directory, listing its entries sorted by name.
 //!
 //! ```text
-//! tree_blob := "FRYTRE" || version(u16 le) || postcard(Vec<Node>)
+//! tree_blob := "FRYTRE" || version(u16 le) || postcard(Vec<Node>) [ || postcard(Vec<u64>) ]
 //! ```
 //! The encoding is deterministic (fixed field order, entries sorted by name bytes, xattrs sorted
 //! by name), so an unchanged directory yields the same bytes and the same ID, and deduplicates.
+//!
+//! Version 2 adds the nodes' flags after them (one varint per node, in node order; bit 0:
+//! [`Node::sparse`]). A tree none of whose nodes has a flag is written as version 1, byte for
+//! byte as before version 2 existed: unchanged folders keep their IDs across the upgrade, and
+//! older readers still read every tree without a sparse file. Version 1 trees decode with every
+//! flag clear.
 
 use serde::{Deserialize, Serialize};
 
 use crate::{BlobId, FormatError};
 
 const MAGIC: &[u8; 6] = b"FRYTRE";
-/// The tree version this code writes.
-pub const VERSION: u16 = 1;
+/// The newest tree version this code writes and reads (it writes version 1 when no node has a
+/// flag, see the module's documentation).
+pub const VERSION: u16 = 2;
+/// The first version, without node flags.
+const VERSION_NO_FLAGS: u16 = 1;
+/// Node flag: [`Node::sparse`].
+const FLAG_SPARSE: u64 = 1;
 const WHAT: &str = "tree";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +65,11 @@ pub struct Node {
     pub rdev: u64,
     /// Extended attributes (name, value), sorted by name.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A regular file had holes when it was backed up (`restore --sparse auto` restores holes
+    /// in such files only). Encoded among the tree's node flags (version 2), not in the node's
+    /// own fields, so that the node layout of version 1 is unchanged.
+    #[serde(skip)]
+    pub sparse: bool,
 }
 
 impl Node {
@@ -75,10 +91,15 @@ impl Tree {
         for n in &mut self.nodes {
             n.xattrs.sort();
         }
+        let flags: Vec<u64> = self.nodes.iter().map(|n| if n.sparse { FLAG_SPARSE } else { 0 }).collect();
+        let any_flag = flags.iter().any(|f| *f != 0);
         let mut out = Vec::with_capacity(64 + self.nodes.len() * 96);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&if any_flag { VERSION } else { VERSION_NO_FLAGS }.to_le_bytes());
         postcard::to_io(&self.nodes, &mut out).expect("tree serializes");
+        if any_flag {
+            postcard::to_io(&flags, &mut out).expect("flags serialize");
+        }
         out
     }
 
@@ -94,7 +115,19 @@ impl Tree {
         if version > VERSION {
             return Err(FormatError::NewerVersion { what: WHAT, found: version.into(), supported: VERSION.into() });
         }
-        let nodes: Vec<Node> = postcard::from_bytes(&data[8..]).map_err(|e| FormatError::malformed(WHAT, e))?;
+        let (mut nodes, rest): (Vec<Node>, _) = postcard::take_from_bytes(&data[8..]).map_err(|e| FormatError::malformed(WHAT, e))?;
+        if version >= 2 {
+            let (flags, rest): (Vec<u64>, _) = postcard::take_from_bytes(rest).map_err(|e| FormatError::malformed(WHAT, e))?;
+            if flags.len() != nodes.len() || !rest.is_empty() {
+                return Err(FormatError::malformed(WHAT, "node flags do not match the nodes"));
+            }
+            for (n, f) in nodes.iter_mut().zip(flags) {
+                if f & !FLAG_SPARSE != 0 {
+                    return Err(FormatError::malformed(WHAT, format!("unknown node flags {f:#x}")));
+                }
+                n.sparse = f & FLAG_SPARSE != 0;
+            }
+        }
         for n in &nodes {
             if n.name.is_empty() || n.name == b"." || n.name == b".." || n.name.contains(&b'/') || n.name.contains(&0) {
                 return Err(FormatError::malformed(WHAT, format!("unsafe entry name {:?}", n.name_lossy())));
@@ -127,6 +160,7 @@ mod tests {
             target: vec![],
             rdev: 0,
             xattrs: vec![(b"user.b".to_vec(), b"2".to_vec()), (b"user.a".to_vec(), b"1".to_vec())],
+            sparse: false,
         }
     }
 
@@ -161,19 +195,49 @@ mod tests {
         let expected: Vec<u8> =
             [&b"FRYTRE\x01\x00"[..], &[1, 1, b'x', 0, 0xa4, 0x03, 0xe8, 0x07, 0xe8, 0x07, 2, 4, 3, 4, 1, 5, 0, 0, 0, 0, 0]].concat();
         assert_eq!(e, expected);
+        // Version 1, as every tree was before version 2 existed: no flags.
+        assert!(!Tree::decode(&expected).unwrap().nodes[0].sparse);
+
+        // Version 2: the same node, then its flags (1 flag: sparse).
+        t.nodes[0].sparse = true;
+        let v2: Vec<u8> = [&b"FRYTRE\x02\x00"[..], &expected[8..], &[1, 1]].concat();
+        assert_eq!(t.encode(), v2);
+        assert_eq!(Tree::decode(&v2).unwrap(), t);
+    }
+
+    #[test]
+    fn node_flags_must_match_the_nodes() {
+        let mut n = node("x");
+        n.sparse = true;
+        let good = Tree { nodes: vec![n, node("y")] }.encode();
+        assert_eq!(&good[good.len() - 3..], &[2, 1, 0], "two flags: x sparse, y not");
+        assert!(Tree::decode(&good).is_ok());
+        let with = |tail: &[u8]| [&good[..good.len() - 3], tail].concat();
+        for (bad, why) in [
+            (with(&[1, 1]), "fewer flags than nodes"),
+            (with(&[3, 1, 0, 0]), "more flags than nodes"),
+            (with(&[2, 1, 2]), "an unknown flag"),
+            (with(&[2, 1]), "cut short"),
+            (with(&[2, 1, 0, 9]), "bytes after the flags"),
+        ] {
+            assert!(Tree::decode(&bad).is_err(), "{why}");
+        }
+        let mut newer = good.clone();
+        newer[6] = 3;
+        assert!(matches!(Tree::decode(&newer), Err(FormatError::NewerVersion { .. })));
     }
 
     proptest! {
         #[test]
-        fn prop_round_trip(names in proptest::collection::btree_set("[a-z]{1,8}", 0..20), size in 0u64..u64::MAX, mtime in i64::MIN..i64::MAX) {
-            let mut t = Tree { nodes: names.iter().map(|n| { let mut x = node(n); x.size = size; x.mtime_ns = mtime; x }).collect() };
+        fn prop_round_trip(names in proptest::collection::btree_set("[a-z]{1,8}", 0..20), size in 0u64..u64::MAX, mtime in i64::MIN..i64::MAX, sparse in proptest::collection::vec(proptest::bool::ANY, 20)) {
+            let mut t = Tree { nodes: names.iter().zip(sparse).map(|(n, s)| { let mut x = node(n); x.size = size; x.mtime_ns = mtime; x.sparse = s; x }).collect() };
             let e = t.encode();
             prop_assert_eq!(Tree::decode(&e).unwrap(), t);
         }
 
         #[test]
-        fn prop_garbage_never_panics(mut bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            if bytes.len() > 8 { bytes[..8].copy_from_slice(b"FRYTRE\x01\x00"); }
+        fn prop_garbage_never_panics(mut bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300), version in 1u8..=2) {
+            if bytes.len() > 8 { bytes[..8].copy_from_slice(b"FRYTRE\x01\x00"); bytes[6] = version; }
             let _ = Tree::decode(&bytes);
         }
     }

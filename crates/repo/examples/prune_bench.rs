@@ -81,6 +81,7 @@ fn node(name: String, kind: NodeKind, content: Vec<BlobId>, subtree: Option<Blob
         target: Vec::new(),
         rdev: 0,
         xattrs: Vec::new(),
+        sparse: false,
     }
 }
 

@@ -32,6 +32,7 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
         target: vec![],
         rdev: 0,
         xattrs: vec![],
+        sparse: false,
     }
 }
 
@@ -73,7 +74,13 @@ fn setup() -> (tempfile::TempDir, Repository) {
 }
 
 fn restore_to(repo: &Repository, rp: &RecoveryPoint, target: &Path) -> ferry_repo::Result<restore::RestoreOutcome> {
-    let opts = RestoreOptions { target: target.to_path_buf(), includes: vec![], overwrite: Overwrite::Always, threads: 2 };
+    let opts = RestoreOptions {
+        target: target.to_path_buf(),
+        includes: vec![],
+        overwrite: Overwrite::Always,
+        sparse: Default::default(),
+        threads: 2,
+    };
     restore::run(repo, rp, &opts, &Progress::default())
 }
 

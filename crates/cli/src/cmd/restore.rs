@@ -1,10 +1,10 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use ferry_repo::restore::{self, Overwrite, RestoreOptions};
+use ferry_repo::restore::{self, Overwrite, RestoreOptions, Sparse};
 use ferry_repo::Progress;
 
-use crate::cli::{Global, OverwriteArg, RestoreArgs};
+use crate::cli::{Global, OverwriteArg, RestoreArgs, SparseArg};
 use crate::common;
 use crate::Outcome;
 
@@ -18,6 +18,11 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
             OverwriteArg::Never => Overwrite::Never,
             OverwriteArg::IfChanged => Overwrite::IfChanged,
             OverwriteArg::Always => Overwrite::Always,
+        },
+        sparse: match a.sparse {
+            SparseArg::Always => Sparse::Always,
+            SparseArg::Never => Sparse::Never,
+            SparseArg::Auto => Sparse::Auto,
         },
         threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2) + 1,
     };

@@ -1,11 +1,20 @@
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::Command;
 
 use crate::common::*;
 
+/// Makes a hard link at `link` to `original` itself (a symlink is not followed).
+fn hard_link_no_follow(original: &std::path::Path, link: &std::path::Path) {
+    rustix::fs::linkat(rustix::fs::CWD, original, rustix::fs::CWD, link, rustix::fs::AtFlags::empty()).unwrap();
+}
+
 #[test]
 fn round_trip_is_exact() {
     let (env, src) = Env::with_tree();
+    // Hard links between FIFOs and between symlinks (one of them in another folder).
+    rustix::fs::mknodat(rustix::fs::CWD, src.join("pipe"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0).unwrap();
+    hard_link_no_follow(&src.join("pipe"), &src.join("pipe-again"));
+    hard_link_no_follow(&src.join("link"), &src.join("docs/link-again"));
     let s = env.backup(&src);
     assert_eq!(s["files_new"], 7, "{s}");
     assert!(s["recovery_point"].as_str().unwrap().len() == 64);
@@ -20,8 +29,16 @@ fn round_trip_is_exact() {
     if xattr::get(src.join("docs/a.txt"), "user.ferry").ok().flatten().is_some() {
         assert_eq!(xattr::get(out.join("docs/a.txt"), "user.ferry").unwrap().as_deref(), Some(&b"value"[..]));
     }
-    // Hard links stay linked.
-    assert_eq!(std::fs::metadata(out.join("hardlink.txt")).unwrap().ino(), std::fs::metadata(out.join("docs/a.txt")).unwrap().ino());
+    // Hard links stay linked: between files, FIFOs and symlinks alike.
+    let ino = |p: &str| std::fs::symlink_metadata(out.join(p)).unwrap().ino();
+    assert_eq!(ino("hardlink.txt"), ino("docs/a.txt"));
+    assert_eq!(ino("pipe-again"), ino("pipe"), "hard-linked FIFOs");
+    assert_eq!(ino("docs/link-again"), ino("link"), "hard-linked symlinks");
+    for p in ["pipe", "link"] {
+        assert_eq!(std::fs::symlink_metadata(out.join(p)).unwrap().nlink(), 2, "{p}");
+    }
+    assert!(std::fs::symlink_metadata(out.join("pipe")).unwrap().file_type().is_fifo());
+    assert_eq!(std::fs::read_link(out.join("docs/link-again")).unwrap(), std::path::Path::new("docs/a.txt"));
 }
 
 /// Small files are created with their recorded permission bits and finished through one
@@ -325,23 +342,27 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Small files (written by the decoding threads) and a large one (its blocks written by the
+/// writer threads, directly where tmpfs allows it): either way one error stops the restore.
 #[test]
 fn a_full_target_disk_stops_the_restore_with_one_clear_error() {
     let env = Env::new();
     env.init();
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..4 {
-        std::fs::write(src.join(format!("big{i}.bin")), noise(2 << 20, i)).unwrap();
+    for (name, files, size) in [("small-files", 4, 2 << 20), ("large-file", 1, 40 << 20)] {
+        let src = env.path(name);
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..files {
+            std::fs::write(src.join(format!("big{i}.bin")), noise(size, i)).unwrap();
+        }
+        env.backup(&src);
+        let target = env.path(&format!("small-{name}"));
+        let _disk = SmallDisk::mount(&target, "3m");
+        let o = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains("free space on the target"), "{name}: {err}");
+        assert_eq!(err.matches("No space left").count(), 1, "{name}: one error, not one per chunk: {err}");
     }
-    env.backup(&src);
-    let target = env.path("small");
-    let _disk = SmallDisk::mount(&target, "3m");
-    let o = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("free space on the target"), "{err}");
-    assert_eq!(err.matches("No space left").count(), 1, "one error, not one per chunk: {err}");
 }
 
 /// A walk holds one open descriptor per level of the tree, however deep: a tree 150 folders
@@ -378,4 +399,61 @@ fn a_deep_tree_round_trips_within_a_small_open_file_limit() {
     let target = env.path("restore");
     limited(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_same_tree(&src, &restored(&target, &src));
+}
+
+/// `--sparse`: `always` (the default) makes holes of every all-zero block, zeros the source had
+/// written included; `never` writes every byte (files fully allocated); `auto` makes holes only
+/// in the files that had holes when they were backed up. Checked by the blocks each restored
+/// file has, for a file with holes, one of written zeros large enough to be written directly
+/// (several chunks), a small one of zeros (restored in one go) and a preallocated one.
+#[test]
+fn sparse_modes_choose_which_zeros_become_holes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let holey = std::fs::File::create(src.join("holey.img")).unwrap();
+    holey.set_len(8 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&holey, &noise(64 << 10, 3), 4 << 20).unwrap();
+    let mut zeros = noise(1 << 20, 4);
+    zeros.resize(35 << 20, 0);
+    zeros.extend(noise(1 << 20, 5));
+    std::fs::write(src.join("zeros.bin"), &zeros).unwrap();
+    std::fs::write(src.join("small-zeros"), vec![0u8; 64 << 10]).unwrap();
+    let pre = std::fs::File::create(src.join("prealloc.db")).unwrap();
+    rustix::fs::fallocate(&pre, rustix::fs::FallocateFlags::empty(), 0, 4 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&pre, b"header", 0).unwrap();
+    drop((holey, pre));
+
+    let allocated = |p: &std::path::Path| std::fs::metadata(p).unwrap().blocks() * 512;
+    let names = ["holey.img", "zeros.bin", "small-zeros", "prealloc.db"];
+    for n in names {
+        let len = std::fs::metadata(src.join(n)).unwrap().len();
+        let sparse_source = n == "holey.img";
+        assert_eq!(allocated(&src.join(n)) < len, sparse_source, "the source's {n} (this test needs a file system with holes)");
+    }
+    env.backup(&src);
+    // (mode, which files come back with holes)
+    for (mode, holes) in [
+        (None, &["holey.img", "zeros.bin", "small-zeros", "prealloc.db"][..]),
+        (Some("always"), &["holey.img", "zeros.bin", "small-zeros", "prealloc.db"][..]),
+        (Some("never"), &[][..]),
+        (Some("auto"), &["holey.img"][..]),
+    ] {
+        let target = env.path(&format!("restore-{}", mode.unwrap_or("default")));
+        let mut args = vec!["restore", "latest", "--target", target.to_str().unwrap()];
+        args.extend(mode.iter().flat_map(|m| ["--sparse", m]));
+        env.ok(&args);
+        let out = restored(&target, &src);
+        assert_same_tree(&src, &out);
+        for n in names {
+            let (got, len) = (allocated(&out.join(n)), std::fs::metadata(out.join(n)).unwrap().len());
+            if holes.contains(&n) {
+                assert!(got < len / 4, "--sparse {mode:?}: {n} has holes: {got} bytes allocated of {len}");
+            } else {
+                assert!(got >= len, "--sparse {mode:?}: {n} is fully allocated: {got} bytes allocated of {len}");
+            }
+        }
+    }
+    assert_eq!(env.run(&["restore", "latest", "--target", "/tmp/x", "--sparse", "sometimes"]).status.code(), Some(2));
 }

@@ -215,7 +215,7 @@ fn node_kind() -> impl Strategy<Value = NodeKind> {
 
 fn node() -> impl Strategy<Value = Node> {
     (
-        (node_name(), node_kind(), any::<[u32; 3]>(), any::<[i64; 2]>(), any::<[u64; 5]>()),
+        (node_name(), node_kind(), any::<[u32; 3]>(), any::<[i64; 2]>(), any::<[u64; 5]>(), any::<bool>()),
         vec(blob_id(), 0..6),
         proptest::option::of(blob_id()),
         vec(any::<u8>(), 0..64),
@@ -223,7 +223,7 @@ fn node() -> impl Strategy<Value = Node> {
     )
         .prop_map(
             |(
-                (name, kind, [mode, uid, gid], [mtime_ns, ctime_ns], [inode, device, links, size, rdev]),
+                (name, kind, [mode, uid, gid], [mtime_ns, ctime_ns], [inode, device, links, size, rdev], sparse),
                 content,
                 subtree,
                 target,
@@ -245,6 +245,7 @@ fn node() -> impl Strategy<Value = Node> {
                 target,
                 rdev,
                 xattrs,
+                sparse,
             },
         )
 }

@@ -149,7 +149,7 @@ fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>) 
             Finished::Cached
         }
         Content::Pending { rx, changed } => {
-            let ReadFile { chunks: chunk_refs, read, xattrs } = match rx.recv() {
+            let ReadFile { chunks: chunk_refs, read, xattrs, sparse } = match rx.recv() {
                 Ok(Ok(c)) => c,
                 Ok(Err(msg)) => {
                     sh.error(&e.path, msg);
@@ -178,6 +178,7 @@ fn finish_entry(sh: &Shared<'_>, e: Entry, subtrees: &mut HashMap<u64, BlobId>) 
             node.content = ids;
             node.size = read;
             node.xattrs = xattrs;
+            node.sparse = sparse;
             Finished::Read
         }
     };

@@ -59,7 +59,37 @@ pub(crate) fn node_for(path: &Path, name: &OsStr, meta: &Metadata, with_xattrs: 
         target,
         rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) { meta.rdev() } else { 0 },
         xattrs: if with_xattrs { path_xattrs(path) } else { Vec::new() },
+        sparse: false,
     })
+}
+
+/// Whether a regular file may have holes: fewer bytes allocated than its length (from the
+/// `stat` the walker made anyway). Not enough alone: a file system that compresses (btrfs,
+/// ZFS) allocates fewer blocks for data too, so [`has_hole`] asks the file itself. Nor is
+/// `SEEK_HOLE` enough alone: ext4 reports a preallocated file's unwritten extents as holes,
+/// while its blocks are all allocated (and such a file is one to restore allocated).
+pub(crate) fn may_have_holes(meta: &Metadata) -> bool {
+    meta.blocks().saturating_mul(512) < meta.size()
+}
+
+/// Whether the open file `f`, `size` bytes long, has a hole before its end (`SEEK_HOLE`; a
+/// file system without it reports none). Leaves the file's offset at 0, where a reader starts.
+pub(crate) fn has_hole(f: &std::fs::File, size: u64) -> bool {
+    let hole = rustix::fs::seek(f, rustix::fs::SeekFrom::Hole(0));
+    let _ = rustix::fs::seek(f, rustix::fs::SeekFrom::Start(0));
+    hole.is_ok_and(|at| at < size)
+}
+
+/// [`may_have_holes`], then [`has_hole`] on the file at `path` (opened without following a
+/// symlink), for a file that is not read.
+pub(crate) fn path_has_holes(path: &Path, meta: &Metadata) -> bool {
+    may_have_holes(meta)
+        && rustix::fs::open(
+            path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .is_ok_and(|fd| has_hole(&std::fs::File::from(fd), meta.size()))
 }
 
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -106,6 +136,29 @@ fn collect_xattrs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Holes are found in a sparse file only: not in a file of written zeros, nor in a
+    /// preallocated one (fallocate: allocated, unwritten), nor in an empty one.
+    #[test]
+    fn holes_are_found_where_the_file_has_them() {
+        let d = tempfile::tempdir().unwrap();
+        let path = |n: &str| d.path().join(n);
+        let sparse = std::fs::File::create(path("sparse")).unwrap();
+        sparse.set_len(4 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_at(&sparse, b"x", 1 << 20).unwrap();
+        std::fs::write(path("zeros"), vec![0u8; 4 << 20]).unwrap();
+        let pre = std::fs::File::create(path("preallocated")).unwrap();
+        rustix::fs::fallocate(&pre, rustix::fs::FallocateFlags::empty(), 0, 4 << 20).unwrap();
+        std::fs::write(path("empty"), b"").unwrap();
+        for (name, want) in [("sparse", true), ("zeros", false), ("preallocated", false), ("empty", false)] {
+            let meta = std::fs::metadata(path(name)).unwrap();
+            assert_eq!(path_has_holes(&path(name), &meta), want, "{name}");
+        }
+        // The offset is back at the start for the reader.
+        let f = std::fs::File::open(path("sparse")).unwrap();
+        assert!(has_hole(&f, 4 << 20));
+        assert_eq!(rustix::fs::seek(&f, rustix::fs::SeekFrom::Current(0)).unwrap(), 0);
+    }
 
     #[test]
     fn extended_attributes_are_read_whether_their_names_fit_the_probe_or_not() {

@@ -122,12 +122,13 @@ enum ChunkRef {
 /// since it was listed; the recorded size is what was read).
 type FileReply = Result<ReadFile, String>;
 
-/// A file read: its chunks, the number of bytes read and its extended attributes (read from
-/// the open file, see [`fsmeta::fd_xattrs`]).
+/// A file read: its chunks, the number of bytes read, its extended attributes (read from
+/// the open file, see [`fsmeta::fd_xattrs`]) and whether it had holes ([`fsmeta::has_hole`]).
 struct ReadFile {
     chunks: Vec<ChunkRef>,
     read: u64,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse: bool,
 }
 
 struct FileJob {
@@ -136,6 +137,9 @@ struct FileJob {
     /// folder instead of walking the whole path again (none for a path given on the command line).
     at: Option<(Arc<OwnedFd>, OsString)>,
     size: u64,
+    /// It has fewer blocks than its size ([`fsmeta::may_have_holes`]): the reader asks it
+    /// whether it has holes.
+    check_holes: bool,
     reply: Sender<FileReply>,
 }
 

@@ -41,6 +41,7 @@ fn read_file(sh: &Shared<'_>, slot: usize, job: &FileJob, chunks: &Sender<ChunkJ
         e => format!("cannot open: {}", std::io::Error::from(e)),
     })?;
     let xattrs = fsmeta::fd_xattrs(&f);
+    let sparse = job.check_holes && fsmeta::has_hole(&f, job.size);
     let mut out = Vec::new();
     let mut total = 0u64;
     let min = u64::from(sh.repo.chunker().params().min_size);
@@ -106,7 +107,7 @@ fn read_file(sh: &Shared<'_>, slot: usize, job: &FileJob, chunks: &Sender<ChunkJ
         }
         *read_buf = chunker.into_buffer();
     }
-    Ok(ReadFile { chunks: out, read: total, xattrs })
+    Ok(ReadFile { chunks: out, read: total, xattrs, sparse })
 }
 
 /// Opens a listed regular file for reading, relative to its folder when that is open. Symbolic
@@ -163,7 +164,7 @@ mod tests {
     use super::*;
 
     fn job(path: PathBuf, at: Option<(Arc<OwnedFd>, OsString)>) -> FileJob {
-        FileJob { path, at, size: 0, reply: bounded(1).0 }
+        FileJob { path, at, size: 0, check_holes: false, reply: bounded(1).0 }
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn make_entry(
             Content::Dir(*seq)
         }
         NodeKind::Dir => Content::Dir(walk_dir(sh, &path, ex, dev, files, items, seq)),
-        NodeKind::File => file_content(sh, &path, parent.map(|d| (d, name)), &mut node, cached, files),
+        NodeKind::File => file_content(sh, &path, parent.map(|d| (d, name)), meta, &mut node, cached, files),
         _ => Content::None,
     };
     Some(Entry { node, path, content })
@@ -202,6 +202,7 @@ fn file_content(
     sh: &Shared<'_>,
     path: &Path,
     at: Option<(&DirFd, &std::ffi::OsStr)>,
+    meta: &Metadata,
     node: &mut Node,
     cached: Option<FileEntry>,
     files: &Sender<FileJob>,
@@ -213,6 +214,7 @@ fn file_content(
             let all_there = c.content.iter().all(|id| sh.repo.cache().contains(BlobKind::Data, id).unwrap_or(false));
             if all_there {
                 node.xattrs = fsmeta::path_xattrs(path);
+                node.sparse = fsmeta::path_has_holes(path, meta);
                 return Content::Cached(c.content);
             }
             tracing::debug!("{}: unchanged, but some of its chunks are no longer indexed", path.display());
@@ -222,7 +224,8 @@ fn file_content(
     }
     let (tx, rx) = bounded(1);
     let at = at.and_then(|(dir, name)| Some((dir.get()?, name.to_os_string())));
-    if files.send(FileJob { path: path.to_path_buf(), at, size: node.size, reply: tx }).is_err() {
+    let job = FileJob { path: path.to_path_buf(), at, size: node.size, check_holes: fsmeta::may_have_holes(meta), reply: tx };
+    if files.send(job).is_err() {
         return Content::Cached(Vec::new()); // pipeline is shutting down after a failure
     }
     Content::Pending { rx, changed }

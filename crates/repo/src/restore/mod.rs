@@ -6,7 +6,8 @@
 //!    create them empty (several threads), note where each of their chunks goes, and make the
 //!    hard links;
 //! 2. read each needed pack once (coalesced ranges), decrypt each stored unit once, write each
-//!    blob to every place it belongs (all-zero chunks are skipped, leaving holes);
+//!    blob to every place it belongs (all-zero blocks are skipped, leaving holes, unless
+//!    [`Sparse`] says otherwise for the file);
 //! 3. set each file's length, owner, mode, extended attributes and times through one
 //!    descriptor (several threads), then the symlinks' and the folders', deepest first, so
 //!    their times stick.
@@ -19,6 +20,7 @@
 //! plan the passes share, and runs them in order.
 
 mod data;
+mod direct;
 mod metadata;
 mod plan;
 
@@ -50,11 +52,26 @@ pub enum Overwrite {
     Always,
 }
 
+/// Which files get holes where their content has all-zero 4 KiB blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sparse {
+    /// Every file (the default): zeros the source had written come back as holes too.
+    #[default]
+    Always,
+    /// None: every byte is written, every file fully allocated (preallocated databases, swap
+    /// files).
+    Never,
+    /// Only the files that had holes when they were backed up (`Node::sparse`); recovery
+    /// points made before that was recorded restore like `Never`.
+    Auto,
+}
+
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub target: PathBuf,
     pub includes: Vec<String>,
     pub overwrite: Overwrite,
+    pub sparse: Sparse,
     pub threads: usize,
 }
 
@@ -77,6 +94,8 @@ struct FileTarget {
     chunks: Vec<(BlobId, u64)>,
     /// Restored in one go (see [`FileTarget::one_shot`]).
     one_shot: bool,
+    /// All-zero blocks are left as holes rather than written ([`Sparse`]).
+    holes: bool,
     /// Its folder was created by this restore, so nothing is in the way: it needs no look
     /// before it is created, and a one-shot file is created only when its data is written.
     fresh: bool,
@@ -125,7 +144,7 @@ pub fn run(repo: &Repository, rp: &RecoveryPoint, opts: &RestoreOptions, progres
     let errors = Mutex::new(Vec::new());
     let mut out = RestoreOutcome::default();
     let threads = opts.threads.max(1);
-    let mut plan = make_plan(repo, rp, &target, &includes, &errors, &mut out)?;
+    let mut plan = make_plan(repo, rp, &target, &includes, opts.sparse, &errors, &mut out)?;
     create_files(&mut plan, threads, opts.overwrite, &errors, &mut out, progress);
     write_data(repo, &plan, threads, &errors, progress)?;
     finish_metadata(&plan, threads, &errors);

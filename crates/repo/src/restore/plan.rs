@@ -1,6 +1,7 @@
 //! The plan, the restore's first pass: walks the recovery point's trees (only the included
 //! paths), creates folders, symlinks and special files, lists the regular files, creates them
-//! empty (several threads), notes where each chunk goes, and makes the hard links.
+//! empty (several threads), notes where each chunk goes, and makes the hard links (between
+//! files, symlinks or special files alike).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -17,7 +18,7 @@ use ferry_format::BlobKind;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::metadata::{finish_open_file, Known};
-use super::{err, FileTarget, Overwrite, Plan, RestoreOutcome};
+use super::{err, FileTarget, Overwrite, Plan, RestoreOutcome, Sparse};
 use crate::backup::FileError;
 use crate::{tree_walk, Progress, Repository};
 
@@ -72,6 +73,7 @@ pub(super) fn make_plan(
     rp: &RecoveryPoint,
     target: &Path,
     includes: &Includes,
+    sparse: Sparse,
     errors: &Mutex<Vec<FileError>>,
     out: &mut RestoreOutcome,
 ) -> Result<Plan> {
@@ -122,13 +124,16 @@ pub(super) fn make_plan(
             }
             last_parent = Some(parent.to_path_buf());
         }
+        // Hard links: any entry but a folder (a file, a symlink, a FIFO, a device node) whose
+        // inode was met before is linked to where that one was restored.
+        if let Some(first) = (node.links > 1).then(|| links.get(&(node.device, node.inode))).flatten() {
+            plan.links.push((dest, first.clone()));
+            return Ok(false);
+        }
+        let linked = node.links > 1 && node.kind != NodeKind::Socket;
         match node.kind {
             NodeKind::File => {
-                if let Some(first) = (node.links > 1).then(|| links.get(&(node.device, node.inode))).flatten() {
-                    plan.links.push((dest, first.clone()));
-                    return Ok(false);
-                }
-                if node.links > 1 {
+                if linked {
                     links.insert((node.device, node.inode), dest.clone());
                 }
                 let mut chunks = Vec::with_capacity(node.content.len());
@@ -145,35 +150,55 @@ pub(super) fn make_plan(
                 }
                 let one_shot = FileTarget::one_shot(node, &chunks);
                 let fresh = dest.parent().is_some_and(|p| created.contains(p));
-                plan.files.push(FileTarget { path: dest, node: node.clone(), chunks, one_shot, fresh, done: AtomicBool::new(false) });
-            }
-            NodeKind::Symlink => {
-                let r = clear_non_dir(&dest).and_then(|_| std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.target), &dest));
-                match r {
-                    Ok(()) => plan.others.push((dest, node.clone())),
-                    Err(e) => err(errors, &dest, format!("cannot create symlink: {e}")),
-                }
-            }
-            NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
-                let ft = match node.kind {
-                    NodeKind::Fifo => rustix::fs::FileType::Fifo,
-                    NodeKind::CharDevice => rustix::fs::FileType::CharacterDevice,
-                    _ => rustix::fs::FileType::BlockDevice,
+                let holes = match sparse {
+                    Sparse::Always => true,
+                    Sparse::Never => false,
+                    Sparse::Auto => node.sparse,
                 };
-                let r = clear_non_dir(&dest).and_then(|_| {
-                    rustix::fs::mknodat(rustix::fs::CWD, &dest, ft, rustix::fs::Mode::from_raw_mode(0o600), node.rdev as rustix::fs::Dev)
-                        .map_err(std::io::Error::from)
+                plan.files.push(FileTarget {
+                    path: dest,
+                    node: node.clone(),
+                    chunks,
+                    one_shot,
+                    holes,
+                    fresh,
+                    done: AtomicBool::new(false),
                 });
-                match r {
-                    Ok(()) => plan.others.push((dest, node.clone())),
-                    Err(e) => err(errors, &dest, format!("cannot create special file: {e}")),
-                }
             }
+            NodeKind::Symlink | NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => match create_other(&dest, node) {
+                Ok(()) => {
+                    if linked {
+                        links.insert((node.device, node.inode), dest.clone());
+                    }
+                    plan.others.push((dest, node.clone()));
+                }
+                Err(e) => err(errors, &dest, e),
+            },
             NodeKind::Socket | NodeKind::Dir => {}
         }
         Ok(false)
     })?;
     Ok(plan)
+}
+
+/// Creates a symlink or a special file (FIFO, device node) at `dest`, replacing whatever
+/// non-folder is in the way; the error says what could not be created.
+fn create_other(dest: &Path, node: &Node) -> Result<(), String> {
+    let ft = match node.kind {
+        NodeKind::Symlink => {
+            let r = clear_non_dir(dest).and_then(|_| std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&node.target), dest));
+            return r.map_err(|e| format!("cannot create symlink: {e}"));
+        }
+        NodeKind::Fifo => rustix::fs::FileType::Fifo,
+        NodeKind::CharDevice => rustix::fs::FileType::CharacterDevice,
+        _ => rustix::fs::FileType::BlockDevice,
+    };
+    clear_non_dir(dest)
+        .and_then(|_| {
+            rustix::fs::mknodat(rustix::fs::CWD, dest, ft, rustix::fs::Mode::from_raw_mode(0o600), node.rdev as rustix::fs::Dev)
+                .map_err(std::io::Error::from)
+        })
+        .map_err(|e| format!("cannot create special file: {e}"))
 }
 
 /// What became of a listed file.
@@ -233,7 +258,11 @@ pub(super) fn create_files(
         }
     }
     for (link, first) in std::mem::take(&mut plan.links) {
-        match clear_non_dir(&link).and_then(|_| fs::hard_link(&first, &link)) {
+        // linkat without AT_SYMLINK_FOLLOW: a hard link to a symlink links the symlink itself.
+        let made = clear_non_dir(&link).and_then(|_| {
+            rustix::fs::linkat(rustix::fs::CWD, &first, rustix::fs::CWD, &link, rustix::fs::AtFlags::empty()).map_err(std::io::Error::from)
+        });
+        match made {
             Ok(()) => out.links += 1,
             Err(e) => err(errors, &link, format!("cannot create hard link to {}: {e}", first.display())),
         }
