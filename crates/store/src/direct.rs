@@ -58,46 +58,13 @@ fn aligned_range(buf: &[u8], len: usize) -> Range<usize> {
     skew..skew + len
 }
 
-/// A reusable buffer whose contents start at an [`ALIGN`]-aligned address, so that
-/// [`write_blocks_at`] writes them without copying them first.
-#[derive(Default)]
-pub struct AlignedBuf {
-    buf: Vec<u8>,
-    range: Range<usize>,
-}
-
-impl AlignedBuf {
-    /// Copies `data` in (the buffer grows as needed and keeps its size for the next use).
-    pub fn fill(&mut self, data: &[u8]) {
-        if self.buf.len() < data.len() + ALIGN {
-            self.buf = vec![0u8; data.len() + ALIGN];
-        }
-        self.range = aligned_range(&self.buf, data.len());
-        self.buf[self.range.clone()].copy_from_slice(data);
-    }
-
-    /// The bytes last copied in, at an aligned address.
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf[self.range.clone()]
-    }
-}
-
 /// Writes `data` at `off` through `file`, opened with `O_DIRECT`. `off` and `data.len()` must be
-/// multiples of [`ALIGN`] (the caller writes partial blocks through another descriptor). Data at
-/// an aligned address (an [`AlignedBuf`]'s) is written as it is, in one call; other data is
-/// copied into an aligned buffer first, [`DIRECT_CHUNK`] bytes at a time.
+/// multiples of [`ALIGN`] (the caller writes partial blocks through another descriptor).
 // `%` rather than `is_multiple_of`, which needs Rust 1.87 (the workspace's minimum is 1.85).
 #[allow(clippy::manual_is_multiple_of)]
 pub fn write_blocks_at(file: &File, data: &[u8], off: u64) -> Result<(), DirectError> {
     if off % ALIGN as u64 != 0 || data.len() % ALIGN != 0 {
         return Err(DirectError::Failed(std::io::Error::new(std::io::ErrorKind::InvalidInput, "unaligned direct write")));
-    }
-    if data.as_ptr() as usize % ALIGN == 0 {
-        return match file.write_all_at(data, off) {
-            Ok(()) => Ok(()),
-            Err(e) if is_einval(&e) => Err(DirectError::Unsupported),
-            Err(e) => Err(e.into()),
-        };
     }
     ALIGNED.with(|cell| {
         let mut buf = cell.borrow_mut();

@@ -20,7 +20,6 @@
 //! plan the passes share, and runs them in order.
 
 mod data;
-mod direct;
 mod metadata;
 mod plan;
 
