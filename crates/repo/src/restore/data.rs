@@ -106,6 +106,7 @@ fn restore_pack(
                             continue; // leave a hole; the length is set at the end
                         }
                         let r = if f.one_shot {
+                            progress.add_done(1, 0);
                             restore_one_shot(f, data).map(|refused| refused.into_iter().for_each(|m| err(errors, &f.path, m)))
                         } else {
                             let direct = f.node.size >= DIRECT_FILE_MIN && plan.direct.load(Ordering::Relaxed);

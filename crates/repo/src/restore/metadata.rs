@@ -13,6 +13,7 @@ use ferry_format::tree::{Node, NodeKind};
 
 use super::{err, FileTarget, Plan};
 use crate::backup::FileError;
+use crate::Progress;
 
 /// Whether this process runs as root (asked once).
 fn is_root() -> bool {
@@ -90,7 +91,9 @@ pub(super) fn finish_open_file(file: &fs::File, node: &Node, known: Known) -> st
     Ok(refused)
 }
 
-pub(super) fn finish_metadata(plan: &Plan, threads: usize, errors: &Mutex<Vec<FileError>>) {
+/// The last pass: the files of several chunks (and empty ones) get their length and metadata,
+/// counted done in `progress` as they are; then the other entries and the folders.
+pub(super) fn finish_metadata(plan: &Plan, threads: usize, errors: &Mutex<Vec<FileError>>, progress: &Progress) {
     let report = |p: &Path, r: std::io::Result<Vec<String>>| match r {
         Ok(refused) => refused.into_iter().for_each(|m| err(errors, p, m)),
         Err(e) => err(errors, p, format!("cannot set metadata: {e}")),
@@ -99,7 +102,12 @@ pub(super) fn finish_metadata(plan: &Plan, threads: usize, errors: &Mutex<Vec<Fi
     let per_thread = plan.files.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
         for files in plan.files.chunks(per_thread) {
-            s.spawn(move || files.iter().filter(|f| !f.done.load(Ordering::Relaxed)).for_each(|f| report(&f.path, finish_file(f))));
+            s.spawn(move || {
+                files.iter().filter(|f| !f.done.load(Ordering::Relaxed)).for_each(|f| {
+                    report(&f.path, finish_file(f));
+                    progress.add_done(1, 0);
+                });
+            });
         }
     });
     let set = |p: &Path, n: &Node, is_symlink: bool| {

@@ -146,7 +146,7 @@ pub fn run(repo: &Repository, rp: &RecoveryPoint, opts: &RestoreOptions, progres
     let mut plan = make_plan(repo, rp, &target, &includes, opts.sparse, &errors, &mut out)?;
     create_files(&mut plan, threads, opts.overwrite, &errors, &mut out, progress);
     write_data(repo, &plan, threads, &errors, progress)?;
-    finish_metadata(&plan, threads, &errors);
+    finish_metadata(&plan, threads, &errors, progress);
     out.errors = errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     Ok(out)
 }

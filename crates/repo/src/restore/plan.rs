@@ -249,6 +249,9 @@ pub(super) fn create_files(
                     plan.blobs.entry(*id).or_default().push((idx, *offset));
                 }
                 progress.add_total(1, f.node.size);
+                if f.done.load(Ordering::Relaxed) {
+                    progress.add_done(1, 0); // an empty file, finished at its creation
+                }
                 out.files += 1;
                 out.bytes += f.node.size;
                 plan.files.push(f);
