@@ -76,6 +76,19 @@ fn import_locations_that_reach_the_store_or_the_data_folder_stop_the_start() {
     }
 }
 
+/// A default vault and machine m1 with one backup, both run under umask 022 (each test runs in
+/// a process of its own, whose umask the vault and the agent inherit).
+fn backed_up_under_umask_022() -> (Site, crate::common::Env) {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let site = Site::start_default(&[]);
+    let m = machine();
+    site.vault.register(&site.admin, &m, "m1");
+    let src = m.path("src");
+    make_tree(&src);
+    m.backup(&src);
+    (site, m)
+}
+
 fn mode(p: &str) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
@@ -85,14 +98,7 @@ fn mode(p: &str) -> u32 {
 /// open is repaired at the next start, and says so.
 #[test]
 fn the_vaults_files_are_private_under_umask_022() {
-    // The vault inherits the test process's umask (each test runs in a process of its own).
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    let site = Site::start_default(&[]);
-    let m = machine();
-    site.vault.register(&site.admin, &m, "m1");
-    let src = m.path("src");
-    make_tree(&src);
-    m.backup(&src);
+    let (site, _) = backed_up_under_umask_022();
     assert_eq!(mode(&site.vault.data("")), 0o700);
     let mut files = 0;
     for p in walkdir(std::path::Path::new(&site.vault.data(""))) {
@@ -121,13 +127,7 @@ fn the_vaults_files_are_private_under_umask_022() {
 /// umask 022, and an open one is closed at the next command, said once.
 #[test]
 fn the_agents_config_and_cache_are_private_under_umask_022() {
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    let site = Site::start_default(&[]);
-    let m = machine();
-    site.vault.register(&site.admin, &m, "m1");
-    let src = m.path("src");
-    make_tree(&src);
-    m.backup(&src);
+    let (site, m) = backed_up_under_umask_022();
     let (config, cache) = (m.path("config"), m.path("cache"));
     for dir in [&config, &cache] {
         assert_eq!(mode(s(dir)), 0o700, "{}", dir.display());
