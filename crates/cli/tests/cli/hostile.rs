@@ -127,7 +127,7 @@ fn the_vaults_files_are_private_under_umask_022() {
 /// umask 022, and an open one is closed at the next command, said once.
 #[test]
 fn the_agents_config_and_cache_are_private_under_umask_022() {
-    let (site, m) = backed_up_under_umask_022();
+    let (_site, m) = backed_up_under_umask_022();
     let (config, cache) = (m.path("config"), m.path("cache"));
     for dir in [&config, &cache] {
         assert_eq!(mode(s(dir)), 0o700, "{}", dir.display());
