@@ -302,15 +302,22 @@ pub fn open_for_backup(
     client.device_in_use(&unlock.job).with_context(|| {
         format!("device job {}: the vault does not let this machine write its device (is the credential expired?)", unlock.job)
     })?;
-    if !g.json {
-        eprintln!(
-            "backing up onto {} device(s) of job {} ({} of {} used)",
-            devices.len(),
-            unlock.job,
-            common::size(used),
-            common::size(usable)
-        );
-    }
+    // On stderr, with --json too (stdout holds the JSON).
+    // The capacity ordered is what the devices are; less room on the file systems they are
+    // mounted on is said apart.
+    let ordered = store.ordered();
+    let room = if ordered > 0 && usable < ordered {
+        format!("; the file systems under them have room for {} only", common::size(usable))
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "backing up onto {} device(s) of job {}: {} ordered, {} used{room}",
+        devices.len(),
+        unlock.job,
+        common::size(if ordered > 0 { ordered } else { usable }),
+        common::size(used),
+    );
     let pw = common::passphrase(g, "repository passphrase: ")?;
     let repo = Repository::open(store.clone() as Arc<dyn Store>, &pw, &common::cache_dir(g).join(format!("seed-{}", unlock.job)))?;
     let backup = DeviceBackup { store, client, job: unlock.job.clone(), set_id: unlock.set_id.clone() };

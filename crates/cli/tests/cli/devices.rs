@@ -87,6 +87,8 @@ fn a_seed_device_travels_from_order_to_erasure_and_afterwards_only_changes_cross
     std::fs::copy(&unlock2, &unlock_m).unwrap();
     let o = device_backup(&m, &src, &[&d1, &d2], &unlock_m);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The header line gives the capacity ordered (2 x 20 MiB), not the host's free space.
+    assert!(stderr(&o).contains("device(s) of job") && stderr(&o).contains("40.00 MiB ordered"), "{}", stderr(&o));
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rp = b["recovery_point"].as_str().unwrap().to_string();
     let sent = site.bytes_received("m1");

@@ -165,6 +165,12 @@ impl DeviceStore {
         self.devices.iter().fold((0u64, 0u64), |(u, c), d| (u.saturating_add(d.used.load(Ordering::SeqCst)), c.saturating_add(d.capacity)))
     }
 
+    /// The capacity ordered for the devices (their headers' capacities summed; 0 for a device
+    /// whose header states none).
+    pub fn ordered(&self) -> u64 {
+        self.devices.iter().fold(0u64, |c, d| c.saturating_add(d.header.capacity))
+    }
+
     /// The devices' folders, by device number.
     pub fn paths(&self) -> Vec<&Path> {
         self.devices.iter().map(|d| d.path.as_path()).collect()
