@@ -47,13 +47,19 @@ pub(super) async fn list(AxState(state): St, headers: HeaderMap) -> ApiResult<Js
     Ok(Json(state.db.users().await?))
 }
 
+/// What a revoke or a remove of user `name` answers when it changed nothing: 404 for no such
+/// user, 409 for the last working owner.
+fn done(name: &str, outcome: Result<bool, String>) -> ApiResult<()> {
+    match outcome {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError(StatusCode::NOT_FOUND, format!("no user named {name:?} (see `ferry vault user list`)"))),
+        Err(refused) => Err(ApiError(StatusCode::CONFLICT, refused)),
+    }
+}
+
 pub(super) async fn revoke(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<StatusCode> {
     let by = owner(&state, &headers, "revokes tokens").await?;
-    match state.db.revoke_user(&name, chrono::Utc::now().timestamp()).await? {
-        Ok(true) => {}
-        Ok(false) => return Err(ApiError(StatusCode::NOT_FOUND, format!("no user named {name:?} (see `ferry vault user list`)"))),
-        Err(refused) => return Err(ApiError(StatusCode::CONFLICT, refused)),
-    }
+    done(&name, state.db.revoke_user(&name, chrono::Utc::now().timestamp()).await?)?;
     tracing::info!("{by} revoked the token of user {name}");
     state.db.audit(&format!("user {by}"), "user-revoked", &name, &serde_json::json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -61,11 +67,7 @@ pub(super) async fn revoke(AxState(state): St, headers: HeaderMap, Path(name): P
 
 pub(super) async fn remove(AxState(state): St, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<StatusCode> {
     let by = owner(&state, &headers, "removes users").await?;
-    match state.db.remove_user(&name, chrono::Utc::now().timestamp()).await? {
-        Ok(true) => {}
-        Ok(false) => return Err(ApiError(StatusCode::NOT_FOUND, format!("no user named {name:?} (see `ferry vault user list`)"))),
-        Err(refused) => return Err(ApiError(StatusCode::CONFLICT, refused)),
-    }
+    done(&name, state.db.remove_user(&name, chrono::Utc::now().timestamp()).await?)?;
     tracing::info!("{by} removed user {name}");
     state.db.audit(&format!("user {by}"), "user-removed", &name, &serde_json::json!({})).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -56,21 +56,20 @@ impl Db {
     pub async fn principal(&self, token: &str) -> Result<Option<Principal>> {
         let h = token_hash(token);
         let now = chrono::Utc::now().timestamp();
-        let user =
-            sqlx::query("SELECT name, role FROM users WHERE token_hash = $1 AND revoked IS NULL AND (expires IS NULL OR expires > $2)")
-                .bind(&h)
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?;
+        let user = sqlx::query(
+            "SELECT name, role, last_used FROM users WHERE token_hash = $1 AND revoked IS NULL AND (expires IS NULL OR expires > $2)",
+        )
+        .bind(&h)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
         if let Some(row) = user {
             let (name, role): (String, String) = (row.get(0), row.get(1));
             let role = Role::parse(&role).with_context(|| format!("unknown role {role:?} in the database"))?;
-            sqlx::query("UPDATE users SET last_used = $1 WHERE name = $2 AND (last_used IS NULL OR last_used < $3)")
-                .bind(now)
-                .bind(&name)
-                .bind(now - 60)
-                .execute(&self.pool)
-                .await?;
+            // A write only when the recorded use is a minute old: not one per request.
+            if row.get::<Option<i64>, _>(2).is_none_or(|t| t < now - 60) {
+                sqlx::query("UPDATE users SET last_used = $1 WHERE name = $2").bind(now).bind(&name).execute(&self.pool).await?;
+            }
             return Ok(Some(Principal::User { name, role }));
         }
         let m =
