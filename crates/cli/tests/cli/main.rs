@@ -12,6 +12,7 @@ mod hostile;
 mod keys;
 mod kill;
 mod newcomer;
+mod readme;
 mod retention;
 mod seeding;
 mod stores;

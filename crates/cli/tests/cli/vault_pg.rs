@@ -40,14 +40,14 @@ fn admin_sql(sql: &str) -> Result<(), String> {
 }
 
 /// A fresh database owned by a fresh role with a random password; both dropped at the end.
-struct Database {
+pub(crate) struct Database {
     name: String,
     password: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Database {
-    fn create() -> Database {
+    pub(crate) fn create() -> Database {
         // postgres://USER:PASSWORD@HOST:PORT/DATABASE: the same server, our role and database.
         let admin = required_env("FERRY_TEST_POSTGRES");
         let host_port = admin
@@ -78,7 +78,7 @@ impl Drop for Database {
 }
 
 /// A fresh Azure container (on Azurite); the vault server creates it on first use.
-fn azure_store() -> String {
+pub(crate) fn azure_store() -> String {
     required_env("FERRY_TEST_AZURITE");
     format!("az://ferry-pg-{}/vault", unique())
 }
