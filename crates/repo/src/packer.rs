@@ -33,6 +33,22 @@ pub(crate) const BUNDLE_MEMBER_MAX: usize = 256 * 1024;
 /// at most this much more than the file).
 const BUNDLE_TARGET: usize = 1024 * 1024;
 
+/// Bundles are compressed at the repository's level for single units (3), not at its bundle
+/// level (1), until a backup has bundled this much plaintext. A small backup, as most
+/// incrementals are, is then as small as zstd -3 makes it, which is what counts when it crosses a
+/// slow link, for milliseconds of CPU; a large one (a first backup), whose speed the CPU sets,
+/// spends the extra effort on its first 16 MiB only (docs/format.md "Compression").
+const THRIFTY_BUNDLE_BYTES: u64 = 16 << 20;
+
+/// The zstd level of the next bundle, given the plaintext bundled before it in this backup.
+fn bundle_level(bundled: u64, unit_level: i32, bundle_level: i32) -> i32 {
+    if bundled < THRIFTY_BUNDLE_BYTES {
+        bundle_level.max(unit_level.min(ferry_format::config::DEFAULT_LEVEL))
+    } else {
+        bundle_level
+    }
+}
+
 /// Small blobs collected for one stored unit.
 #[derive(Default)]
 struct Bundle {
@@ -94,6 +110,8 @@ pub(crate) struct PackSink<'r> {
     failed: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
     bytes_added: AtomicU64,
+    /// Plaintext of the bundles sealed so far (for [`bundle_level`]).
+    bundled: AtomicU64,
     /// Every pack this sink stored.
     stored: Mutex<Vec<PackId>>,
     level: i32,
@@ -118,6 +136,7 @@ impl<'r> PackSink<'r> {
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
             bytes_added: AtomicU64::new(0),
+            bundled: AtomicU64::new(0),
             stored: Mutex::new(Vec::new()),
             level: repo.config().compression_level,
             bundle_level: repo.config().bundle_compression_level,
@@ -320,7 +339,9 @@ impl<'r> PackSink<'r> {
         if b.members.is_empty() {
             return Ok(());
         }
-        let r = self.compress_and_put(BlobKind::Data, &b.members, &b.plain, self.bundle_level);
+        let bundled = self.bundled.fetch_add(b.plain.len() as u64, Ordering::Relaxed);
+        let level = bundle_level(bundled, self.level, self.bundle_level);
+        let r = self.compress_and_put(BlobKind::Data, &b.members, &b.plain, level);
         self.bundle_bufs.give(b.plain);
         r
     }
@@ -392,5 +413,21 @@ impl<'r> PackSink<'r> {
 
     pub(crate) fn stats(&self) -> StoredStats {
         StoredStats { bytes_added: self.bytes_added.load(Ordering::Relaxed) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_bundles_its_first_16_mib_at_the_unit_level_and_the_rest_at_the_bundle_level() {
+        assert_eq!(bundle_level(0, 3, 1), 3);
+        assert_eq!(bundle_level(THRIFTY_BUNDLE_BYTES - 1, 3, 1), 3);
+        assert_eq!(bundle_level(THRIFTY_BUNDLE_BYTES, 3, 1), 1);
+        // Compression off stays off; a slow unit level is not used for bundles at all.
+        assert_eq!(bundle_level(0, 0, 0), 0);
+        assert_eq!(bundle_level(0, 19, 1), 3);
+        assert_eq!(bundle_level(0, 1, 1), 1);
     }
 }
