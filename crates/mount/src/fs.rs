@@ -23,7 +23,7 @@ use crate::layout;
 use crate::points::Points;
 
 /// How long the kernel may keep what it learnt of a recovery point's entries: they never change.
-const TTL_TREE: Duration = Duration::from_secs(3600);
+const TTL_TREE: Duration = Duration::from_hours(1);
 /// ... and of the made-up folders and links, which change when recovery points come and go.
 const TTL_MADE_UP: Duration = Duration::from_secs(1);
 
@@ -80,7 +80,7 @@ impl FerryFs {
     /// The folder `dir`'s entry `name`: looked up in its tree, or in the made-up layout (whose
     /// list is read again first when it is stale and the name is not in it).
     fn find(&self, ino: u64, dir: &Inode, name: &[u8]) -> Result<Option<u64>, Errno> {
-        if dir.tree().is_some() {
+        if dir.is_tree_folder() {
             return self.inodes.lookup_child(&self.repo, ino, dir, name).map_err(|e| self.folder_error(ino, &e));
         }
         let in_list =
@@ -104,7 +104,7 @@ impl FerryFs {
 
     /// A folder's entries after `.` and `..`.
     fn entries(&self, ino: u64, dir: &Inode, offset: u64) -> Result<Vec<layout::Entry>, Errno> {
-        if dir.tree().is_some() {
+        if dir.is_tree_folder() {
             let children = self.inodes.children(&self.repo, ino, dir).map_err(|e| self.folder_error(ino, &e))?;
             return Ok(children
                 .iter()
@@ -126,13 +126,13 @@ impl FerryFs {
     }
 
     fn node_xattrs(&self, ino: INodeNo) -> Vec<(Vec<u8>, Vec<u8>)> {
-        match self.inodes.get(ino.0).map(|i| match &i.what {
-            What::Node { node, .. } => node.xattrs.clone(),
-            _ => Vec::new(),
-        }) {
-            Some(x) => x,
-            None => Vec::new(),
-        }
+        self.inodes
+            .get(ino.0)
+            .map(|i| match &i.what {
+                What::Node { node, .. } => node.xattrs.clone(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -60,12 +60,21 @@ impl Inode {
         }
     }
 
-    /// The tree of a folder of a recovery point (its root or a folder in it): `Some(None)` for
-    /// a folder recorded without one (left out of the backup: empty).
-    pub fn tree(&self) -> Option<Option<BlobId>> {
+    /// Whether this is a folder of a recovery point (its root or a folder in it).
+    pub fn is_tree_folder(&self) -> bool {
         match &self.what {
-            What::PointRoot { tree, .. } => Some(Some(*tree)),
-            What::Node { node, .. } if node.kind == NodeKind::Dir => Some(node.subtree),
+            What::PointRoot { .. } => true,
+            What::Node { node, .. } => node.kind == NodeKind::Dir,
+            _ => false,
+        }
+    }
+
+    /// A recovery point folder's tree (`None` for a folder recorded without one, left out of
+    /// the backup: it is empty).
+    fn tree(&self) -> Option<BlobId> {
+        match &self.what {
+            What::PointRoot { tree, .. } => Some(*tree),
+            What::Node { node, .. } => node.subtree,
             _ => None,
         }
     }
@@ -140,10 +149,12 @@ impl Inodes {
 
     /// A tree folder's entries (read from the repository at the first call), sorted by name.
     pub fn children<'i>(&self, repo: &Repository, ino: u64, dir: &'i Inode) -> Result<&'i [Child], String> {
-        let Some(tree) = dir.tree() else { return Err("not a folder of a recovery point".into()) };
+        if !dir.is_tree_folder() {
+            return Err("not a folder of a recovery point".into());
+        }
         let point = dir.point(ino);
         let loaded = dir.children.get_or_init(|| {
-            let Some(tree) = tree else { return Ok(Vec::new()) };
+            let Some(tree) = dir.tree() else { return Ok(Vec::new()) };
             let t = repo.load_tree(&tree).map_err(|e| format!("{e:#}"))?;
             Ok(t.nodes.into_iter().map(|node| (node.name.clone().into_boxed_slice(), self.add_node(node, ino, point))).collect())
         });

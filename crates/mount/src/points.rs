@@ -38,9 +38,10 @@ pub struct Points {
 
 /// The folder name of a recovery point: its time in UTC and the first 8 digits of its ID.
 pub fn folder_name(id: &RecoveryPointId, rp: &RecoveryPoint) -> Vec<u8> {
-    let time = chrono::DateTime::parse_from_rfc3339(&rp.time)
-        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|_| safe_name(rp.time.as_bytes()).into_iter().map(char::from).collect());
+    let time = chrono::DateTime::parse_from_rfc3339(&rp.time).map_or_else(
+        |_| safe_name(rp.time.as_bytes()).into_iter().map(char::from).collect(),
+        |t| t.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    );
     format!("{time}_{}", id.short()).into_bytes()
 }
 

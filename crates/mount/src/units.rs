@@ -86,17 +86,14 @@ impl<E: Clone> UnitCache<E> {
             let mut lru = self.lock();
             lru.tick += 1;
             let tick = lru.tick;
-            let slot = match lru.slots.get_mut(&key) {
-                Some((slot, used)) => {
-                    let (slot, old) = (slot.clone(), std::mem::replace(used, tick));
-                    lru.order.remove(&old);
-                    slot
-                }
-                None => {
-                    let slot: Slot<E> = Arc::new(OnceLock::new());
-                    lru.slots.insert(key, (slot.clone(), tick));
-                    slot
-                }
+            let slot = if let Some((slot, used)) = lru.slots.get_mut(&key) {
+                let (slot, old) = (slot.clone(), std::mem::replace(used, tick));
+                lru.order.remove(&old);
+                slot
+            } else {
+                let slot: Slot<E> = Arc::new(OnceLock::new());
+                lru.slots.insert(key, (slot.clone(), tick));
+                slot
             };
             lru.order.insert(tick, key);
             slot

@@ -42,7 +42,7 @@ impl Mounted {
         let mut cmd = env.cmd(&[&["mount", mp.to_str().unwrap()], args].concat());
         let child = cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
         let mut m = Mounted { child, mp: mp.to_path_buf(), log };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         // (Not the mount point's content: a dead mount there answers from the kernel's cache
         // for a second.)
         while !m.stderr().lines().any(|l| l.starts_with("mounted ")) {
