@@ -20,7 +20,7 @@ pub fn run(g: &Global, a: &MountArgs) -> Result<Outcome> {
     if mountpoint::prepare(mp)? == mountpoint::Prepared::DetachedStale {
         eprintln!("note: {} was still mounted by a ferry mount that was killed; detached it", mp.display());
     }
-    let repo = common::open(g)?;
+    let repo = common::open_showing(g, Some("opening the repository: its index"))?;
     let only = if a.recovery_point.is_empty() {
         None
     } else {
@@ -36,8 +36,14 @@ pub fn run(g: &Global, a: &MountArgs) -> Result<Outcome> {
     // Signals are caught from before the mount exists, so none can end the process between
     // the mount and its handler (which would leave a dead mount behind).
     let signals = Signals::catch()?;
+    let spinner = common::Spinner::start("reading the recovery points");
     let mut mounted = ferry_mount::mount(Arc::new(repo), mp, &opts)?;
+    drop(spinner);
     signals.unmount_on_signal(mounted.unmounter());
+    if g.json {
+        // For scripts: the mount serves from here on.
+        common::print_json(&serde_json::json!({"mountpoint": mp, "recovery_points": mounted.points()}))?;
+    }
     eprintln!(
         "mounted {} recovery point(s) at {}: see {}/latest; Ctrl-C or `fusermount -u {}` unmounts",
         mounted.points(),
