@@ -17,7 +17,7 @@ use ferry_format::{BlobId, BlobKind, PackId};
 use ferry_repo::cache::BlobLocation;
 use ferry_repo::Repository;
 
-use crate::units::{Unit, UnitCache};
+use crate::units::{Unit, UnitCache, UnitKey};
 
 /// Why a read failed: the message names the object (pack or blob) at fault; the file system
 /// adds the file's path.
@@ -100,7 +100,7 @@ impl Reader {
         let mut i = ends.partition_point(|&end| end <= offset);
         while out.len() < want && i < ends.len() {
             let start = if i == 0 { 0 } else { ends[i - 1] };
-            let (unit, range) = self.blob(&file.node.content[i])?;
+            let (key, unit, range) = self.blob(&file.node.content[i])?;
             let blob = &unit.plain[range];
             let from = (offset + out.len() as u64 - start) as usize;
             let rest = blob.get(from..).unwrap_or_default();
@@ -109,6 +109,9 @@ impl Reader {
                 break; // a chunk shorter than the index said: end the read here
             }
             out.extend_from_slice(&rest[..take]);
+            if unit.deliver(take) {
+                self.units.remove(&key, &unit);
+            }
             i += 1;
         }
         if sequential {
@@ -141,17 +144,19 @@ impl Reader {
         }
     }
 
-    /// The unit holding blob `id` and where the blob is in it, checked against its ID.
-    fn blob(&self, id: &BlobId) -> Result<(Arc<Unit>, Range<usize>), ReadError> {
+    /// The unit holding blob `id` (its key and itself) and where the blob is in it, checked
+    /// against its ID.
+    fn blob(&self, id: &BlobId) -> Result<(UnitKey, Arc<Unit>, Range<usize>), ReadError> {
         let loc = self.locate(id)?;
-        let unit = self.units.get_or_load((loc.pack, loc.entry.offset), || load_unit(&self.repo, &loc))?;
+        let key = (loc.pack, loc.entry.offset);
+        let unit = self.units.get_or_load(key, || load_unit(&self.repo, &loc))?;
         let start = loc.entry.unit_start;
         if !unit.is_checked(start) {
             self.repo.unit_member(&loc, &unit.plain).map_err(|e| ReadError::in_pack(&loc.pack, &e))?;
             unit.mark_checked(start);
         }
         let from = start as usize;
-        Ok((unit, from..from + loc.entry.raw_len as usize))
+        Ok((key, unit, from..from + loc.entry.raw_len as usize))
     }
 
     /// Queues blob `id`'s unit to be fetched ahead, unless it is cached or the queue is full.

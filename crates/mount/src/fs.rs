@@ -102,27 +102,12 @@ impl FerryFs {
         Errno::EIO
     }
 
-    /// A folder's entries after `.` and `..`.
-    fn entries(&self, ino: u64, dir: &Inode, offset: u64) -> Result<Vec<layout::Entry>, Errno> {
-        if dir.is_tree_folder() {
-            let children = self.inodes.children(&self.repo, ino, dir).map_err(|e| self.folder_error(ino, &e))?;
-            return Ok(children
-                .iter()
-                .map(|(name, c)| {
-                    let kind = match self.inodes.get(*c).map(|i| match &i.what {
-                        What::Node { node, .. } => attr::kind(node.kind),
-                        _ => FileType::Directory,
-                    }) {
-                        Some(k) => k,
-                        None => FileType::RegularFile,
-                    };
-                    (*c, kind, name.to_vec())
-                })
-                .collect());
-        }
-        // Listing recovery-points/ reads the list again (at the listing's start only).
-        let points = self.points(ino == POINTS && offset == 0);
-        layout::entries(&points, &self.inodes, ino, dir).ok_or(Errno::ENOTDIR)
+    /// The kind of a tree entry.
+    fn kind_of(&self, ino: u64) -> FileType {
+        self.inodes.get(ino).map_or(FileType::RegularFile, |i| match &i.what {
+            What::Node { node, .. } => attr::kind(node.kind),
+            _ => FileType::Directory,
+        })
     }
 
     fn node_xattrs(&self, ino: INodeNo) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -245,15 +230,27 @@ impl Filesystem for FerryFs {
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let Some(dir) = self.inodes.get(ino.0) else { return reply.error(Errno::ENOENT) };
-        let entries = match self.entries(ino.0, &dir, offset) {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
-        };
-        let dots = [(ino.0, FileType::Directory, b".".to_vec()), (dir.parent, FileType::Directory, b"..".to_vec())];
-        for (i, (child, kind, name)) in dots.into_iter().chain(entries).enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(child), i as u64 + 1, kind, OsStr::from_bytes(&name)) {
-                break; // the kernel's buffer is full: it asks again from here
+        let dots = [(ino.0, FileType::Directory, &b"."[..]), (dir.parent, FileType::Directory, &b".."[..])];
+        // Entries from `offset` on (the kernel asks again from where its buffer filled up);
+        // a tree folder's are not copied first: a large folder is listed in many calls.
+        let mut add = |entries: &mut dyn Iterator<Item = (u64, FileType, &[u8])>| {
+            for (i, (child, kind, name)) in entries.enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(child), i as u64 + 1, kind, OsStr::from_bytes(name)) {
+                    break;
+                }
             }
+        };
+        if dir.is_tree_folder() {
+            match self.inodes.children(&self.repo, ino.0, &dir) {
+                Ok(children) => add(&mut dots.into_iter().chain(children.iter().map(|(name, c)| (*c, self.kind_of(*c), &name[..])))),
+                Err(e) => return reply.error(self.folder_error(ino.0, &e)),
+            }
+        } else {
+            // Listing recovery-points/ reads the list again (at the listing's start only).
+            let points = self.points(ino.0 == POINTS && offset == 0);
+            let Some(entries) = layout::entries(&points, &self.inodes, ino.0, &dir) else { return reply.error(Errno::ENOTDIR) };
+            drop(points);
+            add(&mut dots.into_iter().chain(entries.iter().map(|(c, k, n)| (*c, *k, &n[..]))));
         }
         reply.ok();
     }

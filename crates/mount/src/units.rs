@@ -5,8 +5,15 @@
 //! small files of one bundle, read one after another as `cp -a` does, cost one ranged read and
 //! one decryption, not one per file. A unit being loaded is loaded once: the other readers of
 //! it wait for that load instead of fetching it again ([`OnceLock`] per slot).
+//!
+//! A unit every byte of which has been read out is dropped at once: what was read is in the
+//! kernel's page cache (files are opened with `FOPEN_KEEP_CACHE`), which answers a second read
+//! without asking us. So a `cp -a` of a whole tree leaves the cache nearly empty instead of
+//! filling it with data nobody asks for again, and the cache's room goes to units read in
+//! parts (random access, a bundle whose other files are still to come).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ferry_format::PackId;
@@ -20,11 +27,20 @@ pub(crate) struct Unit {
     pub plain: Vec<u8>,
     /// `unit_start` of each member already checked (a unit of one blob has one).
     checked: Mutex<Vec<u32>>,
+    /// Bytes read out of it so far (a byte read twice counts twice: the unit then goes a
+    /// little early, which costs a second fetch at worst).
+    delivered: AtomicUsize,
 }
 
 impl Unit {
     pub fn new(plain: Vec<u8>) -> Unit {
-        Unit { plain, checked: Mutex::new(Vec::new()) }
+        Unit { plain, checked: Mutex::new(Vec::new()), delivered: AtomicUsize::new(0) }
+    }
+
+    /// Records that `n` bytes were read out; true when that makes the whole unit read.
+    pub fn deliver(&self, n: usize) -> bool {
+        let before = self.delivered.fetch_add(n, Ordering::Relaxed);
+        before < self.plain.len() && before + n >= self.plain.len()
     }
 
     /// Whether the member at `start` was checked.
@@ -57,8 +73,9 @@ pub(crate) struct UnitCache<E> {
 
 #[derive(Debug)]
 struct Lru<E> {
-    /// Each unit's slot and its last use.
-    slots: HashMap<UnitKey, (Slot<E>, u64)>,
+    /// Each unit's slot, its last use, and what it counts in `bytes` (0 until its loader
+    /// counted it: other readers may have it, and drop it, before that).
+    slots: HashMap<UnitKey, (Slot<E>, u64, usize)>,
     /// Last use -> unit, oldest first.
     order: BTreeMap<u64, UnitKey>,
     tick: u64,
@@ -86,13 +103,13 @@ impl<E: Clone> UnitCache<E> {
             let mut lru = self.lock();
             lru.tick += 1;
             let tick = lru.tick;
-            let slot = if let Some((slot, used)) = lru.slots.get_mut(&key) {
+            let slot = if let Some((slot, used, _)) = lru.slots.get_mut(&key) {
                 let (slot, old) = (slot.clone(), std::mem::replace(used, tick));
                 lru.order.remove(&old);
                 slot
             } else {
                 let slot: Slot<E> = Arc::new(OnceLock::new());
-                lru.slots.insert(key, (slot.clone(), tick));
+                lru.slots.insert(key, (slot.clone(), tick, 0));
                 slot
             };
             lru.order.insert(tick, key);
@@ -107,24 +124,38 @@ impl<E: Clone> UnitCache<E> {
             .clone();
         if loaded_here {
             let mut lru = self.lock();
+            let ours = lru.slots.get(&key).is_some_and(|(s, _, _)| Arc::ptr_eq(s, &slot));
             match &result {
-                Ok(unit) if lru.slots.get(&key).is_some_and(|(s, _)| Arc::ptr_eq(s, &slot)) => {
-                    lru.bytes += unit.cost();
+                Ok(unit) if ours => {
+                    let cost = unit.cost();
+                    if let Some(entry) = lru.slots.get_mut(&key) {
+                        entry.2 = cost;
+                    }
+                    lru.bytes += cost;
                     self.evict(&mut lru, &key);
                 }
-                Ok(_) => {}
-                Err(_) => {
-                    if let Some((s, used)) = lru.slots.remove(&key) {
-                        if Arc::ptr_eq(&s, &slot) {
-                            lru.order.remove(&used);
-                        } else {
-                            lru.slots.insert(key, (s, used));
-                        }
+                Err(_) if ours => {
+                    if let Some((_, used, _)) = lru.slots.remove(&key) {
+                        lru.order.remove(&used);
                     }
                 }
+                _ => {} // dropped meanwhile (read whole): not ours to count
             }
         }
         result
+    }
+
+    /// Drops `unit` (loaded as `key`) from the cache: it was read whole (see the module's
+    /// documentation). Its readers keep their reference.
+    pub fn remove(&self, key: &UnitKey, unit: &Arc<Unit>) {
+        let mut lru = self.lock();
+        let same = lru.slots.get(key).and_then(|(s, _, _)| s.get()).is_some_and(|r| r.as_ref().is_ok_and(|u| Arc::ptr_eq(u, unit)));
+        if same {
+            if let Some((_, used, counted)) = lru.slots.remove(key) {
+                lru.order.remove(&used);
+                lru.bytes -= counted;
+            }
+        }
     }
 
     /// Drops the least recently used loaded units until the cache is within its limit; `keep`
@@ -133,13 +164,13 @@ impl<E: Clone> UnitCache<E> {
         let mut skipped = Vec::new();
         while lru.bytes > self.limit {
             let Some((used, key)) = lru.order.pop_first() else { break };
-            let loaded = lru.slots.get(&key).and_then(|(s, _)| s.get()).map(|r| r.as_ref().map(|u| u.cost()));
-            match loaded {
-                Some(Ok(cost)) if key != *keep => {
+            match lru.slots.get(&key).map(|e| e.2) {
+                Some(counted) if counted > 0 && key != *keep => {
                     lru.slots.remove(&key);
-                    lru.bytes -= cost;
+                    lru.bytes -= counted;
                 }
-                // Being loaded (its reader adds it when done), or the unit just loaded.
+                // Being loaded or not counted yet (its loader counts it when done), or the unit
+                // just loaded.
                 _ => skipped.push((used, key)),
             }
         }
@@ -180,6 +211,23 @@ mod tests {
         assert!(cache.contains(&key(1)) && cache.contains(&key(3)) && cache.contains(&key(4)));
         assert!(!cache.contains(&key(2)), "the least recently used went");
         assert!(cache.bytes() <= 3 * (1000 + 128));
+    }
+
+    #[test]
+    fn a_unit_read_whole_leaves_the_cache() {
+        let cache: UnitCache<String> = UnitCache::new(1 << 20);
+        let unit = cache.get_or_load(key(1), || Ok(Unit::new(vec![1; 1000]))).unwrap();
+        assert!(!unit.deliver(600));
+        assert!(unit.deliver(400), "every byte read");
+        assert!(!unit.deliver(10), "said once");
+        cache.remove(&key(1), &unit);
+        assert!(!cache.contains(&key(1)));
+        assert_eq!(cache.bytes(), 0);
+        // A unit loaded again under the same key is not dropped for the old one.
+        let again = cache.get_or_load(key(1), || Ok(Unit::new(vec![1; 1000]))).unwrap();
+        cache.remove(&key(1), &unit);
+        assert!(cache.contains(&key(1)));
+        drop(again);
     }
 
     #[test]

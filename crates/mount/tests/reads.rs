@@ -133,7 +133,7 @@ fn a_read_deep_in_a_large_file_fetches_only_its_chunk() {
 }
 
 #[test]
-fn small_files_of_one_bundle_cost_one_read() {
+fn small_files_of_a_bundle_cost_one_read_of_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("src")).unwrap();
     for i in 0..20u8 {
@@ -150,5 +150,7 @@ fn small_files_of_one_bundle_cost_one_read() {
         let got = reader.read(&OpenFile::new(Arc::new(node)), 0, 1 << 20).unwrap();
         assert_eq!(got, pseudo_random(3000, i));
     }
-    assert_eq!(counting.ranges.load(Ordering::Relaxed), 1, "the bundle holding all twenty was read and decoded once");
+    // The backup's two readers each fill a bundle of their own: the twenty files are in one or two.
+    let ranges = counting.ranges.load(Ordering::Relaxed);
+    assert!((1..=2).contains(&ranges), "each bundle holding the twenty was read and decoded once: {ranges} reads");
 }

@@ -85,6 +85,9 @@ impl Drop for Mounted {
     /// Ends the process (SIGTERM, then SIGKILL), and unmounts what it leaves: its mount if it
     /// was still running, or a dead one (but not another process's live mount at the place).
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("ferry mount's stderr:\n{}", self.stderr());
+        }
         let running = self.child.try_wait().ok().flatten().is_none();
         if running {
             let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -102,11 +105,15 @@ impl Drop for Mounted {
     }
 }
 
-/// make_tree, plus a FIFO and an extended attribute checked to be there.
+/// make_tree, plus a FIFO and a folder too large to list in one FUSE reply.
 fn odd_tree(env: &Env) -> PathBuf {
     let src = env.path("src");
     make_tree(&src);
     assert!(Command::new("mkfifo").arg(src.join("fifo")).status().unwrap().success());
+    std::fs::create_dir(src.join("many")).unwrap();
+    for i in 0..1500 {
+        std::fs::write(src.join(format!("many/file-with-a-longish-name-{i:04}")), i.to_string()).unwrap();
+    }
     src
 }
 
