@@ -8,7 +8,9 @@
 # into a fresh repository, then, run by run, alternating which goes first:
 #   restore: `ferry restore latest --target DIR` (wall time);
 #   mount:   `ferry mount MP`, then `cp -a MP/latest/<kernel tree> DIR` (wall time of cp), and
-#            the mount process's peak RSS (VmHWM of /proc/PID/status, read before it unmounts).
+#            the mount process's peak RSS (VmHWM of /proc/PID/status, read before it unmounts);
+#   cp:      `cp -a <kernel tree> DIR` from the source itself: what cp costs without the mount
+#            (on the machines measured, creating the files is most of it, as for a restore).
 # The page cache is dropped before each (when writable: as root), so both read the repository
 # from the disk. Both copies are compared with the source (diff -r). Environment: FERRY_BIN
 # (default target/release/ferry), MOUNT_CACHE_SIZE (default: ferry's, 256MiB). Prints a
@@ -81,6 +83,17 @@ run_mount() {
     log "run $run: cp -a from the mount ${wall}s, mount peak RSS $((rss / 1024)) MiB"
 }
 
+# run_cp: one measured cp -a of the source tree itself (the reference for cp's own cost).
+run_cp() {
+    rm -rf "$M/out"
+    mkdir -p "$M/out"
+    drop_caches
+    /usr/bin/time -f '%e' -o "$M/time" cp -a "$KERNEL_SRC" "$M/out/" 2>"$M/cp.err" || { echo "mount.sh: cp -a failed: $(tail -n 3 "$M/cp.err")" >&2; exit 1; }
+    local wall; wall=$(tail -n 1 "$M/time")
+    echo "$run,cp,$wall," >>"$TIMES"
+    log "run $run: cp -a of the source ${wall}s"
+}
+
 mount_main() {
     install_packages
     prepare_kernel_full
@@ -97,7 +110,7 @@ mount_main() {
     echo 'run,what,wall_s,peak_rss_kib' >"$TIMES"
     local run
     for ((run = 1; run <= M_RUNS; run++)); do
-        if ((run % 2)); then run_restore; run_mount; else run_mount; run_restore; fi
+        if ((run % 2)); then run_restore; run_mount; run_cp; else run_cp; run_mount; run_restore; fi
     done
     rm -rf "$M/out"
     python3 - "$TIMES" "$FERRY_BIN" <<'PY'
@@ -109,7 +122,7 @@ rss = max(int(r["peak_rss_kib"]) for r in rows if r["what"] == "mount")
 print(f"binary: {sys.argv[2]}\n")
 print("| kernel tree | median wall (s) | speed vs restore | runs (s) |")
 print("|---|---:|---:|---|")
-for w, label in (("restore", "ferry restore"), ("mount", "cp -a from ferry mount")):
+for w, label in (("restore", "ferry restore"), ("mount", "cp -a from ferry mount"), ("cp", "cp -a of the source (reference)")):
     runs = " ".join(f'{float(r["wall_s"]):.2f}' for r in rows if r["what"] == w)
     print(f"| {label} | {wall(w):.2f} | {restore / wall(w):.2f} | {runs} |")
 print(f"\nmount process peak RSS (VmHWM, largest of the runs): {rss / 1024:.0f} MiB (target < 300 MB = 286 MiB); "
