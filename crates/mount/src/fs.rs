@@ -78,23 +78,13 @@ impl FerryFs {
     }
 
     /// The folder `dir`'s entry `name`: looked up in its tree, or in the made-up layout (whose
-    /// list is read again first when it is stale and the name is not in it).
+    /// list is read again first when it is stale).
     fn find(&self, ino: u64, dir: &Inode, name: &[u8]) -> Result<Option<u64>, Errno> {
         if dir.is_tree_folder() {
             return self.inodes.lookup_child(&self.repo, ino, dir, name).map_err(|e| self.folder_error(ino, &e));
         }
-        let in_list =
-            |p: &Points| layout::entries(p, &self.inodes, ino, dir).and_then(|v| v.into_iter().find(|e| e.2 == name).map(|e| e.0));
-        let mut points = self.points(false);
-        if let Some(found) = in_list(&points) {
-            return Ok(Some(found));
-        }
-        if points.stale() {
-            drop(points);
-            points = self.points(true);
-            return Ok(in_list(&points));
-        }
-        Ok(None)
+        let points = self.points(false);
+        Ok(layout::entries(&points, &self.inodes, ino, dir).and_then(|v| v.into_iter().find(|e| e.2 == name).map(|e| e.0)))
     }
 
     fn folder_error(&self, ino: u64, e: &str) -> Errno {

@@ -65,8 +65,11 @@ impl Points {
 
     /// Reads the list again: the index first (a new recovery point's trees are in index files
     /// written before it), then the recovery points not read before. Recovery points deleted
-    /// since (`ferry forget`) leave the list.
+    /// since (`ferry forget`) leave the list. A failure keeps the list as it was, and counts as
+    /// a reading for [`Points::stale`]: an unreachable store is not asked again at every
+    /// lookup.
     pub fn refresh(&mut self, repo: &Repository) -> ferry_repo::Result<()> {
+        self.read_at = Some(Instant::now());
         repo.sync_index()?;
         let ids = repo.recovery_point_ids()?;
         let present: HashSet<RecoveryPointId> = ids.iter().copied().collect();
@@ -93,7 +96,6 @@ impl Points {
             .collect();
         list.sort_by(|a, b| a.rp.time.cmp(&b.rp.time).then(a.id.cmp(&b.id)));
         self.list = list;
-        self.read_at = Some(Instant::now());
         Ok(())
     }
 
