@@ -66,12 +66,13 @@ pub enum Error {
          `fusermount -u -z {path}` (or `umount -l {path}` as root), then mount again"
     )]
     Stale { path: String, reason: String },
-    #[error("check the mount point {path}: {source}")]
-    MountPoint { path: String, source: std::io::Error },
-    #[error("mount at {path}: {source}{hint}")]
-    Mount { path: String, source: std::io::Error, hint: &'static str },
-    #[error("serve the file system at {path}: {source}")]
-    Serve { path: String, source: std::io::Error },
+    // (The I/O errors are in the message, not error sources: the message is the whole line.)
+    #[error("check the mount point {path}: {error}")]
+    MountPoint { path: String, error: std::io::Error },
+    #[error("mount at {path}: {error}{hint}")]
+    Mount { path: String, error: std::io::Error, hint: &'static str },
+    #[error("serve the file system at {path}: {error}")]
+    Serve { path: String, error: std::io::Error },
     #[error(transparent)]
     Repo(#[from] ferry_repo::Error),
 }
@@ -144,13 +145,16 @@ pub fn mount(repo: Arc<Repository>, path: &Path, opts: &MountOptions) -> Result<
     ];
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let session = Session::new(fs, path, &config).map_err(|source| {
-        let hint = match source.kind() {
-            std::io::ErrorKind::NotFound => " (is FUSE available? /dev/fuse, and fusermount3 or fusermount when not root)",
-            std::io::ErrorKind::PermissionDenied => " (mount as root, or install fusermount3: Debian's fuse3 package)",
+    let session = Session::new(fs, path, &config).map_err(|error| {
+        let hint = match error.kind() {
+            std::io::ErrorKind::NotFound => " (is FUSE there? /dev/fuse, and fusermount3 or fusermount when not root)",
+            std::io::ErrorKind::PermissionDenied => {
+                " (mount as root; or, as another user, /dev/fuse must be open to you, mode 0666 as usual, and fusermount3 \
+                 or fusermount installed: Debian's fuse3 or fuse package)"
+            }
             _ => "",
         };
-        Error::Mount { path: path.display().to_string(), source, hint }
+        Error::Mount { path: path.display().to_string(), error, hint }
     })?;
     Ok(Mounted { session, path: path.to_path_buf(), points: count })
 }
@@ -169,6 +173,6 @@ impl Mounted {
     /// `fusermount -u` or `umount`).
     pub fn run(self) -> Result<(), Error> {
         let path = self.path.display().to_string();
-        self.session.run().map_err(|source| Error::Serve { path, source })
+        self.session.run().map_err(|error| Error::Serve { path, error })
     }
 }

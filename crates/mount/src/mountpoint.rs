@@ -58,7 +58,7 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
     if e.kind() == ErrorKind::NotFound {
         Error::MissingMountPoint(show(path))
     } else {
-        Error::MountPoint { path: show(path), source: e }
+        Error::MountPoint { path: show(path), error: e }
     }
 }
 
