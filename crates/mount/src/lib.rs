@@ -173,6 +173,11 @@ impl Mounted {
     /// `fusermount -u` or `umount`).
     pub fn run(self) -> Result<(), Error> {
         let path = self.path.display().to_string();
-        self.session.run().map_err(|error| Error::Serve { path, error })
+        match self.session.run() {
+            // The kernel ends the connection of a mount detached while files in it were open
+            // (and of one aborted through /sys/fs/fuse/connections) with this, not ENODEV.
+            Err(error) if error.raw_os_error() == Some(rustix::io::Errno::CONNABORTED.raw_os_error()) => Ok(()),
+            r => r.map_err(|error| Error::Serve { path, error }),
+        }
     }
 }

@@ -190,6 +190,19 @@ fn sigterm_unmounts_and_a_killed_mount_does_not_block_the_next() {
     assert!(!is_mounted(&mp), "unmounted on SIGTERM");
     drop(m);
 
+    // SIGINT with a file open in the mount: detached at once, and the process ends once the
+    // file is closed (the file stays readable until then).
+    let mut m = Mounted::start(&env, &mp, &[]);
+    let mut open = std::fs::File::open(m.latest(&src).join("docs/a.txt")).unwrap();
+    m.signal("-INT");
+    wait_for("the mount to be detached", 20, || !is_mounted(&mp));
+    let mut text = String::new();
+    open.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "hello\n");
+    drop(open);
+    assert!(m.wait(20).success(), "{}", m.stderr());
+    drop(m);
+
     // kill -9: the mount stays, dead ("Transport endpoint is not connected").
     let mut m = Mounted::start(&env, &mp, &[]);
     m.signal("-KILL");
