@@ -53,7 +53,7 @@ pub struct Global {
     /// Limit downloads from the vault to KIBPS KiB/s (0: none) [default: this machine's policy]
     #[arg(long, global = true, env = "FERRY_LIMIT_DOWNLOAD", value_name = "KIBPS")]
     pub limit_download: Option<u64>,
-    /// Another machine of the vault (restore, recovery-points, ls): needs --token-file with
+    /// Another machine of the vault (restore, mount, recovery-points, ls): needs --token-file with
     /// read rights, and that machine's passphrase
     #[arg(long, global = true, value_name = "NAME")]
     pub machine: Option<String>,
