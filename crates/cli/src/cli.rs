@@ -53,7 +53,7 @@ pub struct Global {
     /// Limit downloads from the vault to KIBPS KiB/s (0: none) [default: this machine's policy]
     #[arg(long, global = true, env = "FERRY_LIMIT_DOWNLOAD", value_name = "KIBPS")]
     pub limit_download: Option<u64>,
-    /// Another machine of the vault (restore, recovery-points, ls): needs --token-file with
+    /// Another machine of the vault (restore, mount, recovery-points, ls): needs --token-file with
     /// read rights, and that machine's passphrase
     #[arg(long, global = true, value_name = "NAME")]
     pub machine: Option<String>,
@@ -83,6 +83,11 @@ pub enum Command {
         after_help = "Examples:\n  ferry restore latest --target /tmp/r\n  ferry restore 3fa2 --target / --include /home/ann/thesis   # one folder, in place\n  ferry restore latest --machine laptop --target /tmp/r --vault https://vault:8450 --token-file my.token"
     )]
     Restore(RestoreArgs),
+    /// Browse the recovery points as a read-only file system (FUSE) until unmounted
+    #[command(
+        after_help = "Examples:\n  ferry mount /mnt/ferry                  # Ctrl-C, or `fusermount -u /mnt/ferry`, unmounts\n  cp -a /mnt/ferry/latest/home/ann/thesis /tmp/   # in another shell\n  ferry mount /mnt/ferry --recovery-point latest --cache-size 1GiB\n  ferry mount /mnt/ferry --machine laptop --vault https://vault:8450 --vault-cert vault-cert.pem --token-file my.token"
+    )]
+    Mount(MountArgs),
     /// Verify the repository (structure; with --read-data every byte)
     #[command(after_help = "Examples:\n  ferry check\n  ferry check --read-data                # every pack read and verified")]
     Check(CheckArgs),
@@ -440,6 +445,21 @@ pub struct RestoreArgs {
     /// databases, swap files), auto (only files that had holes when backed up)
     #[arg(long, value_enum, default_value = "always")]
     pub sparse: SparseArg,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An empty folder to mount at (it must exist); MOUNTPOINT/recovery-points/<UTC time>_<ID>/
+    /// holds each recovery point's paths, MOUNTPOINT/latest links to the newest
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// Show only this recovery point (ID, unique prefix or `latest`); repeat for more
+    /// [default: all of them, and new ones as they are made]
+    #[arg(long = "recovery-point", value_name = "RP")]
+    pub recovery_point: Vec<String>,
+    /// Memory for decoded chunks, shared by all open files, e.g. 256MiB or 2GiB
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub cache_size: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

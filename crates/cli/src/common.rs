@@ -83,9 +83,44 @@ pub fn new_passphrase(file: Option<&Path>, file_option: &str, env: &str, g: Opti
 
 /// Opens the repository named by the global options.
 pub fn open(g: &Global) -> Result<Repository> {
+    open_showing(g, None)
+}
+
+/// Opens the repository, with a spinner saying `what` on a terminal while it is opened and its
+/// index brought up to date (after any passphrase prompt).
+pub fn open_showing(g: &Global, what: Option<&str>) -> Result<Repository> {
     let store = open_store(g)?;
     let pw = passphrase(g, "repository passphrase: ")?;
+    let _spinner = what.map(Spinner::start);
     Ok(Repository::open(store, &pw, &cache_dir(g))?)
+}
+
+/// A spinner with a message and the time spent, on stderr when it is a terminal, cleared when
+/// dropped: for waits whose length nobody can tell in advance.
+pub struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    pub fn start(what: &str) -> Spinner {
+        if !std::io::stderr().is_terminal() {
+            return Spinner(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Spinner(Some(bar))
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
 }
 
 /// The repository's store: `--repo`, or else this machine's repository in the vault it is

@@ -41,9 +41,10 @@ fn main() -> ExitCode {
     alloc_tuning::tune();
     end_quietly_on_a_closed_pipe();
     let cli = cli::Cli::parse();
+    // fuser warns of what is harmless here (an unmount done by `fusermount -u` before its own).
     let level = match cli.global.verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,fuser=error",
+        1 => "info,fuser=warn",
         _ => "debug",
     };
     tracing_subscriber::fmt()

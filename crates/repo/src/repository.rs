@@ -116,22 +116,10 @@ impl<'r> UnitDecoder<'r> {
     pub fn blob(&mut self, loc: &BlobLocation, salt: &[u8; 16], stored: &[u8]) -> crate::Result<&[u8]> {
         if self.last != Some((loc.pack, loc.entry.offset)) {
             self.last = None;
-            let key = self.repo.master.pack_key(salt);
-            blob::open_unit_into(
-                &key,
-                loc.entry.kind,
-                &loc.entry.unit_aad_id(),
-                stored,
-                loc.entry.compressed,
-                loc.entry.unit_len,
-                &mut self.scratch,
-                &mut self.plain,
-            )
-            .with_context(|| format!("blob {} in pack {} is damaged", loc.entry.id.short(), loc.pack.short()))?;
+            self.repo.open_unit_into(loc, salt, stored, &mut self.scratch, &mut self.plain)?;
             self.last = Some((loc.pack, loc.entry.offset));
         }
-        Ok(blob::member(&self.repo.id_key, &loc.entry.id, &self.plain, loc.entry.unit_start, loc.entry.raw_len)
-            .with_context(|| format!("blob {} in pack {} is damaged", loc.entry.id.short(), loc.pack.short()))?)
+        self.repo.unit_member(loc, &self.plain)
     }
 }
 
@@ -347,12 +335,53 @@ impl Repository {
 
     /// Reads a blob at a known location.
     pub fn read_blob_at(&self, loc: &BlobLocation) -> crate::Result<Vec<u8>> {
+        let unit = self.read_unit(loc)?;
+        Ok(self.unit_member(loc, &unit)?.to_vec())
+    }
+
+    /// Reads and decrypts the whole stored unit holding the blob at `loc` (one ranged read of
+    /// its pack): the blob's plaintext for a unit of one blob, every member's for a bundle. Take
+    /// the blob out, checked against its ID, with [`Repository::unit_member`].
+    pub fn read_unit(&self, loc: &BlobLocation) -> crate::Result<Vec<u8>> {
         let (salt, _) = self.cache.pack_info(&loc.pack)?.ok_or(RepoError::MissingBlob(loc.entry.id))?;
         let stored = self
             .store
             .get_range(&loc.pack.object_key(), u64::from(loc.entry.offset)..u64::from(loc.entry.offset) + u64::from(loc.entry.length))
             .with_context(|| format!("read blob {} from pack {}", loc.entry.id.short(), loc.pack.short()))?;
-        Ok(UnitDecoder::new(self).blob(loc, &salt, &stored)?.to_vec())
+        let (mut scratch, mut plain) = (Vec::new(), Vec::new());
+        self.open_unit_into(loc, &salt, &stored, &mut scratch, &mut plain)?;
+        Ok(plain)
+    }
+
+    /// Decrypts (and decompresses) `stored`, the bytes of the unit holding the blob at `loc`,
+    /// into `plain`; `scratch` holds the still compressed payload.
+    fn open_unit_into(
+        &self,
+        loc: &BlobLocation,
+        salt: &[u8; 16],
+        stored: &[u8],
+        scratch: &mut Vec<u8>,
+        plain: &mut Vec<u8>,
+    ) -> crate::Result<()> {
+        let key = self.master.pack_key(salt);
+        blob::open_unit_into(
+            &key,
+            loc.entry.kind,
+            &loc.entry.unit_aad_id(),
+            stored,
+            loc.entry.compressed,
+            loc.entry.unit_len,
+            scratch,
+            plain,
+        )
+        .with_context(|| format!("blob {} in pack {} is damaged", loc.entry.id.short(), loc.pack.short()))?;
+        Ok(())
+    }
+
+    /// The blob at `loc` taken out of its unit's plaintext `unit`, checked against its ID.
+    pub fn unit_member<'u>(&self, loc: &BlobLocation, unit: &'u [u8]) -> crate::Result<&'u [u8]> {
+        Ok(blob::member(&self.id_key, &loc.entry.id, unit, loc.entry.unit_start, loc.entry.raw_len)
+            .with_context(|| format!("blob {} in pack {} is damaged", loc.entry.id.short(), loc.pack.short()))?)
     }
 
     /// Reads and decodes a tree.
@@ -430,22 +459,32 @@ impl Repository {
     pub fn recovery_points_checked(&self) -> crate::Result<(Vec<Point>, Vec<DamagedPoint>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        for o in self.store.list("recovery-points/").context("list recovery points")? {
-            let Some(id) = RecoveryPointId::from_hex(o.key.trim_start_matches("recovery-points/")) else {
-                continue;
-            };
-            let bytes = match self.store.get(&o.key) {
-                Ok(b) => b,
-                Err(e) if e.is_not_found() => continue, // deleted meanwhile
-                Err(e) => return Err(anyhow::Error::from(e).context("read recovery point").into()),
-            };
-            match RecoveryPoint::open(&self.master, &id, &bytes) {
-                Ok(rp) => out.push((id, rp)),
-                Err(e) => damaged.push((id, e.to_string())),
+        for id in self.recovery_point_ids()? {
+            match self.read_recovery_point(&id)? {
+                Some(Ok(rp)) => out.push((id, rp)),
+                Some(Err(e)) => damaged.push((id, e)),
+                None => {} // deleted meanwhile
             }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok((out, damaged))
+    }
+
+    /// The IDs of the recovery points in the store, in no order (one listing, nothing read).
+    pub fn recovery_point_ids(&self) -> crate::Result<Vec<RecoveryPointId>> {
+        let listed = self.store.list("recovery-points/").context("list recovery points")?;
+        Ok(listed.iter().filter_map(|o| RecoveryPointId::from_hex(o.key.trim_start_matches("recovery-points/"))).collect())
+    }
+
+    /// Reads one recovery point: `None` when it is gone (deleted since it was listed),
+    /// `Some(Err(why))` when it is damaged; a store failure is an error.
+    pub fn read_recovery_point(&self, id: &RecoveryPointId) -> crate::Result<Option<std::result::Result<RecoveryPoint, String>>> {
+        let bytes = match self.store.get(&id.object_key()) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(anyhow::Error::from(e).context("read recovery point").into()),
+        };
+        Ok(Some(RecoveryPoint::open(&self.master, id, &bytes).map_err(|e| e.to_string())))
     }
 
     /// Finds a recovery point by full ID, unique prefix, or `latest`.

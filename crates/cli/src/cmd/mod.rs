@@ -10,6 +10,7 @@ mod init;
 mod key;
 mod ls;
 mod manual;
+mod mount;
 mod plan;
 mod points;
 mod restore;
@@ -30,6 +31,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Ls(a) => ls::ls(g, a),
         Command::Diff(a) => ls::diff(g, a),
         Command::Restore(a) => restore::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Forget(a) => forget::forget(g, a),
         Command::Prune(a) => forget::prune(g, a),

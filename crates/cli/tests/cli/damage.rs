@@ -58,7 +58,7 @@ fn damaged_pack_is_named_with_affected_files_and_the_rest_restores() {
 }
 
 /// Flips byte 100 (inside its first stored unit) of the repository's biggest pack; returns it.
-fn flip_a_byte_of_the_biggest_pack(env: &Env) -> std::path::PathBuf {
+pub(crate) fn flip_a_byte_of_the_biggest_pack(env: &Env) -> std::path::PathBuf {
     let mut ps = packs(&env.repo);
     ps.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
     let victim = ps.last().unwrap().clone();

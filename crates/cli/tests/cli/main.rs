@@ -11,6 +11,7 @@ mod devices;
 mod hostile;
 mod keys;
 mod kill;
+mod mount;
 mod newcomer;
 mod readme;
 mod retention;
