@@ -13,6 +13,7 @@ mod keys;
 mod kill;
 mod mount;
 mod newcomer;
+mod progress;
 mod readme;
 mod retention;
 mod seeding;
