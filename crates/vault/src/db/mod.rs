@@ -213,8 +213,8 @@ pub(crate) fn rfc3339(unix: i64) -> String {
 }
 
 /// Test harness shared by the vault's database tests: one body run on a fresh SQLite file and,
-/// when `FERRY_TEST_POSTGRES` is set (scripts/test.sh sets it), on PostgreSQL, with a tag that
-/// makes names unique to the run in the shared database.
+/// when `FERRY_TEST_POSTGRES` is set (scripts/test.sh sets it), on PostgreSQL in a fresh schema,
+/// with a tag that makes names unique to the run.
 #[cfg(test)]
 pub(crate) mod testing {
     use super::Db;
@@ -237,9 +237,17 @@ pub(crate) mod testing {
             return;
         };
         block_on(async {
-            let db = Db::open(&url).await.unwrap();
+            use sqlx::{Connection, Executor};
             let tag = format!("-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+            // A schema of its own (dropped at the end), so that every test migrates from
+            // scratch, whatever schema version another branch's tests left in the database.
+            let schema = format!("ferry_test_{}_{}", std::process::id(), &tag[1..]);
+            let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+            admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let db = Db::open(&format!("{url}{sep}options=-c%20search_path%3D{schema}")).await.unwrap();
             body(db, tag).await;
+            admin.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await.unwrap();
         });
     }
 }
