@@ -22,6 +22,7 @@ use crate::{Role, State};
 mod body;
 mod conn;
 mod devices;
+mod exports;
 mod imports;
 mod logins;
 mod users;
@@ -108,6 +109,17 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/import-jobs/{name}/ingest", post(imports::ingest))
         .route("/v1/import-jobs/{name}/receipt", get(imports::receipt))
         .route("/v1/import-jobs/{name}/cleanup", post(imports::cleanup))
+        .route("/v1/export-jobs", get(exports::list).post(exports::create))
+        .route("/v1/export-jobs/{name}", get(exports::show))
+        .route("/v1/export-jobs/{name}/start", post(exports::start))
+        .route("/v1/export-jobs/{name}/disk-key", get(exports::disk_key))
+        .route("/v1/export-jobs/{name}/objects", get(exports::objects))
+        .route("/v1/export-jobs/{name}/objects/{*key}", get(exports::get_object))
+        .route("/v1/export-jobs/{name}/head/{*key}", get(exports::head_object))
+        .route("/v1/export-jobs/{name}/disks", post(exports::disks))
+        .route("/v1/export-jobs/{name}/ship", post(exports::ship))
+        .route("/v1/export-jobs/{name}/cancel", post(exports::cancel))
+        .route("/v1/export-jobs/{name}/unlock", get(exports::unlock))
         .route("/v1/devices", get(devices::list).post(devices::order))
         .route("/v1/devices/{name}", get(devices::show))
         .route("/v1/devices/{name}/prepare", post(devices::prepare))

@@ -15,6 +15,7 @@ mod dashboard;
 pub mod db;
 pub(crate) mod devices;
 pub mod error;
+pub(crate) mod exports;
 pub(crate) mod imports;
 pub(crate) mod ingest;
 pub(crate) mod metrics;
