@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod export;
 mod vault;
+pub use export::*;
 pub use vault::*;
 
 #[derive(Debug, Parser)]
@@ -80,7 +82,7 @@ pub enum Command {
     Diff(DiffArgs),
     /// Restore a recovery point
     #[command(
-        after_help = "Examples:\n  ferry restore latest --target /tmp/r\n  ferry restore 3fa2 --target / --include /home/ann/thesis   # one folder, in place\n  ferry restore latest --machine laptop --target /tmp/r --vault https://vault:8450 --token-file my.token"
+        after_help = "Examples:\n  ferry restore latest --target /tmp/r\n  ferry restore 3fa2 --target / --include /home/ann/thesis   # one folder, in place\n  ferry restore latest --machine laptop --target /tmp/r --vault https://vault:8450 --token-file my.token\n  ferry restore 3fa2 --from-disk /media/d1 --from-disk /media/d2 --unlock-file web.unlock --target /tmp/r   # no network"
     )]
     Restore(RestoreArgs),
     /// Browse the recovery points as a read-only file system (FUSE) until unmounted
@@ -126,6 +128,17 @@ pub enum Command {
     /// Seed devices: order, prepare, track, import and erase the vault's devices
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Export jobs: a recovery point that travels to its machine on disks (create, list, show,
+    /// ship, unlock, cancel)
+    #[command(
+        name = "export-job",
+        subcommand,
+        after_help = "Examples:\n  ferry export-job create restore-web --machine web --recovery-point latest\n  ferry export-job unlock restore-web --out restore-web.unlock"
+    )]
+    ExportJob(ExportJobCommand),
+    /// Export jobs, at the vault's site: write a job's disks
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Print a shell's completion script for ferry, e.g. `ferry completions bash >
     /// /etc/bash_completion.d/ferry`
     Completions {
@@ -445,6 +458,8 @@ pub struct RestoreArgs {
     /// databases, swap files), auto (only files that had holes when backed up)
     #[arg(long, value_enum, default_value = "always")]
     pub sparse: SparseArg,
+    #[command(flatten)]
+    pub disks: FromDisks,
 }
 
 #[derive(Debug, Args)]
@@ -460,6 +475,8 @@ pub struct MountArgs {
     /// Memory for decoded chunks, shared by all open files, e.g. 256MiB or 2GiB
     #[arg(long, value_name = "SIZE", default_value = "256MiB")]
     pub cache_size: String,
+    #[command(flatten)]
+    pub disks: FromDisks,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -9,7 +9,8 @@ use crate::common;
 use crate::Outcome;
 
 pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
-    let repo = common::open(g)?;
+    let offline = !a.disks.from_disk.is_empty();
+    let repo = crate::from_disk::open(g, &a.disks, None)?;
     let (id, rp) = repo.resolve(&a.recovery_point)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
@@ -28,8 +29,9 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
     };
     let progress = Arc::new(Progress::default());
     let display = common::ProgressDisplay::start(progress.clone(), "restore");
-    let mut job = common::Job::start(g, "restore");
-    let _pacing = crate::pacing::Pacing::for_command(g, g.limit_download, "restore");
+    // From export disks nothing reaches the network: no job, no policy.
+    let mut job = if offline { None } else { common::Job::start(g, "restore") };
+    let _pacing = (!offline).then(|| crate::pacing::Pacing::for_command(g, g.limit_download, "restore"));
     let out = restore::run(&repo, &rp, &opts, &progress);
     drop(display);
     let out = common::fail_job_on_error(&mut job, out)?;
