@@ -409,9 +409,15 @@ async fn get_object(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Bytes> {
     check(&state, &headers, &m, Op::Read, &key).await?;
-    let k = store_key(&m, &key)?;
+    let data = read_object(&state, store_key(&m, &key)?, &q).await?;
+    state.db.add_traffic(&m, 0, 0, data.len() as u64, 1).await?;
+    Ok(data)
+}
+
+/// Reads store object `k`, or the `range=START-END` of it the query asks for.
+async fn read_object(state: &State, k: String, q: &HashMap<String, String>) -> ApiResult<Bytes> {
     let store = state.store.clone();
-    let data = match q.get("range") {
+    match q.get("range") {
         Some(r) => {
             let (a, b) = r
                 .split_once('-')
@@ -420,9 +426,7 @@ async fn get_object(
             blocking(move || store.get_range(&k, a..b)).await
         }
         None => blocking(move || store.get(&k)).await,
-    }?;
-    state.db.add_traffic(&m, 0, 0, data.len() as u64, 1).await?;
-    Ok(data)
+    }
 }
 
 async fn head_object(AxState(state): St, headers: HeaderMap, Path((m, key)): Path<(String, String)>) -> ApiResult<Json<ObjectSize>> {

@@ -11,7 +11,9 @@
 //!   contributors, backup operators, readers), never to import operators, who handle the disks.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State as AxState};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use ferry_api::{
@@ -23,7 +25,7 @@ use serde_json::json;
 
 use super::devices::actor;
 use super::imports::{forbidden, valid_name};
-use super::{allowed, blocking, principal, store_key, ApiError, ApiResult, Op, St};
+use super::{allowed, blocking, principal, read_object, store_key, ApiError, ApiResult, Op, St};
 use crate::db::export_jobs::NewExport;
 use crate::db::Principal;
 use crate::imports::{ship_within_s, Refusal};
@@ -205,10 +207,14 @@ async fn job_object(state: &State, headers: &HeaderMap, name: &str, key: &str) -
     Ok(k)
 }
 
-pub(super) async fn get_object(AxState(state): St, headers: HeaderMap, Path((name, key)): Path<(String, String)>) -> ApiResult<Bytes> {
+pub(super) async fn get_object(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path((name, key)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Bytes> {
     let k = job_object(&state, &headers, &name, &key).await?;
-    let store = state.store.clone();
-    blocking(move || store.get(&k)).await
+    read_object(&state, k, &q).await
 }
 
 pub(super) async fn head_object(
