@@ -123,7 +123,11 @@ pub enum Command {
     /// Offline seeding, at the vault's site: import a job's disks into its container and ingest
     #[command(subcommand)]
     Import(ImportCommand),
-    /// Estimate the first backup over the network versus on shipped disks, and recommend one
+    /// Estimate the first backup (or with --restore a restore) over the network versus on
+    /// shipped disks, and recommend one
+    #[command(
+        after_help = "Examples:\n  ferry plan --source /srv --uplink 100Mbit\n  ferry plan --restore --size 20TB --uplink 100Mbit    # an export job, or the network?"
+    )]
     Plan(PlanArgs),
     /// Seed devices: order, prepare, track, import and erase the vault's devices
     #[command(subcommand)]
@@ -223,7 +227,7 @@ pub enum DeviceCommand {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The data to back up (its size is summed and its compressibility sampled)
-    #[arg(long, value_name = "PATH", conflicts_with = "size", required_unless_present = "size")]
+    #[arg(long, value_name = "PATH", conflicts_with = "size", required_unless_present_any = ["size", "restore"])]
     pub source: Option<PathBuf>,
     /// The data's size instead of --source (taken as incompressible), e.g. 4TB
     #[arg(long, value_name = "SIZE")]
@@ -240,9 +244,13 @@ pub struct PlanArgs {
     /// Folder to measure the disk speed in (64 MiB written and read back) [default: the temp folder]
     #[arg(long, value_name = "DIR")]
     pub measure_in: Option<PathBuf>,
-    /// Days the disks travel to the vault's site
+    /// Days the disks travel (to the vault's site, or back with --restore)
     #[arg(long, value_name = "DAYS", default_value_t = 3.0)]
     pub shipping_days: f64,
+    /// Plan a restore of --size (the stored size) instead: the network, or an export job
+    /// whose disks travel to the machine
+    #[arg(long, conflicts_with = "source")]
+    pub restore: bool,
 }
 
 #[derive(Debug, Args)]

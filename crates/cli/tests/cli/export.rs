@@ -147,7 +147,7 @@ fn an_export_travels_on_three_disks_and_restores_with_the_vault_stopped() {
     let o = restore_from(&m, &rp, &all, &unlock, &target2);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(3), "a partial restore: {err}");
-    assert!(err.contains("disk 1 of 3") && err.contains("exp-1"), "names the disk: {err}");
+    assert!(err.contains("disk 1 of 3 of export job exp-1"), "names the disk: {err}");
     assert!(err.contains(flipped.file_name().unwrap().to_str().unwrap()), "names the object's file: {err}");
     let named: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ") && l.contains("data")).collect();
     assert!(!named.is_empty() && named.iter().all(|l| l.contains(".bin")), "names the affected files: {err}");
@@ -228,4 +228,20 @@ fn an_export_run_killed_at_random_moments_resumes() {
     let o = restore_from(&m, &rp, &all, &unlock, &target);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_same_tree(&src, &restored(&target, &src));
+}
+
+#[test]
+fn plan_says_whether_an_export_beats_a_network_restore() {
+    let env = Env::new();
+    let big = env.json(&["plan", "--restore", "--size", "20TB", "--uplink", "100Mbit", "--disk-speed", "200MB/s"]);
+    assert_eq!((big["recommendation"].as_str(), big["disks"].as_u64(), big["restore"].as_bool()), (Some("disks"), Some(3), Some(true)));
+    // 20 TB at 12.5 MB/s: 18.5 days; on disks: five local passes at 200 MB/s and 3 days' shipping.
+    assert!((big["network_s"].as_f64().unwrap() / 86400.0 - 18.5).abs() < 0.1, "{big}");
+    assert!((big["disks_s"].as_f64().unwrap() - (5.0 * 1e5 + 3.0 * 86400.0)).abs() < 1.0, "{big}");
+    let out = env.ok(&["plan", "--restore", "--size", "20TB", "--uplink", "100Mbit", "--disk-speed", "200MB/s"]);
+    assert!(out.contains("recommended:  an export job"), "{out}");
+    let small = env.json(&["plan", "--restore", "--size", "200GB", "--uplink", "1Gbit", "--disk-speed", "200MB/s"]);
+    assert_eq!(small["recommendation"], "network", "{small}");
+    fails(env.run(&["plan", "--restore", "--uplink", "1Gbit"]), &["give --size SIZE"]);
+    assert_eq!(env.run(&["plan", "--restore", "--source", "/", "--uplink", "1Gbit"]).status.code(), Some(2));
 }
