@@ -110,6 +110,13 @@ fn an_export_travels_on_three_disks_and_restores_with_the_vault_stopped() {
     let owner_token = std::fs::read_to_string(site.vault.data("owner.token")).unwrap();
     let client = ferry_store::VaultClient::new(&site.vault.url, &site.vault.fingerprint(), owner_token.trim()).unwrap();
     let audit = client.get_json("/v1/audit").unwrap().to_string();
+    // The dashboard and /metrics show it beside the import jobs.
+    let page = client.get_text("/imports").unwrap();
+    assert!(page.contains("<td>exp-1</td><td>export</td><td>m1</td><td class=\"state\">delivered</td>"), "{page}");
+    assert!(page.contains("disk 3: prepared"), "{page}");
+    let metrics = client.get_text("/metrics").unwrap();
+    assert!(metrics.contains("ferry_vault_export_jobs{state=\"delivered\"} 1"), "{metrics}");
+    assert!(metrics.contains("ferry_vault_export_jobs{state=\"prepared\"} 1"), "exp-2: {metrics}");
     for action in ["export-created", "export-started", "export-disks", "export-shipped", "export-unlock-issued"] {
         assert!(audit.contains(action), "{action} not in the audit log: {audit}");
     }
