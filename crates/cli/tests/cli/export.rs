@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::common::*;
+use crate::mount::Mounted;
 use crate::seeding::{biggest_object, capacity_for, fails, flip, run_killed, s, source, stderr, strs, Site};
 use crate::vault::{machine, registration};
 
@@ -145,6 +146,17 @@ fn an_export_travels_on_three_disks_and_restores_with_the_vault_stopped() {
     let o = restore_from(&m, &rp[..8], &[all[2], all[0], all[1]], &unlock, &target);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_same_tree(&src, &restored(&target, &src));
+    // `ferry mount --from-disk` opens them the same way.
+    let mp = m.path("mnt");
+    let mut a = vec!["--unlock-file", s(&unlock)];
+    for d in &all {
+        a.extend(["--from-disk", s(d)]);
+    }
+    {
+        let mounted = Mounted::start(&m, &mp, &a);
+        let big = std::fs::read(mounted.latest(&src).join("big.bin")).unwrap();
+        assert!(big == std::fs::read(src.join("big.bin")).unwrap(), "big.bin reads back through the mount");
+    }
 
     // A flipped byte in a pack on a disk: detected, named with the files it affects; the other
     // files are restored.
