@@ -73,7 +73,7 @@ pub(crate) fn export_objects(store: Arc<dyn Store>, machine: &str, rp: &Recovery
             rp.short()
         );
     };
-    let wanted: std::collections::HashSet<String> = list.packs.iter().map(|p| p.object_key()).collect();
+    let wanted: std::collections::HashSet<String> = list.packs.iter().map(ferry_format::PackId::object_key).collect();
     let mut out = Vec::new();
     for (key, size, _) in repo.list("data/")? {
         if wanted.contains(&key) {

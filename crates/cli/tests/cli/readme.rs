@@ -293,7 +293,7 @@ fn every_command_the_readme_vault_sections_mention_exists_with_its_options() {
         let mut path: Vec<&str> = Vec::new();
         let mut page = help(&[]);
         for w in &words {
-            let listed = page.lines().any(|l| l.trim_start().split_whitespace().next() == Some(w));
+            let listed = page.lines().any(|l| l.split_whitespace().next() == Some(w));
             if w.starts_with('-') || !page.contains("Commands:") || !listed {
                 break;
             }

@@ -87,11 +87,8 @@ pub(super) async fn create(AxState(state): St, headers: HeaderMap, Json(b): Json
     if b.paths.len() > 1000 || !b.paths.iter().all(|p| field_ok(p)) || b.return_address.as_deref().is_some_and(|a| !field_ok(a)) {
         return Err(bad("paths and the return address: one line each, at most 1000 paths".into()));
     }
-    let machine = match state.db.machine_named(&b.machine).await? {
-        Some((id, _)) => id,
-        None => {
-            return Err(ApiError(StatusCode::NOT_FOUND, format!("no machine named {:?} (`ferry vault machines` lists them)", b.machine)))
-        }
+    let Some((machine, _)) = state.db.machine_named(&b.machine).await? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no machine named {:?} (`ferry vault machines` lists them)", b.machine)));
     };
     if matches!(&p, Principal::Machine { id } if *id != machine) {
         return Err(ApiError(
