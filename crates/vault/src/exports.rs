@@ -33,6 +33,40 @@ use crate::Result;
 
 type Changed = Result<std::result::Result<ExportJob, Refusal>>;
 
+/// The pack keys of the export jobs lately written on this server, by job: the pack list is
+/// read once per job, not once per object call. A few jobs at a time are written; the cache is
+/// emptied when it holds more.
+#[derive(Default)]
+pub struct PackCache(std::sync::Mutex<std::collections::HashMap<String, Arc<std::collections::HashSet<String>>>>);
+
+/// Jobs kept in a [`PackCache`].
+const CACHED_JOBS: usize = 8;
+
+impl PackCache {
+    /// The pack keys export job `job` (recovery point `rp` of `machine`) carries.
+    pub(crate) fn packs(
+        &self,
+        store: Arc<dyn Store>,
+        job: &str,
+        machine: &str,
+        rp: &RecoveryPointId,
+    ) -> Result<Arc<std::collections::HashSet<String>>> {
+        let lock = || self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = lock().get(job) {
+            return Ok(p.clone());
+        }
+        let list = MachineRepo::new(store, machine).pack_list(rp)?;
+        let packs: Arc<std::collections::HashSet<String>> =
+            Arc::new(list.map(|l| l.packs.iter().map(ferry_format::PackId::object_key).collect()).unwrap_or_default());
+        let mut cache = lock();
+        if cache.len() >= CACHED_JOBS {
+            cache.clear();
+        }
+        cache.insert(job.to_string(), packs.clone());
+        Ok(packs)
+    }
+}
+
 /// The full ID of the machine's recovery point `wanted`: an ID, a unique prefix of at least 8
 /// hex digits, or `latest` (by its pack list's time).
 pub(crate) fn resolve_point(store: Arc<dyn Store>, machine: &str, wanted: &str) -> Result<RecoveryPointId> {

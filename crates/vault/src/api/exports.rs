@@ -12,6 +12,7 @@
 
 use axum::body::Bytes;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
@@ -182,21 +183,19 @@ pub(super) async fn objects(AxState(state): St, headers: HeaderMap, Path(name): 
 }
 
 /// The job's object `key` (one the disks carry, nothing else), and its store key.
-async fn job_object(state: &State, headers: &HeaderMap, name: &str, key: &str) -> ApiResult<String> {
+async fn job_object(state: &Arc<State>, headers: &HeaderMap, name: &str, key: &str) -> ApiResult<String> {
     let (j, p) = access(state, headers, name).await?;
     exporter(&p, &j, "read the objects of export jobs")?;
     let rp = point(&j)?;
     let k = store_key(&j.machine, key)?;
     let fixed = key == "config" || key.starts_with("keys/") || key.starts_with("index/") || key == rp.object_key();
     let listed = fixed || key == ferry_format::packlist::PackList::object_key(&rp) || {
-        let (store, m, key) = (state.store.clone(), j.machine.clone(), key.to_string());
-        tokio::task::spawn_blocking(move || {
-            crate::retention::MachineRepo::new(store, &m)
-                .pack_list(&rp)
-                .map(|l| l.is_some_and(|l| l.packs.binary_search_by(|p| p.object_key().cmp(&key)).is_ok()))
-        })
-        .await
-        .map_err(anyhow::Error::from)??
+        let (store, m, job) = (state.store.clone(), j.machine.clone(), j.name.clone());
+        let cache = state.clone();
+        tokio::task::spawn_blocking(move || cache.export_packs.packs(store, &job, &m, &rp))
+            .await
+            .map_err(anyhow::Error::from)??
+            .contains(key)
     };
     if !listed {
         return Err(ApiError(StatusCode::FORBIDDEN, format!("{key} is not an object of export job {name}")));
