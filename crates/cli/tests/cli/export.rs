@@ -28,6 +28,35 @@ fn machine_repo(site: &Site, m: &Env) -> PathBuf {
     PathBuf::from(site.vault.data("store")).join("machines").join(id)
 }
 
+/// A folder holding what an export of recovery point `rp` carries, copied out of the machine's
+/// repository in the vault's store: the packs its pack list names, the recovery point and its
+/// pack list, every index file, config and keys. (`capacity_for` sizes disks from it.)
+fn export_view(site: &Site, m: &Env, rp: &str) -> tempfile::TempDir {
+    let repo = machine_repo(site, m);
+    let view = tempfile::tempdir().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&std::fs::read(repo.join("packlists").join(rp)).unwrap()).unwrap();
+    let mut keys: Vec<String> = list["packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let h = p.as_str().unwrap();
+            format!("data/{}/{h}", &h[..2])
+        })
+        .collect();
+    keys.extend([format!("recovery-points/{rp}"), format!("packlists/{rp}"), "config".into()]);
+    for dir in ["index", "keys"] {
+        for f in walkdir(&repo.join(dir)).into_iter().filter(|p| p.is_file()) {
+            keys.push(f.strip_prefix(&repo).unwrap().to_string_lossy().into_owned());
+        }
+    }
+    for k in keys {
+        std::fs::create_dir_all(view.path().join(&k).parent().unwrap()).unwrap();
+        std::fs::copy(repo.join(&k), view.path().join(&k)).unwrap();
+    }
+    view
+}
+
 /// The arguments of `ferry export run` of `job` onto `disks` (made if missing), each capped at
 /// `cap` when given.
 fn run_args(job: &str, disks: &[&Path], cap: Option<u64>) -> Vec<String> {
@@ -62,6 +91,11 @@ fn restore_from(m: &Env, rp: &str, disks: &[&Path], unlock: &Path, target: &Path
 #[test]
 fn an_export_travels_on_three_disks_and_restores_with_the_vault_stopped() {
     let (site, m, src, rp) = backed_up();
+    // A later backup: its packs are not the exported recovery point's, and stay at the vault
+    // (the index files on the disks still name them).
+    std::fs::write(src.join("later.bin"), noise(4 << 20, 77)).unwrap();
+    let later = m.backup(&src)["recovery_point"].as_str().unwrap().to_string();
+    std::fs::remove_file(src.join("later.bin")).unwrap();
     let o = site.import(&["export-job", "create", "exp-1", "--machine", "m1", "--recovery-point", &rp[..10], "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let job: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -69,7 +103,7 @@ fn an_export_travels_on_three_disks_and_restores_with_the_vault_stopped() {
     assert!(job["deadline"].is_string(), "{job}");
 
     // Three disks, each too small for the whole recovery point.
-    let cap = capacity_for(&machine_repo(&site, &m), "export:exp-1", 3);
+    let cap = capacity_for(export_view(&site, &m, &rp).path(), "export:exp-1", 3);
     let disks: Vec<PathBuf> = (1..=3).map(|i| site.admin.path(&format!("e{i}"))).collect();
     let all: Vec<&Path> = disks.iter().map(PathBuf::as_path).collect();
     let o = site.import(&strs(&run_args("exp-1", &all, Some(cap))));
@@ -142,6 +176,8 @@ fn an_export_travels_on_three_disks_and_restores_with_the_vault_stopped() {
     fails(restore_from(&m, &rp, &all, &m.path("src/docs/a.txt"), &target), &["not an export job's disk-unlock file"]);
     assert!(!target.exists(), "nothing restored");
 
+    // The later recovery point did not travel.
+    fails(restore_from(&m, &later, &all, &unlock, &m.path("later")), &[&later[..8]]);
     // All three, in any order: identical to the source.
     let o = restore_from(&m, &rp[..8], &[all[2], all[0], all[1]], &unlock, &target);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
