@@ -11,7 +11,14 @@ use crate::Outcome;
 pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
     let offline = !a.disks.from_disk.is_empty();
     let repo = crate::from_disk::open(g, &a.disks, None)?;
-    let (id, rp) = repo.resolve(&a.recovery_point)?;
+    let (id, rp) = match repo.resolve(&a.recovery_point) {
+        // The disks carry one recovery point: say which.
+        Err(ferry_repo::Error::NoRecoveryPoint(_)) if offline => {
+            let carried = repo.resolve("latest").map(|(id, _)| id.to_hex()).unwrap_or_default();
+            anyhow::bail!("the export disks do not carry recovery point {}: they carry {carried} (give it, or `latest`)", a.recovery_point)
+        }
+        r => r?,
+    };
     let opts = RestoreOptions {
         target: a.target.clone(),
         includes: a.include.clone(),

@@ -174,10 +174,11 @@ fn an_export_travels_on_three_disks_and_restores_with_the_vault_stopped() {
     std::fs::write(&forged_file, serde_json::to_vec(&forged).unwrap()).unwrap();
     fails(restore_from(&m, &rp, &all, &forged_file, &target), &["unlock file does not open disk", "exp-1"]);
     fails(restore_from(&m, &rp, &all, &m.path("src/docs/a.txt"), &target), &["not an export job's disk-unlock file"]);
+    fails(restore_from(&m, "deadbeef", &all, &unlock, &target), &["do not carry recovery point deadbeef", &format!("they carry {rp}")]);
     assert!(!target.exists(), "nothing restored");
 
     // The later recovery point did not travel.
-    fails(restore_from(&m, &later, &all, &unlock, &m.path("later")), &[&later[..8]]);
+    fails(restore_from(&m, &later, &all, &unlock, &m.path("later")), &[&format!("do not carry recovery point {later}")]);
     // All three, in any order: identical to the source.
     let o = restore_from(&m, &rp[..8], &[all[2], all[0], all[1]], &unlock, &target);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
