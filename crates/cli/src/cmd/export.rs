@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use ferry_api::export_label_job;
 use ferry_seed::{DiskKey, PrepareOptions, PrepareOutcome, SourceObject, MAX_DISKS};
-use ferry_store::{Store, VaultStore};
 
 use super::diskprep::{byte_bar, confirm_wipe, parse_disk, set_report};
 use crate::cli::{ExportRunArgs, Global};
@@ -24,7 +23,7 @@ pub fn run(g: &Global, a: &ExportRunArgs) -> Result<Outcome> {
     let client = common::seeding_client(g)?;
     let job = client.start_export(name)?;
     let key = DiskKey::from_hex(&client.export_disk_key(name)?).context("the vault sent a malformed disk key")?;
-    let source = VaultStore::for_export(client.clone(), name);
+    let source = ferry_store::open_export(client.clone(), name)?;
     let objects: Vec<SourceObject> =
         source.list("")?.into_iter().map(|o| SourceObject { phase: ferry_api::commit_phase(&o.key), key: o.key, size: o.size }).collect();
     let total: u64 = objects.iter().map(|o| o.size).sum();
@@ -44,7 +43,7 @@ pub fn run(g: &Global, a: &ExportRunArgs) -> Result<Outcome> {
     };
     let label = export_label_job(name);
     let opts = PrepareOptions { job: label.clone(), key: &key, disks, confirm_wipe: &mut confirm, progress: &mut progress };
-    let outcome = ferry_seed::prepare(&source, &objects, opts);
+    let outcome = ferry_seed::prepare(source.as_ref(), &objects, opts);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
