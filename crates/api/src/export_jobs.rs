@@ -46,6 +46,13 @@ pub struct NewExportJob {
     pub return_address: Option<String>,
 }
 
+/// `POST /v1/export-jobs/{name}/fail`: why `ferry export run` stopped (the job is `failed`
+/// until it is run again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportFailure {
+    pub error: String,
+}
+
 /// `GET /v1/export-jobs/{name}/unlock`: what the machine's owner needs to open the disks (the
 /// disk-unlock file of `ferry export-job unlock`).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,5 +128,7 @@ mod tests {
         };
         assert!(!format!("{u:?}").contains("cdcd"), "Debug shows no key");
         assert_eq!(export_label_job("e"), "export:e");
+        let f = ExportFailure { error: "disk full".into() };
+        assert_eq!(serde_json::to_string(&f).unwrap(), r#"{"error":"disk full"}"#);
     }
 }

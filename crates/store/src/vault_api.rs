@@ -5,9 +5,9 @@
 
 use ferry_api::{
     BackupPolicy, Cleanup, Credentials, DeviceErased, DeviceJob, DeviceKeyReply, DeviceOrderRequest, DeviceStatus, DiskKeyReply,
-    DiskSetReport, ExportJob, ExportUnlock, Health, ImportJob, JobOpened, JobUpdate, JobView, MachineView, NewExportJob, NewImportJob,
-    NewJob, NewPassword, NewUser, OrderedDevice, PreparedDevice, Receipt, ReceivedDisks, RegisterRequest, Registered, RetentionReport,
-    Shipment, SiteImportJob, SoftDeletedPoint, TransferReport, Unlock, UserAdded, UserUnlocked, UserView,
+    DiskSetReport, ExportFailure, ExportJob, ExportUnlock, Health, ImportJob, JobOpened, JobUpdate, JobView, MachineView, NewExportJob,
+    NewImportJob, NewJob, NewPassword, NewUser, OrderedDevice, PreparedDevice, Receipt, ReceivedDisks, RegisterRequest, Registered,
+    RetentionReport, Shipment, SiteImportJob, SoftDeletedPoint, TransferReport, Unlock, UserAdded, UserUnlocked, UserView,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -250,6 +250,11 @@ impl VaultClient {
     /// Records the export disks written.
     pub fn record_export_disks(&self, name: &str, set: &DiskSetReport) -> Result<ExportJob> {
         self.post(&format!("/v1/export-jobs/{name}/disks"), set)
+    }
+
+    /// Records why `ferry export run` stopped (the job is `failed` until run again).
+    pub fn fail_export(&self, name: &str, f: &ExportFailure) -> Result<ExportJob> {
+        self.post(&format!("/v1/export-jobs/{name}/fail"), f)
     }
 
     pub fn ship_export_job(&self, name: &str, s: &Shipment) -> Result<ExportJob> {

@@ -117,6 +117,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/export-jobs/{name}/objects/{*key}", get(exports::get_object))
         .route("/v1/export-jobs/{name}/head/{*key}", get(exports::head_object))
         .route("/v1/export-jobs/{name}/disks", post(exports::disks))
+        .route("/v1/export-jobs/{name}/fail", post(exports::fail))
         .route("/v1/export-jobs/{name}/ship", post(exports::ship))
         .route("/v1/export-jobs/{name}/cancel", post(exports::cancel))
         .route("/v1/export-jobs/{name}/unlock", get(exports::unlock))

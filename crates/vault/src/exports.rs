@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! created → preparing → prepared → shipped → delivered → completed
-//! created / preparing / prepared --(owner, contributor, import operator)--> cancelled
-//! preparing --(`ferry export run` killed or failed)--> preparing (run it again: it resumes)
+//! created / preparing / prepared / failed --(owner, contributor, import operator)--> cancelled
+//! preparing --(`ferry export run` failed: its error recorded)--> failed --(run again)--> preparing
+//! (a killed `ferry export run` leaves the job preparing; run again, it resumes)
 //! ```
 //!
 //! Which objects travel is decided here, without the machine's key: the recovery point's pack
@@ -140,7 +141,7 @@ impl Db {
     /// `ferry export run` starts (or resumes) writing the disks.
     pub(crate) async fn start_export(&self, name: &str) -> Changed {
         let from = [JobState::Created, JobState::Preparing, JobState::Failed];
-        self.export_transition(name, &from, JobState::Preparing, &[], |s| match s {
+        self.export_transition(name, &from, JobState::Preparing, &[("errors", Some("[]"))], |s| match s {
             JobState::Prepared => "its disks are written already: ship them (`ferry export-job ship`)".into(),
             JobState::Cancelled => "it was cancelled: create a new export job".into(),
             _ => "its disks left the vault's site".into(),
@@ -155,6 +156,15 @@ impl Db {
         let cols = [("set_id", Some(set.set_id.as_str())), ("manifest_digest", set.manifest_digest.as_deref()), ("disks", Some(&*disks))];
         self.export_transition(name, &[JobState::Preparing], to, &cols, |_| "it is not being prepared: run `ferry export run` again".into())
             .await
+    }
+
+    /// Records why writing the disks stopped; a rerun resumes (failed → preparing).
+    pub(crate) async fn fail_export(&self, name: &str, error: &str) -> Changed {
+        let errors = serde_json::to_string(&[error])?;
+        self.export_transition(name, &[JobState::Preparing], JobState::Failed, &[("errors", Some(&errors))], |_| {
+            "it is not being prepared".into()
+        })
+        .await
     }
 
     pub(crate) async fn ship_export(&self, name: &str, carrier: &str, tracking: &str) -> Changed {
@@ -222,6 +232,10 @@ mod tests {
         let e = db.ship_export(&n("e1"), "DHL", &n("T")).await.unwrap().unwrap_err().to_string();
         assert!(e.contains("export run"), "{e}");
         db.start_export(&n("e1")).await.unwrap().unwrap();
+        let j = db.fail_export(&n("e1"), "disk 2: full").await.unwrap().unwrap();
+        assert_eq!((j.state, j.errors.clone()), (JobState::Failed, vec!["disk 2: full".to_string()]));
+        let j = db.start_export(&n("e1")).await.unwrap().unwrap();
+        assert_eq!((j.state, j.errors.len()), (JobState::Preparing, 0), "a rerun clears the error");
         let disk = DiskRecord { id: 1, state: "prepared".into(), bytes: 1, objects: 1, copied: 0, skipped: 0, errors: vec![] };
         let set = DiskSetReport { set_id: "a".repeat(32), manifest_digest: Some("d".repeat(64)), disks: vec![disk], complete: true };
         assert_eq!(db.set_export_disks(&n("e1"), &set).await.unwrap().unwrap().state, JobState::Prepared);

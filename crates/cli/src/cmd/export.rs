@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ferry_api::export_label_job;
-use ferry_seed::{DiskKey, PrepareOptions, PrepareOutcome, SourceObject, MAX_DISKS};
+use ferry_api::{export_label_job, ExportFailure, ExportJob};
+use ferry_seed::{DiskKey, DiskTarget, PrepareOptions, PrepareOutcome, SourceObject, MAX_DISKS};
+use ferry_store::VaultClient;
 
 use super::diskprep::{byte_bar, confirm_wipe, parse_disk, set_report};
 use crate::cli::{ExportRunArgs, Global};
@@ -22,6 +23,18 @@ pub fn run(g: &Global, a: &ExportRunArgs) -> Result<Outcome> {
     }
     let client = common::seeding_client(g)?;
     let job = client.start_export(name)?;
+    let written = write(g, a, &client, &job, disks);
+    if let Err(e) = &written {
+        // Recorded on the job (the dashboard shows it); a rerun resumes. Best effort: the
+        // error itself is what this command reports.
+        let _ = client.fail_export(name, &ExportFailure { error: format!("{e:#}") });
+    }
+    written
+}
+
+/// Writes the disks of `job`, which is being prepared, and records them on it.
+fn write(g: &Global, a: &ExportRunArgs, client: &VaultClient, job: &ExportJob, disks: Vec<DiskTarget>) -> Result<Outcome> {
+    let name = &a.export_job;
     let key = DiskKey::from_hex(&client.export_disk_key(name)?).context("the vault sent a malformed disk key")?;
     let source = ferry_store::open_export(client.clone(), name)?;
     let objects: Vec<SourceObject> =

@@ -248,6 +248,20 @@ fn export_requests_that_do_not_fit_are_refused_and_change_nothing() {
     let many: Vec<PathBuf> = (0..11).map(|i| site.admin.path(&format!("m{i}"))).collect();
     let many: Vec<&Path> = many.iter().map(PathBuf::as_path).collect();
     fails(site.import(&strs(&run_args("x1", &many, None))), &["at most 10 disks"]);
+    // A disk with other files is not wiped without --yes: the run stops, and the job shows why
+    // until a run with a usable disk resumes it.
+    let busy = site.admin.path("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("photo.jpg"), b"keep me").unwrap();
+    fails(site.import(&strs(&run_args("x1", &[&busy], None))), &["not empty"]);
+    assert_eq!(std::fs::read(busy.join("photo.jpg")).unwrap(), b"keep me");
+    let j = m.json(&["export-job", "show", "x1"]);
+    assert_eq!(j["state"], "failed", "{j}");
+    assert!(j["errors"][0].as_str().unwrap().contains("not empty"), "{j}");
+    let o = site.import(&strs(&run_args("x1", &[&site.admin.path("empty")], None)));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = m.json(&["export-job", "show", "x1"]);
+    assert_eq!((j["state"].as_str(), j["errors"].as_array().unwrap().len()), (Some("prepared"), 0), "{j}");
     // A restore from disks without the unlock file is bad usage.
     let o = m.run(&["restore", &rp, "--from-disk", s(&d), "--target", s(&m.path("t"))]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -18,8 +18,8 @@ use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use ferry_api::{
-    export_label_job, DiskKeyReply, DiskSetReport, ExportJob, ExportUnlock, JobState, NewExportJob, ObjectEntry, ObjectSize, Shipment,
-    EXPORT_UNLOCK_MAGIC,
+    export_label_job, DiskKeyReply, DiskSetReport, ExportFailure, ExportJob, ExportUnlock, JobState, NewExportJob, ObjectEntry, ObjectSize,
+    Shipment, EXPORT_UNLOCK_MAGIC,
 };
 use ferry_format::RecoveryPointId;
 use serde_json::json;
@@ -237,6 +237,21 @@ pub(super) async fn disks(
     let j = state.db.set_export_disks(&name, &set).await??;
     let sizes: Vec<u64> = set.disks.iter().map(|d| d.bytes).collect();
     state.db.audit(&actor(&state, &p).await, "export-disks", &name, &json!({"complete": set.complete, "disks": sizes})).await?;
+    Ok(Json(j))
+}
+
+/// `ferry export run` stopped on an error: the job is `failed`, with it, until run again.
+pub(super) async fn fail(
+    AxState(state): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<ExportFailure>,
+) -> ApiResult<Json<ExportJob>> {
+    let (j, p) = access(&state, &headers, &name).await?;
+    exporter(&p, &j, "record export failures")?;
+    let error = ferry_api::reported_errors(std::slice::from_ref(&b.error), 1).join("");
+    let j = state.db.fail_export(&name, &error).await??;
+    state.db.audit(&actor(&state, &p).await, "export-failed", &name, &json!({"error": error})).await?;
     Ok(Json(j))
 }
 
