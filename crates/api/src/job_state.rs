@@ -5,7 +5,9 @@
 //! -> transferring -> completed (or completed-with-errors, failed) -> ingesting -> ingested;
 //! or expired, cancelled. A device job (a vault-provisioned seed device): ordered -> prepared
 //! -> shipped-to-customer -> delivered -> in-use -> returning, then the import's states from
-//! received on, and erased at the end.
+//! received on, and erased at the end. An export job (a recovery point travelling to the
+//! machine on disks): created -> preparing -> prepared -> shipped -> delivered -> completed; or
+//! cancelled (before it ships), failed.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,10 +36,14 @@ pub enum JobState {
     InUse,
     Returning,
     Erased,
+    // Export jobs (docs/design/export-jobs.md): created -> preparing -> prepared -> shipped ->
+    // delivered -> completed, or cancelled, failed.
+    Preparing,
+    Shipped,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 19] = [
+    pub const ALL: [JobState; 21] = [
         JobState::Created,
         JobState::AwaitingShipment,
         JobState::Shipping,
@@ -57,6 +63,8 @@ impl JobState {
         JobState::InUse,
         JobState::Returning,
         JobState::Erased,
+        JobState::Preparing,
+        JobState::Shipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +88,8 @@ impl JobState {
             JobState::InUse => "in-use",
             JobState::Returning => "returning",
             JobState::Erased => "erased",
+            JobState::Preparing => "preparing",
+            JobState::Shipped => "shipped",
         }
     }
 
@@ -102,6 +112,19 @@ impl JobState {
     ];
     /// States in which a job without a tracking number expires at its deadline.
     pub const EXPIRING: [JobState; 2] = [JobState::Created, JobState::AwaitingShipment];
+    /// An export job's states, in the order it goes through them, then its two ends.
+    pub const EXPORT: [JobState; 8] = [
+        JobState::Created,
+        JobState::Preparing,
+        JobState::Prepared,
+        JobState::Shipped,
+        JobState::Delivered,
+        JobState::Completed,
+        JobState::Cancelled,
+        JobState::Failed,
+    ];
+    /// States an export job is cancelled from (its disks have not left the vault's site).
+    pub const EXPORT_CANCELLABLE: [JobState; 4] = [JobState::Created, JobState::Preparing, JobState::Prepared, JobState::Failed];
 }
 
 /// The disk states an import reports (and a device's `sealed` and `erased`).

@@ -21,6 +21,7 @@
 
 mod control;
 mod devices;
+mod export_jobs;
 mod import_jobs;
 mod job_state;
 mod objects;
@@ -34,6 +35,7 @@ pub use control::{
     RegisterRequest, Registered, RetentionReport, SoftDeletedPoint, Undeleted, UserAdded, UserUnlocked, UserView, REPORTED_ERROR_CHARS,
 };
 pub use devices::{AuditEntry, DeviceErased, DeviceJob, DeviceKeyReply, DeviceOrderRequest, DeviceStatus, OrderedDevice, PreparedDevice};
+pub use export_jobs::{export_label_job, ExportFailure, ExportJob, ExportUnlock, NewExportJob, EXPORT_UNLOCK_MAGIC};
 pub use import_jobs::{
     Cleanup, DeviceOrder, DiskKeyReply, DiskRecord, DiskSetReport, ImportJob, NewImportJob, ReceivedDisks, Shipment, SiteImportJob,
     TransferReport,

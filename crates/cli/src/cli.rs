@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod export;
 mod vault;
+pub use export::*;
 pub use vault::*;
 
 #[derive(Debug, Parser)]
@@ -80,7 +82,7 @@ pub enum Command {
     Diff(DiffArgs),
     /// Restore a recovery point
     #[command(
-        after_help = "Examples:\n  ferry restore latest --target /tmp/r\n  ferry restore 3fa2 --target / --include /home/ann/thesis   # one folder, in place\n  ferry restore latest --machine laptop --target /tmp/r --vault https://vault:8450 --token-file my.token"
+        after_help = "Examples:\n  ferry restore latest --target /tmp/r\n  ferry restore 3fa2 --target / --include /home/ann/thesis   # one folder, in place\n  ferry restore latest --machine laptop --target /tmp/r --vault https://vault:8450 --token-file my.token\n  ferry restore 3fa2 --from-disk /media/d1 --from-disk /media/d2 --unlock-file web.unlock --target /tmp/r   # no network"
     )]
     Restore(RestoreArgs),
     /// Browse the recovery points as a read-only file system (FUSE) until unmounted
@@ -121,11 +123,26 @@ pub enum Command {
     /// Offline seeding, at the vault's site: import a job's disks into its container and ingest
     #[command(subcommand)]
     Import(ImportCommand),
-    /// Estimate the first backup over the network versus on shipped disks, and recommend one
+    /// Estimate the first backup (or with --restore a restore) over the network versus on
+    /// shipped disks, and recommend one
+    #[command(
+        after_help = "Examples:\n  ferry plan --source /srv --uplink 100Mbit\n  ferry plan --restore --size 20TB --uplink 100Mbit    # an export job, or the network?"
+    )]
     Plan(PlanArgs),
     /// Seed devices: order, prepare, track, import and erase the vault's devices
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Export jobs: a recovery point that travels to its machine on disks (create, list, show,
+    /// ship, unlock, cancel)
+    #[command(
+        name = "export-job",
+        subcommand,
+        after_help = "Examples:\n  ferry export-job create restore-web --machine web --recovery-point latest\n  ferry export-job unlock restore-web --out restore-web.unlock"
+    )]
+    ExportJob(ExportJobCommand),
+    /// Export jobs, at the vault's site: write a job's disks
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Print a shell's completion script for ferry, e.g. `ferry completions bash >
     /// /etc/bash_completion.d/ferry`
     Completions {
@@ -210,7 +227,7 @@ pub enum DeviceCommand {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The data to back up (its size is summed and its compressibility sampled)
-    #[arg(long, value_name = "PATH", conflicts_with = "size", required_unless_present = "size")]
+    #[arg(long, value_name = "PATH", conflicts_with = "size", required_unless_present_any = ["size", "restore"])]
     pub source: Option<PathBuf>,
     /// The data's size instead of --source (taken as incompressible), e.g. 4TB
     #[arg(long, value_name = "SIZE")]
@@ -227,9 +244,13 @@ pub struct PlanArgs {
     /// Folder to measure the disk speed in (64 MiB written and read back) [default: the temp folder]
     #[arg(long, value_name = "DIR")]
     pub measure_in: Option<PathBuf>,
-    /// Days the disks travel to the vault's site
+    /// Days the disks travel (to the vault's site, or back with --restore)
     #[arg(long, value_name = "DAYS", default_value_t = 3.0)]
     pub shipping_days: f64,
+    /// Plan a restore of --size (the stored size) instead: the network, or an export job
+    /// whose disks travel to the machine
+    #[arg(long, conflicts_with = "source")]
+    pub restore: bool,
 }
 
 #[derive(Debug, Args)]
@@ -445,6 +466,8 @@ pub struct RestoreArgs {
     /// databases, swap files), auto (only files that had holes when backed up)
     #[arg(long, value_enum, default_value = "always")]
     pub sparse: SparseArg,
+    #[command(flatten)]
+    pub disks: FromDisks,
 }
 
 #[derive(Debug, Args)]
@@ -460,6 +483,8 @@ pub struct MountArgs {
     /// Memory for decoded chunks, shared by all open files, e.g. 256MiB or 2GiB
     #[arg(long, value_name = "SIZE", default_value = "256MiB")]
     pub cache_size: String,
+    #[command(flatten)]
+    pub disks: FromDisks,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

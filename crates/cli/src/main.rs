@@ -5,6 +5,7 @@ mod alloc_tuning;
 mod cli;
 mod cmd;
 mod common;
+mod from_disk;
 mod pacing;
 
 use std::process::ExitCode;

@@ -212,10 +212,15 @@ impl DiskFormatError {
 }
 
 fn disk_ref(path: &Path, disk: u32, count: u32, job: &str) -> String {
+    // An export job's disks are labeled `export:NAME` (ferry_api::export_label_job).
+    let job = match job.strip_prefix("export:") {
+        Some(name) => format!("export job {name}"),
+        None => format!("import job {job}"),
+    };
     if count > 0 {
-        format!("disk {} (disk {disk} of {count} of import job {job})", path.display())
+        format!("disk {} (disk {disk} of {count} of {job})", path.display())
     } else {
-        format!("disk {} (disk {disk} of import job {job})", path.display())
+        format!("disk {} (disk {disk} of {job})", path.display())
     }
 }
 
@@ -261,6 +266,16 @@ mod tests {
             "disk /mnt/d2 (disk 2 of 3 of import job J): object data/ab/ab12 (file 0011223344556677): authentication failed: the disk was altered or damaged"
         );
         assert_eq!(e.disk(), Some(2));
+        let e = SeedError::Corrupted {
+            path: "/mnt/d1".into(),
+            disk: 1,
+            count: 3,
+            job: "export:E".into(),
+            key: "k".into(),
+            file: "f".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(e.to_string(), "disk /mnt/d1 (disk 1 of 3 of export job E): object k (file f): r");
         let e = SeedError::MissingDisks { numbers: vec![2, 4], count: 5 };
         assert_eq!(e.to_string(), "disks 2, 4 of 5 missing: give every disk of the set (--disk for each)");
         let e = SeedError::MissingDisks { numbers: vec![3], count: 0 };

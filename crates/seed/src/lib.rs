@@ -74,6 +74,7 @@ pub mod device;
 mod disk;
 mod error;
 mod estimate;
+mod export;
 mod fsio;
 mod header;
 mod import;
@@ -94,6 +95,7 @@ pub use device::{
 };
 pub use error::{DiskFormatError, SeedError};
 pub use estimate::{fit, sample, total_size, Fit, Sample};
+pub use export::ExportDisks;
 pub use import::DiskSet;
 pub use ingest::{
     check_not_ingested, copy_and_ingest, redact_location, report_set_error, CopyPlan, IngestError, IngestEvent, ReadObject, SeedItem,

@@ -116,8 +116,19 @@ pub use vault::{bytes_sent, set_rate_limit, VaultClient, VaultStore};
 
 /// A machine's repository in a vault, with the same fault injection and retries as [`open`].
 pub fn open_vault(client: VaultClient, machine: &str) -> Result<Arc<dyn Store>> {
-    let mut store: Arc<dyn Store> = Arc::new(VaultStore::new(client, machine));
-    if let Some((rate, seed)) = fault_injection(machine)? {
+    patient(Arc::new(VaultStore::new(client, machine)), machine)
+}
+
+/// The objects an export job carries, read-only ([`VaultStore::for_export`]), with the same
+/// fault injection and retries as [`open_vault`].
+pub fn open_export(client: VaultClient, job: &str) -> Result<Arc<dyn Store>> {
+    patient(Arc::new(VaultStore::for_export(client, job)), job)
+}
+
+/// A vault store wrapped for the network: fault injection (`FERRY_FAULT_INJECT`, its default
+/// seed taken from `seed_of`), then retries.
+fn patient(mut store: Arc<dyn Store>, seed_of: &str) -> Result<Arc<dyn Store>> {
+    if let Some((rate, seed)) = fault_injection(seed_of)? {
         store = Arc::new(FaultStore::new(store, rate, seed));
     }
     // Across a network, a dropped connection or a vault restart takes seconds to mend, not

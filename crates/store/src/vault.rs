@@ -227,24 +227,44 @@ fn pace(n: usize) {
     }
 }
 
-/// One machine's repository in a vault.
+/// One machine's repository in a vault; or, read-only, the objects of one export job
+/// ([`VaultStore::for_export`]).
 #[derive(Debug)]
 pub struct VaultStore {
     client: VaultClient,
-    machine: String,
+    /// `/v1/machines/ID` or `/v1/export-jobs/NAME`: the calls' common path.
+    base: String,
+    /// What [`Store::describe`] says.
+    what: String,
 }
 
 impl VaultStore {
     pub fn new(client: VaultClient, machine: &str) -> VaultStore {
-        VaultStore { client, machine: machine.to_string() }
+        let what = format!("vault {} (machine {machine})", client.url());
+        VaultStore { client, base: format!("/v1/machines/{machine}"), what }
+    }
+
+    /// The objects export job `job` carries, as an import operator or an owner reads them
+    /// while the job's disks are written (`ferry export run`); nothing else is readable, and
+    /// nothing is writable.
+    pub fn for_export(client: VaultClient, job: &str) -> VaultStore {
+        let what = format!("vault {} (export job {job})", client.url());
+        VaultStore { client, base: format!("/v1/export-jobs/{job}"), what }
+    }
+
+    fn is_export(&self) -> bool {
+        self.base.starts_with("/v1/export-jobs/")
     }
 
     fn object(&self, key: &str) -> String {
-        format!("/v1/machines/{}/objects/{key}", self.machine)
+        format!("{}/objects/{key}", self.base)
     }
 
     fn put_mode(&self, op: &'static str, key: &str, data: Bytes, mode: &str) -> Result<bool> {
         crate::validate_key(op, key)?;
+        if self.is_export() {
+            return Err(StoreError::permanent(op, key, "an export job's objects are read-only"));
+        }
         pace(data.len());
         let len = data.len() as u64;
         let req = self.client.request(reqwest::Method::PUT, &self.object(key)).query(&[("mode", mode)]).body(data);
@@ -283,7 +303,7 @@ impl Store for VaultStore {
 
     fn head(&self, key: &str) -> Result<Option<u64>> {
         crate::validate_key("head", key)?;
-        let path = format!("/v1/machines/{}/head/{key}", self.machine);
+        let path = format!("{}/head/{key}", self.base);
         let bytes = self.client.send("get", &path, self.client.request(reqwest::Method::GET, &path))?;
         let answer: ObjectSize =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("get", &path, format!("vault answer is not JSON: {e}")))?;
@@ -291,20 +311,35 @@ impl Store for VaultStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let path = format!("/v1/machines/{}/list", self.machine);
-        let req = self.client.request(reqwest::Method::GET, &path).query(&[("prefix", prefix)]);
+        // An export job lists all its objects at once.
+        let (path, req) = if self.is_export() {
+            let path = format!("{}/objects", self.base);
+            let req = self.client.request(reqwest::Method::GET, &path);
+            (path, req)
+        } else {
+            let path = format!("{}/list", self.base);
+            let req = self.client.request(reqwest::Method::GET, &path).query(&[("prefix", prefix)]);
+            (path, req)
+        };
         let bytes = self.client.send("list", prefix, req)?;
         let entries: Vec<ObjectEntry> =
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("list", prefix, format!("vault answer: {e}")))?;
-        Ok(entries.into_iter().map(|o| ObjectInfo { key: o.key, size: o.size, modified: o.modified }).collect())
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::permanent("list", &path, format!("vault answer: {e}")))?;
+        Ok(entries
+            .into_iter()
+            .filter(|o| o.key.starts_with(prefix))
+            .map(|o| ObjectInfo { key: o.key, size: o.size, modified: o.modified })
+            .collect())
     }
 
     fn delete(&self, key: &str) -> Result<()> {
         crate::validate_key("delete", key)?;
+        if self.is_export() {
+            return Err(StoreError::permanent("delete", key, "an export job's objects are read-only"));
+        }
         self.client.send("delete", key, self.client.request(reqwest::Method::DELETE, &self.object(key))).map(|_| ())
     }
 
     fn describe(&self) -> String {
-        format!("vault {} (machine {})", self.client.url(), self.machine)
+        self.what.clone()
     }
 }

@@ -5,9 +5,9 @@
 
 use ferry_api::{
     BackupPolicy, Cleanup, Credentials, DeviceErased, DeviceJob, DeviceKeyReply, DeviceOrderRequest, DeviceStatus, DiskKeyReply,
-    DiskSetReport, Health, ImportJob, JobOpened, JobUpdate, JobView, MachineView, NewImportJob, NewJob, NewPassword, NewUser,
-    OrderedDevice, PreparedDevice, Receipt, ReceivedDisks, RegisterRequest, Registered, RetentionReport, Shipment, SiteImportJob,
-    SoftDeletedPoint, TransferReport, Unlock, UserAdded, UserUnlocked, UserView,
+    DiskSetReport, ExportFailure, ExportJob, ExportUnlock, Health, ImportJob, JobOpened, JobUpdate, JobView, MachineView, NewExportJob,
+    NewImportJob, NewJob, NewPassword, NewUser, OrderedDevice, PreparedDevice, Receipt, ReceivedDisks, RegisterRequest, Registered,
+    RetentionReport, Shipment, SiteImportJob, SoftDeletedPoint, TransferReport, Unlock, UserAdded, UserUnlocked, UserView,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -221,6 +221,53 @@ impl VaultClient {
     /// Removes the ingested seed from the job's container.
     pub fn clean_up_import_job(&self, name: &str) -> Result<Cleanup> {
         self.post(&format!("/v1/import-jobs/{name}/cleanup"), &EMPTY)
+    }
+
+    // Export jobs.
+
+    pub fn export_jobs(&self) -> Result<Vec<ExportJob>> {
+        self.get("/v1/export-jobs")
+    }
+
+    pub fn export_job(&self, name: &str) -> Result<ExportJob> {
+        self.get(&format!("/v1/export-jobs/{name}"))
+    }
+
+    pub fn create_export_job(&self, j: &NewExportJob) -> Result<ExportJob> {
+        self.post("/v1/export-jobs", j)
+    }
+
+    /// `ferry export run` begins or resumes: the job is being prepared.
+    pub fn start_export(&self, name: &str) -> Result<ExportJob> {
+        self.post(&format!("/v1/export-jobs/{name}/start"), &EMPTY)
+    }
+
+    /// The export job's disk key (hex), while its disks are written.
+    pub fn export_disk_key(&self, name: &str) -> Result<String> {
+        self.get::<DiskKeyReply>(&format!("/v1/export-jobs/{name}/disk-key")).map(|k| k.disk_key)
+    }
+
+    /// Records the export disks written.
+    pub fn record_export_disks(&self, name: &str, set: &DiskSetReport) -> Result<ExportJob> {
+        self.post(&format!("/v1/export-jobs/{name}/disks"), set)
+    }
+
+    /// Records why `ferry export run` stopped (the job is `failed` until run again).
+    pub fn fail_export(&self, name: &str, f: &ExportFailure) -> Result<ExportJob> {
+        self.post(&format!("/v1/export-jobs/{name}/fail"), f)
+    }
+
+    pub fn ship_export_job(&self, name: &str, s: &Shipment) -> Result<ExportJob> {
+        self.post(&format!("/v1/export-jobs/{name}/ship"), s)
+    }
+
+    pub fn cancel_export_job(&self, name: &str) -> Result<ExportJob> {
+        self.post(&format!("/v1/export-jobs/{name}/cancel"), &EMPTY)
+    }
+
+    /// The disk-unlock file's content (a secret: the disk key).
+    pub fn export_unlock(&self, name: &str) -> Result<ExportUnlock> {
+        self.get(&format!("/v1/export-jobs/{name}/unlock"))
     }
 
     // Seed devices.

@@ -22,6 +22,7 @@ use crate::{Role, State};
 mod body;
 mod conn;
 mod devices;
+mod exports;
 mod imports;
 mod logins;
 mod users;
@@ -108,6 +109,18 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/import-jobs/{name}/ingest", post(imports::ingest))
         .route("/v1/import-jobs/{name}/receipt", get(imports::receipt))
         .route("/v1/import-jobs/{name}/cleanup", post(imports::cleanup))
+        .route("/v1/export-jobs", get(exports::list).post(exports::create))
+        .route("/v1/export-jobs/{name}", get(exports::show))
+        .route("/v1/export-jobs/{name}/start", post(exports::start))
+        .route("/v1/export-jobs/{name}/disk-key", get(exports::disk_key))
+        .route("/v1/export-jobs/{name}/objects", get(exports::objects))
+        .route("/v1/export-jobs/{name}/objects/{*key}", get(exports::get_object))
+        .route("/v1/export-jobs/{name}/head/{*key}", get(exports::head_object))
+        .route("/v1/export-jobs/{name}/disks", post(exports::disks))
+        .route("/v1/export-jobs/{name}/fail", post(exports::fail))
+        .route("/v1/export-jobs/{name}/ship", post(exports::ship))
+        .route("/v1/export-jobs/{name}/cancel", post(exports::cancel))
+        .route("/v1/export-jobs/{name}/unlock", get(exports::unlock))
         .route("/v1/devices", get(devices::list).post(devices::order))
         .route("/v1/devices/{name}", get(devices::show))
         .route("/v1/devices/{name}/prepare", post(devices::prepare))
@@ -397,9 +410,15 @@ async fn get_object(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Bytes> {
     check(&state, &headers, &m, Op::Read, &key).await?;
-    let k = store_key(&m, &key)?;
+    let data = read_object(&state, store_key(&m, &key)?, &q).await?;
+    state.db.add_traffic(&m, 0, 0, data.len() as u64, 1).await?;
+    Ok(data)
+}
+
+/// Reads store object `k`, or the `range=START-END` of it the query asks for.
+async fn read_object(state: &State, k: String, q: &HashMap<String, String>) -> ApiResult<Bytes> {
     let store = state.store.clone();
-    let data = match q.get("range") {
+    match q.get("range") {
         Some(r) => {
             let (a, b) = r
                 .split_once('-')
@@ -408,9 +427,7 @@ async fn get_object(
             blocking(move || store.get_range(&k, a..b)).await
         }
         None => blocking(move || store.get(&k)).await,
-    }?;
-    state.db.add_traffic(&m, 0, 0, data.len() as u64, 1).await?;
-    Ok(data)
+    }
 }
 
 async fn head_object(AxState(state): St, headers: HeaderMap, Path((m, key)): Path<(String, String)>) -> ApiResult<Json<ObjectSize>> {

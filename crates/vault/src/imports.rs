@@ -44,6 +44,13 @@ pub enum Refusal {
     WrongState { name: String, state: &'static str, why: String },
     #[error("tracking number {tracking:?} is already used by import job {other:?}: check the number")]
     TrackingTaken { tracking: String, other: String },
+    // Export jobs (crate::exports) share the rules and their refusals.
+    #[error("no export job {0:?} (see `ferry export-job list`)")]
+    NoSuchExportJob(String),
+    #[error("export job {name:?} exists already (machine {machine}, state {state}): choose another name")]
+    ExportNameTaken { name: String, machine: String, state: &'static str },
+    #[error("export job {name:?} is {state}: {why}")]
+    ExportWrongState { name: String, state: &'static str, why: String },
 }
 
 impl Db {

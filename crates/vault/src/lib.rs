@@ -15,6 +15,7 @@ mod dashboard;
 pub mod db;
 pub(crate) mod devices;
 pub mod error;
+pub(crate) mod exports;
 pub(crate) mod imports;
 pub(crate) mod ingest;
 pub(crate) mod metrics;
@@ -139,6 +140,9 @@ pub(crate) struct State {
     pub shipping_address: Option<String>,
     /// Import jobs being ingested on this server.
     pub ingesting: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The packs of export jobs being written (api::exports), so the object calls of a
+    /// terabyte export do not read its pack list once per call.
+    pub export_packs: exports::PackCache,
     /// Where alerts go, and the storage threshold.
     pub alerts: alerts::Sinks,
     pub limits: Limits,
@@ -261,6 +265,7 @@ pub async fn serve(opts: ServeOptions, on_ready: impl FnOnce(Ready<'_>)) -> erro
         import_containers,
         shipping_address: opts.shipping_address.clone(),
         ingesting: Default::default(),
+        export_packs: Default::default(),
         alerts: opts.alerts.clone(),
         limits: opts.limits.clone(),
     });

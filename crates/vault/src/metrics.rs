@@ -122,6 +122,18 @@ pub async fn render(db: &Db) -> Result<String> {
     let samples: Vec<(String, f64)> =
         imports.iter().map(|((k, s), n)| (format!("kind=\"{}\",state=\"{}\"", label(k), label(s)), *n)).collect();
     family(&mut out, "ferry_vault_import_jobs", "gauge", "Import jobs (kind disks) and seed device jobs (kind device) by state.", &samples);
+    let mut exports: BTreeMap<String, f64> = BTreeMap::new();
+    for j in db.export_jobs().await? {
+        *exports.entry(j.state.as_str().to_string()).or_default() += 1.0;
+    }
+    let samples: Vec<(String, f64)> = exports.iter().map(|(s, n)| (format!("state=\"{}\"", label(s)), *n)).collect();
+    family(
+        &mut out,
+        "ferry_vault_export_jobs",
+        "gauge",
+        "Export jobs (recovery points travelling to their machine on disks) by state.",
+        &samples,
+    );
     Ok(out)
 }
 

@@ -76,16 +76,16 @@ impl MachineRepo {
     }
 
     /// (relative key, size, modified) under `prefix`.
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64, Option<i64>)>> {
+    pub(crate) fn list(&self, prefix: &str) -> Result<Vec<(String, u64, Option<i64>)>> {
         let found = self.store.list(&self.key(prefix)).with_context(|| format!("list {prefix}"))?;
         Ok(found.into_iter().filter_map(|o| Some((o.key.strip_prefix(&self.base)?.to_string(), o.size, o.modified))).collect())
     }
 
-    fn ids(&self, prefix: &str) -> Result<Vec<(RecoveryPointId, Option<i64>)>> {
+    pub(crate) fn ids(&self, prefix: &str) -> Result<Vec<(RecoveryPointId, Option<i64>)>> {
         Ok(self.list(prefix)?.into_iter().filter_map(|(k, _, m)| Some((RecoveryPointId::from_hex(k.strip_prefix(prefix)?)?, m))).collect())
     }
 
-    fn pack_list(&self, id: &RecoveryPointId) -> anyhow::Result<Option<PackList>> {
+    pub(crate) fn pack_list(&self, id: &RecoveryPointId) -> anyhow::Result<Option<PackList>> {
         match self.store.get(&self.key(&PackList::object_key(id))) {
             Ok(b) => match PackList::decode(&b, id) {
                 Ok(p) => Ok(Some(p)),

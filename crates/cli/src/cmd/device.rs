@@ -56,10 +56,10 @@ fn order(g: &Global, machine: &str, device_type: &str, capacity: Option<&str>, c
 }
 
 /// Writes `bytes` to `path` readable by its owner only, replacing it atomically.
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let name = path.file_name().context("--unlock-out names no file")?.to_string_lossy();
+    let name = path.file_name().with_context(|| format!("{} names no file", path.display()))?.to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
     ferry_store::write_private(&tmp, bytes)?;
     std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))

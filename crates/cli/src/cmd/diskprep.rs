@@ -13,7 +13,7 @@ use crate::common::{self, parse_size};
 use crate::Outcome;
 
 /// `PATH[:CAPACITY]`: the part after the last `:` is a capacity when it reads as one.
-fn parse_disk(spec: &str) -> Result<DiskTarget> {
+pub(crate) fn parse_disk(spec: &str) -> Result<DiskTarget> {
     if let Some((path, cap)) = spec.rsplit_once(':') {
         if let Some(c) = parse_size(cap) {
             if c == 0 {
@@ -23,6 +23,31 @@ fn parse_disk(spec: &str) -> Result<DiskTarget> {
         }
     }
     Ok(DiskTarget { path: PathBuf::from(spec), capacity: None })
+}
+
+/// Whether to wipe a disk that holds other data: `--yes`, or the answer on a terminal.
+pub(crate) fn confirm_wipe(yes: bool) -> impl FnMut(&Path, &str) -> bool {
+    move |disk: &Path, why: &str| -> bool {
+        if yes {
+            return true;
+        }
+        match ask(&format!("disk {}: {why}. Wipe it? [y/N] ", disk.display())) {
+            Some(answer) => matches!(answer.as_str(), "y" | "Y" | "yes"),
+            None => false,
+        }
+    }
+}
+
+/// A progress bar of bytes written, on a terminal (and without --json).
+pub(crate) fn byte_bar(g: &Global, total: u64) -> Option<indicatif::ProgressBar> {
+    (!g.json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {bytes_per_sec} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    })
 }
 
 fn ask(question: &str) -> Option<String> {
@@ -63,24 +88,8 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
     let mut disks = a.disks.iter().map(|d| parse_disk(d)).collect::<Result<Vec<_>>>()?;
     let total: u64 = objects.iter().map(|o| o.size).sum();
     eprintln!("import job {job}: {} objects, {} to write", objects.len(), common::size(total));
-    let yes = a.yes;
-    let mut confirm = |disk: &Path, why: &str| -> bool {
-        if yes {
-            return true;
-        }
-        match ask(&format!("disk {}: {why}. Wipe it? [y/N] ", disk.display())) {
-            Some(answer) => matches!(answer.as_str(), "y" | "Y" | "yes"),
-            None => false,
-        }
-    };
-    let bar = (!g.json && std::io::stderr().is_terminal()).then(|| {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {bytes_per_sec} ETA {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    let mut confirm = confirm_wipe(a.yes);
+    let bar = byte_bar(g, total);
     let summary = loop {
         let mut progress = |done: u64, _total: u64| {
             if let Some(b) = &bar {
@@ -154,6 +163,12 @@ pub fn run(g: &Global, a: &DiskprepArgs) -> Result<Outcome> {
 
 /// Tells the vault what the disks hold; a digest marks the set complete.
 fn record(client: &ferry_store::VaultClient, job: &str, s: &ferry_seed::SetSummary, digest: Option<&str>) -> Result<SiteImportJob> {
+    Ok(client.record_disks(job, &set_report(s, digest))?)
+}
+
+/// What the vault is told of a disk set prepared so far (import and export jobs alike); a
+/// manifest digest marks it complete.
+pub(crate) fn set_report(s: &ferry_seed::SetSummary, digest: Option<&str>) -> DiskSetReport {
     let disks = s
         .disks
         .iter()
@@ -167,9 +182,7 @@ fn record(client: &ferry_store::VaultClient, job: &str, s: &ferry_seed::SetSumma
             errors: vec![],
         })
         .collect();
-    let set =
-        DiskSetReport { set_id: hex::encode(s.set_id), manifest_digest: digest.map(str::to_string), disks, complete: digest.is_some() };
-    Ok(client.record_disks(job, &set)?)
+    DiskSetReport { set_id: hex::encode(s.set_id), manifest_digest: digest.map(str::to_string), disks, complete: digest.is_some() }
 }
 
 #[cfg(test)]

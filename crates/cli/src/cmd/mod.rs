@@ -3,6 +3,8 @@ mod backup;
 mod check;
 mod device;
 mod diskprep;
+mod export;
+mod export_job;
 mod forget;
 mod import;
 mod import_job;
@@ -44,6 +46,8 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Import(crate::cli::ImportCommand::Run(a)) => import::run(g, a),
         Command::Plan(a) => plan::run(g, a),
         Command::Device(c) => device::run(g, c),
+        Command::ExportJob(c) => export_job::run(g, c),
+        Command::Export(crate::cli::ExportCommand::Run(a)) => export::run(g, a),
         Command::Completions { shell } => Ok(manual::completions(*shell)),
         Command::Man { out } => manual::man(out.as_deref()),
     }

@@ -20,7 +20,7 @@ pub fn run(g: &Global, a: &MountArgs) -> Result<Outcome> {
     if mountpoint::prepare(mp)? == mountpoint::Prepared::DetachedStale {
         eprintln!("note: {} was still mounted by a ferry mount that was killed; detached it", mp.display());
     }
-    let repo = common::open_showing(g, Some("opening the repository: its index"))?;
+    let repo = crate::from_disk::open(g, &a.disks, Some("opening the repository: its index"))?;
     let only = if a.recovery_point.is_empty() {
         None
     } else {
@@ -30,7 +30,7 @@ pub fn run(g: &Global, a: &MountArgs) -> Result<Outcome> {
         }
         Some(ids)
     };
-    let _pacing = crate::pacing::Pacing::for_command(g, g.limit_download, "mount");
+    let _pacing = a.disks.from_disk.is_empty().then(|| crate::pacing::Pacing::for_command(g, g.limit_download, "mount"));
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(2, 8) * 2;
     let opts = MountOptions { cache_bytes: usize::try_from(cache_bytes).unwrap_or(usize::MAX), only, threads };
     // Signals are caught from before the mount exists, so none can end the process between

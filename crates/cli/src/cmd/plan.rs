@@ -10,6 +10,11 @@
 //!   measured here (`--disk-speed` overrides it), plus the shipping days;
 //! - disks needed: compressed size / usable disk size, rounded up (at most 10 per import job).
 //!
+//! With `--restore`, the same model for a restore of `--size` stored bytes (already
+//! compressed): the network is size / link; an export job is `ferry export run` at the vault's
+//! site (read from the store, write the disks and read them back), shipping, and the restore
+//! from the disks (read them, write the files), each at the disk speed.
+//!
 //! Deduplication is not estimated (it only makes both ways faster).
 
 use std::io::{Read, Write};
@@ -82,11 +87,13 @@ fn duration(secs: f64) -> String {
 pub fn run(g: &Global, a: &PlanArgs) -> Result<Outcome> {
     let uplink = parse_rate(&a.uplink).with_context(|| format!("--uplink {:?}: expected e.g. 100Mbit, 20Mbps or 2MB/s", a.uplink))?;
     let (size, ratio, sampled) = match (&a.source, &a.size) {
+        (_, Some(s)) if a.restore => (parse_size(s).with_context(|| format!("--size {s:?}: expected e.g. 20TB or 500GiB"))?, 1.0, 0),
         (Some(src), _) => {
             let s = ferry_seed::sample(src)?;
             (s.total, s.ratio, s.read)
         }
         (None, Some(s)) => (parse_size(s).with_context(|| format!("--size {s:?}: expected e.g. 4TB or 500GiB"))?, 1.0, 0),
+        (None, None) if a.restore => bail!("give --size SIZE: the stored size of what to restore (`ferry vault machines` shows it)"),
         (None, None) => bail!("give --source PATH (measured) or --size SIZE"),
     };
     let disk_size = match &a.disk_size {
@@ -103,8 +110,14 @@ pub fn run(g: &Global, a: &PlanArgs) -> Result<Outcome> {
     let compressed = (size as f64 * ratio).ceil();
     let network_s = compressed / uplink;
     let shipping_s = a.shipping_days * 86400.0;
-    // Staging backup, diskprep write + read back, import read + container write, ingest.
-    let local_passes = 1.0 + 2.0 + 2.0 + 1.0;
+    let local_passes = if a.restore {
+        // Export run: store read, disk write + read back; restore: disk read, file write.
+        1.0 + 2.0 + 2.0
+    } else {
+        // Staging backup, diskprep write + read back, import read + container write, ingest.
+        1.0 + 2.0 + 2.0 + 1.0
+    };
+    let (what, job) = if a.restore { ("to restore:   ", "export job") } else { ("to send:      ", "import job") };
     let disks_s = local_passes * compressed / disk_speed + shipping_s;
     let disks = (compressed / (disk_size.min(ferry_seed::MAX_DISK_BYTES) as f64 * 0.99)).ceil().max(1.0) as u64;
     let over_limit = disks > u64::from(ferry_seed::MAX_DISKS) || compressed > ferry_seed::MAX_SEED_BYTES as f64;
@@ -122,19 +135,24 @@ pub fn run(g: &Global, a: &PlanArgs) -> Result<Outcome> {
             "disks": disks,
             "over_limits": over_limit,
             "recommendation": if use_disks { "disks" } else { "network" },
+            "restore": a.restore,
         }))?;
         return Ok(Outcome::Success);
     }
-    println!(
-        "source:       {}{}",
-        common::size(size),
-        if sampled > 0 {
-            format!(", {:.0} % after compression (sample of {})", ratio * 100.0, common::size(sampled))
-        } else {
-            " (taken as incompressible)".into()
-        }
-    );
-    println!("to send:      {}", common::size(compressed as u64));
+    if a.restore {
+        println!("stored:       {}", common::size(size));
+    } else {
+        println!(
+            "source:       {}{}",
+            common::size(size),
+            if sampled > 0 {
+                format!(", {:.0} % after compression (sample of {})", ratio * 100.0, common::size(sampled))
+            } else {
+                " (taken as incompressible)".into()
+            }
+        );
+    }
+    println!("{what}{}", common::size(compressed as u64));
     println!("network:      {} at {}/s", duration(network_s), common::size(uplink as u64));
     println!(
         "disks:        {} ({} disk(s) of {}; local copies at {}/s, {} days shipping)",
@@ -146,16 +164,20 @@ pub fn run(g: &Global, a: &PlanArgs) -> Result<Outcome> {
     );
     if over_limit {
         println!(
-            "note:         more than one import job takes it (at most {} disks and {} per job)",
+            "note:         more than one {job} takes it (at most {} disks and {} per job)",
             ferry_seed::MAX_DISKS,
             common::size(ferry_seed::MAX_SEED_BYTES)
         );
     }
-    if use_disks {
-        println!("recommended:  disks (ferry backup --offline, then ferry diskprep)");
-    } else {
-        println!("recommended:  the network (ferry backup)");
-    }
+    println!(
+        "recommended:  {}",
+        match (use_disks, a.restore) {
+            (true, false) => "disks (ferry backup --offline, then ferry diskprep)",
+            (false, false) => "the network (ferry backup)",
+            (true, true) => "an export job (ferry export-job create, ferry export run at the vault's site, then ferry restore --from-disk)",
+            (false, true) => "the network (ferry restore)",
+        }
+    );
     Ok(Outcome::Success)
 }
 

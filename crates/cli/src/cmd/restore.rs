@@ -9,8 +9,16 @@ use crate::common;
 use crate::Outcome;
 
 pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
-    let repo = common::open(g)?;
-    let (id, rp) = repo.resolve(&a.recovery_point)?;
+    let offline = !a.disks.from_disk.is_empty();
+    let repo = crate::from_disk::open(g, &a.disks, None)?;
+    let (id, rp) = match repo.resolve(&a.recovery_point) {
+        // The disks carry one recovery point: say which.
+        Err(ferry_repo::Error::NoRecoveryPoint(_)) if offline => {
+            let carried = repo.resolve("latest").map(|(id, _)| id.to_hex()).unwrap_or_default();
+            anyhow::bail!("the export disks do not carry recovery point {}: they carry {carried} (give it, or `latest`)", a.recovery_point)
+        }
+        r => r?,
+    };
     let opts = RestoreOptions {
         target: a.target.clone(),
         includes: a.include.clone(),
@@ -28,8 +36,9 @@ pub fn run(g: &Global, a: &RestoreArgs) -> Result<Outcome> {
     };
     let progress = Arc::new(Progress::default());
     let display = common::ProgressDisplay::start(progress.clone(), "restore");
-    let mut job = common::Job::start(g, "restore");
-    let _pacing = crate::pacing::Pacing::for_command(g, g.limit_download, "restore");
+    // From export disks nothing reaches the network: no job, no policy.
+    let mut job = if offline { None } else { common::Job::start(g, "restore") };
+    let _pacing = (!offline).then(|| crate::pacing::Pacing::for_command(g, g.limit_download, "restore"));
     let out = restore::run(&repo, &rp, &opts, &progress);
     drop(display);
     let out = common::fail_job_on_error(&mut job, out)?;

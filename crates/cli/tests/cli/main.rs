@@ -8,6 +8,7 @@ mod damage;
 mod dashboard;
 mod dashboard_attacks;
 mod devices;
+mod export;
 mod hostile;
 mod keys;
 mod kill;

@@ -12,7 +12,7 @@ use crate::vault::{machine, Vault};
 
 /// A running `ferry mount`; unmounted (and its process ended) when dropped, even when the test
 /// failed.
-struct Mounted {
+pub(crate) struct Mounted {
     child: Child,
     mp: PathBuf,
     log: PathBuf,
@@ -33,7 +33,7 @@ fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 
 impl Mounted {
     /// Runs `ferry mount MP ARGS...` in `env` and waits until the mount serves.
-    fn start(env: &Env, mp: &Path, args: &[&str]) -> Mounted {
+    pub(crate) fn start(env: &Env, mp: &Path, args: &[&str]) -> Mounted {
         // (A dead mount there fails every look: the mount command's to deal with.)
         if std::fs::symlink_metadata(mp).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
             std::fs::create_dir_all(mp).unwrap();
@@ -76,7 +76,7 @@ impl Mounted {
     }
 
     /// Where `src` is in the newest recovery point.
-    fn latest(&self, src: &Path) -> PathBuf {
+    pub(crate) fn latest(&self, src: &Path) -> PathBuf {
         self.mp.join("latest").join(src.strip_prefix("/").unwrap())
     }
 }

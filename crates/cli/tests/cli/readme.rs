@@ -1,5 +1,5 @@
-//! The README as a user follows it: every command block of its vault, seeding and device
-//! sections runs, in order, as written, against real vault servers on loopback (the vault's
+//! The README as a user follows it: every command block of its vault, seeding, device and
+//! export-job sections runs, in order, as written, against real vault servers on loopback (the vault's
 //! default address, 127.0.0.1:8450), and every `ferry ...` command its prose mentions in those
 //! sections exists with the options it names. A README that drifts from the program fails here.
 //!
@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 
 use crate::vault_pg::{azure_store, Database};
 
-const SECTIONS: [&str; 3] = ["### A vault", "### Offline seeding", "### Seed devices"];
+const SECTIONS: [&str; 4] = ["### A vault", "### Offline seeding", "### Seed devices", "### Export jobs"];
 
 /// (README text, what it becomes here). Applied in this order, to command blocks only.
 const REWRITES: &[(&str, &str)] = &[
@@ -210,7 +210,7 @@ fn make_sources(root: &Path) {
             std::fs::write(dir.join(if i % 3 == 0 { format!("sub/f{i}") } else { format!("f{i}") }), body).unwrap();
         }
     }
-    for d in ["desk", "srv", "mnt", "media/d1", "media/d2", "media/dev1", "tmp"] {
+    for d in ["desk", "srv", "mnt", "media/d1", "media/d2", "media/dev1", "media/e1", "media/e2", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
 }
@@ -270,6 +270,9 @@ fn every_command_of_the_readme_vault_seeding_and_device_sections_runs_as_written
     // What the blocks did, seen from outside: the restores hold the laptop's documents.
     let restored = crate::common::walkdir(&root.join("tmp/r"));
     assert!(restored.iter().any(|p| p.ends_with("Documents/f1")), "restore left {restored:?}");
+    // ... and the restore from the export disks holds the laptop's latest backup, the data.
+    let from_disks = crate::common::walkdir(&root.join("tmp/restored"));
+    assert!(from_disks.iter().any(|p| p.ends_with("data/f1")), "restore from the disks left {from_disks:?}");
 }
 
 /// The subcommands `ferry WORDS` has, from its help.

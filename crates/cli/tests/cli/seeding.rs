@@ -106,7 +106,7 @@ fn pack_sizes(staging: &Path) -> Vec<u64> {
 
 /// A disk capacity for which the staging location's objects need exactly `n` disks, by
 /// diskprep's own placement rule (`ferry_seed::disks_needed`).
-fn capacity_for(staging: &Path, job: &str, n: u32) -> u64 {
+pub(crate) fn capacity_for(staging: &Path, job: &str, n: u32) -> u64 {
     let store = ferry_store::open(staging.to_str().unwrap()).unwrap();
     let mut objects = Vec::new();
     for prefix in ["config", "keys/", "data/", "index/", "packlists/", "recovery-points/"] {
@@ -306,7 +306,7 @@ pub(crate) fn unflip((file, at, old): (PathBuf, u64, u8)) {
 }
 
 /// The largest object file on a disk.
-fn biggest_object(disk: &Path) -> PathBuf {
+pub(crate) fn biggest_object(disk: &Path) -> PathBuf {
     let mut files: Vec<PathBuf> = walkdir(&disk.join("FERRY-SEED/objects")).into_iter().filter(|p| p.is_file()).collect();
     files.sort_by_key(|p| std::cmp::Reverse(p.metadata().unwrap().len()));
     files.remove(0)
@@ -437,7 +437,7 @@ fn a_job_not_shipped_in_time_expires_and_its_disks_are_refused() {
 }
 
 /// Runs `args` as `env` and kills it after `ms` milliseconds; true if it ended by itself.
-fn run_killed(env: &Env, args: &[String], ms: u64) -> bool {
+pub(crate) fn run_killed(env: &Env, args: &[String], ms: u64) -> bool {
     let mut child = env.cmd(&strs(args)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
     while std::time::Instant::now() < deadline {

@@ -4,6 +4,7 @@
 mod device;
 mod device_import;
 mod diskprep;
+mod export_disks;
 mod import_run;
 
 use std::collections::BTreeMap;

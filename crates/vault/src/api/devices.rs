@@ -33,7 +33,7 @@ fn is_user(p: &Principal, roles: &[Role]) -> bool {
 }
 
 /// `user NAME` or `machine NAME`, for the audit log.
-async fn actor(state: &State, p: &Principal) -> String {
+pub(super) async fn actor(state: &State, p: &Principal) -> String {
     match p {
         Principal::User { name, .. } => format!("user {name}"),
         Principal::Machine { id } => {

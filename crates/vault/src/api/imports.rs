@@ -23,7 +23,7 @@ use crate::{Role, State};
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let status = match r {
-            Refusal::NoSuchJob(_) => StatusCode::NOT_FOUND,
+            Refusal::NoSuchJob(_) | Refusal::NoSuchExportJob(_) => StatusCode::NOT_FOUND,
             _ => StatusCode::CONFLICT,
         };
         ApiError(status, r.to_string())
@@ -40,7 +40,7 @@ enum Who {
     Reader,
 }
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && name.as_bytes()[0].is_ascii_alphanumeric()
@@ -64,7 +64,7 @@ async fn access(state: &State, headers: &HeaderMap, name: &str) -> ApiResult<(Im
     Ok((j, who, p))
 }
 
-fn forbidden(what: &str) -> ApiError {
+pub(super) fn forbidden(what: &str) -> ApiError {
     ApiError(StatusCode::FORBIDDEN, format!("this token may not {what}"))
 }
 

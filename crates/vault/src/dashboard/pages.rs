@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
-use ferry_api::ImportJob;
+use ferry_api::{ExportJob, ImportJob};
 
 use super::{error_page, html, viewer, PageError, PageResult, St};
 use crate::alerts::{self, ago, span, unix, Alert, DEADLINE_WARN_S};
@@ -236,21 +236,40 @@ struct ImportsPage {
 }
 
 fn import_row(j: &ImportJob, now: i64) -> ImportRow {
-    let disks =
-        j.disks.iter().map(|d| format!("{} {}: {}", if j.kind == "device" { "device" } else { "disk" }, d.id, d.state)).collect::<Vec<_>>();
-    let (deadline, class) = match j.deadline.as_deref().and_then(unix) {
+    let unit = if j.kind == "device" { "device" } else { "disk" };
+    let deadline = j.deadline.as_deref();
+    row([&j.name, &j.kind, &j.machine_name, j.state.as_str()], unit, &j.disks, (&j.carrier, &j.tracking), deadline, now)
+}
+
+/// An export job, beside the import jobs (kind `export`).
+fn export_row(j: &ExportJob, now: i64) -> ImportRow {
+    row([&j.name, "export", &j.machine_name, j.state.as_str()], "disk", &j.disks, (&j.carrier, &j.tracking), j.deadline.as_deref(), now)
+}
+
+/// A row of the jobs table: `[name, kind, machine, state]`, the disks (each a `unit`), the
+/// carrier and tracking number, the ship-by deadline.
+fn row(
+    [name, kind, machine, state]: [&str; 4],
+    unit: &str,
+    disks: &[ferry_api::DiskRecord],
+    (carrier, tracking): (&Option<String>, &Option<String>),
+    deadline: Option<&str>,
+    now: i64,
+) -> ImportRow {
+    let disks = disks.iter().map(|d| format!("{unit} {}: {}", d.id, d.state)).collect::<Vec<_>>();
+    let (deadline, class) = match deadline.and_then(unix) {
         Some(d) if d <= now => (format!("{} (passed)", rfc3339(d)), "bad"),
         Some(d) if d - now < DEADLINE_WARN_S => (format!("{} ({} left)", rfc3339(d), span(d - now)), "warn"),
         Some(d) => (format!("{} ({} left)", rfc3339(d), span(d - now)), ""),
         None => ("-".into(), ""),
     };
     ImportRow {
-        name: j.name.clone(),
-        kind: j.kind.clone(),
-        machine: j.machine_name.clone(),
-        state: j.state.as_str().into(),
+        name: name.into(),
+        kind: kind.into(),
+        machine: machine.into(),
+        state: state.into(),
         disks: disks.join(", "),
-        shipping: match (&j.carrier, &j.tracking) {
+        shipping: match (carrier, tracking) {
             (Some(c), Some(t)) => format!("{c} {t}"),
             (None, Some(t)) => t.clone(),
             _ => "-".into(),
@@ -263,7 +282,8 @@ fn import_row(j: &ImportJob, now: i64) -> ImportRow {
 pub(crate) async fn imports(AxState(state): St, headers: HeaderMap) -> PageResult {
     let v = viewer(&state, &headers).await?;
     let now = chrono::Utc::now().timestamp();
-    let jobs = state.db.import_jobs(None).await?.iter().map(|j| import_row(j, now)).collect();
+    let mut jobs: Vec<ImportRow> = state.db.import_jobs(None).await?.iter().map(|j| import_row(j, now)).collect();
+    jobs.extend(state.db.export_jobs().await?.iter().map(|j| export_row(j, now)));
     html(&ImportsPage { user: v.name, role: v.role.as_str(), csrf: v.csrf, jobs })
 }
 

@@ -158,8 +158,30 @@ impl Db {
         set: &[(&str, Option<&str>)],
         why: impl FnOnce(JobState) -> String,
     ) -> Result<std::result::Result<ImportJob, Refusal>> {
+        self.expire_import_jobs(chrono::Utc::now().timestamp()).await?;
+        let changed = self.guarded_update("import_jobs", name, from, to, set).await?;
+        let Some(job) = self.import_job(name).await? else {
+            return Ok(Err(Refusal::NoSuchJob(name.into())));
+        };
+        if changed {
+            Ok(Ok(job))
+        } else {
+            Ok(Err(Refusal::WrongState { name: name.into(), state: job.state.as_str(), why: why(job.state) }))
+        }
+    }
+
+    /// The one guarded UPDATE every change of a job's state goes through, import and export
+    /// jobs alike: moves row `name` of `table` from one of `from` to `to`, setting the given text
+    /// columns too; whether it moved (it did not: no such row, or another state).
+    pub(crate) async fn guarded_update(
+        &self,
+        table: &'static str,
+        name: &str,
+        from: &[JobState],
+        to: JobState,
+        set: &[(&str, Option<&str>)],
+    ) -> Result<bool> {
         let now = chrono::Utc::now().timestamp();
-        self.expire_import_jobs(now).await?;
         // NULL is written into the statement, not bound: PostgreSQL cannot type a NULL parameter.
         let mut assignments = String::new();
         let mut values = Vec::new();
@@ -173,7 +195,7 @@ impl Db {
             }
         }
         let sql = format!(
-            "UPDATE import_jobs SET state = $1, updated = $2{assignments} WHERE name = $3 AND state IN ({})",
+            "UPDATE {table} SET state = $1, updated = $2{assignments} WHERE name = $3 AND state IN ({})",
             in_list(from, 4 + values.len())
         );
         let mut q = sqlx::query(&sql).bind(to.as_str()).bind(now).bind(name);
@@ -183,15 +205,7 @@ impl Db {
         for s in from {
             q = q.bind(s.as_str());
         }
-        let changed = q.execute(&self.pool).await?.rows_affected() == 1;
-        let Some(job) = self.import_job(name).await? else {
-            return Ok(Err(Refusal::NoSuchJob(name.into())));
-        };
-        if changed {
-            Ok(Ok(job))
-        } else {
-            Ok(Err(Refusal::WrongState { name: name.into(), state: job.state.as_str(), why: why(job.state) }))
-        }
+        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
     }
 
     /// The job other than `name` that has tracking number `tracking`, if any.

@@ -28,6 +28,7 @@ use crate::Role;
 mod alerts_sent;
 pub mod audit;
 mod device_jobs;
+pub(crate) mod export_jobs;
 mod import_jobs;
 pub(crate) mod jobs;
 pub(crate) mod logins;

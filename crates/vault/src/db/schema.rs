@@ -44,11 +44,12 @@ fn for_backend(statement: &str, backend: Backend) -> String {
 
 /// Every migration, oldest first; versions count up from 1 without gaps. Never edit one that
 /// was released: add the next.
-const MIGRATIONS: [Migration; 4] = [
+const MIGRATIONS: [Migration; 5] = [
     Migration { version: 1, name: "the control plane's tables of the vault before versioned migrations", statements: &V1 },
     Migration { version: 2, name: "failed dashboard logins and lockouts", statements: &V2 },
     Migration { version: 3, name: "tokens expire, are revoked and record their last use", statements: &V3 },
     Migration { version: 4, name: "settings every server of the vault shares", statements: &V4 },
+    Migration { version: 5, name: "export jobs: recovery points that travel to their machine on disks", statements: &V5 },
 ];
 
 /// Migration 1 (its text on each database is pinned by the tests).
@@ -97,6 +98,14 @@ const V3: [&str; 4] = [
 
 /// Migration 4: facts every server of the vault must agree on, by name (db::settings).
 const V4: [&str; 1] = ["CREATE TABLE vault_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)"];
+
+/// Migration 5: export jobs (db::export_jobs), the mirror of import jobs: `recovery_point` is
+/// the full ID, `paths` JSON; `disk_key` is sealed under the vault's escrow key; `tracking` is
+/// unique across export jobs (NULLs do not collide); `disks` and `errors` are JSON.
+const V5: [&str; 1] = ["CREATE TABLE export_jobs (name TEXT PRIMARY KEY, machine TEXT NOT NULL, recovery_point TEXT NOT NULL, \
+     paths TEXT NOT NULL, state TEXT NOT NULL, created {int} NOT NULL, deadline {int} NOT NULL, carrier TEXT, \
+     tracking TEXT UNIQUE, return_address TEXT, disk_key TEXT NOT NULL, set_id TEXT, manifest_digest TEXT, \
+     disks TEXT NOT NULL, errors TEXT NOT NULL, updated {int} NOT NULL)"];
 
 // Tables whose definition is the same on both databases (no autoincrement, BIGINT only).
 
@@ -202,10 +211,12 @@ mod tests {
             (3, Backend::Postgres, include_str!("../../tests/fixtures/migration-3.postgres.sql")),
             (4, Backend::Sqlite, include_str!("../../tests/fixtures/migration-4.sqlite.sql")),
             (4, Backend::Postgres, include_str!("../../tests/fixtures/migration-4.postgres.sql")),
+            (5, Backend::Sqlite, include_str!("../../tests/fixtures/migration-5.sqlite.sql")),
+            (5, Backend::Postgres, include_str!("../../tests/fixtures/migration-5.postgres.sql")),
         ] {
             let statements = MIGRATIONS[version - 1].statements(backend);
             assert_eq!(statements, pinned.lines().collect::<Vec<_>>(), "migration {version} on {backend:?}");
         }
-        assert_eq!(LATEST, 4, "a new migration is pinned here too");
+        assert_eq!(LATEST, 5, "a new migration is pinned here too");
     }
 }
